@@ -1,0 +1,84 @@
+"""Decoding raw Kafka values into events, or into a readable reason for the dead letters.
+
+Pure: bytes in, an event or a reason out. Accepts the plain contract and CloudEvents 1.0
+structured JSON (``specversion`` present), mapped as documented in docs/events.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.events import EVENT_ADAPTER, Event
+
+CLOUDEVENTS_TYPE_PREFIX = "com.touchstream."
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why a message is not an event. ``reason`` is meant for a person."""
+
+    reason: str
+
+
+def from_cloudevent(obj: dict[str, Any]) -> dict[str, Any]:
+    """Map a CloudEvents 1.0 structured event onto the plain contract.
+
+    id -> event_id, subject -> customer_id, time -> occurred_at, source -> source,
+    type ``com.touchstream.purchase`` (or plain ``purchase``) -> type, data -> the fields.
+    """
+    if obj.get("specversion") != "1.0":
+        raise ValueError(f"unsupported CloudEvents specversion {obj.get('specversion')!r}")
+    data = obj.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError("CloudEvents data must be a JSON object")
+    ce_type = obj.get("type")
+    if isinstance(ce_type, str) and ce_type.startswith(CLOUDEVENTS_TYPE_PREFIX):
+        ce_type = ce_type[len(CLOUDEVENTS_TYPE_PREFIX) :]
+    mapped = dict(data)
+    mapped.update(
+        event_id=obj.get("id"),
+        customer_id=obj.get("subject"),
+        type=ce_type,
+        occurred_at=obj.get("time"),
+        source=obj.get("source"),
+    )
+    return mapped
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e["loc"])
+        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
+    return "; ".join(parts)
+
+
+def decode_obj(obj: Any) -> Event | Rejected:
+    if not isinstance(obj, dict):
+        return Rejected(f"expected a JSON object, got {type(obj).__name__}")
+    if "specversion" in obj:
+        try:
+            obj = from_cloudevent(obj)
+        except ValueError as e:
+            return Rejected(f"invalid CloudEvent: {e}")
+    try:
+        return EVENT_ADAPTER.validate_python(obj)
+    except ValidationError as e:
+        return Rejected(f"invalid event: {_describe(e)}")
+
+
+def decode(raw: bytes | None) -> Event | Rejected:
+    """One Kafka message value -> an event, or the reason it is rejected."""
+    if raw is None:
+        return Rejected("empty message (no value)")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        return Rejected(f"not valid JSON: {e}")
+    return decode_obj(obj)

@@ -1,0 +1,20 @@
+"""Sinks: where touchstream's results land (ClickHouse server or embedded chdb)."""
+
+from __future__ import annotations
+
+from sinks.base import BatchingWriter, Row, Sink, SinkUnavailable
+
+__all__ = ["BatchingWriter", "Row", "Sink", "SinkUnavailable", "open_sink"]
+
+
+def open_sink(url: str) -> Sink:
+    """``clickhouse://user:pass@host:9000/db`` for a server, ``chdb://PATH`` for embedded."""
+    if url.startswith("clickhouse://"):
+        from sinks.clickhouse import ClickHouseSink
+
+        return ClickHouseSink(url)
+    if url.startswith("chdb://"):
+        from sinks.embedded import ChdbSink
+
+        return ChdbSink(url)
+    raise SinkUnavailable(f"unsupported ClickHouse URL {url!r}: use clickhouse://... or chdb://PATH")

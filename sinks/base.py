@@ -1,0 +1,84 @@
+"""The sink interface: what the worker and the CLI need from a ClickHouse.
+
+Two implementations share it and the DDL in sinks/tables.py:
+``ClickHouseSink`` (a server, through clickhouse-driver's native protocol) and
+``ChdbSink`` (embedded ClickHouse in process). Rows are tuples in the column order of
+the table; values are str, int, float, Decimal, aware datetime or None.
+
+``BatchingWriter`` sits in front of a sink: it collects rows per table and writes each
+table's rows in one insert per flush (like Quix Streams' BatchingSink).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from sinks.tables import BY_NAME, migrations
+
+Row = tuple[Any, ...]
+
+
+class SinkUnavailable(RuntimeError):
+    """ClickHouse cannot be reached or opened; the message says which and how."""
+
+
+class Sink(ABC):
+    database: str
+
+    @abstractmethod
+    def execute(self, sql: str) -> None:
+        """Run one DDL statement."""
+
+    @abstractmethod
+    def insert(self, table: str, rows: Sequence[Row]) -> None:
+        """Insert rows into one of the tables of sinks/tables.py, all columns, in order."""
+
+    @abstractmethod
+    def query(self, sql: str) -> tuple[list[str], list[Row]]:
+        """Run a read query: (column names, rows)."""
+
+    def close(self) -> None:  # noqa: B027 - optional for sinks holding nothing
+        """Release the connection."""
+
+    def migrate(self) -> list[str]:
+        """Create the database, tables and views if missing. Safe to run again."""
+        statements = migrations(self.database)
+        for sql in statements:
+            self.execute(sql)
+        return statements
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class BatchingWriter:
+    """Collects rows per table; ``flush`` writes each table once and empties the buffer."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self._rows: dict[str, list[Row]] = {}
+        self.rows_written = 0
+
+    def add(self, table: str, rows: Sequence[Row]) -> None:
+        if table not in BY_NAME:
+            raise KeyError(f"unknown table {table!r}")
+        if rows:
+            self._rows.setdefault(table, []).extend(rows)
+
+    @property
+    def pending(self) -> int:
+        return sum(len(r) for r in self._rows.values())
+
+    def flush(self) -> int:
+        written = 0
+        for table, rows in self._rows.items():
+            self.sink.insert(table, rows)
+            written += len(rows)
+        self._rows = {}
+        self.rows_written += written
+        return written

@@ -1,0 +1,60 @@
+"""A ClickHouse server through clickhouse-driver (native protocol, port 9000)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import unquote, urlparse
+
+from clickhouse_driver import Client
+from clickhouse_driver import errors as ch_errors
+
+from sinks.base import Row, Sink, SinkUnavailable
+from sinks.tables import BY_NAME
+
+
+class ClickHouseSink(Sink):
+    """``clickhouse://user:password@host:9000/database``"""
+
+    def __init__(self, url: str, connect_timeout: float = 5.0) -> None:
+        u = urlparse(url)
+        self.database = (u.path or "/").strip("/") or "touchstream"
+        self.host = u.hostname or "localhost"
+        self.port = u.port or 9000
+        self.url_for_humans = f"clickhouse://{self.host}:{self.port}/{self.database}"
+        # The database may not exist yet (migrate creates it): connect to `default`.
+        self.client = Client(
+            host=self.host,
+            port=self.port,
+            user=unquote(u.username or "default"),
+            password=unquote(u.password or ""),
+            database="default",
+            connect_timeout=connect_timeout,
+            send_receive_timeout=300,
+        )
+        try:
+            self.client.execute("SELECT 1")
+        except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as e:
+            raise SinkUnavailable(
+                f"cannot reach ClickHouse at {self.url_for_humans}: {e}. "
+                "Is the server running and is TOUCHSTREAM_CLICKHOUSE_URL right?"
+            ) from e
+
+    def execute(self, sql: str) -> None:
+        self.client.execute(sql)
+
+    def insert(self, table: str, rows: Sequence[Row]) -> None:
+        if not rows:
+            return
+        t = BY_NAME[table]
+        cols = ", ".join(f"`{c}`" for c in t.column_names)
+        # Values travel in native blocks, never inside the SQL text.
+        self.client.execute(
+            f"INSERT INTO {self.database}.{t.name} ({cols}) VALUES", list(rows), types_check=False
+        )
+
+    def query(self, sql: str) -> tuple[list[str], list[Row]]:
+        rows, cols = self.client.execute(sql, with_column_types=True)
+        return [c for c, _ in cols], [tuple(r) for r in rows]
+
+    def close(self) -> None:
+        self.client.disconnect()

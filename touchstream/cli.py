@@ -1,0 +1,147 @@
+"""The `touchstream` command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import touchstream  # noqa: F401  (puts this repository first on sys.path)
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from touchstream.config import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code)
+
+
+def _topics(s: Settings) -> dict[str, int]:
+    return {s.input_topic: s.partitions, s.dlq_topic: s.partitions}
+
+
+@app.command()
+def migrate(
+    topics: Annotated[bool, typer.Option(help="also create the Kafka topics")] = True,
+) -> None:
+    """Create the ClickHouse tables and views (and the Kafka topics). Idempotent."""
+    from sinks import SinkUnavailable, open_sink
+    from touchstream.kafka import BrokerUnavailable, ensure_topics
+
+    s = Settings()
+    try:
+        with open_sink(s.clickhouse_url) as sink:
+            statements = sink.migrate()
+        console.print(f"ClickHouse: {len(statements)} statements applied to {sink.database}")
+        if topics:
+            created = ensure_topics(s.bootstrap, _topics(s), s.replication_factor)
+            console.print(f"Kafka: topics created: {', '.join(created) or 'none (all existed)'}")
+    except (SinkUnavailable, BrokerUnavailable) as e:
+        _fail(str(e))
+
+
+@app.command()
+def worker(loglevel: str = "info") -> None:
+    """Run a stream-processing worker (add more processes to share the partitions)."""
+    import faust
+
+    from agents.app import build_app
+    from sinks import SinkUnavailable, open_sink
+    from touchstream.kafka import BrokerUnavailable, ensure_topics
+
+    s = Settings()
+    try:
+        ensure_topics(s.bootstrap, _topics(s), s.replication_factor)
+        sink = open_sink(s.clickhouse_url)
+        sink.migrate()
+    except (SinkUnavailable, BrokerUnavailable) as e:
+        _fail(str(e))
+    faust_app, _ = build_app(s, sink)
+    faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
+
+
+@app.command()
+def produce(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL or CSV")],
+    format: Annotated[str, typer.Option(help="auto (by extension) or cdnow")] = "auto",
+) -> None:
+    """Validate events from a file and send the valid ones to the input topic."""
+    from touchstream.datasets import cdnow_events, read_file
+    from touchstream.kafka import BrokerUnavailable, ensure_topics
+    from touchstream.producing import send_events
+
+    s = Settings()
+    items = ((i, e) for i, e in enumerate(cdnow_events(file), 1)) if format == "cdnow" else (
+        read_file(file)
+    )
+    try:
+        ensure_topics(s.bootstrap, _topics(s), s.replication_factor)
+        report = send_events(s, items, progress=console)
+    except BrokerUnavailable as e:
+        _fail(str(e))
+    console.print(f"sent {report.sent} events to {s.input_topic}; rejected {len(report.rejected)}")
+    for line, reason in report.rejected[:20]:
+        err.print(f"  line {line}: {reason}")
+    if report.rejected:
+        raise typer.Exit(1)
+
+
+@app.command()
+def query(sql: str) -> None:
+    """Run a read query on ClickHouse and print the result as a table."""
+    from sinks import SinkUnavailable, open_sink
+
+    s = Settings()
+    try:
+        with open_sink(s.clickhouse_url) as sink:
+            cols, rows = sink.query(sql)
+    except SinkUnavailable as e:
+        _fail(str(e))
+    except Exception as e:  # a SQL error: show ClickHouse's words, not a traceback
+        _fail(str(e).splitlines()[0] if str(e) else repr(e))
+    t = Table(*cols)
+    for r in rows:
+        t.add_row(*("NULL" if v is None else str(v) for v in r))
+    console.print(t)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="where the demo keeps its data")] = Path("var/demo"),
+    sample_customers: int = 300,
+) -> None:
+    """Start a local broker and worker, stream CDNOW and a touchpoint sample, show results."""
+    from touchstream.demo import run_demo
+
+    run_demo(workdir, sample_customers, console)
+
+
+@app.command()
+def broker(port: int = 9092) -> None:
+    """Run a local Tansu broker in the foreground (memory only: a restart loses topics)."""
+    from touchstream.localstack import Tansu
+
+    with Tansu(Path("var/tansu"), port) as t:
+        console.print(f"Tansu broker at {t.url} (Ctrl-C to stop)")
+        try:
+            t.proc.wait()
+        except KeyboardInterrupt:
+            pass
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Settings from the environment (TOUCHSTREAM_*) or a .env file."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOUCHSTREAM_", env_file=".env", extra="ignore")
+
+    broker: str = Field("kafka://127.0.0.1:9092", description="Kafka bootstrap, kafka://host:port")
+    clickhouse_url: str = Field(
+        "chdb://var/chdb", description="clickhouse://user:pass@host:9000/db or chdb://PATH"
+    )
+    app_id: str = Field("touchstream", description="Faust app id = Kafka consumer group")
+    input_topic: str = "touchpoints"
+    dlq_topic: str = "touchpoints.dlq"
+    partitions: int = Field(8, ge=1, description="partitions of the input topic and tables")
+    replication_factor: int = Field(1, ge=1)
+    data_dir: str = Field("var", description="worker data (Faust table stores)")
+    batch_max: int = Field(5000, ge=1, description="most messages handled in one batch")
+    batch_within_s: float = Field(0.5, gt=0, description="longest wait to fill a batch")
+    session_timeout_s: float = Field(10.0, gt=0)
+    web_port: int = Field(6066, description="Faust web port (0 = any free port)")
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port list for kafka-python, without the kafka:// scheme."""
+        return ",".join(b.removeprefix("kafka://") for b in self.broker.split(","))

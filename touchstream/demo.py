@@ -1,0 +1,116 @@
+"""`touchstream demo`: the whole pipeline on this machine, embedded defaults.
+
+Tansu broker (free port) -> `touchstream worker` (a real Faust worker process) -> chdb.
+Streams CDNOW (69,659 real purchases) plus a synthetic sample of every touchpoint type
+and a few malformed messages, waits until the worker has committed every offset, stops
+it, then shows what an analyst wants first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from touchstream.config import Settings
+from touchstream.datasets import BAD_SAMPLES, cdnow_events, sample_events
+from touchstream.kafka import committed_offsets, ensure_topics
+from touchstream.localstack import Tansu, free_port
+from touchstream.producing import send_events
+
+SUMMARY_SQL = {
+    "Customers and revenue": """
+SELECT count() AS customers, countIf(purchases > 0) AS buyers,
+       sum(purchases) AS n_purchases, sum(purchase_total) AS revenue,
+       sum(refund_total) AS refunded, sum(net_spend) AS total_net_spend
+FROM {db}.customer_state FINAL""",
+    "RFM (buyers, as of stream time)": """
+SELECT any(as_of) AS as_of, round(avg(frequency), 2) AS avg_frequency,
+       round(avg(recency_days), 1) AS avg_recency_days, round(avg(T), 1) AS avg_T,
+       round(avg(monetary_value), 2) AS avg_monetary_value,
+       countIf(frequency = 0) AS one_day_buyers
+FROM {db}.customer_rfm""",
+    "Top customers by net spend": """
+SELECT customer_id, purchases, net_spend, frequency, recency_days, T
+FROM {db}.customer_rfm ORDER BY net_spend DESC, customer_id LIMIT 5""",
+    "Events by type": """
+SELECT type, count() AS events, sum(amount) AS total_amount
+FROM {db}.events FINAL GROUP BY type ORDER BY events DESC""",
+    "Dead letters": """
+SELECT partition, offset, reason FROM {db}.dead_letters FINAL ORDER BY partition, offset""",
+}
+
+
+def run_demo(workdir: Path, sample_customers: int, console: Console) -> None:
+    if workdir.exists():
+        shutil.rmtree(workdir)  # the broker is memory-only: start ClickHouse afresh too
+    workdir.mkdir(parents=True)
+    chdb_dir = (workdir / "chdb").resolve()
+    with Tansu(workdir / "broker") as broker:
+        settings = Settings(
+            broker=broker.url, clickhouse_url=f"chdb://{chdb_dir}",
+            data_dir=str(workdir / "worker"), web_port=free_port(),
+        )
+        ensure_topics(settings.bootstrap, {settings.input_topic: settings.partitions,
+                                           settings.dlq_topic: settings.partitions})
+        env = {**os.environ, "TOUCHSTREAM_BROKER": settings.broker,
+               "TOUCHSTREAM_CLICKHOUSE_URL": settings.clickhouse_url,
+               "TOUCHSTREAM_DATA_DIR": settings.data_dir}
+        log = (workdir / "worker.log").open("wb")
+        worker = subprocess.Popen([sys.executable, "-m", "touchstream.cli", "worker"],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            console.print(f"broker {broker.url}, worker pid {worker.pid}, "
+                          f"ClickHouse {settings.clickhouse_url}")
+            items = enumerate([*cdnow_events(), *sample_events(sample_customers)], 1)
+            t0 = time.monotonic()
+            report = send_events(settings, items, progress=console,
+                                 raw_extra=[(b"S00001", b) for b in BAD_SAMPLES])
+            wait_until_processed(settings, report.end_offsets, worker, console)
+            elapsed = time.monotonic() - t0
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    console.print(f"{report.sent + len(BAD_SAMPLES)} messages through the pipeline "
+                  f"in {elapsed:.1f}s (worker log: {workdir / 'worker.log'})")
+    show_summary(settings.clickhouse_url, console)
+
+
+def wait_until_processed(s: Settings, end: dict[int, int], worker: subprocess.Popen[bytes],
+                         console: Console, timeout: float = 600) -> None:
+    total = sum(end.values())
+    with Progress(TextColumn("processing"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("process", total=total)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with code {worker.returncode}")
+            done = committed_offsets(s.bootstrap, s.app_id, s.input_topic, end)
+            bar.update(task, completed=sum(min(done.get(p, 0), e) for p, e in end.items()))
+            if all(done.get(p, 0) >= e for p, e in end.items()):
+                return
+            time.sleep(0.5)
+    raise TimeoutError("the worker did not commit every offset in time")
+
+
+def show_summary(clickhouse_url: str, console: Console) -> None:
+    from sinks import open_sink
+
+    with open_sink(clickhouse_url) as sink:
+        for title, sql in SUMMARY_SQL.items():
+            cols, rows = sink.query(sql.format(db=sink.database))
+            t = Table(*cols, title=title, title_justify="left")
+            for r in rows:
+                t.add_row(*("NULL" if v is None else str(v) for v in r))
+            console.print(t)

