@@ -39,7 +39,31 @@ class Totals:
     rows: int = 0
 
 
-def build_app(settings: Settings, sink: Sink) -> tuple[faust.App, Totals]:
+@dataclass
+class Worker:
+    app: faust.App
+    agent: Any
+    table: Any
+    dlq: Any
+    totals: Totals
+
+
+async def flush_with_retry(
+    loop: asyncio.AbstractEventLoop, io: ThreadPoolExecutor, writer: BatchingWriter
+) -> int:
+    """Write the batch, retrying while ClickHouse is down: the partition waits (and its
+    offsets stay uncommitted) instead of the worker crashing or dropping rows."""
+    delay = 0.5
+    while True:
+        try:
+            return await loop.run_in_executor(io, writer.flush)
+        except Exception as e:  # any driver error: the rows stay buffered for the retry
+            log.error("ClickHouse write failed (%s); retrying in %.1fs", e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def build_app(settings: Settings, sink: Sink) -> Worker:
     datadir = Path(settings.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -107,7 +131,7 @@ def build_app(settings: Settings, sink: Sink) -> tuple[faust.App, Totals]:
             )
             for table, rows in result.rows.items():
                 writer.add(table, rows)
-            totals.rows += await loop.run_in_executor(io, writer.flush)
+            totals.rows += await flush_with_retry(loop, io, writer)
             for cid, value in result.states.items():
                 customers[cid.encode()] = value
             for key, envelope in result.dead_letters:
@@ -122,4 +146,4 @@ def build_app(settings: Settings, sink: Sink) -> tuple[faust.App, Totals]:
     async def report() -> None:
         log.info("totals %s", totals)
 
-    return app, totals
+    return Worker(app, process, customers, dlq, totals)

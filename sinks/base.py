@@ -75,10 +75,13 @@ class BatchingWriter:
         return sum(len(r) for r in self._rows.values())
 
     def flush(self) -> int:
+        """Write everything buffered. If an insert fails, the tables not yet written stay
+        buffered, so calling flush again resumes (rows are versioned: a rewrite is safe)."""
         written = 0
-        for table, rows in self._rows.items():
+        for table in list(self._rows):
+            rows = self._rows[table]
             self.sink.insert(table, rows)
+            del self._rows[table]
             written += len(rows)
-        self._rows = {}
         self.rows_written += written
         return written

@@ -65,8 +65,7 @@ def worker(loglevel: str = "info") -> None:
         sink.migrate()
     except (SinkUnavailable, BrokerUnavailable) as e:
         _fail(str(e))
-    faust_app, _ = build_app(s, sink)
-    faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
+    faust.Worker(build_app(s, sink).app, loglevel=loglevel).execute_from_commandline()
 
 
 @app.command()

@@ -1,0 +1,88 @@
+"""Real servers, started by the tests on free ports with their own data directories:
+a Tansu broker (Kafka protocol) and Debian's ClickHouse server; chdb runs in process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from touchstream.config import Settings
+from touchstream.kafka import committed_offsets, ensure_topics
+from touchstream.localstack import ClickHouseServer, Tansu
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tansu]:
+    with Tansu(tmp_path_factory.mktemp("tansu")) as t:
+        yield t
+
+
+@pytest.fixture(scope="session")
+def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
+    with ClickHouseServer(tmp_path_factory.mktemp("clickhouse")) as ch:
+        yield ch
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def settings_for(broker: Tansu, clickhouse_url: str, tmp: Path, partitions: int = 4) -> Settings:
+    """Settings for one test: its own topics, consumer group and worker data dir."""
+    name = unique("t")
+    s = Settings(
+        broker=broker.url, clickhouse_url=clickhouse_url, app_id=f"ts-{name}",
+        input_topic=f"{name}.in", dlq_topic=f"{name}.dlq", partitions=partitions,
+        data_dir=str(tmp / f"worker-{name}"), batch_within_s=0.2,
+    )
+    ensure_topics(s.bootstrap, {s.input_topic: partitions, s.dlq_topic: partitions})
+    return s
+
+
+def worker_env(s: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for field in ("broker", "clickhouse_url", "app_id", "input_topic", "dlq_topic",
+                  "partitions", "data_dir", "batch_within_s"):
+        env[f"TOUCHSTREAM_{field.upper()}"] = str(getattr(s, field))
+    return env
+
+
+@contextmanager
+def running_worker(s: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `touchstream worker` process; stopped (SIGTERM, then kill) on exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "touchstream.cli", "worker"], env=worker_env(s), cwd=ROOT,
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_committed(s: Settings, end: dict[int, int], proc: subprocess.Popen[bytes],
+                   log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        done = committed_offsets(s.bootstrap, s.app_id, s.input_topic, end)
+        if all(done.get(p, 0) >= e for p, e in end.items()):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"offsets not committed in {timeout}s:\n{log.read_text()[-3000:]}")
