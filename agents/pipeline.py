@@ -97,6 +97,7 @@ class Processor:
         events_rows: list[Row] = []
         dead_rows: list[Row] = []
         current: dict[str, Stored | None] = {}
+        changed: set[str] = set()  # customers whose state version moved (not just offset)
         clocks: dict[int, int] = {}
 
         for m in messages:
@@ -131,6 +132,8 @@ class Processor:
             if t > clocks.get(m.partition, self.stream_time.get(m.partition, 0)):
                 clocks[m.partition] = t
             new_state, outputs = step(stored.state if stored else None, ev)
+            if stored is None or new_state.version != stored.state.version:
+                changed.add(cid)
             current[cid] = Stored(new_state, m.partition, m.offset)
             for o in outputs:
                 if isinstance(o, Accepted):
@@ -145,7 +148,9 @@ class Processor:
         self.stream_time.update(clocks)
         out.rows = {
             "events": events_rows,
-            "customer_state": [state_row(s.state) for s in current.values() if s is not None],
+            "customer_state": [
+                state_row(s.state) for c, s in current.items() if c in changed and s
+            ],
             "dead_letters": dead_rows,
             "stream_clock": [clock_row(p, t) for p, t in clocks.items()],
         }

@@ -1,0 +1,1 @@
+"""The event contract (events.py) and the decoder from raw Kafka bytes (decode.py)."""

@@ -6,7 +6,7 @@ timestamps are rejected (event time must be unambiguous for replays to agree).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -94,6 +94,14 @@ EVENT_TYPES: tuple[type[_Event], ...] = (Purchase, Call, Complaint, Refund, Surv
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def epoch_ms(t: datetime) -> int:
-    """Event time as integer UTC milliseconds: what the domain and the sinks use."""
-    return int(t.timestamp() * 1000)
+    """Event time as integer UTC milliseconds: what the domain and the sinks use.
+
+    Exact integer arithmetic, floored: float ``timestamp() * 1000`` is off by one for
+    some times and truncates towards zero before 1970.
+    """
+    return (t - _EPOCH) // _MS

@@ -75,12 +75,14 @@ class ChdbSink(Sink):
             return
         schema = _SCHEMAS[table]
         columns = list(zip(*rows, strict=True))
-        tbl = pa.table(
+        tbl = pa.table(  # noqa: F841 - chdb's Python() table function finds it by name
             [pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)],
             schema=schema,
         )
         cols = ", ".join(f"`{c}`" for c in schema.names)
-        self.session.query(f"INSERT INTO {self.database}.{table} ({cols}) SELECT * FROM Python(tbl)")
+        self.session.query(
+            f"INSERT INTO {self.database}.{table} ({cols}) SELECT * FROM Python(tbl)"
+        )
 
     def query(self, sql: str) -> tuple[list[str], list[Row]]:
         # JSONCompact keeps ClickHouse's own rendering of dates and decimals.

@@ -7,12 +7,11 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import touchstream  # noqa: F401  (puts this repository first on sys.path)
-
 import typer
 from rich.console import Console
 from rich.table import Table
 
+import touchstream  # noqa: F401  (puts this repository first on sys.path)
 from touchstream.config import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -21,7 +20,7 @@ err = Console(stderr=True)
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {msg}")
+    err.print(f"[bold red]error:[/] {' '.join(msg.split())}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -125,6 +124,19 @@ def demo(
 
 
 @app.command()
+def schema() -> None:
+    """Print the event contract as JSON Schema (docs/event.schema.json)."""
+    import orjson
+
+    from touchstream.schema_export import event_json_schema
+
+    sys.stdout.write(
+        orjson.dumps(event_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+        + "\n"
+    )
+
+
+@app.command()
 def broker(port: int = 9092) -> None:
     """Run a local Tansu broker in the foreground (memory only: a restart loses topics)."""
     from touchstream.localstack import Tansu
@@ -139,6 +151,8 @@ def broker(port: int = 9092) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # The driver logs each failed connect with a traceback; our error message says it all.
+    logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
     app()
 
 

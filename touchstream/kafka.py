@@ -22,7 +22,7 @@ def _unreachable(bootstrap: str, e: Exception) -> BrokerUnavailable:
 
 def admin(bootstrap: str) -> KafkaAdminClient:
     try:
-        return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
     except (KafkaError, OSError) as e:
         raise _unreachable(bootstrap, e) from e
 
@@ -59,7 +59,9 @@ def producer(bootstrap: str) -> KafkaProducer:
         raise _unreachable(bootstrap, e) from e
 
 
-def committed_offsets(bootstrap: str, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+def committed_offsets(
+    bootstrap: str, group: str, topic: str, partitions: Iterable[int]
+) -> dict[int, int]:
     """Offsets the consumer group has committed on ``topic`` (missing = nothing yet)."""
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     try:

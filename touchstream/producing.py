@@ -60,6 +60,7 @@ def send_events(
         bar.update(task, completed=report.sent)
     for f in futures:
         md = f.get(timeout=30)
-        report.end_offsets[md.partition] = max(report.end_offsets.get(md.partition, 0), md.offset + 1)
+        end = report.end_offsets
+        end[md.partition] = max(end.get(md.partition, 0), md.offset + 1)
     p.close()
     return report

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
 import orjson
-import pytest
 
 from agents.pipeline import Stored
-
 
 
 def purchase(eid: str, cid: str, day: str, amount: str) -> bytes:

@@ -1,0 +1,105 @@
+"""The `touchstream` command as a user runs it, against real servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from sinks import open_sink
+from touchstream.localstack import ClickHouseServer, Tansu, free_port
+
+from .conftest import ROOT, unique, worker_env
+from .conftest import settings_for as make_settings
+from .lifetimes_check import RFM_SQL, cdnow_reference, mismatches
+
+pytestmark = pytest.mark.integration
+
+
+def touchstream(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+                cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "touchstream.cli", *args], env={**os.environ, **(env or {})},
+        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_migrate_twice_on_a_clickhouse_server_succeeds_and_creates_topics(
+    broker: Tansu, clickhouse: ClickHouseServer, tmp_path: Path
+) -> None:
+    s = make_settings(broker, clickhouse.url(unique("mig")), tmp_path)
+    env = worker_env(s) | {"TOUCHSTREAM_INPUT_TOPIC": unique("fresh")}
+    first = touchstream("migrate", env=env)
+    second = touchstream("migrate", env=env)
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert env["TOUCHSTREAM_INPUT_TOPIC"] in first.stdout
+    assert "none (all existed)" in second.stdout
+    with open_sink(s.clickhouse_url) as sink:
+        _, rows = sink.query(f"SHOW TABLES FROM {sink.database}")
+    assert {r[0] for r in rows} >= {"events", "customer_state", "dead_letters", "stream_clock",
+                                    "customer_rfm"}
+
+
+def test_an_unreachable_clickhouse_gives_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    r = touchstream("migrate", env={
+        "TOUCHSTREAM_CLICKHOUSE_URL": f"clickhouse://127.0.0.1:{free_port()}/x"})
+    assert r.returncode == 2
+    assert "cannot reach ClickHouse" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_an_unreachable_broker_gives_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    f = tmp_path / "e.jsonl"
+    f.write_text('{"event_id":"1","customer_id":"c","type":"account","change":"moved",'
+                 '"occurred_at":"2020-01-01T00:00:00Z"}\n')
+    r = touchstream("produce", str(f), env={"TOUCHSTREAM_BROKER": f"kafka://127.0.0.1:{free_port()}"})
+    assert r.returncode == 2
+    assert "cannot reach a Kafka broker" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_produce_validates_first_and_names_the_bad_lines(
+    broker: Tansu, clickhouse: ClickHouseServer, tmp_path: Path
+) -> None:
+    s = make_settings(broker, clickhouse.url(unique("prod")), tmp_path)
+    ok = {"event_id": "1", "customer_id": "c", "type": "account", "change": "moved",
+          "occurred_at": "2020-01-01T00:00:00Z"}
+    bad = {**ok, "event_id": "2", "occurred_at": "2020-01-01T00:00:00"}
+    f = tmp_path / "e.jsonl"
+    f.write_bytes(b"\n".join([orjson.dumps(ok), orjson.dumps(bad), b"{nope"]) + b"\n")
+    r = touchstream("produce", str(f), env=worker_env(s))
+    assert r.returncode == 1
+    assert "sent 1 events" in r.stdout
+    assert "line 2:" in r.stderr and "timezone" in r.stderr
+    assert "line 3:" in r.stderr and "not valid JSON" in r.stderr
+
+
+def test_query_prints_a_table_and_reports_sql_errors_plainly(
+    clickhouse: ClickHouseServer,
+) -> None:
+    env = {"TOUCHSTREAM_CLICKHOUSE_URL": clickhouse.url("default")}
+    r = touchstream("query", "SELECT 40 + 2 AS answer", env=env)
+    assert r.returncode == 0 and "answer" in r.stdout and "42" in r.stdout
+    bad = touchstream("query", "SELECT nope FROM nowhere", env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_the_demo_runs_on_embedded_defaults_and_its_cdnow_results_match_lifetimes(
+    tmp_path: Path,
+) -> None:
+    workdir = tmp_path / "demo"
+    r = touchstream("demo", "--workdir", str(workdir), "--sample-customers", "20", timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for title in ("Customers and revenue", "RFM", "Top customers", "Dead letters"):
+        assert title in r.stdout
+    with open_sink(f"chdb://{workdir / 'chdb'}") as sink:
+        _, rows = sink.query(RFM_SQL.format(db=sink.database))
+        dead = sink.query(f"SELECT count() FROM {sink.database}.dead_letters FINAL")[1]
+    ours = {r[0]: r[1:] for r in rows if not r[0].startswith("S")}
+    assert mismatches(cdnow_reference(), ours) == []
+    assert dead == [(5,)]

@@ -1,0 +1,277 @@
+"""agents/pipeline.py: one batch of raw Kafka messages -> states, rows and dead letters.
+
+The table is a dict: ``load`` reads it and the test writes ``BatchResult.states`` back,
+as the Faust agent does with its changelogged table.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.pipeline import BatchResult, Processor, RawMessage, Stored
+from schemas.events import epoch_ms
+from sinks.tables import CUSTOMER_STATE, DEAD_LETTERS, EVENTS, STREAM_CLOCK
+from touchstream.domain.rfm import CustomerState, from_record
+
+TOPIC = "touchpoints"
+BASE = datetime(2024, 3, 1, tzinfo=UTC)
+RECEIVED = datetime(2024, 3, 2, tzinfo=UTC)
+
+
+def event(cid: str, eid: str, minutes: int = 0, type_: str = "purchase",
+          amount: str = "10.00") -> dict[str, Any]:
+    common = {
+        "event_id": eid,
+        "customer_id": cid,
+        "occurred_at": (BASE + timedelta(minutes=minutes)).isoformat(),
+    }
+    if type_ == "purchase":
+        return {**common, "type": "purchase", "amount": amount, "currency": "EUR"}
+    return {**common, "type": "survey", "satisfaction": "satisfied"}
+
+
+def msg(obj: Any, offset: int, partition: int = 0, key: str | bytes | None = None) -> RawMessage:
+    value = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    if key is None and isinstance(obj, dict):
+        key = obj["customer_id"]
+    if isinstance(key, str):
+        key = key.encode()
+    return RawMessage(TOPIC, partition, offset, key, value)
+
+
+class Table:
+    """The dict-backed table the processor reads through ``load``."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.loads: list[str] = []
+
+    def load(self, cid: str) -> bytes | None:
+        self.loads.append(cid)
+        return self.data.get(cid)
+
+    def run(self, proc: Processor, messages: list[RawMessage]) -> BatchResult:
+        result = proc.process(messages, self.load, RECEIVED)
+        self.data.update(result.states)
+        return result
+
+    def state(self, cid: str) -> CustomerState:
+        return Stored.decode(self.data[cid]).state
+
+
+def test_valid_messages_produce_one_events_row_each():
+    table, proc = Table(), Processor()
+    messages = [msg(event("a", f"e{i}", i), i) for i in range(3)]
+    result = table.run(proc, messages)
+    assert result.accepted == 3
+    assert result.rejected == result.duplicates == result.redelivered == 0
+    rows = result.rows["events"]
+    assert [r[0] for r in rows] == ["e0", "e1", "e2"]
+    assert all(len(r) == len(EVENTS.columns) for r in rows)
+    assert [r[-1] for r in rows] == [1, 2, 3]  # the state version each event made
+    assert [(r[-3], r[-2]) for r in rows] == [(0, 0), (0, 1), (0, 2)]  # partition, offset
+
+
+def test_one_customer_state_row_per_changed_customer_per_batch_not_per_event():
+    table, proc = Table(), Processor()
+    messages = [
+        msg(event("a", "a1", 1), 0),
+        msg(event("b", "b1", 2), 1),
+        msg(event("a", "a2", 3, "survey"), 2),
+        msg(event("a", "a3", 4), 3),
+        msg(event("b", "b2", 5), 4),
+    ]
+    result = table.run(proc, messages)
+    rows = result.rows["customer_state"]
+    assert sorted((r[0], r[1]) for r in rows) == [("a", 3), ("b", 2)]  # (customer, version)
+    assert all(len(r) == len(CUSTOMER_STATE.columns) for r in rows)
+    assert set(result.states) == {"a", "b"}
+    assert table.state("a").purchases == 2
+    assert sorted(table.loads) == ["a", "b"]  # each customer loaded once per batch
+
+
+def test_a_stream_clock_row_per_partition_carries_the_max_event_time_of_that_partition():
+    table, proc = Table(), Processor()
+    messages = [
+        msg(event("a", "a1", 30), 0, partition=0),
+        msg(event("a", "a2", 10), 1, partition=0),  # late: does not move the clock back
+        msg(event("b", "b1", 5), 0, partition=1),
+        msg(event("b", "b2", 20), 1, partition=1),
+    ]
+    result = table.run(proc, messages)
+    clocks = {r[0]: r for r in result.rows["stream_clock"]}
+    assert set(clocks) == {0, 1}
+    assert clocks[0][1:] == (BASE + timedelta(minutes=30), epoch_ms(BASE) + 30 * 60_000)
+    assert clocks[1][1:] == (BASE + timedelta(minutes=20), epoch_ms(BASE) + 20 * 60_000)
+    assert all(len(r) == len(STREAM_CLOCK.columns) for r in clocks.values())
+    # A later batch whose events are all older writes no clock row for that partition.
+    later = table.run(proc, [msg(event("a", "a3", 1), 2, partition=0)])
+    assert later.rows["stream_clock"] == []
+    assert proc.stream_time == {0: clocks[0][2], 1: clocks[1][2]}
+
+
+def test_a_malformed_message_yields_a_dead_letter_row_and_a_dlq_envelope():
+    table, proc = Table(), Processor()
+    bad = b'{"type": "purchase", '
+    result = table.run(proc, [msg(bad, 7, partition=2, key="a")])
+    assert result.rejected == 1 and result.accepted == 0
+    assert result.rows["events"] == [] and result.rows["customer_state"] == []
+    assert result.states == {}
+
+    [row] = result.rows["dead_letters"]
+    assert len(row) == len(DEAD_LETTERS.columns)
+    topic, partition, offset, key, raw, reason, received_at, version = row
+    assert (topic, partition, offset, key, raw) == (TOPIC, 2, 7, "a", bad.decode())
+    assert "not valid JSON" in reason
+    assert received_at == RECEIVED and version == 1
+
+    [(dlq_key, envelope)] = result.dead_letters
+    assert dlq_key == b"a"
+    env = orjson.loads(envelope)
+    assert env["reason"] == reason
+    assert (env["topic"], env["partition"], env["offset"]) == (TOPIC, 2, 7)
+    assert env["raw"] == bad.decode()
+    assert base64.b64decode(env["raw_base64"]) == bad
+
+
+def test_a_message_that_is_not_utf8_keeps_its_exact_bytes_in_the_dlq_envelope():
+    table, proc = Table(), Processor()
+    bad = b"\xff\xfe not text"
+    result = table.run(proc, [msg(bad, 0, key="a")])
+    [(_, envelope)] = result.dead_letters
+    env = orjson.loads(envelope)
+    assert env["raw"] is None
+    assert base64.b64decode(env["raw_base64"]) == bad
+    assert result.rejected == 1
+
+
+def test_a_message_whose_key_differs_from_its_customer_id_is_dead_lettered_naming_the_key():
+    table, proc = Table(), Processor()
+    result = table.run(proc, [msg(event("a", "e1"), 0, key="someone-else")])
+    assert result.rejected == 1 and result.accepted == 0
+    [(_, envelope)] = result.dead_letters
+    reason = orjson.loads(envelope)["reason"]
+    assert "'someone-else'" in reason
+    assert "'a'" in reason
+    assert result.rows["dead_letters"][0][5] == reason
+    assert result.states == {}
+
+
+def test_a_message_without_a_key_is_dead_lettered():
+    table, proc = Table(), Processor()
+    m = RawMessage(TOPIC, 0, 0, None, json.dumps(event("a", "e1")).encode())
+    result = table.run(proc, [m])
+    assert result.rejected == 1
+    assert "key" in orjson.loads(result.dead_letters[0][1])["reason"]
+
+
+def test_a_redelivered_message_is_skipped_and_counted_even_with_a_new_event_id():
+    table, proc = Table(), Processor()
+    table.run(proc, [msg(event("a", f"e{i}", i), i) for i in range(3)])
+    before = table.data["a"]
+
+    redelivered = [
+        msg(event("a", "e1", 1), 1),  # the same message again
+        msg(event("a", "fresh-id", 2, amount="99.00"), 2),  # re-produced under a new id
+    ]
+    result = table.run(proc, redelivered)
+    assert result.redelivered == 2
+    assert result.accepted == result.duplicates == 0
+    assert result.rows["events"] == [] and result.rows["customer_state"] == []
+    assert table.data["a"] == before
+    assert table.state("a").purchases == 3
+
+
+def test_a_duplicated_event_id_at_a_new_offset_counts_as_a_duplicate():
+    table, proc = Table(), Processor()
+    table.run(proc, [msg(event("a", "e1", 1), 0)])
+    result = table.run(proc, [msg(event("a", "e1", 1), 1), msg(event("a", "e2", 2), 2)])
+    assert result.duplicates == 1
+    assert result.accepted == 1
+    assert [r[0] for r in result.rows["events"]] == ["e2"]
+    s = table.state("a")
+    assert s.version == 2 and s.purchases == 2
+    assert Stored.decode(table.data["a"]).offset == 2
+
+
+def test_stored_encode_and_decode_round_trip():
+    table, proc = Table(), Processor()
+    table.run(proc, [msg(event("a", "e1", 1, amount="12.34"), 5, partition=3),
+                     msg(event("a", "e2", 60 * 50, amount="0.66"), 6, partition=3)])
+    stored = Stored.decode(table.data["a"])
+    assert (stored.partition, stored.offset) == (3, 6)
+    assert stored.state.purchase_total == Decimal("13.00")
+    assert Stored.decode(stored.encode()) == stored
+    assert stored.encode() == table.data["a"]
+    assert from_record(orjson.loads(stored.encode())[2]) == stored.state
+
+
+# -- batching does not change the outcome ---------------------------------------------
+
+
+@st.composite
+def message_streams(draw) -> list[RawMessage]:
+    """Messages for a few customers, each always on the same partition, offsets in order,
+    with duplicated event ids, a malformed message now and then, and key mismatches."""
+    n = draw(st.integers(1, 30))
+    offsets: dict[int, int] = {}
+    messages = []
+    for i in range(n):
+        cid = draw(st.sampled_from(["a", "b", "c", "d"]))
+        partition = ord(cid) % 2
+        offset = offsets.get(partition, 0)
+        offsets[partition] = offset + 1
+        kind = draw(st.sampled_from(["purchase", "survey", "duplicate", "garbage", "wrong key"]))
+        eid = f"{cid}-{draw(st.integers(0, 3))}" if kind == "duplicate" else f"{cid}-e{i}"
+        ev = event(cid, eid, draw(st.integers(0, 60 * 24 * 30)),
+                   "survey" if kind == "survey" else "purchase",
+                   str(draw(st.decimals(0, 500, places=2))))
+        if kind == "garbage":
+            messages.append(msg(b"{oops", offset, partition, key=cid))
+        else:
+            messages.append(msg(ev, offset, partition, key="zz" if kind == "wrong key" else cid))
+    return messages
+
+
+def run_batches(batches: list[list[RawMessage]]) -> tuple[Table, Processor, dict[str, int]]:
+    table, proc = Table(), Processor()
+    counts = dict.fromkeys(["accepted", "duplicates", "redelivered", "rejected"], 0)
+    for batch in batches:
+        result = table.run(proc, batch)
+        for k in counts:
+            counts[k] += getattr(result, k)
+    return table, proc, counts
+
+
+@settings(max_examples=100, deadline=None)
+@given(messages=message_streams(), data=st.data())
+def test_the_same_messages_split_into_two_batches_give_the_same_final_state(messages, data):
+    cut = data.draw(st.integers(0, len(messages)))
+    one, proc_one, counts_one = run_batches([messages])
+    two, proc_two, counts_two = run_batches([messages[:cut], messages[cut:]])
+    assert {c: Stored.decode(b) for c, b in two.data.items()} == {
+        c: Stored.decode(b) for c, b in one.data.items()
+    }
+    assert counts_two == counts_one
+    assert proc_two.stream_time == proc_one.stream_time
+
+
+@settings(max_examples=50, deadline=None)
+@given(messages=message_streams(), data=st.data())
+def test_redelivering_a_tail_of_the_stream_changes_no_state(messages, data):
+    tail = messages[data.draw(st.integers(0, len(messages))):]
+    table, proc, _ = run_batches([messages])
+    before = dict(table.data)
+    result = table.run(proc, tail)
+    assert table.data == before
+    assert result.accepted == result.duplicates == 0
+    assert result.redelivered + result.rejected == len(tail)
+    assert result.rows["events"] == result.rows["customer_state"] == []

@@ -1,0 +1,131 @@
+"""sinks/rows.py and sinks/tables.py: the rows match the DDL, and the DDL is replay-safe."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from schemas.events import Call, Purchase, Refund, Survey
+from sinks.rows import clock_row, dead_letter_row, event_row, state_row
+from sinks.tables import (
+    CUSTOMER_STATE,
+    DEAD_LETTERS,
+    EVENTS,
+    STREAM_CLOCK,
+    TABLES,
+    migrations,
+)
+from touchstream.domain.rfm import CustomerState, step
+
+WHEN = datetime(2024, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+COMMON = {"event_id": "e1", "customer_id": "c1", "occurred_at": WHEN}
+
+
+def column(table, row, name):
+    return row[table.column_names.index(name)]
+
+
+def test_event_row_puts_type_specific_fields_into_the_attributes_json():
+    ev = Purchase(type="purchase", amount=Decimal("11.77"), currency="EUR", order_id="o-1",
+                  discount=0.25, channel="web", source="pos", **COMMON)
+    row = event_row(ev, version=3, partition=1, offset=42)
+    assert len(row) == len(EVENTS.columns)
+    assert json.loads(column(EVENTS, row, "attributes")) == {
+        "order_id": "o-1", "discount": 0.25, "channel": "web",
+    }
+    assert column(EVENTS, row, "amount") == Decimal("11.77")
+    assert column(EVENTS, row, "currency") == "EUR"
+    assert column(EVENTS, row, "source") == "pos"
+    assert column(EVENTS, row, "type") == "purchase"
+    assert column(EVENTS, row, "occurred_at") == datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
+    assert column(EVENTS, row, "occurred_at").tzinfo == UTC
+    assert (column(EVENTS, row, "kafka_partition"), column(EVENTS, row, "kafka_offset"),
+            column(EVENTS, row, "version")) == (1, 42, 3)
+
+
+def test_event_row_gives_non_money_events_amount_zero_and_no_currency():
+    ev = Call(type="call", direction="outbound", reason="billing", duration_s=90.5,
+              resolved=False, **COMMON)
+    row = event_row(ev, version=1, partition=0, offset=0)
+    assert column(EVENTS, row, "amount") == Decimal(0)
+    assert column(EVENTS, row, "currency") == ""
+    assert column(EVENTS, row, "source") == ""
+    assert json.loads(column(EVENTS, row, "attributes")) == {
+        "direction": "outbound", "reason": "billing", "duration_s": 90.5, "wait_s": 0,
+        "resolved": False,
+    }
+
+
+def test_event_row_keeps_the_refund_amount_and_its_reason_in_attributes():
+    ev = Refund(type="refund", amount=Decimal("3.50"), reason="price", **COMMON)
+    row = event_row(ev, version=1, partition=0, offset=0)
+    assert column(EVENTS, row, "amount") == Decimal("3.50")
+    assert json.loads(column(EVENTS, row, "attributes")) == {"reason": "price"}
+
+
+def test_event_row_attributes_never_repeat_the_common_columns():
+    ev = Survey(type="survey", satisfaction="neutral", source="app", **COMMON)
+    attributes = json.loads(column(EVENTS, event_row(ev, 1, 0, 0), "attributes"))
+    assert attributes == {"satisfaction": "neutral"}
+    assert not set(attributes) & set(EVENTS.column_names)
+
+
+@pytest.mark.parametrize("with_purchase", [True, False])
+def test_state_row_has_one_value_per_customer_state_column(with_purchase):
+    ev = (Purchase(type="purchase", amount=Decimal(5), currency="EUR", **COMMON)
+          if with_purchase else Survey(type="survey", satisfaction="neutral", **COMMON))
+    s, _ = step(None, ev)
+    row = state_row(s)
+    assert len(row) == len(CUSTOMER_STATE.columns)
+    assert column(CUSTOMER_STATE, row, "customer_id") == "c1"
+    assert column(CUSTOMER_STATE, row, "version") == 1
+    assert column(CUSTOMER_STATE, row, "purchases") == int(with_purchase)
+    first = column(CUSTOMER_STATE, row, "first_purchase_at")
+    assert (first is not None) == with_purchase
+    assert column(CUSTOMER_STATE, row, "last_event_at") == WHEN
+
+
+def test_state_row_carries_the_lifetimes_summary_in_its_named_columns():
+    s = CustomerState(customer_id="c", version=4, purchases=4, purchase_total=Decimal(31),
+                      refund_total=Decimal(2), purchase_days=(10, 12, 14),
+                      first_day_spend=Decimal(15), first_purchase_ms=10 * 86_400_000,
+                      last_purchase_ms=14 * 86_400_000)
+    row = state_row(s)
+    assert column(CUSTOMER_STATE, row, "frequency") == 2
+    assert column(CUSTOMER_STATE, row, "recency") == 4
+    assert column(CUSTOMER_STATE, row, "monetary_value") == 8.0
+    assert column(CUSTOMER_STATE, row, "net_spend") == Decimal(29)
+
+
+def test_dead_letter_and_clock_rows_match_their_tables():
+    received = datetime(2024, 3, 1, tzinfo=UTC)
+    dl = dead_letter_row("t", 1, 2, None, b"\xffx", "bad", received)
+    assert len(dl) == len(DEAD_LETTERS.columns)
+    assert column(DEAD_LETTERS, dl, "key") == ""
+    assert column(DEAD_LETTERS, dl, "raw") == "\ufffdx"
+    clock = clock_row(3, 1_709_251_200_000)
+    assert len(clock) == len(STREAM_CLOCK.columns)
+    assert column(STREAM_CLOCK, clock, "stream_time") == received
+    assert column(STREAM_CLOCK, clock, "version") == 1_709_251_200_000
+
+
+@pytest.mark.parametrize("table", TABLES, ids=lambda t: t.name)
+def test_every_table_is_a_replacing_merge_tree_on_a_version_column(table):
+    ddl = table.ddl("db")
+    assert "ReplacingMergeTree(version)" in ddl
+    assert "`version` UInt64" in ddl
+    assert dict(table.columns)["version"] == "UInt64"
+
+
+def test_every_migration_statement_says_if_not_exists_so_migrate_is_idempotent():
+    statements = migrations("analytics")
+    assert len(statements) >= 1 + len(TABLES)
+    for sql in statements:
+        assert re.match(r"^CREATE (DATABASE|TABLE|VIEW) IF NOT EXISTS ", sql), sql
+    assert statements[0] == "CREATE DATABASE IF NOT EXISTS analytics"
+    for table in TABLES:
+        assert any(f"IF NOT EXISTS analytics.{table.name} (" in sql for sql in statements)
