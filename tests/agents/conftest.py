@@ -5,6 +5,7 @@ need one, the table's changelog and the dead-letter topic, are recorded by stand
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +38,15 @@ class Harness:
             await asyncio.sleep(0.01)
 
 
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # chdb opens one directory per process: the tests share it, each with its own database.
+    return tmp_path_factory.mktemp("chdb")
+
+
 @pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    sink = open_sink(f"chdb://{tmp_path / 'chdb'}")
+def harness(tmp_path: Path, chdb_dir: Path) -> Iterator[Harness]:
+    sink = open_sink(f"chdb://{chdb_dir}?database=t_{uuid.uuid4().hex[:8]}")
     sink.migrate()
     settings = Settings(
         broker="kafka://127.0.0.1:9", data_dir=str(tmp_path / "worker"),
