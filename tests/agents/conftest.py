@@ -30,11 +30,13 @@ class Harness:
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
         return self.sink.query(sql.format(db=self.sink.database))[1]
 
-    async def wait_for(self, batches: int, timeout: float = 10.0) -> None:
+    async def wait_for(self, messages: int, timeout: float = 10.0) -> None:
+        """Until the agent has handled ``messages`` messages (in however many batches)."""
+        t = self.worker.totals
         deadline = asyncio.get_running_loop().time() + timeout
-        while self.worker.totals.batches < batches:
+        while t.accepted + t.duplicates + t.redelivered + t.rejected < messages:
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"only {self.worker.totals.batches} batches processed")
+                raise TimeoutError(f"only {t} after {timeout}s")
             await asyncio.sleep(0.01)
 
 
