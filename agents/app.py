@@ -5,7 +5,9 @@ the loop body finished), in this order, for at-least-once with idempotent effect
 1. decode, validate and fold events into per-customer state (pure);
 2. write events, states, dead letters and stream time to ClickHouse (versioned rows);
 3. put each changed customer's state into the table once (changelogged);
-4. send dead letters to the dead-letter topic.
+4. send dead letters, lifecycle transitions and churn alerts to their topics.
+Silence deadlines fire as each partition's stream time passes them (less the allowed
+lateness); with TOUCHSTREAM_CLOCK=live the wall clock ticks them too.
 A crash anywhere before the offsets are committed replays the batch: rows are rewritten
 with the same keys and versions, and the table's stored offsets skip what was applied.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +25,8 @@ from typing import Any
 
 import faust
 
-from agents.pipeline import Processor, RawMessage
+from agents.pipeline import BatchResult, Processor, RawMessage, Stored
+from schemas.events import epoch_ms
 from sinks import BatchingWriter, Sink
 from touchstream.config import Settings
 
@@ -37,6 +41,15 @@ class Totals:
     redelivered: int = 0
     rejected: int = 0
     rows: int = 0
+    deadlines_fired: int = 0
+
+    def add(self, r: BatchResult) -> None:
+        self.batches += 1
+        self.accepted += r.accepted
+        self.duplicates += r.duplicates
+        self.redelivered += r.redelivered
+        self.rejected += r.rejected
+        self.deadlines_fired += r.deadlines_fired
 
 
 @dataclass
@@ -44,7 +57,7 @@ class Worker:
     app: faust.App
     agent: Any
     table: Any
-    dlq: Any
+    outputs: dict[str, Any]  # "dead_letters", "transitions", "alerts" -> Faust topic
     totals: Totals
 
 
@@ -88,14 +101,7 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         key_serializer="raw",
         value_serializer="raw",
     )
-    dlq = app.topic(
-        settings.dlq_topic,
-        partitions=settings.partitions,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    dlq = _raw_topic(app, settings.dlq_topic, settings.partitions)
     # Values are our own compact encoding (agents.pipeline.Stored). use_partitioner: the
     # changelog partition follows the key, like the input topic, not the current event.
     customers = app.Table(
@@ -106,15 +112,39 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         value_type=bytes,
         use_partitioner=True,
     )
-    processor = Processor()
+    alerts = _raw_topic(app, settings.alerts_topic, settings.partitions)
+    transitions = _raw_topic(app, settings.transitions_topic, settings.partitions)
+    outputs = {"dead_letters": dlq, "transitions": transitions, "alerts": alerts}
+    processor = Processor(lateness_ms=int(settings.lateness_s * 1000))
     writer = BatchingWriter(sink)
     # One thread owns the ClickHouse connection, so a slow insert never blocks the loop.
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+    # The agent's batches and the live clock's ticks both read and write customers.
+    lock = asyncio.Lock()
     totals = Totals()
+
+    def load(cid: str) -> bytes | None:
+        return customers.get(cid.encode())
+
+    def scan(partition: int) -> Iterator[tuple[str, bytes]]:
+        for key, raw in customers.items():
+            if Stored.partition_of(raw) == partition:
+                yield key.decode(), raw
+
+    async def apply(result: BatchResult) -> None:
+        """The effects of a batch, in the order that makes a replay safe (module doc)."""
+        for table, rows in result.rows.items():
+            writer.add(table, rows)
+        totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer)
+        for cid, value in result.states.items():
+            customers[cid.encode()] = value
+        for name, topic in outputs.items():
+            for key, value in getattr(result, name):
+                await topic.send(key=key, value=value)
+        totals.add(result)
 
     @app.agent(source, name="touchpoints")
     async def process(stream: Any) -> None:
-        loop = asyncio.get_running_loop()
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             msgs = [
                 RawMessage(
@@ -126,24 +156,36 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
                 )
                 for e in events
             ]
-            result = processor.process(
-                msgs, lambda cid: customers.get(cid.encode()), datetime.now(UTC)
-            )
-            for table, rows in result.rows.items():
-                writer.add(table, rows)
-            totals.rows += await flush_with_retry(loop, io, writer)
-            for cid, value in result.states.items():
-                customers[cid.encode()] = value
-            for key, envelope in result.dead_letters:
-                await dlq.send(key=key, value=envelope)
-            totals.batches += 1
-            totals.accepted += result.accepted
-            totals.duplicates += result.duplicates
-            totals.redelivered += result.redelivered
-            totals.rejected += result.rejected
+            async with lock:
+                await apply(processor.process(msgs, load, datetime.now(UTC), scan))
+
+    if settings.clock == "live":
+
+        @app.timer(interval=settings.tick_s)
+        async def tick() -> None:
+            # Quiet partitions send no events: the wall clock, less the allowed lateness,
+            # fires their deadlines. Bound: lateness_s + tick_s after the deadline.
+            now = datetime.now(UTC)
+            async with lock:
+                await apply(processor.process([], load, now, scan, wall_ms=epoch_ms(now)))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        processor.forget({tp.partition for tp in revoked if tp.topic == settings.input_topic})
 
     @app.timer(interval=10.0)
     async def report() -> None:
         log.info("totals %s", totals)
 
-    return Worker(app, process, customers, dlq, totals)
+    return Worker(app, process, customers, outputs, totals)
+
+
+def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:
+    return app.topic(
+        name,
+        partitions=partitions,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )

@@ -9,7 +9,8 @@ result, so the same code runs in tests, benchmarks and production.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+import heapq
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -18,8 +19,29 @@ import orjson
 from schemas.decode import Rejected, decode
 from schemas.events import epoch_ms
 from sinks.base import Row
-from sinks.rows import clock_row, dead_letter_row, event_row, state_row
-from touchstream.domain.rfm import Accepted, CustomerState, from_record, step, to_record
+from sinks.rows import (
+    alert_row,
+    clock_row,
+    dead_letter_row,
+    event_row,
+    state_row,
+    transition_json,
+    transition_row,
+)
+from touchstream.domain.alerts import Alert
+from touchstream.domain.lifecycle import DEFAULT_RULES, Rules, Transition
+from touchstream.domain.rfm import (
+    Accepted,
+    CustomerState,
+    Duplicate,
+    advance,
+    from_record,
+    step,
+    to_record,
+)
+
+Load = Callable[[str], bytes | None]
+Scan = Callable[[int], Iterable[tuple[str, bytes]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +67,10 @@ class Stored:
         return orjson.dumps([self.partition, self.offset, to_record(self.state)])
 
     @staticmethod
+    def partition_of(raw: bytes) -> int:
+        return int(raw[1 : raw.index(b",")])
+
+    @staticmethod
     def decode(raw: bytes) -> Stored:
         partition, offset, rec = orjson.loads(raw)
         return Stored(from_record(rec), partition, offset)
@@ -55,10 +81,13 @@ class BatchResult:
     states: dict[str, bytes] = field(default_factory=dict)  # customer_id -> Stored bytes
     rows: dict[str, list[Row]] = field(default_factory=dict)  # table -> rows
     dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)  # (key, value)
+    alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
+    transitions: list[tuple[bytes, bytes]] = field(default_factory=list)
     accepted: int = 0
     duplicates: int = 0
     redelivered: int = 0
     rejected: int = 0
+    deadlines_fired: int = 0
 
 
 def dead_letter_envelope(m: RawMessage, reason: str) -> bytes:
@@ -82,76 +111,173 @@ def dead_letter_envelope(m: RawMessage, reason: str) -> bytes:
 
 
 class Processor:
-    """Holds stream time per partition; everything else lives in the table it is given."""
+    """The worker's memory besides the table: stream time per partition and an index of
+    silence deadlines per partition (rebuilt from the table after a restart or a
+    rebalance, the first time a partition is seen)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rules: Rules = DEFAULT_RULES, lateness_ms: int = 3_600_000) -> None:
+        self.rules = rules
+        # Deadlines fire when stream time passes them by this much, so an event that
+        # arrives up to this late is still applied before its customer's deadline.
+        self.lateness_ms = lateness_ms
         self.stream_time: dict[int, int] = {}
+        self._deadlines: dict[int, list[tuple[int, str]]] = {}
+
+    def _index(self, partition: int, scan: Scan) -> list[tuple[int, str]]:
+        heap = self._deadlines.get(partition)
+        if heap is None:
+            heap = []
+            for cid, raw in scan(partition):
+                d = Stored.decode(raw).state.next_deadline_ms
+                if d is not None:
+                    heap.append((d, cid))
+            heapq.heapify(heap)
+            self._deadlines[partition] = heap
+        return heap
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions revoked: drop their index (rebuilt if they come back)."""
+        for p in partitions:
+            self._deadlines.pop(p, None)
+            self.stream_time.pop(p, None)
 
     def process(
         self,
         messages: Sequence[RawMessage],
-        load: Callable[[str], bytes | None],
+        load: Load,
         received_at: datetime,
+        scan: Scan = lambda p: (),
+        wall_ms: int | None = None,
     ) -> BatchResult:
-        out = BatchResult()
-        events_rows: list[Row] = []
-        dead_rows: list[Row] = []
-        current: dict[str, Stored | None] = {}
-        changed: set[str] = set()  # customers whose state version moved (not just offset)
-        clocks: dict[int, int] = {}
-
+        """Apply a batch. ``wall_ms`` (live mode only) lets the wall clock, less the
+        allowed lateness, fire deadlines on partitions whose events have gone quiet."""
+        batch = _Batch(self, load, received_at)
         for m in messages:
-            ev = decode(m.value)
-            if not isinstance(ev, Rejected):
-                key = m.key.decode("utf-8", "replace") if m.key is not None else None
-                if key != ev.customer_id:
-                    ev = Rejected(
-                        f"message key {key!r} is not the customer_id {ev.customer_id!r}: "
-                        "key each message by its customer_id"
-                    )
-            if isinstance(ev, Rejected):
-                out.rejected += 1
-                out.dead_letters.append((m.key, dead_letter_envelope(m, ev.reason)))
-                dead_rows.append(
-                    dead_letter_row(
-                        m.topic, m.partition, m.offset, m.key, m.value, ev.reason, received_at
-                    )
-                )
-                continue
+            batch.message(m)
+        partitions = {m.partition for m in messages}
+        if wall_ms is not None:
+            partitions |= set(self._deadlines)
+        for p in sorted(partitions):
+            heap = self._index(p, scan)
+            st = self.stream_time.get(p, 0)
+            if wall_ms is not None:
+                st = max(st, wall_ms)
+            batch.fire(p, heap, st - self.lateness_ms)
+        return batch.finish()
 
-            cid = ev.customer_id
-            if cid in current:
-                stored = current[cid]
+
+class _Batch:
+    """The bookkeeping of one Processor.process call."""
+
+    def __init__(self, proc: Processor, load: Load, received_at: datetime) -> None:
+        self.proc, self.load, self.received_at = proc, load, received_at
+        self.out = BatchResult()
+        self.events_rows: list[Row] = []
+        self.dead_rows: list[Row] = []
+        self.transition_rows: list[Row] = []
+        self.alert_rows: list[Row] = []
+        self.current: dict[str, Stored | None] = {}
+        self.changed: set[str] = set()  # customers whose state moved: a new state row
+        self.touched: set[str] = set()  # ... or only their stored offset: a table write
+        self.clocks: dict[int, int] = {}
+
+    def stored(self, cid: str) -> Stored | None:
+        if cid not in self.current:
+            raw = self.load(cid)
+            self.current[cid] = Stored.decode(raw) if raw is not None else None
+        return self.current[cid]
+
+    def reject(self, m: RawMessage, reason: str) -> None:
+        self.out.rejected += 1
+        self.out.dead_letters.append((m.key, dead_letter_envelope(m, reason)))
+        self.dead_rows.append(
+            dead_letter_row(m.topic, m.partition, m.offset, m.key, m.value, reason,
+                            self.received_at)
+        )
+
+    def message(self, m: RawMessage) -> None:
+        ev = decode(m.value)
+        if isinstance(ev, Rejected):
+            return self.reject(m, ev.reason)
+        key = m.key.decode("utf-8", "replace") if m.key is not None else None
+        if key != ev.customer_id:
+            return self.reject(m, f"message key {key!r} is not the customer_id "
+                                  f"{ev.customer_id!r}: key each message by its customer_id")
+        cid = ev.customer_id
+        stored = self.stored(cid)
+        if stored is not None and stored.partition == m.partition and m.offset <= stored.offset:
+            self.out.redelivered += 1
+            return None
+        t = epoch_ms(ev.occurred_at)
+        p = m.partition
+        if t > self.clocks.get(p, self.proc.stream_time.get(p, 0)):
+            self.clocks[p] = t
+        new_state, outputs = step(stored.state if stored else None, ev, self.proc.rules)
+        self.update(cid, stored, new_state, p, m.offset)
+        for o in outputs:
+            if isinstance(o, Accepted):
+                self.out.accepted += 1
+                self.events_rows.append(event_row(o.event, o.version, p, m.offset))
+            elif isinstance(o, Duplicate):
+                self.out.duplicates += 1
             else:
-                raw = load(cid)
-                stored = Stored.decode(raw) if raw is not None else None
-            if stored is not None and stored.partition == m.partition and m.offset <= stored.offset:
-                out.redelivered += 1
-                continue
-            t = epoch_ms(ev.occurred_at)
-            if t > clocks.get(m.partition, self.stream_time.get(m.partition, 0)):
-                clocks[m.partition] = t
-            new_state, outputs = step(stored.state if stored else None, ev)
-            if stored is None or new_state.version != stored.state.version:
-                changed.add(cid)
-            current[cid] = Stored(new_state, m.partition, m.offset)
-            for o in outputs:
-                if isinstance(o, Accepted):
-                    out.accepted += 1
-                    events_rows.append(event_row(o.event, o.version, m.partition, m.offset))
-                else:
-                    out.duplicates += 1
+                self.emit(o)
+        return None
 
-        for cid, stored in current.items():
-            if stored is not None:
-                out.states[cid] = stored.encode()
-        self.stream_time.update(clocks)
+    def update(self, cid: str, before: Stored | None, state: CustomerState, partition: int,
+               offset: int) -> None:
+        if before is None or state is not before.state:
+            self.changed.add(cid)
+        self.touched.add(cid)
+        self.current[cid] = Stored(state, partition, offset)
+
+    def emit(self, o: Transition | Alert) -> None:
+        key = o.customer_id.encode()
+        if isinstance(o, Transition):
+            self.transition_rows.append(transition_row(o))
+            self.out.transitions.append((key, orjson.dumps(transition_json(o))))
+        else:
+            self.alert_rows.append(alert_row(o))
+            self.out.alerts.append((key, orjson.dumps(o.to_json())))
+
+    def fire(self, partition: int, heap: list[tuple[int, str]], due_by: int) -> None:
+        """Fire the silence deadlines of ``partition`` due by ``due_by``."""
+        # Customers updated in this batch get their (new) deadline indexed first.
+        for cid in self.changed:
+            s = self.current[cid]
+            if s is not None and s.partition == partition and s.state.next_deadline_ms:
+                heapq.heappush(heap, (s.state.next_deadline_ms, cid))
+        fired: set[str] = set()
+        while heap and heap[0][0] <= due_by:
+            deadline, cid = heapq.heappop(heap)
+            stored = self.stored(cid)
+            if stored is None or stored.state.next_deadline_ms != deadline or cid in fired:
+                continue  # stale: the customer moved on since this entry was indexed
+            state, outputs = advance(stored.state, due_by, self.proc.rules)
+            fired.add(cid)
+            self.out.deadlines_fired += 1
+            self.update(cid, stored, state, stored.partition, stored.offset)
+            for o in outputs:
+                self.emit(o)  # type: ignore[arg-type]
+            if state.next_deadline_ms is not None:
+                heapq.heappush(heap, (state.next_deadline_ms, cid))
+
+    def finish(self) -> BatchResult:
+        out = self.out
+        # Offset-only moves (duplicates) are stored too: the offset skips redeliveries.
+        for cid in self.touched:
+            s = self.current[cid]
+            if s is not None:
+                out.states[cid] = s.encode()
+        self.proc.stream_time.update(self.clocks)
         out.rows = {
-            "events": events_rows,
+            "events": self.events_rows,
             "customer_state": [
-                state_row(s.state) for c, s in current.items() if c in changed and s
+                state_row(s.state) for c, s in self.current.items() if c in self.changed and s
             ],
-            "dead_letters": dead_rows,
-            "stream_clock": [clock_row(p, t) for p, t in clocks.items()],
+            "transitions": self.transition_rows,
+            "alerts": self.alert_rows,
+            "dead_letters": self.dead_rows,
+            "stream_clock": [clock_row(p, t) for p, t in self.clocks.items()],
         }
         return out

@@ -18,6 +18,7 @@ from sinks.tables import BY_NAME
 
 _SIMPLE = {
     "String": pa.string(),
+    "UInt8": pa.uint8(),
     "UInt16": pa.uint16(),
     "UInt32": pa.uint32(),
     "UInt64": pa.uint64(),

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import orjson
 
 from schemas.events import Event, Purchase, Refund
 from sinks.base import Row
+from touchstream.domain.alerts import ALERT_SCHEMA_VERSION, Alert
+from touchstream.domain.lifecycle import Transition
 from touchstream.domain.rfm import CustomerState
 
 _COMMON = {"event_id", "customer_id", "type", "occurred_at", "source", "amount", "currency"}
@@ -56,6 +59,45 @@ def state_row(s: CustomerState) -> Row:
         s.frequency,
         s.recency_span_days,
         float(s.monetary_value),
+        s.stage or "",
+        ms_to_dt(s.stage_since_ms),
+        s.declined_from or "",
+        s.relationships,
+        s.exit_pattern or "",
+        s.defection_type or "",
+        s.defection_confidence,
+        s.alert_level,
+        None if s.next_deadline_ms is None else ms_to_dt(s.next_deadline_ms),
+    )
+
+
+def transition_json(t: Transition) -> dict[str, Any]:
+    """The transitions topic's message."""
+    return {
+        "customer_id": t.customer_id,
+        "seq": t.seq,
+        "at": ms_to_dt(t.at_ms).isoformat().replace("+00:00", "Z"),
+        "from": t.from_stage,
+        "to": t.to_stage,
+        "reason": t.reason,
+        "relationship": t.relationship,
+        "pattern": t.pattern,
+    }
+
+
+def transition_row(t: Transition) -> Row:
+    return (
+        t.customer_id, t.seq, ms_to_dt(t.at_ms), t.from_stage or "", t.to_stage, t.reason,
+        t.relationship, t.pattern or "", t.seq,
+    )
+
+
+def alert_row(a: Alert) -> Row:
+    return (
+        a.alert_id, a.customer_id, ms_to_dt(a.at_ms), a.kind, a.episode, a.stage,
+        a.previous_stage or "", a.defection_type, a.confidence, a.severity, a.severity_label,
+        a.net_spend, orjson.dumps(list(a.evidence)).decode(), a.message, ALERT_SCHEMA_VERSION,
+        a.version,
     )
 
 

@@ -66,6 +66,15 @@ CUSTOMER_STATE = Table(
         ("frequency", "UInt32"),
         ("recency", "UInt32"),
         ("monetary_value", "Float64"),
+        ("stage", "String"),  # '' before the first purchase
+        ("stage_since", DT),
+        ("declined_from", "String"),
+        ("relationships", "UInt32"),
+        ("exit_pattern", "String"),
+        ("defection_type", "String"),
+        ("defection_confidence", "Float64"),
+        ("alert_level", "UInt8"),
+        ("next_deadline", f"Nullable({DT})"),
     ),
     "ReplacingMergeTree(version) ORDER BY customer_id",
     "current state per customer; the highest version wins",
@@ -98,7 +107,50 @@ STREAM_CLOCK = Table(
     "stream time (latest event time seen) per input partition",
 )
 
-TABLES: tuple[Table, ...] = (EVENTS, CUSTOMER_STATE, DEAD_LETTERS, STREAM_CLOCK)
+TRANSITIONS = Table(
+    "transitions",
+    (
+        ("customer_id", "String"),
+        ("seq", "UInt32"),
+        ("at", DT),
+        ("from_stage", "String"),
+        ("to_stage", "String"),
+        ("reason", "String"),
+        ("relationship", "UInt32"),
+        ("pattern", "String"),
+        ("version", "UInt64"),
+    ),
+    "ReplacingMergeTree(version) ORDER BY (customer_id, seq)",
+    "every lifecycle stage change, numbered per customer",
+)
+
+ALERTS = Table(
+    "alerts",
+    (
+        ("alert_id", "String"),
+        ("customer_id", "String"),
+        ("at", DT),
+        ("kind", "String"),
+        ("episode", "UInt32"),
+        ("stage", "String"),
+        ("previous_stage", "String"),
+        ("defection_type", "String"),
+        ("confidence", "Float64"),
+        ("severity", "UInt8"),
+        ("severity_label", "String"),
+        ("net_spend", MONEY),
+        ("evidence", "String"),  # JSON array of strings
+        ("message", "String"),
+        ("schema_version", "UInt16"),
+        ("version", "UInt64"),
+    ),
+    "ReplacingMergeTree(version) ORDER BY (customer_id, alert_id)",
+    "churn alerts, as sent to the alerts topic",
+)
+
+TABLES: tuple[Table, ...] = (
+    EVENTS, CUSTOMER_STATE, TRANSITIONS, ALERTS, DEAD_LETTERS, STREAM_CLOCK
+)
 BY_NAME = {t.name: t for t in TABLES}
 
 
@@ -118,7 +170,8 @@ SELECT
   toInt32(toRelativeDayNum(as_of) - toRelativeDayNum(first_purchase_at)) AS T,
   monetary_value,
   toInt32(toRelativeDayNum(as_of) - toRelativeDayNum(last_purchase_at)) AS recency_days,
-  as_of
+  as_of,
+  stage
 FROM (
   SELECT *, (SELECT max(stream_time) FROM {db}.stream_clock FINAL) AS as_of
   FROM {db}.customer_state FINAL

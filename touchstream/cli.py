@@ -130,10 +130,8 @@ def schema() -> None:
 
     from touchstream.schema_export import event_json_schema
 
-    sys.stdout.write(
-        orjson.dumps(event_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
-        + "\n"
-    )
+    opts = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+    sys.stdout.write(orjson.dumps(event_json_schema(), option=opts).decode() + "\n")
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -16,12 +18,22 @@ class Settings(BaseSettings):
     app_id: str = Field("touchstream", description="Faust app id = Kafka consumer group")
     input_topic: str = "touchpoints"
     dlq_topic: str = "touchpoints.dlq"
+    alerts_topic: str = "touchpoints.alerts"
+    transitions_topic: str = "touchpoints.transitions"
     partitions: int = Field(8, ge=1, description="partitions of the input topic and tables")
     replication_factor: int = Field(1, ge=1)
     data_dir: str = Field("var", description="worker data (Faust table stores)")
     batch_max: int = Field(5000, ge=1, description="most messages handled in one batch")
     batch_within_s: float = Field(0.5, gt=0, description="longest wait to fill a batch")
     session_timeout_s: float = Field(10.0, gt=0)
+    clock: Literal["event", "live"] = Field(
+        "event",
+        description="event: only event time moves stream time (replays, demos); live: the "
+        "wall clock also fires silence deadlines on quiet partitions (production)",
+    )
+    lateness_s: float = Field(3600.0, ge=0, description="how late an event may arrive and "
+                              "still count before its customer's silence deadline fires")
+    tick_s: float = Field(5.0, gt=0, description="live mode: how often the wall clock ticks")
     web_port: int = Field(6066, description="Faust web port (0 = any free port)")
 
     @property

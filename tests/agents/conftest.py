@@ -1,6 +1,6 @@
 """Agent tests run the real agent body in Faust's test context (no broker) against a real
 embedded ClickHouse (chdb). Faust's test context starts no producer, so the two sends that
-need one, the table's changelog and the dead-letter topic, are recorded by stand-ins."""
+need one, the table's changelog and the output topics, are recorded by stand-ins."""
 
 from __future__ import annotations
 
@@ -25,7 +25,11 @@ class Harness:
     worker: Worker
     sink: Sink
     changelog: list[tuple[int | None, bytes, bytes]] = field(default_factory=list)
-    dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    sent: dict[str, list[tuple[bytes | None, bytes]]] = field(default_factory=dict)
+
+    @property
+    def dead_letters(self) -> list[tuple[bytes | None, bytes]]:
+        return self.sent.get("dead_letters", [])
 
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
         return self.sink.query(sql.format(db=self.sink.database))[1]
@@ -64,11 +68,15 @@ def harness(tmp_path: Path, chdb_dir: Path) -> Iterator[Harness]:
         h.changelog.append((partition, key, value))
         return SimpleNamespace(message=SimpleNamespace(partition=partition))
 
-    async def send_dead_letter(key: bytes | None = None, value: bytes = b"", **_: Any) -> None:
-        h.dead_letters.append((key, value))
+    def recorder(name: str) -> Any:
+        async def send(key: bytes | None = None, value: bytes = b"", **_: Any) -> None:
+            h.sent.setdefault(name, []).append((key, value))
+
+        return send
 
     worker.table.send_changelog = send_changelog  # type: ignore[method-assign]
-    worker.dlq.send = send_dead_letter  # type: ignore[method-assign]
+    for name, topic in worker.outputs.items():
+        topic.send = recorder(name)
     try:
         yield h
     finally:

@@ -18,7 +18,12 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from schemas.events import Event, Purchase, Refund, epoch_ms
+from schemas.events import Account, Event, Purchase, Refund, epoch_ms
+from touchstream.domain import alerts as al
+from touchstream.domain import defection as dfx
+from touchstream.domain import lifecycle as lc
+from touchstream.domain.alerts import Alert
+from touchstream.domain.lifecycle import DEFAULT_RULES, Rules, Transition
 
 DAY_MS = 86_400_000
 # How many recent event ids each customer remembers to drop redeliveries. At-least-once
@@ -48,6 +53,23 @@ class CustomerState:
     purchase_days: tuple[int, ...] = ()  # distinct UTC day numbers, ascending
     first_day_spend: Decimal = ZERO  # purchases on purchase_days[0]
     recent_ids: tuple[int, ...] = ()
+    # lifecycle (touchstream.domain.lifecycle)
+    stage: str | None = None
+    stage_since_ms: int = 0
+    declined_from: str | None = None
+    relationships: int = 0  # relationships started: 1 + reactivations
+    relationship_start_day: int = 0
+    transitions: int = 0  # transitions so far: the sequence number of the next one
+    exit_pattern: str | None = None  # pattern of the last relationship that ended
+    next_deadline_ms: int | None = None  # when silence next changes the stage
+    recent_spend: tuple[tuple[int, float], ...] = ()  # (day, spend) of the latest days
+    # defection evidence and the alert episode (defection, alerts)
+    signals: tuple[tuple[int, str], ...] = ()
+    defection_type: str | None = None
+    defection_confidence: float = 0.0
+    alert_level: int = 0  # highest alert of the open episode (0: no episode open)
+    episode: int = 0
+    risk_at_ms: int = 0
 
     @property
     def net_spend(self) -> Decimal:
@@ -92,7 +114,7 @@ class Duplicate:
     event: Event
 
 
-Output = Accepted | Duplicate
+Output = Accepted | Duplicate | Transition | Alert
 
 
 def _add_purchase(s: CustomerState, p: Purchase, t: int) -> CustomerState:
@@ -116,25 +138,187 @@ def _add_purchase(s: CustomerState, p: Purchase, t: int) -> CustomerState:
     )
 
 
-def step(state: CustomerState | None, event: Event) -> tuple[CustomerState, tuple[Output, ...]]:
-    """Apply one event to a customer's state. Duplicated event ids change nothing."""
+RECENT_SPEND_DAYS = 6
+
+
+def _add_day_spend(
+    recent: tuple[tuple[int, float], ...], day: int, amount: float
+) -> tuple[tuple[int, float], ...]:
+    spend = dict(recent)
+    spend[day] = spend.get(day, 0.0) + amount
+    return tuple(sorted(spend.items())[-RECENT_SPEND_DAYS:])
+
+
+def _relationship_days(s: CustomerState) -> tuple[int, ...]:
+    return tuple(d for d in s.purchase_days if d >= s.relationship_start_day)
+
+
+def _move(
+    s: CustomerState, at_ms: int, to: str, reason: str, **changes: Any
+) -> tuple[CustomerState, Transition]:
+    tr = Transition(
+        s.customer_id, at_ms, s.stage, to, reason, max(s.relationships, 1), s.transitions,
+        changes.get("exit_pattern"),
+    )
+    return replace(s, stage=to, stage_since_ms=at_ms, transitions=s.transitions + 1,
+                   **changes), tr
+
+
+def _alert(
+    s: CustomerState, kind: str, at_ms: int, previous: str | None, d: dfx.Defection | None
+) -> tuple[CustomerState, Alert | None]:
+    """Raise ``kind`` unless the open episode already went as far (no storm)."""
+    if kind == "recovered":
+        if s.alert_level == 0:
+            return s, None
+        episode, level = s.episode, 0
+    else:
+        if al.LEVEL[kind] <= s.alert_level:
+            return s, None
+        episode = s.episode + (1 if s.alert_level == 0 else 0)
+        level = al.LEVEL[kind]
+    dtype = d.type if d else (s.defection_type or "unknown")
+    conf = d.confidence if d else s.defection_confidence
+    evidence = d.evidence if d else ()
+    silent = None if s.last_purchase_ms is None else (at_ms - s.last_purchase_ms) // DAY_MS
+    alert = Alert(
+        alert_id=f"{s.customer_id}/{episode}/{kind}", customer_id=s.customer_id, at_ms=at_ms,
+        kind=kind, episode=episode, stage=s.stage or "", previous_stage=previous,
+        defection_type=dtype, confidence=conf, severity=al.severity(s.net_spend),
+        net_spend=s.net_spend, last_purchase_ms=s.last_purchase_ms, evidence=evidence,
+        message=al.sentence(kind, s.customer_id, s.stage or "", s.net_spend, silent, dtype,
+                            conf, evidence),
+        version=s.version,
+    )
+    return replace(s, alert_level=level, episode=episode), alert
+
+
+def _with_deadline(s: CustomerState, rules: Rules) -> CustomerState:
+    d = lc.deadline_ms(s.stage, s.last_purchase_ms, _relationship_days(s), rules)
+    if d is not None:
+        d = max(d, s.stage_since_ms)  # transitions never go back in time
+    return s if d == s.next_deadline_ms else replace(s, next_deadline_ms=d)
+
+
+def _weaken(
+    s: CustomerState, at_ms: int, to: str, reason: str, rules: Rules
+) -> tuple[CustomerState, list[Output]]:
+    """Enter decline or churned, classify why, alert."""
+    d = dfx.classify(s.signals, at_ms, s.purchase_days)
+    previous = s.stage
+    changes: dict[str, Any] = {"defection_type": d.type, "defection_confidence": d.confidence}
+    if to == lc.DECLINE:
+        changes["declined_from"] = previous
+    else:
+        changes["exit_pattern"] = lc.EXIT_PATTERN[s.declined_from or lc.EXPLORATION]
+    s, tr = _move(s, at_ms, to, reason, **changes)
+    s, alert = _alert(s, "decline" if to == lc.DECLINE else "churned", at_ms, previous, d)
+    outs: list[Output] = [tr] if alert is None else [tr, alert]
+    return _with_deadline(s, rules), outs
+
+
+def advance(
+    state: CustomerState, now_ms: int, rules: Rules = DEFAULT_RULES
+) -> tuple[CustomerState, tuple[Output, ...]]:
+    """Fire every silence deadline due by ``now_ms`` (stream time). Each transition is
+    dated at its deadline, so it does not matter when the deadline is noticed."""
+    s, outs = state, []
+    while s.next_deadline_ms is not None and s.next_deadline_ms <= now_ms:
+        at = s.next_deadline_ms
+        silent = (at - (s.last_purchase_ms or at)) // DAY_MS
+        gap = lc.typical_gap_days(_relationship_days(s), rules)
+        reason = f"no purchase for {silent} days (typical gap {gap:.0f} days)"
+        to = lc.DECLINE if s.stage in lc.ACTIVE else lc.CHURNED
+        s, o = _weaken(s, at, to, reason, rules)
+        outs.extend(o)
+    return s, tuple(outs)
+
+
+def _on_purchase(
+    s: CustomerState, t: int, rules: Rules
+) -> tuple[CustomerState, list[Output]]:
+    outs: list[Output] = []
+    if s.last_purchase_ms is not None and t < s.last_purchase_ms and s.stage is not None:
+        return s, outs  # a late purchase: rhythm and stage already account for later ones
+    if s.stage is None or s.stage == lc.CHURNED:
+        reactivation = s.stage == lc.CHURNED
+        s = replace(s, relationships=s.relationships + 1, relationship_start_day=t // DAY_MS,
+                    declined_from=None, defection_type=None, defection_confidence=0.0)
+        s, tr = _move(s, t, lc.EXPLORATION, "reactivation" if reactivation else "first purchase")
+        outs.append(tr)
+        if reactivation:
+            s, alert = _alert(s, "recovered", t, lc.CHURNED, None)
+            outs.extend([alert] if alert else [])
+    elif s.stage == lc.DECLINE:
+        back = s.declined_from or lc.EXPLORATION
+        s, tr = _move(s, t, back, "purchase after decline", declined_from=None,
+                      defection_type=None, defection_confidence=0.0)
+        s, alert = _alert(s, "recovered", t, lc.DECLINE, None)
+        outs.extend([tr, alert] if alert else [tr])
+    elif s.alert_level == 1 and t - s.risk_at_ms >= al.RISK_RECOVERY_DAYS * DAY_MS:
+        s, alert = _alert(s, "recovered", t, s.stage, None)
+        outs.extend([alert] if alert else [])
+    if s.stage in (lc.EXPLORATION, lc.FORMATION):
+        up = lc.promotion(s.stage, _relationship_days(s), s.relationship_start_day * DAY_MS, t,
+                          s.recent_spend, rules)
+        if up is not None:
+            s, tr = _move(s, t, up[0], up[1])
+            outs.append(tr)
+    return s, outs
+
+
+def _on_signal(
+    s: CustomerState, event: Event, t: int, rules: Rules
+) -> tuple[CustomerState, list[Output]]:
+    """Negative touchpoints: an account closed starts the decline at once; enough
+    recent evidence raises churn_risk while the customer is still active."""
+    if s.stage not in lc.ACTIVE:
+        return s, []
+    if isinstance(event, Account) and event.change == "closed":
+        return _weaken(s, t, lc.DECLINE, "account closed", rules)
+    if s.alert_level == 0 and dfx.risk_score(s.signals, t) >= al.CHURN_RISK_MIN_SCORE:
+        d = dfx.classify(s.signals, t, s.purchase_days)
+        s, alert = _alert(s, "churn_risk", t, s.stage, d)
+        if alert is not None:
+            s = replace(s, risk_at_ms=t)
+            return s, [alert]
+    return s, []
+
+
+def step(
+    state: CustomerState | None, event: Event, rules: Rules = DEFAULT_RULES
+) -> tuple[CustomerState, tuple[Output, ...]]:
+    """Apply one event to a customer's state. Duplicated event ids change nothing.
+
+    Deadlines due by the event's time fire first, then the event counts (RFM), then
+    it may move the lifecycle (purchases) or raise a churn risk (negative touchpoints).
+    """
     s = state if state is not None else CustomerState(customer_id=event.customer_id)
     h = id_hash(event.event_id)
     if h in s.recent_ids:
         return s, (Duplicate(event),)
     t = epoch_ms(event.occurred_at)
+    s, fired = advance(s, t, rules)
     s = replace(
         s,
         version=s.version + 1,
         first_event_ms=t if s.version == 0 else min(s.first_event_ms, t),
         last_event_ms=max(s.last_event_ms, t),
         recent_ids=(*s.recent_ids[-(DEDUP_WINDOW - 1) :], h),
+        signals=dfx.record(s.signals, t, dfx.signals_of(event)),
     )
+    outs: list[Output] = [*fired, Accepted(event, s.version)]
     if isinstance(event, Purchase):
         s = _add_purchase(s, event, t)
-    elif isinstance(event, Refund):
-        s = replace(s, refunds=s.refunds + 1, refund_total=s.refund_total + event.amount)
-    return s, (Accepted(event, s.version),)
+        spend = _add_day_spend(s.recent_spend, t // DAY_MS, float(event.amount))
+        s = replace(s, recent_spend=spend)
+        s, more = _on_purchase(s, t, rules)
+    else:
+        if isinstance(event, Refund):
+            s = replace(s, refunds=s.refunds + 1, refund_total=s.refund_total + event.amount)
+        s, more = _on_signal(s, event, t, rules)
+    outs.extend(more)
+    return _with_deadline(s, rules), tuple(outs)
 
 
 def step_batch(
@@ -175,5 +359,7 @@ def from_record(rec: Sequence[Any]) -> CustomerState:
             v = Decimal(v)
         elif f in ("purchase_days", "recent_ids"):
             v = tuple(v)
+        elif f in ("recent_spend", "signals"):
+            v = tuple(tuple(x) for x in v)
         kw[f] = v
     return CustomerState(**kw)

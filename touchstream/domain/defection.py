@@ -1,0 +1,155 @@
+"""Why a relationship weakens: price, product, service or self_change defection
+(domain.md, seed 002), or unknown when the evidence does not say. Pure.
+
+Each touchpoint that can explain a defection leaves a signal in the customer's state: a
+time and a short code. ``classify`` weighs the signals of the evidence window and names
+the type with a confidence and the evidence it used. docs/lifecycle.md lists every code
+and weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.events import (
+    SATISFACTION_LEVELS,
+    Account,
+    Call,
+    Complaint,
+    Event,
+    Purchase,
+    Refund,
+    Survey,
+)
+
+DAY_MS = 86_400_000
+TYPES = ("price", "product", "service", "self_change")
+
+EVIDENCE_WINDOW_DAYS = 180
+MAX_SIGNALS = 24
+LONG_WAIT_S = 300  # a call that waited longer than this counts against the service
+DISCOUNT_MIN = 0.15  # a purchase with at least this discount is "bought on discount"
+DISCOUNT_ONLY_SHARE = 0.8  # ... and this share of them (3 or more) is discount-only buying
+MIN_SCORE = 2.0  # below this, the evidence does not name a type
+MIN_MARGIN = 1.5  # the top type must outweigh the second by this factor
+
+
+def signals_of(event: Event) -> tuple[str, ...]:
+    """The signal codes an event leaves (most leave none)."""
+    if isinstance(event, Complaint):
+        codes = [f"complaint:{event.category}:{event.severity}"]
+        if event.status != "resolved":
+            codes.append(f"complaint_{event.status}")
+        return tuple(codes)
+    if isinstance(event, Call):
+        codes = [f"call:{event.reason}"] if event.direction == "inbound" else []
+        if event.wait_s >= LONG_WAIT_S:
+            codes.append("call_long_wait")
+        if not event.resolved:
+            codes.append("call_unresolved")
+        return tuple(codes)
+    if isinstance(event, Refund):
+        return (f"refund:{event.reason}",)
+    if isinstance(event, Account):
+        return (f"account:{event.change}",)
+    if isinstance(event, Survey) and SATISFACTION_LEVELS[event.satisfaction] < 0:
+        return (f"survey:{event.satisfaction}",)
+    if isinstance(event, Purchase):
+        return ("purchase:discount",) if (event.discount or 0) >= DISCOUNT_MIN else ()
+    return ()
+
+
+def _weights(code: str) -> dict[str, float]:
+    kind, _, rest = code.partition(":")
+    if kind == "complaint":
+        category, _, severity = rest.partition(":")
+        w = 1.0 + int(severity or 3) / 2.5  # severity 1..5 -> 1.4..3.0
+        return {} if category == "other" else {category: w}
+    if kind in ("complaint_open", "complaint_rejected"):
+        return {"service": 1.0}  # unresolved or turned down: the handling failed
+    if kind == "call":
+        return {
+            "price": {"price": 1.0}, "product": {"product": 1.0},
+            "service": {"service": 1.0}, "billing": {"service": 0.7},
+        }.get(rest, {})
+    if kind == "call_long_wait":
+        return {"service": 1.0}
+    if kind == "call_unresolved":
+        return {"service": 0.8}
+    if kind == "refund":
+        return {
+            "defective": {"product": 2.0}, "not_as_described": {"product": 2.0},
+            "price": {"price": 2.0}, "changed_mind": {"self_change": 0.5},
+        }.get(rest, {})
+    if kind == "account":
+        return {
+            "moved": {"self_change": 4.0}, "closed": {"self_change": 2.0},
+            "life_event": {"self_change": 4.0},
+        }.get(rest, {})
+    if kind == "survey":
+        return {}  # dissatisfaction says that, not why: kept as evidence only
+    return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Defection:
+    type: str  # price | product | service | self_change | unknown
+    confidence: float  # 0..1
+    evidence: tuple[str, ...]  # the signals used, oldest first, e.g. "1998-02-01 refund:defective"
+    scores: tuple[tuple[str, float], ...]
+
+
+def record(
+    signals: tuple[tuple[int, str], ...], at_ms: int, codes: tuple[str, ...]
+) -> tuple[tuple[int, str], ...]:
+    """Add an event's codes to the signal log; keep the latest MAX_SIGNALS."""
+    if not codes:
+        return signals
+    merged = sorted((*signals, *((at_ms, c) for c in codes)))
+    return tuple(merged[-MAX_SIGNALS:])
+
+
+def _day(ms: int) -> str:
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.UTC).strftime("%Y-%m-%d")
+
+
+def classify(
+    signals: tuple[tuple[int, str], ...], now_ms: int, purchase_days: tuple[int, ...] = ()
+) -> Defection:
+    """Weigh the signals of the last EVIDENCE_WINDOW_DAYS before ``now_ms``;
+    ``purchase_days`` (UTC day numbers) give the share of discount buying."""
+    start = now_ms - EVIDENCE_WINDOW_DAYS * DAY_MS
+    window = [(t, c) for t, c in signals if start <= t <= now_ms]
+    scores = dict.fromkeys(TYPES, 0.0)
+    used: list[str] = []
+    days = sum(1 for d in purchase_days if start // DAY_MS <= d <= now_ms // DAY_MS)
+    discounted = len({t // DAY_MS for t, c in window if c == "purchase:discount"})
+    if discounted >= 3 and discounted / max(days, 1) >= DISCOUNT_ONLY_SHARE:
+        scores["price"] += 2.5
+        used.append(f"bought on discount on {discounted} of {days} purchase days")
+    for t, c in window:
+        if c.startswith("purchase"):
+            continue
+        w = _weights(c)
+        for k, v in w.items():
+            scores[k] += v
+        if w or c.startswith("survey"):
+            used.append(f"{_day(t)} {c}")
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    (top, s1), (_, s2) = ranked[0], ranked[1]
+    total = sum(scores.values())
+    if s1 < MIN_SCORE or s1 < MIN_MARGIN * s2:
+        kind, confidence = "unknown", round(1 - s1 / (total + 1), 2) if total else 1.0
+    else:
+        kind, confidence = top, round(s1 / (total + 1), 2)
+    return Defection(kind, confidence, tuple(used), tuple((k, round(v, 2)) for k, v in ranked))
+
+
+def risk_score(signals: tuple[tuple[int, str], ...], now_ms: int, days: int = 60) -> float:
+    """Weight of recent negative evidence: drives early churn_risk alerts."""
+    start = now_ms - days * DAY_MS
+    return sum(
+        sum(_weights(c).values()) for t, c in signals if start <= t <= now_ms
+    ) + sum(0.5 for t, c in signals if start <= t <= now_ms and c.startswith("survey:very"))

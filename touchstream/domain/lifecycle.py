@@ -1,0 +1,130 @@
+"""The customer lifecycle as a state machine (domain.md, seeds 000 and 001). Pure.
+
+Stages: exploration -> formation -> stability (never skipped on the way up), decline from
+any of the three, churned from decline. A declining customer who buys again recovers to
+the stage it fell from; a churned customer who buys again starts a new relationship
+(a reactivation, counted). docs/lifecycle.md states every rule with its numbers.
+
+Silence is a signal: a customer who stops buying sends no events, so each state carries
+its next deadline (``next_deadline_ms``) and ``advance(state, now)`` fires what is due.
+Transition times are the deadlines themselves, never the moment they were noticed, so a
+replay decides exactly as live traffic did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import median
+
+DAY_MS = 86_400_000
+
+EXPLORATION = "exploration"
+FORMATION = "formation"
+STABILITY = "stability"
+DECLINE = "decline"
+CHURNED = "churned"
+ACTIVE = (EXPLORATION, FORMATION, STABILITY)
+LEVEL = {EXPLORATION: 1, FORMATION: 2, STABILITY: 3}
+
+# The lifecycle pattern of a relationship that ended, by the stage it declined from.
+EXIT_PATTERN = {
+    EXPLORATION: "early_abortion",
+    FORMATION: "mid_way_death",
+    STABILITY: "premature_exit",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """Every threshold of the state machine; the defaults are documented in
+    docs/lifecycle.md. Gaps and tenures are in days; rhythm is the customer's own."""
+
+    formation_min_purchase_days: int = 2
+    stability_min_purchase_days: int = 4
+    stability_min_tenure_days: int = 90
+    # Spend trend: to reach stability, the mean spend of the latest 3 purchase days must be
+    # at least this share of the mean of the earlier recorded ones (a relationship that
+    # is shrinking is not stable yet).
+    stability_min_spend_trend: float = 0.5
+    # Rhythm: the typical gap is the median of the latest gaps between purchase days;
+    # one-day customers (exploration) are measured against default_gap_days.
+    rhythm_window: int = 8
+    default_gap_days: float = 30.0
+    decline_factor: float = 3.0
+    decline_min_days: float = 30.0
+    decline_max_days: float = 180.0
+    churn_factor: float = 6.0
+    churn_min_days: float = 90.0
+    churn_max_days: float = 365.0
+
+
+DEFAULT_RULES = Rules()
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    customer_id: str
+    at_ms: int
+    from_stage: str | None
+    to_stage: str
+    reason: str
+    relationship: int  # 1 for the first relationship, +1 per reactivation
+    seq: int  # this customer's transition number: the natural key with customer_id
+    pattern: str | None = None  # set when the relationship ends (to churned)
+
+
+def typical_gap_days(purchase_days: tuple[int, ...], rules: Rules = DEFAULT_RULES) -> float:
+    days = purchase_days[-(rules.rhythm_window + 1) :]
+    if len(days) < 2:
+        return rules.default_gap_days
+    return float(median(b - a for a, b in zip(days, days[1:], strict=False)))
+
+
+def _clamp(v: float, lo: float, hi: float) -> float:
+    return max(lo, min(hi, v))
+
+
+def decline_after_days(purchase_days: tuple[int, ...], rules: Rules = DEFAULT_RULES) -> float:
+    g = typical_gap_days(purchase_days, rules)
+    return _clamp(rules.decline_factor * g, rules.decline_min_days, rules.decline_max_days)
+
+
+def churn_after_days(purchase_days: tuple[int, ...], rules: Rules = DEFAULT_RULES) -> float:
+    g = typical_gap_days(purchase_days, rules)
+    return _clamp(rules.churn_factor * g, rules.churn_min_days, rules.churn_max_days)
+
+
+def deadline_ms(
+    stage: str | None, last_purchase_ms: int | None, purchase_days: tuple[int, ...],
+    rules: Rules = DEFAULT_RULES,
+) -> int | None:
+    """When silence next changes this customer's stage (None: nothing pending)."""
+    if last_purchase_ms is None or stage is None or stage == CHURNED:
+        return None
+    after = (
+        churn_after_days(purchase_days, rules) if stage == DECLINE
+        else decline_after_days(purchase_days, rules)
+    )
+    return last_purchase_ms + int(after * DAY_MS)
+
+
+def promotion(
+    stage: str, purchase_days: tuple[int, ...], first_purchase_ms: int, now_ms: int,
+    recent_spend: tuple[tuple[int, float], ...], rules: Rules = DEFAULT_RULES,
+) -> tuple[str, str] | None:
+    """The next stage up and why, or None. One stage at a time: never skipped."""
+    n = len(purchase_days)
+    if stage == EXPLORATION and n >= rules.formation_min_purchase_days:
+        return FORMATION, f"repeat purchase: {n} purchase days"
+    if stage == FORMATION and n >= rules.stability_min_purchase_days:
+        tenure = (now_ms - first_purchase_ms) / DAY_MS
+        if tenure < rules.stability_min_tenure_days:
+            return None
+        spends = [s for _, s in recent_spend]
+        if len(spends) > 3:
+            latest, earlier = spends[-3:], spends[:-3]
+            trend = (sum(latest) / 3) / max(sum(earlier) / len(earlier), 1e-9)
+            if trend < rules.stability_min_spend_trend:
+                return None
+        return STABILITY, f"{n} purchase days over {tenure:.0f} days, steady spend"
+    return None
