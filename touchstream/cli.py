@@ -124,6 +124,67 @@ def demo(
 
 
 @app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="events, JSONL")] = Path("simulated.jsonl"),
+    truth: Annotated[Path, typer.Option(help="ground truth per customer, JSONL")] = Path(
+        "truth.jsonl"),
+    customers: int = 2000,
+    seed: int = 1,
+    shuffle_s: Annotated[float, typer.Option(help="arrive up to this late (out of order)")] = 0.0,
+    duplicate_rate: Annotated[float, typer.Option(help="share of events sent twice")] = 0.0,
+) -> None:
+    """Write a synthetic touchpoint stream with planted ground truth."""
+    import orjson
+
+    from touchstream.simulate import disorder, truth_json
+    from touchstream.simulate import simulate as make
+
+    events, truths = make(customers, seed)
+    with out.open("wb") as f:
+        for e in disorder(events, shuffle_s, duplicate_rate, seed):
+            f.write(orjson.dumps(e) + b"\n")
+    with truth.open("wb") as f:
+        for t in truths:
+            f.write(orjson.dumps(truth_json(t)) + b"\n")
+    console.print(f"{len(events)} events of {len(truths)} customers -> {out}; truth -> {truth}")
+
+
+@app.command()
+def evaluate(
+    truth: Annotated[Path, typer.Option(exists=True, help="from `touchstream simulate`")] = Path(
+        "truth.jsonl"),
+    events: Annotated[
+        Path | None,
+        typer.Option(help="run the batch pipeline in process over this file instead of "
+                     "reading the results of a real run from ClickHouse"),
+    ] = None,
+) -> None:
+    """Score the pipeline's stages, defection types and alerts against the truth."""
+    import orjson
+
+    from touchstream.evaluate import evaluate as score
+    from touchstream.evaluate import from_clickhouse, render, run_in_process
+    from touchstream.simulate import Truth
+
+    truths = [Truth(**orjson.loads(line)) for line in truth.read_bytes().splitlines() if line]
+    if events is not None:
+        decisions = run_in_process(
+            orjson.loads(line) for line in events.read_bytes().splitlines() if line)
+    else:
+        from sinks import SinkUnavailable, open_sink
+
+        try:
+            with open_sink(Settings().clickhouse_url) as sink:
+                decisions = from_clickhouse(sink)
+        except SinkUnavailable as e:
+            _fail(str(e))
+    report = score(truths, decisions)
+    render(report, console)
+    if not report.meets_targets():
+        raise typer.Exit(1)
+
+
+@app.command()
 def schema() -> None:
     """Print the event contract as JSON Schema (docs/event.schema.json)."""
     import orjson

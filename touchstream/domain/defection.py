@@ -116,11 +116,15 @@ def _day(ms: int) -> str:
 
 
 def classify(
-    signals: tuple[tuple[int, str], ...], now_ms: int, purchase_days: tuple[int, ...] = ()
+    signals: tuple[tuple[int, str], ...], now_ms: int, purchase_days: tuple[int, ...] = (),
+    last_purchase_ms: int | None = None,
 ) -> Defection:
-    """Weigh the signals of the last EVIDENCE_WINDOW_DAYS before ``now_ms``;
-    ``purchase_days`` (UTC day numbers) give the share of discount buying."""
-    start = now_ms - EVIDENCE_WINDOW_DAYS * DAY_MS
+    """Weigh the signals from EVIDENCE_WINDOW_DAYS before the last purchase (or before
+    ``now_ms`` without one) up to ``now_ms``: the touchpoints around the time the
+    relationship stopped, however long the silence since. ``purchase_days`` (UTC day
+    numbers) give the share of discount buying."""
+    anchor = now_ms if last_purchase_ms is None else min(now_ms, last_purchase_ms)
+    start = anchor - EVIDENCE_WINDOW_DAYS * DAY_MS
     window = [(t, c) for t, c in signals if start <= t <= now_ms]
     scores = dict.fromkeys(TYPES, 0.0)
     used: list[str] = []
@@ -147,9 +151,22 @@ def classify(
     return Defection(kind, confidence, tuple(used), tuple((k, round(v, 2)) for k, v in ranked))
 
 
-def risk_score(signals: tuple[tuple[int, str], ...], now_ms: int, days: int = 60) -> float:
-    """Weight of recent negative evidence: drives early churn_risk alerts."""
-    start = now_ms - days * DAY_MS
-    return sum(
-        sum(_weights(c).values()) for t, c in signals if start <= t <= now_ms
-    ) + sum(0.5 for t, c in signals if start <= t <= now_ms and c.startswith("survey:very"))
+# Signals that say a problem is still open (or the customer's life changed): churn_risk
+# needs one of them, so a loyal customer's handled complaints do not raise alarms.
+OPEN_ISSUES = ("complaint_open", "complaint_rejected", "call_unresolved", "account:moved",
+               "account:life_event", "account:closed", "survey:")
+
+
+def risk_score(
+    signals: tuple[tuple[int, str], ...], now_ms: int, since_ms: int = 0, days: int = 60
+) -> float:
+    """Weight of the negative evidence of the last ``days`` (and after ``since_ms``, the
+    last churn_risk alert, so the same evidence never alerts twice); 0 unless something
+    is still open. Drives early churn_risk alerts."""
+    start = max(now_ms - days * DAY_MS, since_ms + 1)
+    window = [c for t, c in signals if start <= t <= now_ms]
+    if not any(c.startswith(OPEN_ISSUES) for c in window):
+        return 0.0
+    return sum(sum(_weights(c).values()) for c in window) + sum(
+        0.5 for c in window if c.startswith("survey:very")
+    )

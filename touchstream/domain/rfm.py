@@ -204,7 +204,10 @@ def _weaken(
     s: CustomerState, at_ms: int, to: str, reason: str, rules: Rules
 ) -> tuple[CustomerState, list[Output]]:
     """Enter decline or churned, classify why, alert."""
-    d = dfx.classify(s.signals, at_ms, s.purchase_days)
+    d = dfx.classify(s.signals, at_ms, s.purchase_days, s.last_purchase_ms)
+    if to == lc.CHURNED and s.defection_type not in (None, "unknown"):
+        # Decided at the decline; later silence adds no evidence.
+        d = dfx.Defection(s.defection_type, s.defection_confidence, d.evidence, d.scores)
     previous = s.stage
     changes: dict[str, Any] = {"defection_type": d.type, "defection_confidence": d.confidence}
     if to == lc.DECLINE:
@@ -276,7 +279,9 @@ def _on_signal(
         return s, []
     if isinstance(event, Account) and event.change == "closed":
         return _weaken(s, t, lc.DECLINE, "account closed", rules)
-    if s.alert_level == 0 and dfx.risk_score(s.signals, t) >= al.CHURN_RISK_MIN_SCORE:
+    if s.alert_level == 0 and (
+        dfx.risk_score(s.signals, t, s.risk_at_ms) >= al.CHURN_RISK_MIN_SCORE
+    ):
         d = dfx.classify(s.signals, t, s.purchase_days)
         s, alert = _alert(s, "churn_risk", t, s.stage, d)
         if alert is not None:
