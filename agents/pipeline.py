@@ -115,11 +115,11 @@ class Processor:
     silence deadlines per partition (rebuilt from the table after a restart or a
     rebalance, the first time a partition is seen)."""
 
-    def __init__(self, rules: Rules = DEFAULT_RULES, lateness_ms: int = 3_600_000) -> None:
+    def __init__(self, rules: Rules = DEFAULT_RULES) -> None:
         self.rules = rules
         # Deadlines fire when stream time passes them by this much, so an event that
         # arrives up to this late is still applied before its customer's deadline.
-        self.lateness_ms = lateness_ms
+        self.lateness_ms = rules.allowed_lateness_ms
         self.stream_time: dict[int, int] = {}
         self._deadlines: dict[int, list[tuple[int, str]]] = {}
 

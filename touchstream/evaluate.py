@@ -17,6 +17,7 @@ import orjson
 from kafka.partitioner.default import murmur2
 
 from agents.pipeline import Processor, RawMessage, Stored
+from touchstream.domain.lifecycle import Rules
 from touchstream.simulate import DEFECTORS, Truth
 
 ALARMS = ("churn_risk", "decline", "churned")
@@ -111,7 +112,7 @@ def run_in_process(events: Iterable[dict[str, Any]], partitions: int = 8, batch:
     """The worker's batch path over events in arrival order, partitioned like Kafka."""
     table: dict[str, bytes] = {}
     offsets = [0] * partitions
-    proc = Processor(lateness_ms=lateness_ms)
+    proc = Processor(Rules(allowed_lateness_ms=lateness_ms))
     alerts: list[tuple[str, str, int]] = []
     now = datetime(2000, 1, 1, tzinfo=UTC)  # dead letters' received_at only
 

@@ -56,6 +56,10 @@ class Rules:
     churn_factor: float = 6.0
     churn_min_days: float = 90.0
     churn_max_days: float = 365.0
+    # Events may arrive this much out of order (the shell fires deadlines only when its
+    # stream time passed them by this much); a customer's own event fires its deadlines
+    # with the same allowance, so both ways decide alike.
+    allowed_lateness_ms: int = 3_600_000
 
 
 DEFAULT_RULES = Rules()

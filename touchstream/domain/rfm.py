@@ -156,6 +156,7 @@ def _relationship_days(s: CustomerState) -> tuple[int, ...]:
 def _move(
     s: CustomerState, at_ms: int, to: str, reason: str, **changes: Any
 ) -> tuple[CustomerState, Transition]:
+    at_ms = max(at_ms, s.stage_since_ms)  # a very late event never dates a stage backwards
     tr = Transition(
         s.customer_id, at_ms, s.stage, to, reason, max(s.relationships, 1), s.transitions,
         changes.get("exit_pattern"),
@@ -246,7 +247,8 @@ def _on_purchase(
     if s.stage is None or s.stage == lc.CHURNED:
         reactivation = s.stage == lc.CHURNED
         s = replace(s, relationships=s.relationships + 1, relationship_start_day=t // DAY_MS,
-                    declined_from=None, defection_type=None, defection_confidence=0.0)
+                    declined_from=None, defection_type=None, defection_confidence=0.0,
+                    recent_spend=tuple(x for x in s.recent_spend if x[0] >= t // DAY_MS))
         s, tr = _move(s, t, lc.EXPLORATION, "reactivation" if reactivation else "first purchase")
         outs.append(tr)
         if reactivation:
@@ -278,6 +280,8 @@ def _on_signal(
     if s.stage not in lc.ACTIVE:
         return s, []
     if isinstance(event, Account) and event.change == "closed":
+        if s.last_purchase_ms is not None and t < s.last_purchase_ms:
+            return s, []  # closed before a purchase we already have: reopened since
         return _weaken(s, t, lc.DECLINE, "account closed", rules)
     if s.alert_level == 0 and (
         dfx.risk_score(s.signals, t, s.risk_at_ms) >= al.CHURN_RISK_MIN_SCORE
@@ -303,7 +307,7 @@ def step(
     if h in s.recent_ids:
         return s, (Duplicate(event),)
     t = epoch_ms(event.occurred_at)
-    s, fired = advance(s, t, rules)
+    s, fired = advance(s, t - rules.allowed_lateness_ms, rules)
     s = replace(
         s,
         version=s.version + 1,
