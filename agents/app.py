@@ -4,8 +4,8 @@ Per batch of up to ``batch_max`` messages (``take_events``: offsets are acked on
 the loop body finished), in this order, for at-least-once with idempotent effects:
 1. decode, validate and fold events into per-customer state (pure);
 2. write events, states, dead letters and stream time to ClickHouse (versioned rows);
-3. put each changed customer's state into the table once (changelogged);
-4. send dead letters, lifecycle transitions and churn alerts to their topics.
+3. send dead letters, lifecycle transitions and churn alerts to their topics;
+4. put each changed customer's state into the table once (changelogged).
 Silence deadlines fire as each partition's stream time passes them (less the allowed
 lateness); with TOUCHSTREAM_CLOCK=live the wall clock ticks them too.
 A crash anywhere before the offsets are committed replays the batch: rows are rewritten
@@ -137,11 +137,12 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         for table, rows in result.rows.items():
             writer.add(table, rows)
         totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer)
-        for cid, value in result.states.items():
-            customers[cid.encode()] = value
+        # Topics before the table: a crash in between re-sends (same alert_id), never loses.
         for name, topic in outputs.items():
             for key, value in getattr(result, name):
                 await topic.send(key=key, value=value)
+        for cid, value in result.states.items():
+            customers[cid.encode()] = value
         totals.add(result)
 
     @app.agent(source, name="touchpoints")
@@ -167,8 +168,13 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
             # Quiet partitions send no events: the wall clock, less the allowed lateness,
             # fires their deadlines. Bound: lateness_s + tick_s after the deadline.
             now = datetime.now(UTC)
+            assigned = {
+                tp.partition for tp in app.assignor.assigned_actives()
+                if tp.topic == settings.input_topic
+            }
             async with lock:
-                await apply(processor.process([], load, now, scan, wall_ms=epoch_ms(now)))
+                await apply(processor.process(
+                    [], load, now, scan, wall_ms=epoch_ms(now), partitions=assigned))
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:

@@ -148,18 +148,17 @@ class Processor:
         received_at: datetime,
         scan: Scan = lambda p: (),
         wall_ms: int | None = None,
+        partitions: Iterable[int] = (),
     ) -> BatchResult:
         """Apply a batch. ``wall_ms`` (live mode only) lets the wall clock, less the
-        allowed lateness, fire deadlines on partitions whose events have gone quiet."""
+        allowed lateness, fire deadlines on ``partitions`` (this worker's, quiet or not)."""
         batch = _Batch(self, load, received_at)
         for m in messages:
             batch.message(m)
-        partitions = {m.partition for m in messages}
-        if wall_ms is not None:
-            partitions |= set(self._deadlines)
-        for p in sorted(partitions):
+        due = {m.partition for m in messages} | set(partitions)
+        for p in sorted(due):
             heap = self._index(p, scan)
-            st = self.stream_time.get(p, 0)
+            st = max(batch.clocks.get(p, 0), self.stream_time.get(p, 0))  # this batch counts
             if wall_ms is not None:
                 st = max(st, wall_ms)
             batch.fire(p, heap, st - self.lateness_ms)

@@ -25,7 +25,8 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _topics(s: Settings) -> dict[str, int]:
-    return {s.input_topic: s.partitions, s.dlq_topic: s.partitions}
+    return {name: s.partitions for name in (s.input_topic, s.dlq_topic, s.alerts_topic,
+                                            s.transitions_topic)}
 
 
 @app.command()
@@ -206,6 +207,25 @@ def broker(port: int = 9092) -> None:
             t.proc.wait()
         except KeyboardInterrupt:
             pass
+
+
+@app.command()
+def alerts(
+    from_beginning: Annotated[
+        bool, typer.Option(help="also show the alerts already on the topic")
+    ] = False,
+    follow: Annotated[
+        bool, typer.Option(help="keep waiting for new alerts until Ctrl-C")
+    ] = True,
+) -> None:
+    """Show churn alerts as they arrive, one coloured line each (docs/alerts.md)."""
+    from touchstream.alerts_tail import tail
+    from touchstream.kafka import BrokerUnavailable
+
+    try:
+        tail(Settings(), from_beginning, follow, console)
+    except BrokerUnavailable as e:
+        _fail(str(e))
 
 
 def main() -> None:

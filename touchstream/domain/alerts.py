@@ -62,7 +62,7 @@ class Alert:
             "confidence": self.confidence,
             "severity": self.severity,
             "severity_label": self.severity_label,
-            "net_spend": str(self.net_spend),
+            "net_spend": format(self.net_spend, "f"),
             "last_purchase_at": (
                 None if self.last_purchase_ms is None else _iso(self.last_purchase_ms)
             ),

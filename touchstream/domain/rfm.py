@@ -166,7 +166,8 @@ def _move(
 
 
 def _alert(
-    s: CustomerState, kind: str, at_ms: int, previous: str | None, d: dfx.Defection | None
+    s: CustomerState, kind: str, at_ms: int, previous: str | None, d: dfx.Defection | None,
+    silent: int | None = None,
 ) -> tuple[CustomerState, Alert | None]:
     """Raise ``kind`` unless the open episode already went as far (no storm)."""
     if kind == "recovered":
@@ -181,7 +182,8 @@ def _alert(
     dtype = d.type if d else (s.defection_type or "unknown")
     conf = d.confidence if d else s.defection_confidence
     evidence = d.evidence if d else ()
-    silent = None if s.last_purchase_ms is None else (at_ms - s.last_purchase_ms) // DAY_MS
+    if silent is None and s.last_purchase_ms is not None:
+        silent = (at_ms - s.last_purchase_ms) // DAY_MS
     alert = Alert(
         alert_id=f"{s.customer_id}/{episode}/{kind}", customer_id=s.customer_id, at_ms=at_ms,
         kind=kind, episode=episode, stage=s.stage or "", previous_stage=previous,
@@ -239,9 +241,10 @@ def advance(
 
 
 def _on_purchase(
-    s: CustomerState, t: int, rules: Rules
+    s: CustomerState, t: int, rules: Rules, previous_purchase_ms: int | None
 ) -> tuple[CustomerState, list[Output]]:
     outs: list[Output] = []
+    silent = None if previous_purchase_ms is None else (t - previous_purchase_ms) // DAY_MS
     if s.last_purchase_ms is not None and t < s.last_purchase_ms and s.stage is not None:
         return s, outs  # a late purchase: rhythm and stage already account for later ones
     if s.stage is None or s.stage == lc.CHURNED:
@@ -252,16 +255,16 @@ def _on_purchase(
         s, tr = _move(s, t, lc.EXPLORATION, "reactivation" if reactivation else "first purchase")
         outs.append(tr)
         if reactivation:
-            s, alert = _alert(s, "recovered", t, lc.CHURNED, None)
+            s, alert = _alert(s, "recovered", t, lc.CHURNED, None, silent)
             outs.extend([alert] if alert else [])
     elif s.stage == lc.DECLINE:
         back = s.declined_from or lc.EXPLORATION
         s, tr = _move(s, t, back, "purchase after decline", declined_from=None,
                       defection_type=None, defection_confidence=0.0)
-        s, alert = _alert(s, "recovered", t, lc.DECLINE, None)
+        s, alert = _alert(s, "recovered", t, lc.DECLINE, None, silent)
         outs.extend([tr, alert] if alert else [tr])
     elif s.alert_level == 1 and t - s.risk_at_ms >= al.RISK_RECOVERY_DAYS * DAY_MS:
-        s, alert = _alert(s, "recovered", t, s.stage, None)
+        s, alert = _alert(s, "recovered", t, s.stage, None, silent)
         outs.extend([alert] if alert else [])
     if s.stage in (lc.EXPLORATION, lc.FORMATION):
         up = lc.promotion(s.stage, _relationship_days(s), s.relationship_start_day * DAY_MS, t,
@@ -318,10 +321,11 @@ def step(
     )
     outs: list[Output] = [*fired, Accepted(event, s.version)]
     if isinstance(event, Purchase):
+        previous_purchase_ms = s.last_purchase_ms
         s = _add_purchase(s, event, t)
         spend = _add_day_spend(s.recent_spend, t // DAY_MS, float(event.amount))
         s = replace(s, recent_spend=spend)
-        s, more = _on_purchase(s, t, rules)
+        s, more = _on_purchase(s, t, rules, previous_purchase_ms)
     else:
         if isinstance(event, Refund):
             s = replace(s, refunds=s.refunds + 1, refund_total=s.refund_total + event.amount)

@@ -1,0 +1,514 @@
+"""RFM scores, segments, the customer behaviour matrix and account flags (docs/scoring.md).
+
+Pure: no I/O, no clock, immutable values. The shell keeps one ``RfmSketches`` per worker
+(the population of its partitions), feeds it ``(old point, new point)`` deltas of the
+customers a batch changed, merges the sketches of all partitions and turns them into
+``Cutoffs`` (quintiles of the current population). Scores, segments and flags are then
+plain functions of a customer's values and those cut-offs.
+
+The quantile sketch (``Sketch``) is a histogram over buckets:
+
+* exact buckets for integer values with ``|v| < exact_below`` (default 128: small counts
+  such as purchase days are exact; ``DAY_EXACT_BELOW`` makes every day number exact);
+* logarithmic buckets with relative accuracy ``RELATIVE_ACCURACY`` (1%) for everything
+  else (DDSketch: bucket ``i = ceil(log|v| / log(gamma))``, ``gamma = (1 + a) / (1 - a)``,
+  covering ``(gamma**(i-1), gamma**i]``). A sketch with ``exact_below > 1`` holds integers
+  below it (a non-integer there is a ValueError); ``exact_below=REAL`` (1) is for real
+  values: only 0 is exact and every other value gets 1% relative accuracy.
+* Negative values (net spend after refunds) are mapped **symmetrically**: ``-v`` goes to
+  the mirror of ``v``'s bucket, with the same accuracy. Nothing is clamped.
+
+Bucket keys are integers ordered like the values they hold, so a sorted tuple of
+``(key, count)`` is the whole sketch, its persistence form and a bucket-wise sum merges
+sketches (associative and commutative).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, NamedTuple
+
+# -- the sketch --------------------------------------------------------------------------
+
+RELATIVE_ACCURACY = 0.01
+GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
+_LOG_GAMMA = math.log(GAMMA)
+_MID = 2 / (GAMMA + 1)  # a bucket's representative is _MID * its upper bound
+EXACT_BELOW = 128  # integers 0..127 (and -127..-1) have their own bucket
+DAY_EXACT_BELOW = 1 << 22  # every day number (days since 1970) has its own bucket
+REAL = 1  # exact_below of real-valued sketches: only 0 is exact
+MAX_MAGNITUDE = 1e300  # larger values (and NaN, infinities) are rejected
+# Log keys are exact_below + _LOG_OFFSET + i; i >= -37_222 for any positive float, so
+# they never meet the exact keys.
+_LOG_OFFSET = 40_000
+
+Bins = tuple[tuple[int, int], ...]
+Delta = tuple[float | None, float | None]
+
+
+def _key(value: Any, e: int) -> int:
+    x = float(value)
+    a = -x if x < 0 else x
+    if a < e:
+        if a.is_integer():
+            k = int(a)
+            return -k if x < 0 else k
+        if e > 1:
+            raise ValueError(f"{value!r}: this sketch holds integers below {e}")
+    elif not a <= MAX_MAGNITUDE:
+        raise ValueError(f"{value!r}: not a finite value of magnitude <= {MAX_MAGNITUDE:g}")
+    k = e + _LOG_OFFSET + math.ceil(math.log(a) / _LOG_GAMMA)
+    return -k if x < 0 else k
+
+
+def _order(v: float, e: int) -> float:
+    """``_key`` extended to every float (a non-integer below ``e`` sorts between its
+    integers), for the searches of ``_settle``."""
+    a = abs(v)
+    if e > 1 and a < e and not a.is_integer():
+        return math.copysign(math.floor(a) + 0.5, v)
+    return _key(v, e)
+
+
+def _rep(k: int, e: int) -> float:
+    """The value a bucket stands for: within RELATIVE_ACCURACY of any value in it."""
+    a = -k if k < 0 else k
+    if a < e:
+        v = float(a)
+    else:
+        v = math.exp((a - e - _LOG_OFFSET) * _LOG_GAMMA) * _MID
+        if e > 1:
+            v = max(v, float(e))  # the bucket holds only values >= e: closer still
+    return -v if k < 0 else v
+
+
+def _settle(v: float, k: int, e: int) -> float:
+    """The smallest float whose bucket is ``k`` or later, starting from a guess ``v``
+    a few ulps away (log and exp round)."""
+    while _order(v, e) < k:
+        v = math.nextafter(v, math.inf)
+    while _order(w := math.nextafter(v, -math.inf), e) >= k:
+        v = w
+    return v
+
+
+def _bucket_start(k: int, e: int) -> float:
+    """The smallest value that falls in bucket ``k`` (a bucket that can hold values)."""
+    a = -k if k < 0 else k
+    if a < e:
+        return float(k)
+    i = a - e - _LOG_OFFSET
+    if k > 0:
+        v = math.exp((i - 1) * _LOG_GAMMA)
+        if e > 1:
+            v = max(v, float(e))
+    else:
+        v = -math.exp(i * _LOG_GAMMA)
+    return _settle(v, k, e)
+
+
+def _after_bucket(k: int, e: int) -> float:
+    """The smallest value beyond bucket ``k``."""
+    a = -k if k < 0 else k
+    if a < e:
+        return float(k + 1) if e > 1 else math.nextafter(float(k), math.inf)
+    if k > 0:
+        return _bucket_start(k + 1, e)
+    v = -math.exp((a - e - _LOG_OFFSET - 1) * _LOG_GAMMA)  # -(its lower magnitude bound)
+    if e > 1 and -v < e:
+        return float(1 - e)  # the next possible value is the exact integer -(e - 1)
+    return _settle(v, k + 1, e)
+
+
+def _rank(q: float | Fraction, n: int) -> int:
+    """ceil(q * n), exactly (0.2 * 5 is 1, not 1.0000000000000002)."""
+    fq = q if isinstance(q, Fraction | int) else Fraction(str(float(q)))
+    if not 0 <= fq <= 1:
+        raise ValueError(f"quantile {q!r} is not in [0, 1]")
+    return math.ceil(fq * n)
+
+
+def _move(counts: dict[int, int], e: int, old: Any, new: Any) -> None:
+    ko = None if old is None else _key(old, e)
+    kn = None if new is None else _key(new, e)
+    if ko is not None:
+        c = counts.get(ko, 0)
+        if c <= 0:
+            raise ValueError(f"cannot remove {old!r}: not in the sketch")
+        if ko == kn:
+            return
+        counts[ko] = c - 1
+    if kn is not None:
+        counts[kn] = counts.get(kn, 0) + 1
+
+
+def _freeze(counts: dict[int, int]) -> Bins:
+    return tuple(sorted((k, c) for k, c in counts.items() if c))
+
+
+@dataclass(frozen=True, slots=True)
+class Sketch:
+    """A mergeable quantile sketch: sorted ``(bucket key, count)`` pairs, no zero counts.
+
+    Build it with ``Sketch()`` (or ``Sketch(exact_below=REAL)`` for real values) and
+    ``apply``/``add``/``remove``; every method returns a new sketch.
+    """
+
+    bins: Bins = ()
+    exact_below: int = EXACT_BELOW
+
+    @property
+    def count(self) -> int:
+        return sum(c for _, c in self.bins)
+
+    def bucket(self, value: float) -> int:
+        """The key of the bucket ``value`` falls in (keys are ordered like values)."""
+        return _key(value, self.exact_below)
+
+    def apply(self, deltas: Iterable[Delta]) -> Sketch:
+        """Apply ``(old value or None, new value or None)`` changes in order, copying the
+        sketch once for the whole batch. Removing a value that is not in the sketch
+        raises ValueError (and nothing changes: sketches are immutable)."""
+        e = self.exact_below
+        counts = dict(self.bins)
+        for old, new in deltas:
+            _move(counts, e, old, new)
+        return Sketch(_freeze(counts), e)
+
+    def add(self, value: float) -> Sketch:
+        return self.apply(((None, value),))
+
+    def remove(self, value: float) -> Sketch:
+        return self.apply(((value, None),))
+
+    def merge(self, *others: Sketch) -> Sketch:
+        """Bucket-wise sum (sketches of different partitions; same ``exact_below``)."""
+        counts = dict(self.bins)
+        for o in others:
+            if o.exact_below != self.exact_below:
+                raise ValueError("cannot merge sketches with different exact_below")
+            for k, c in o.bins:
+                counts[k] = counts.get(k, 0) + c
+        return Sketch(_freeze(counts), self.exact_below)
+
+    def quantile(self, q: float | Fraction) -> float:
+        """The lower empirical quantile: the value of rank ``max(ceil(q * n) - 1, 0)``
+        (0-based, ascending), i.e. the smallest value with at least ``q * n`` values at or
+        below it. Exact for exact buckets, else within 1% relative error. ValueError when
+        empty."""
+        n = self.count
+        if n == 0:
+            raise ValueError("quantile of an empty sketch")
+        rank = max(_rank(q, n) - 1, 0)
+        seen = 0
+        for k, c in self.bins:
+            seen += c
+            if seen > rank:
+                return _rep(k, self.exact_below)
+        raise AssertionError("unreachable")
+
+    def cut(self, q: float | Fraction) -> float:
+        """The score threshold for ``q`` (0 < q <= 1): the smallest value that has at least
+        ``ceil(q * n)`` of the population in strictly lower buckets. A value ``>=`` the cut
+        is above the lower ``q`` share. When no bucket qualifies (a tie group at the top
+        holds more than ``1 - q`` of the population) the cut is just above the largest
+        bucket, so no current member reaches it; for an empty sketch it is ``inf``."""
+        n = self.count
+        if n == 0:
+            return math.inf
+        need = _rank(q, n)
+        if need == 0:
+            raise ValueError("cut needs q > 0")
+        bins, e = self.bins, self.exact_below
+        seen = 0
+        for i, (k, c) in enumerate(bins):
+            seen += c
+            if seen >= need:
+                if i + 1 < len(bins):
+                    return _bucket_start(bins[i + 1][0], e)
+                return _after_bucket(k, e)
+        raise AssertionError("unreachable")
+
+    def to_record(self) -> list[list[int]]:
+        """Sorted ``[bucket, count]`` pairs (JSON-able); ``exact_below`` is not included."""
+        return [[k, c] for k, c in self.bins]
+
+    @classmethod
+    def from_record(cls, rec: Sequence[Sequence[int]], exact_below: int = EXACT_BELOW) -> Sketch:
+        bins = tuple((k, c) for k, c in rec)
+        for i, (k, c) in enumerate(bins):
+            if not (type(k) is int and type(c) is int and c > 0):
+                raise ValueError(f"bad sketch bin {[k, c]!r}")
+            if i and bins[i - 1][0] >= k:
+                raise ValueError("sketch bins are not strictly increasing")
+        return cls(bins, exact_below)
+
+
+# -- the RFM population ------------------------------------------------------------------
+
+RATE_MIN_WINDOW_DAYS = 365
+
+
+def purchase_rate(
+    purchase_days: int, first_day: int, last_day: int,
+    *, min_window_days: int = RATE_MIN_WINDOW_DAYS,
+) -> float:
+    """Purchase days per year while active: purchase days * 365 / the days from the first
+    to the last purchase day (inclusive), counting at least ``min_window_days`` (so a
+    customer in their first year is measured by their purchase days so far). It changes
+    only on a purchase, never with stream time."""
+    return purchase_days * 365 / max(last_day - first_day + 1, min_window_days)
+
+
+class RfmPoint(NamedTuple):
+    """What the population sketches hold of one customer who bought at least once."""
+
+    first_day: int  # first purchase day (days since 1970, UTC)
+    last_day: int  # last purchase day
+    purchase_days: int  # distinct purchase days
+    net_spend: float  # purchases - refunds
+
+    @property
+    def rate(self) -> float:
+        """Purchase days per year (``purchase_rate``): the behaviour matrix's frequency."""
+        return purchase_rate(self.purchase_days, self.first_day, self.last_day)
+
+    @property
+    def amount(self) -> float:
+        """Net spend per purchase day: the behaviour matrix's average purchase."""
+        return self.net_spend / self.purchase_days
+
+
+def point_of(state: Any) -> RfmPoint | None:
+    """The ``RfmPoint`` of a ``rfm.CustomerState`` (None before the first purchase)."""
+    days = state.purchase_days
+    if not days:
+        return None
+    return RfmPoint(days[0], days[-1], len(days), float(state.net_spend))
+
+
+def _axes(p: RfmPoint | None) -> tuple[Any, ...]:
+    if p is None:
+        return (None,) * 5
+    return (p.last_day, p.purchase_days, p.net_spend, p.rate, p.amount)
+
+
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RfmSketches:
+    """The population of customers who bought: ``recency`` over last purchase days,
+    ``frequency`` over purchase days, ``monetary`` over net spend, and for the behaviour
+    matrix ``rate`` (purchase days per year) and ``amount`` (net spend per purchase day).
+
+    Recency is kept as the last purchase DAY (exact buckets): ranking last purchase days
+    ranks recency at any as-of time, so the sketch does not go stale as time passes."""
+
+    recency: Sketch = field(default_factory=lambda: Sketch(exact_below=DAY_EXACT_BELOW))
+    frequency: Sketch = field(default_factory=Sketch)
+    monetary: Sketch = field(default_factory=lambda: Sketch(exact_below=REAL))
+    rate: Sketch = field(default_factory=lambda: Sketch(exact_below=REAL))
+    amount: Sketch = field(default_factory=lambda: Sketch(exact_below=REAL))
+
+    def _sketches(self) -> tuple[Sketch, ...]:
+        return (self.recency, self.frequency, self.monetary, self.rate, self.amount)
+
+    @property
+    def count(self) -> int:
+        """Customers in the population."""
+        return self.recency.count
+
+    def apply(self, deltas: Iterable[tuple[RfmPoint | None, RfmPoint | None]]) -> RfmSketches:
+        """Apply ``(old point or None, new point or None)`` per changed customer (old: what
+        was added for them before; None for a first purchase), one copy per batch. A pair
+        with ``old == new`` changes nothing and is skipped."""
+        sk = self._sketches()
+        es = [s.exact_below for s in sk]
+        counts = [dict(s.bins) for s in sk]
+        for old, new in deltas:
+            if old == new:
+                continue
+            for i, o, n in zip(range(5), _axes(old), _axes(new), strict=True):
+                _move(counts[i], es[i], o, n)
+        return RfmSketches(*(Sketch(_freeze(c), e) for c, e in zip(counts, es, strict=True)))
+
+    def merge(self, *others: RfmSketches) -> RfmSketches:
+        parts = [o._sketches() for o in others]
+        return RfmSketches(*(s.merge(*(p[i] for p in parts))
+                             for i, s in enumerate(self._sketches())))
+
+    def to_record(self) -> list[Any]:
+        """``[RECORD_VERSION, recency, frequency, monetary, rate, amount]`` (bin lists)."""
+        return [RECORD_VERSION, *(s.to_record() for s in self._sketches())]
+
+    @classmethod
+    def from_record(cls, rec: Sequence[Any]) -> RfmSketches:
+        if len(rec) != 6 or rec[0] != RECORD_VERSION:
+            raise ValueError(f"not an RfmSketches record of version {RECORD_VERSION}")
+        es = [s.exact_below for s in cls()._sketches()]
+        return cls(*(Sketch.from_record(r, e) for r, e in zip(rec[1:], es, strict=True)))
+
+
+# -- scores ------------------------------------------------------------------------------
+
+QUINTILES = (Fraction(1, 5), Fraction(2, 5), Fraction(3, 5), Fraction(4, 5))
+Thresholds = tuple[float, float, float, float]
+
+
+def score(value: float, thresholds: Sequence[float]) -> int:
+    """1..5: one plus the number of thresholds ``<= value`` (ascending thresholds).
+
+    A value equal to a threshold gets the higher score. Higher value, higher score; for R
+    the value is the last purchase day, so more recent scores higher."""
+    return 1 + bisect_right(thresholds, float(value))
+
+
+def _four(name: str, values: Iterable[float]) -> Thresholds:
+    t = tuple(float(v) for v in values)
+    if len(t) != 4 or any(math.isnan(v) for v in t) or list(t) != sorted(t):
+        raise ValueError(f"{name}: four ascending thresholds expected, got {t!r}")
+    return t  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class Cutoffs:
+    """Four ascending thresholds per axis: ``r`` over last purchase days, ``f`` over
+    purchase days, ``m`` over net spend. ``population`` is the number of customers they
+    were computed from (0 for fixed thresholds)."""
+
+    r: Thresholds
+    f: Thresholds
+    m: Thresholds
+    population: int = 0
+    kind: str = "quantile"  # or "fixed"
+
+    def __post_init__(self) -> None:
+        for name in ("r", "f", "m"):
+            object.__setattr__(self, name, _four(name, getattr(self, name)))
+
+    @classmethod
+    def fixed(
+        cls, *, recency_days: Sequence[float], frequency: Sequence[float],
+        monetary: Sequence[float], as_of_day: int,
+    ) -> Cutoffs:
+        """Configured thresholds instead of quintiles. ``recency_days`` are days since the
+        last purchase, descending (e.g. 365, 180, 90, 30: at most 30 days scores 5, more
+        than 365 scores 1), turned into last-purchase days as of ``as_of_day`` (stream
+        time); ``frequency`` (purchase days) and ``monetary`` (net spend) ascending."""
+        days = tuple(float(d) for d in recency_days)
+        if list(days) != sorted(days, reverse=True):
+            raise ValueError(f"recency_days: four descending values expected, got {days!r}")
+        return cls(tuple(as_of_day - d for d in days), frequency, monetary,  # type: ignore[arg-type]
+                   0, "fixed")
+
+    def scores(self, p: RfmPoint) -> tuple[int, int, int]:
+        """(R, F, M) of a customer."""
+        return score(p.last_day, self.r), score(p.purchase_days, self.f), score(p.net_spend,
+                                                                                   self.m)
+
+
+def cutoffs_from(sketches: RfmSketches) -> Cutoffs:
+    """Quintile cut-offs of the population: ``Sketch.cut`` at 20/40/60/80%.
+
+    With these, a customer's score is 1 + the number of whole fifths of the population in
+    strictly lower buckets (capped at 5): a tie group takes the score of its lowest member.
+    Fewer than 5 customers still give scores 1..5 by the same rule (a lone customer scores
+    1, of two the higher scores 3); an empty population has infinite cut-offs (score 1)."""
+    def cuts(s: Sketch) -> Thresholds:
+        return tuple(s.cut(q) for q in QUINTILES)  # type: ignore[return-value]
+
+    return Cutoffs(cuts(sketches.recency), cuts(sketches.frequency), cuts(sketches.monetary),
+                   sketches.count, "quantile")
+
+
+# -- segments ----------------------------------------------------------------------------
+
+SEGMENTS = (
+    "champions", "loyal", "potential_loyalists", "new", "promising", "need_attention",
+    "about_to_sleep", "at_risk", "cant_lose", "hibernating",
+)
+
+# The common R/F segment map, DEFAULT_SEGMENTS[r - 1][f - 1]: one row per R score (the
+# first row is R = 1, the last R = 5), one column per F score (F = 1 first).
+DEFAULT_SEGMENTS: tuple[tuple[str, ...], ...] = (
+    # F=1            F=2                    F=3                    F=4          F=5
+    ("hibernating",    "hibernating",         "at_risk",             "at_risk",   "cant_lose"),
+    ("hibernating",    "hibernating",         "at_risk",             "at_risk",   "cant_lose"),
+    ("about_to_sleep", "about_to_sleep",      "need_attention",      "loyal",     "loyal"),
+    ("promising",      "potential_loyalists", "potential_loyalists", "loyal",     "loyal"),
+    ("new",            "potential_loyalists", "potential_loyalists", "champions", "champions"),
+)  # fmt: skip
+
+SegmentMap = Sequence[Sequence[str]] | Mapping[tuple[int, int], str]
+
+
+def segment(r: int, f: int, segment_map: SegmentMap = DEFAULT_SEGMENTS) -> str:
+    """The segment of an (R, F) score pair. ``segment_map`` is 5x5: rows indexed by R - 1,
+    columns by F - 1 (like DEFAULT_SEGMENTS), or a mapping keyed by ``(r, f)``."""
+    if r not in range(1, 6) or f not in range(1, 6):
+        raise ValueError(f"scores must be 1..5, got R={r!r} F={f!r}")
+    if isinstance(segment_map, Mapping):
+        return segment_map[(r, f)]
+    return segment_map[r - 1][f - 1]
+
+
+# -- the customer behaviour matrix -------------------------------------------------------
+
+QUADRANTS = ("best", "frequent_low_spend", "rare_high_spend", "uncertain")
+
+
+def behaviour_quadrant(
+    purchase_days_per_year: float, avg_purchase: float,
+    freq_threshold: float, amount_threshold: float,
+) -> str:
+    """Frequent when ``purchase_days_per_year >= freq_threshold``, high spend when
+    ``avg_purchase >= amount_threshold``: best (both), frequent_low_spend,
+    rare_high_spend, uncertain (neither). Inputs: ``RfmPoint.rate`` and ``.amount``;
+    thresholds: ``medians_from`` or configured values."""
+    frequent = purchase_days_per_year >= freq_threshold
+    high = avg_purchase >= amount_threshold
+    if frequent:
+        return "best" if high else "frequent_low_spend"
+    return "rare_high_spend" if high else "uncertain"
+
+
+def medians_from(sketches: RfmSketches) -> tuple[float, float]:
+    """Default ``(freq_threshold, amount_threshold)``: the median cuts of the population's
+    rate and amount (``Sketch.cut(0.5)``), so a customer is frequent (high spend) when at
+    least half of the customers are in strictly lower buckets. Empty: ``(inf, inf)``."""
+    half = Fraction(1, 2)
+    return sketches.rate.cut(half), sketches.amount.cut(half)
+
+
+# -- flags -------------------------------------------------------------------------------
+
+KEY_ACCOUNT_MIN_M_SCORE = 5  # the top 20% by net spend
+KEY_ACCOUNT_MIN_TENURE_DAYS = 365  # a continuous relationship of a year or more
+KEY_ACCOUNT_MIN_PURCHASE_DAYS = 4
+TRANSACTION_BUYER_MIN_DAYS = 90  # a relationship buyer comes back within this
+
+
+def is_key_account(
+    m_score: int, tenure_days: int, purchase_days: int, in_decline: bool,
+    *, min_m_score: int = KEY_ACCOUNT_MIN_M_SCORE,
+    min_tenure_days: int = KEY_ACCOUNT_MIN_TENURE_DAYS,
+    min_purchase_days: int = KEY_ACCOUNT_MIN_PURCHASE_DAYS,
+) -> bool:
+    """A key account: M score >= 5 (top 20% by net spend), tenure (days from the first
+    purchase day to the as-of day) >= 365, at least 4 purchase days, and not in decline
+    (``in_decline``: lifecycle stage decline or churned)."""
+    return (m_score >= min_m_score and tenure_days >= min_tenure_days
+            and purchase_days >= min_purchase_days and not in_decline)
+
+
+def is_transaction_buyer(
+    purchase_days: int, tenure_days: int, *, min_days: int = TRANSACTION_BUYER_MIN_DAYS,
+) -> bool:
+    """A one-off buyer: exactly one purchase day, at least 90 days ago (``tenure_days``,
+    from the first purchase day to the as-of day). A relationship buyer comes back."""
+    return purchase_days == 1 and tenure_days >= min_days
