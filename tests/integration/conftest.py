@@ -42,17 +42,20 @@ def settings_for(broker: Tansu, clickhouse_url: str, tmp: Path, partitions: int 
     name = unique("t")
     s = Settings(
         broker=broker.url, clickhouse_url=clickhouse_url, app_id=f"ts-{name}",
-        input_topic=f"{name}.in", dlq_topic=f"{name}.dlq", partitions=partitions,
+        input_topic=f"{name}.in", dlq_topic=f"{name}.dlq", alerts_topic=f"{name}.alerts",
+        transitions_topic=f"{name}.transitions", partitions=partitions,
         data_dir=str(tmp / f"worker-{name}"), batch_within_s=0.2,
     )
-    ensure_topics(s.bootstrap, {s.input_topic: partitions, s.dlq_topic: partitions})
+    ensure_topics(s.bootstrap, {t: partitions for t in (
+        s.input_topic, s.dlq_topic, s.alerts_topic, s.transitions_topic)})
     return s
 
 
 def worker_env(s: Settings) -> dict[str, str]:
     env = dict(os.environ)
     for field in ("broker", "clickhouse_url", "app_id", "input_topic", "dlq_topic",
-                  "partitions", "data_dir", "batch_within_s"):
+                  "alerts_topic", "transitions_topic", "partitions", "data_dir",
+                  "batch_within_s"):
         env[f"TOUCHSTREAM_{field.upper()}"] = str(getattr(s, field))
     return env
 
