@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -101,6 +101,22 @@ class CustomerState:
         return as_of_ms // DAY_MS - self.last_purchase_ms // DAY_MS
 
 
+_SLOTS: tuple[str, ...] = CustomerState.__slots__  # type: ignore[attr-defined]
+_new = object.__new__
+_set = object.__setattr__
+
+
+def evolve(s: CustomerState, **changes: Any) -> CustomerState:
+    """``dataclasses.replace`` for the hot path: a copy with some fields changed, without
+    re-running __init__ (replace was a third of the per-event time)."""
+    new = _new(CustomerState)
+    for f in _SLOTS:
+        _set(new, f, changes.pop(f) if f in changes else getattr(s, f))
+    if changes:
+        raise TypeError(f"CustomerState has no field(s) {sorted(changes)}")
+    return new
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """The event changed the customer's state; ``version`` is the state version it made."""
@@ -127,7 +143,7 @@ def _add_purchase(s: CustomerState, p: Purchase, t: int) -> CustomerState:
         first_day_spend += p.amount
     if day not in days:
         days = tuple(sorted((*days, day)))
-    return replace(
+    return evolve(
         s,
         purchases=s.purchases + 1,
         purchase_total=s.purchase_total + p.amount,
@@ -161,7 +177,7 @@ def _move(
         s.customer_id, at_ms, s.stage, to, reason, max(s.relationships, 1), s.transitions,
         changes.get("exit_pattern"),
     )
-    return replace(s, stage=to, stage_since_ms=at_ms, transitions=s.transitions + 1,
+    return evolve(s, stage=to, stage_since_ms=at_ms, transitions=s.transitions + 1,
                    **changes), tr
 
 
@@ -193,14 +209,14 @@ def _alert(
                             conf, evidence),
         version=s.version,
     )
-    return replace(s, alert_level=level, episode=episode), alert
+    return evolve(s, alert_level=level, episode=episode), alert
 
 
 def _with_deadline(s: CustomerState, rules: Rules) -> CustomerState:
     d = lc.deadline_ms(s.stage, s.last_purchase_ms, _relationship_days(s), rules)
     if d is not None:
         d = max(d, s.stage_since_ms)  # transitions never go back in time
-    return s if d == s.next_deadline_ms else replace(s, next_deadline_ms=d)
+    return s if d == s.next_deadline_ms else evolve(s, next_deadline_ms=d)
 
 
 def _weaken(
@@ -249,7 +265,7 @@ def _on_purchase(
         return s, outs  # a late purchase: rhythm and stage already account for later ones
     if s.stage is None or s.stage == lc.CHURNED:
         reactivation = s.stage == lc.CHURNED
-        s = replace(s, relationships=s.relationships + 1, relationship_start_day=t // DAY_MS,
+        s = evolve(s, relationships=s.relationships + 1, relationship_start_day=t // DAY_MS,
                     declined_from=None, defection_type=None, defection_confidence=0.0,
                     recent_spend=tuple(x for x in s.recent_spend if x[0] >= t // DAY_MS))
         s, tr = _move(s, t, lc.EXPLORATION, "reactivation" if reactivation else "first purchase")
@@ -292,7 +308,7 @@ def _on_signal(
         d = dfx.classify(s.signals, t, s.purchase_days)
         s, alert = _alert(s, "churn_risk", t, s.stage, d)
         if alert is not None:
-            s = replace(s, risk_at_ms=t)
+            s = evolve(s, risk_at_ms=t)
             return s, [alert]
     return s, []
 
@@ -311,7 +327,7 @@ def step(
         return s, (Duplicate(event),)
     t = epoch_ms(event.occurred_at)
     s, fired = advance(s, t - rules.allowed_lateness_ms, rules)
-    s = replace(
+    s = evolve(
         s,
         version=s.version + 1,
         first_event_ms=t if s.version == 0 else min(s.first_event_ms, t),
@@ -324,11 +340,11 @@ def step(
         previous_purchase_ms = s.last_purchase_ms
         s = _add_purchase(s, event, t)
         spend = _add_day_spend(s.recent_spend, t // DAY_MS, float(event.amount))
-        s = replace(s, recent_spend=spend)
+        s = evolve(s, recent_spend=spend)
         s, more = _on_purchase(s, t, rules, previous_purchase_ms)
     else:
         if isinstance(event, Refund):
-            s = replace(s, refunds=s.refunds + 1, refund_total=s.refund_total + event.amount)
+            s = evolve(s, refunds=s.refunds + 1, refund_total=s.refund_total + event.amount)
         s, more = _on_signal(s, event, t, rules)
     outs.extend(more)
     return _with_deadline(s, rules), tuple(outs)
