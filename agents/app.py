@@ -24,12 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import orjson
 
 from agents.pipeline import BatchResult, Processor, RawMessage, Stored
 from schemas.events import epoch_ms
 from sinks import BatchingWriter, Sink
+from sinks.rows import cutoffs_row
 from touchstream.config import Settings
 from touchstream.domain.lifecycle import Rules
+from touchstream.domain.scoring import RfmSketches, cutoffs_from, medians_from
 
 log = logging.getLogger("touchstream.worker")
 
@@ -175,6 +178,29 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
             async with lock:
                 await apply(processor.process(
                     [], load, now, scan, wall_ms=epoch_ms(now), partitions=assigned))
+
+    # Each worker's partitions' RFM sketches, shared with every worker (a global table), so
+    # score cut-offs come from the whole population however the partitions are spread.
+    sketches = app.GlobalTable(
+        "rfm_sketches", default=None, partitions=1, key_type=bytes, value_type=bytes,
+        use_partitioner=True,
+    )
+
+    @app.timer(interval=settings.cutoff_interval_s)
+    async def publish_cutoffs() -> None:
+        async with lock:
+            for p, sk in list(processor.sketches.items()):
+                sketches[b"%d" % p] = orjson.dumps(sk.to_record())
+            population = RfmSketches().merge(*(
+                RfmSketches.from_record(orjson.loads(v)) for v in sketches.values() if v
+            ))
+            if population.count == 0 or not processor.stream_time:
+                return
+            cut = cutoffs_from(population)
+            rate, amount = medians_from(population)
+            writer.add("rfm_cutoffs", [
+                cutoffs_row(cut, rate, amount, max(processor.stream_time.values()))])
+            totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:

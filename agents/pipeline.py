@@ -39,6 +39,7 @@ from touchstream.domain.rfm import (
     step,
     to_record,
 )
+from touchstream.domain.scoring import RfmPoint, RfmSketches, point_of
 
 Load = Callable[[str], bytes | None]
 Scan = Callable[[int], Iterable[tuple[str, bytes]]]
@@ -122,24 +123,33 @@ class Processor:
         self.lateness_ms = rules.allowed_lateness_ms
         self.stream_time: dict[int, int] = {}
         self._deadlines: dict[int, list[tuple[int, str]]] = {}
+        # The RFM population of each partition, for score cut-offs (domain.scoring).
+        self.sketches: dict[int, RfmSketches] = {}
 
     def _index(self, partition: int, scan: Scan) -> list[tuple[int, str]]:
         heap = self._deadlines.get(partition)
         if heap is None:
-            heap = []
+            heap, points = [], []
             for cid, raw in scan(partition):
-                d = Stored.decode(raw).state.next_deadline_ms
-                if d is not None:
-                    heap.append((d, cid))
+                state = Stored.decode(raw).state
+                if state.next_deadline_ms is not None:
+                    heap.append((state.next_deadline_ms, cid))
+                points.append((None, point_of(state)))
             heapq.heapify(heap)
             self._deadlines[partition] = heap
+            self.sketches[partition] = RfmSketches().apply(points)
         return heap
 
     def forget(self, partitions: Iterable[int]) -> None:
-        """Partitions revoked: drop their index (rebuilt if they come back)."""
+        """Partitions revoked: drop what we keep of them (rebuilt if they come back)."""
         for p in partitions:
             self._deadlines.pop(p, None)
             self.stream_time.pop(p, None)
+            self.sketches.pop(p, None)
+
+    def population(self) -> RfmSketches:
+        """This worker's partitions' RFM sketches, merged."""
+        return RfmSketches().merge(*self.sketches.values())
 
     def process(
         self,
@@ -176,6 +186,7 @@ class _Batch:
         self.transition_rows: list[Row] = []
         self.alert_rows: list[Row] = []
         self.current: dict[str, Stored | None] = {}
+        self.original: dict[str, Stored | None] = {}  # as loaded: for the sketch deltas
         self.changed: set[str] = set()  # customers whose state moved: a new state row
         self.touched: set[str] = set()  # ... or only their stored offset: a table write
         self.clocks: dict[int, int] = {}
@@ -183,7 +194,7 @@ class _Batch:
     def stored(self, cid: str) -> Stored | None:
         if cid not in self.current:
             raw = self.load(cid)
-            self.current[cid] = Stored.decode(raw) if raw is not None else None
+            self.current[cid] = self.original[cid] = Stored.decode(raw) if raw else None
         return self.current[cid]
 
     def reject(self, m: RawMessage, reason: str) -> None:
@@ -269,6 +280,14 @@ class _Batch:
             if s is not None:
                 out.states[cid] = s.encode()
         self.proc.stream_time.update(self.clocks)
+        deltas: dict[int, list[tuple[RfmPoint | None, RfmPoint | None]]] = {}
+        for cid in self.changed:
+            before, after = self.original[cid], self.current[cid]
+            if after is not None:
+                deltas.setdefault(after.partition, []).append(
+                    (before and point_of(before.state), point_of(after.state)))
+        for p, ds in deltas.items():
+            self.proc.sketches[p] = self.proc.sketches.get(p, RfmSketches()).apply(ds)
         out.rows = {
             "events": self.events_rows,
             "customer_state": [

@@ -14,6 +14,7 @@ from sinks.base import Row
 from touchstream.domain.alerts import ALERT_SCHEMA_VERSION, Alert
 from touchstream.domain.lifecycle import Transition
 from touchstream.domain.rfm import CustomerState
+from touchstream.domain.scoring import Cutoffs
 
 _COMMON = {"event_id", "customer_id", "type", "occurred_at", "source", "amount", "currency"}
 
@@ -119,3 +120,10 @@ def dead_letter_row(
 
 def clock_row(partition: int, stream_time_ms: int) -> Row:
     return (partition, ms_to_dt(stream_time_ms), stream_time_ms)
+
+
+def cutoffs_row(c: Cutoffs, rate_median: float, amount_median: float, as_of_ms: int) -> Row:
+    return (
+        ms_to_dt(as_of_ms), c.kind, c.population, *c.r, *c.f, *c.m, rate_median, amount_median,
+        as_of_ms,
+    )

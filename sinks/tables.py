@@ -148,8 +148,25 @@ ALERTS = Table(
     "churn alerts, as sent to the alerts topic",
 )
 
+RFM_CUTOFFS = Table(
+    "rfm_cutoffs",
+    (
+        ("as_of", DT),  # stream time when they were computed
+        ("kind", "String"),  # quantile | fixed
+        ("population", "UInt64"),
+        *((f"r{i}", "Float64") for i in range(1, 5)),  # last purchase day numbers
+        *((f"f{i}", "Float64") for i in range(1, 5)),  # purchase days
+        *((f"m{i}", "Float64") for i in range(1, 5)),  # net spend
+        ("rate_median", "Float64"),  # purchase days per year
+        ("amount_median", "Float64"),  # net spend per purchase day
+        ("version", "UInt64"),
+    ),
+    "ReplacingMergeTree(version) ORDER BY as_of",
+    "RFM score cut-offs from the stream's merged quantile sketches, over stream time",
+)
+
 TABLES: tuple[Table, ...] = (
-    EVENTS, CUSTOMER_STATE, TRANSITIONS, ALERTS, DEAD_LETTERS, STREAM_CLOCK
+    EVENTS, CUSTOMER_STATE, TRANSITIONS, ALERTS, DEAD_LETTERS, STREAM_CLOCK, RFM_CUTOFFS
 )
 BY_NAME = {t.name: t for t in TABLES}
 
@@ -180,6 +197,61 @@ WHERE purchases > 0"""
     ]
 
 
+def _segment_sql(score_pair: str) -> str:
+    from touchstream.domain.scoring import DEFAULT_SEGMENTS
+
+    keys = [r * 10 + f for r in range(1, 6) for f in range(1, 6)]
+    names = [DEFAULT_SEGMENTS[k // 10 - 1][k % 10 - 1] for k in keys]
+    return (f"transform({score_pair}, [{', '.join(map(str, keys))}], "
+            f"[{', '.join(repr(n) for n in names)}], '')")
+
+
+def _score_sql(value: str, prefix: str) -> str:
+    # 1 + the number of thresholds at or below the value (docs/scoring.md)
+    return "1 + " + " + ".join(f"({value} >= {prefix}{i})" for i in range(1, 5))
+
+
+def scores_view(db: str) -> str:
+    """Scores, segment, behaviour quadrant and flags of every buyer, from the latest
+    cut-offs: computed at query time, so R ages with stream time without new events."""
+    return f"""CREATE VIEW IF NOT EXISTS {db}.customer_scores AS
+SELECT
+  customer_id, stage, purchase_days, net_spend, last_purchase_day,
+  r_score, f_score, m_score,
+  {_segment_sql("r_score * 10 + f_score")} AS segment,
+  multiIf(rate >= rate_median AND amount >= amount_median, 'best',
+          rate >= rate_median, 'frequent_low_spend',
+          amount >= amount_median, 'rare_high_spend', 'uncertain') AS quadrant,
+  m_score >= 5 AND stream_day - first_purchase_day >= 365 AND purchase_days >= 4
+    AND stage NOT IN ('decline', 'churned') AS key_account,
+  purchase_days = 1 AND stream_day - first_purchase_day >= 90 AS transaction_buyer,
+  cutoffs_as_of, population
+FROM (
+  SELECT *,
+    {_score_sql("last_purchase_day", "r")} AS r_score,
+    {_score_sql("purchase_days", "f")} AS f_score,
+    {_score_sql("toFloat64(net_spend)", "m")} AS m_score,
+    purchase_days * 365 / greatest(last_purchase_day - first_purchase_day + 1, 365) AS rate,
+    toFloat64(net_spend) / purchase_days AS amount
+  FROM (
+    SELECT customer_id, stage, net_spend, frequency + 1 AS purchase_days,
+      toUInt32(toDate(assumeNotNull(first_purchase_at))) AS first_purchase_day,
+      toUInt32(toDate(assumeNotNull(last_purchase_at))) AS last_purchase_day,
+      (SELECT toUInt32(toDate(max(stream_time))) FROM {db}.stream_clock FINAL) AS stream_day
+    FROM {db}.customer_state FINAL
+    WHERE purchases > 0
+  ) AS s
+  CROSS JOIN (
+    SELECT as_of AS cutoffs_as_of, population, r1, r2, r3, r4, f1, f2, f3, f4,
+      m1, m2, m3, m4, rate_median, amount_median
+    FROM {db}.rfm_cutoffs FINAL ORDER BY as_of DESC LIMIT 1
+  ) AS c
+)"""
+
+
 def migrations(db: str) -> list[str]:
     """Every statement is idempotent: `migrate` can run any number of times."""
-    return [f"CREATE DATABASE IF NOT EXISTS {db}", *(t.ddl(db) for t in TABLES), *views(db)]
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {db}", *(t.ddl(db) for t in TABLES), *views(db),
+        scores_view(db),
+    ]

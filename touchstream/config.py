@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     lateness_s: float = Field(3600.0, ge=0, description="how late an event may arrive and "
                               "still count before its customer's silence deadline fires")
     tick_s: float = Field(5.0, gt=0, description="live mode: how often the wall clock ticks")
+    cutoff_interval_s: float = Field(
+        10.0, gt=0, description="how often RFM score cut-offs are recomputed and published")
     web_port: int = Field(6066, description="Faust web port (0 = any free port)")
 
     @property

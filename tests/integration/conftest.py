@@ -55,7 +55,7 @@ def worker_env(s: Settings) -> dict[str, str]:
     env = dict(os.environ)
     for field in ("broker", "clickhouse_url", "app_id", "input_topic", "dlq_topic",
                   "alerts_topic", "transitions_topic", "partitions", "data_dir",
-                  "batch_within_s"):
+                  "batch_within_s", "cutoff_interval_s"):
         env[f"TOUCHSTREAM_{field.upper()}"] = str(getattr(s, field))
     return env
 

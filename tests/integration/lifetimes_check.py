@@ -39,3 +39,30 @@ def mismatches(ref: pd.DataFrame, ours: dict[str, tuple[Any, ...]]) -> list[str]
 
 
 RFM_SQL = "SELECT customer_id, frequency, recency, T, monetary_value FROM {db}.customer_rfm"
+
+
+def quintile_scores(ref: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """R, F and M scores by the documented rule (docs/scoring.md), computed exactly:
+    1 + the number of quintiles q (20..80%) with at least q*n customers strictly below.
+    R ranks the last purchase day, F the purchase days, M the net spend."""
+    first = pd.Timestamp("1997-01-01")
+    end_day = (pd.Timestamp("1998-06-30") - first).days
+    axes = {
+        "r": end_day - ref["T"] + ref["recency"],  # last purchase day (relative)
+        "f": ref["frequency"] + 1,
+        "m": spend_by_customer(),
+    }
+    n = len(ref)
+    out: dict[str, dict[str, int]] = {str(c): {} for c in ref.index}
+    for name, values in axes.items():
+        values = values.reindex(ref.index)
+        below = values.rank(method="min") - 1  # customers strictly below
+        for c, b in below.items():
+            out[str(c)][name] = 1 + sum(1 for k in range(1, 5) if b >= k * n / 5)
+    return out
+
+
+def spend_by_customer() -> pd.Series:
+    df = pd.read_csv(cdnow_path(), sep=r"\s+", header=0, names=["cid", "date", "n", "amount"],
+                     dtype={"cid": str, "date": str})
+    return df.groupby("cid")["amount"].sum()

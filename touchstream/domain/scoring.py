@@ -408,8 +408,8 @@ class Cutoffs:
 
     def scores(self, p: RfmPoint) -> tuple[int, int, int]:
         """(R, F, M) of a customer."""
-        return score(p.last_day, self.r), score(p.purchase_days, self.f), score(p.net_spend,
-                                                                                   self.m)
+        return (score(p.last_day, self.r), score(p.purchase_days, self.f),
+                score(p.net_spend, self.m))
 
 
 def cutoffs_from(sketches: RfmSketches) -> Cutoffs:
