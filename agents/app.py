@@ -26,13 +26,12 @@ from typing import Any
 import faust
 import orjson
 
-from agents.pipeline import BatchResult, Processor, RawMessage, Stored
+from agents.pipeline import BatchResult, Processor, RawMessage, Stored, cutoffs_row_for
 from schemas.events import epoch_ms
 from sinks import BatchingWriter, Sink
-from sinks.rows import cutoffs_row
 from touchstream.config import Settings
 from touchstream.domain.lifecycle import Rules
-from touchstream.domain.scoring import RfmSketches, cutoffs_from, medians_from
+from touchstream.domain.scoring import RfmSketches
 
 log = logging.getLogger("touchstream.worker")
 
@@ -194,12 +193,10 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
             population = RfmSketches().merge(*(
                 RfmSketches.from_record(orjson.loads(v)) for v in sketches.values() if v
             ))
-            if population.count == 0 or not processor.stream_time:
+            row = cutoffs_row_for(population, processor.stream_time, settings)
+            if row is None:
                 return
-            cut = cutoffs_from(population)
-            rate, amount = medians_from(population)
-            writer.add("rfm_cutoffs", [
-                cutoffs_row(cut, rate, amount, max(processor.stream_time.values()))])
+            writer.add("rfm_cutoffs", [row])
             totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer)
 
     @app.on_partitions_revoked.connect

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import heapq
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import orjson
 
@@ -22,6 +23,7 @@ from sinks.base import Row
 from sinks.rows import (
     alert_row,
     clock_row,
+    cutoffs_row,
     dead_letter_row,
     event_row,
     state_row,
@@ -39,7 +41,14 @@ from touchstream.domain.rfm import (
     step,
     to_record,
 )
-from touchstream.domain.scoring import RfmPoint, RfmSketches, point_of
+from touchstream.domain.scoring import (
+    Cutoffs,
+    RfmPoint,
+    RfmSketches,
+    cutoffs_from,
+    medians_from,
+    point_of,
+)
 
 Load = Callable[[str], bytes | None]
 Scan = Callable[[int], Iterable[tuple[str, bytes]]]
@@ -299,3 +308,23 @@ class _Batch:
             "stream_clock": [clock_row(p, t) for p, t in self.clocks.items()],
         }
         return out
+
+
+def cutoffs_row_for(
+    population: RfmSketches, stream_time: Mapping[int, int], settings: Any
+) -> Row | None:
+    """The rfm_cutoffs row for a merged population at the latest stream time: quintiles,
+    or the fixed thresholds when all three TOUCHSTREAM_RFM_FIXED_* are set. None when
+    there is nothing to publish yet."""
+    if population.count == 0 or not stream_time:
+        return None
+    as_of = max(stream_time.values())
+    fixed = (settings.rfm_fixed_recency_days, settings.rfm_fixed_frequency,
+             settings.rfm_fixed_monetary)
+    if all(fixed):
+        cut = Cutoffs.fixed(recency_days=fixed[0], frequency=fixed[1], monetary=fixed[2],
+                            as_of_day=as_of // 86_400_000)
+    else:
+        cut = cutoffs_from(population)
+    rate, amount = medians_from(population)
+    return cutoffs_row(cut, rate, amount, as_of)

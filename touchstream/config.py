@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     tick_s: float = Field(5.0, gt=0, description="live mode: how often the wall clock ticks")
     cutoff_interval_s: float = Field(
         10.0, gt=0, description="how often RFM score cut-offs are recomputed and published")
+    # Fixed RFM thresholds instead of quintiles (all three or none), JSON lists, e.g.
+    # TOUCHSTREAM_RFM_FIXED_RECENCY_DAYS='[365,180,90,30]' (docs/scoring.md).
+    rfm_fixed_recency_days: list[float] | None = None
+    rfm_fixed_frequency: list[float] | None = None
+    rfm_fixed_monetary: list[float] | None = None
     web_port: int = Field(6066, description="Faust web port (0 = any free port)")
 
     @property

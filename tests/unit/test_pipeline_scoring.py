@@ -61,3 +61,21 @@ def test_forgetting_a_revoked_partition_drops_its_customers_from_the_population(
     before = proc.population().count
     proc.forget([0])
     assert 0 < proc.population().count < before
+
+
+def test_cutoffs_are_quintiles_unless_fixed_thresholds_are_configured() -> None:
+    from agents.pipeline import cutoffs_row_for
+    from touchstream.config import Settings
+
+    proc, table = Processor(), {}
+    run(proc, table, list(sample_events(customers=40)))
+    quintile = cutoffs_row_for(proc.population(), proc.stream_time, Settings())
+    fixed = cutoffs_row_for(proc.population(), proc.stream_time, Settings(
+        rfm_fixed_recency_days=[365, 180, 90, 30], rfm_fixed_frequency=[2, 3, 5, 8],
+        rfm_fixed_monetary=[50, 100, 250, 1000]))
+    assert quintile is not None and fixed is not None
+    assert quintile[1:3] == ("quantile", proc.population().count)
+    assert fixed[1] == "fixed" and fixed[7:11] == (2, 3, 5, 8)
+    as_of_day = max(proc.stream_time.values()) // 86_400_000
+    assert fixed[3:7] == tuple(float(as_of_day - d) for d in (365, 180, 90, 30))
+    assert cutoffs_row_for(Processor().population(), {}, Settings()) is None
