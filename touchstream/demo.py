@@ -3,7 +3,8 @@
 Tansu broker (free port) -> `touchstream worker` (a real Faust worker process) -> chdb.
 Streams CDNOW (69,659 real purchases) plus a synthetic sample of every touchpoint type
 and a few malformed messages, waits until the worker has committed every offset, stops
-it, then shows what an analyst wants first.
+it, then shows what an analyst wants first: customers, revenue, RFM figures, lifecycle
+stages, segments and churn alerts.
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ FROM {db}.customer_rfm""",
     "Top customers by net spend": """
 SELECT customer_id, purchases, net_spend, frequency, recency_days, T
 FROM {db}.customer_rfm ORDER BY net_spend DESC, customer_id LIMIT 5""",
+    "Lifecycle stages": """
+SELECT stage, count() AS customers, round(avg(toFloat64(net_spend)), 2) AS avg_net_spend
+FROM {db}.customer_state FINAL WHERE purchases > 0 GROUP BY stage ORDER BY customers DESC""",
+    "RFM segments (latest cut-offs)": """
+SELECT segment, count() AS customers, round(avg(toFloat64(net_spend)), 2) AS avg_net_spend
+FROM {db}.customer_scores GROUP BY segment ORDER BY customers DESC""",
+    "Churn alerts": """
+SELECT kind, defection_type, count() AS alerts
+FROM {db}.alerts FINAL GROUP BY kind, defection_type ORDER BY kind, alerts DESC""",
     "Events by type": """
 SELECT type, count() AS events, sum(amount) AS total_amount
 FROM {db}.events FINAL GROUP BY type ORDER BY events DESC""",
@@ -61,6 +71,7 @@ def run_demo(workdir: Path, sample_customers: int, console: Console) -> None:
         ensure_topics(settings.bootstrap, {settings.input_topic: settings.partitions,
                                            settings.dlq_topic: settings.partitions})
         env = {**os.environ, "TOUCHSTREAM_BROKER": settings.broker,
+               "TOUCHSTREAM_CUTOFF_INTERVAL_S": "1",
                "TOUCHSTREAM_CLICKHOUSE_URL": settings.clickhouse_url,
                "TOUCHSTREAM_DATA_DIR": settings.data_dir}
         log = (workdir / "worker.log").open("wb")
@@ -75,6 +86,7 @@ def run_demo(workdir: Path, sample_customers: int, console: Console) -> None:
                                  raw_extra=[(b"S00001", b) for b in BAD_SAMPLES])
             wait_until_processed(settings, report.end_offsets, worker, console)
             elapsed = time.monotonic() - t0
+            time.sleep(3)  # one more round of RFM cut-offs, now for the whole population
         finally:
             worker.terminate()
             try:
