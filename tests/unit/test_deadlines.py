@@ -1,0 +1,89 @@
+"""Silence deadlines in the worker: fired by stream time, rebuilt from the table after a
+restart, and ticked by the wall clock in live mode."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from agents.pipeline import Processor, RawMessage, Stored
+
+NOW = datetime(2000, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+T0 = datetime(2024, 1, 1, 12, tzinfo=UTC)
+
+
+def purchase(cid: str, n: int, at: datetime) -> dict:
+    return {"event_id": f"{cid}-{n}", "customer_id": cid, "type": "purchase",
+            "occurred_at": at.isoformat(), "amount": "20", "currency": "USD"}
+
+
+class Worker:
+    """A Processor over a dict table, one partition, offsets counted."""
+
+    def __init__(self, table: dict[str, bytes], offset: int = 0) -> None:
+        self.proc, self.table, self.offset = Processor(), table, offset
+        self.alerts: list[dict] = []
+
+    def scan(self, p: int):
+        return [(k, v) for k, v in self.table.items() if Stored.partition_of(v) == p]
+
+    def send(self, *events: dict, wall: datetime | None = None) -> None:
+        msgs = []
+        for e in events:
+            msgs.append(RawMessage("t", 0, self.offset, e["customer_id"].encode(),
+                                   orjson.dumps(e)))
+            self.offset += 1
+        wall_ms = None if wall is None else int(wall.timestamp() * 1000)
+        r = self.proc.process(msgs, self.table.get, NOW, self.scan, wall_ms=wall_ms,
+                              partitions=[0])
+        self.table.update(r.states)
+        self.alerts += [orjson.loads(v) for _, v in r.alerts]
+
+    def stage(self, cid: str) -> str | None:
+        return Stored.decode(self.table[cid]).state.stage
+
+
+def test_another_customers_events_move_stream_time_past_a_silent_customers_deadline() -> None:
+    w = Worker({})
+    w.send(purchase("quiet", 1, T0))
+    w.send(purchase("busy", 1, T0 + 29 * DAY))
+    assert w.stage("quiet") == "exploration"  # default gap 30 days: decline after 90
+    w.send(purchase("busy", 2, T0 + 91 * DAY))
+    assert w.stage("quiet") == "decline"
+    assert [(a["customer_id"], a["kind"], a["at"]) for a in w.alerts] == [
+        ("quiet", "decline", "2024-03-31T12:00:00Z")]  # dated at the deadline, not at day 91
+
+
+def test_a_deadline_fires_only_once_stream_time_has_passed_it_by_the_allowed_lateness() -> None:
+    w = Worker({})
+    w.send(purchase("quiet", 1, T0))
+    w.send(purchase("busy", 1, T0 + 90 * DAY + timedelta(minutes=30)))
+    assert w.stage("quiet") == "exploration"
+    w.send(purchase("busy", 2, T0 + 90 * DAY + timedelta(minutes=61)))
+    assert w.stage("quiet") == "decline"
+
+
+def test_a_restarted_worker_fires_the_deadlines_it_only_knows_from_the_table() -> None:
+    first = Worker({})
+    first.send(purchase("quiet", 1, T0), purchase("busy", 1, T0 + DAY))
+    restarted = Worker(first.table, offset=first.offset)  # nothing in memory but the table
+    restarted.send(purchase("busy", 2, T0 + 100 * DAY))
+    assert restarted.stage("quiet") == "decline"
+
+
+def test_in_live_mode_the_wall_clock_fires_deadlines_on_a_quiet_partition() -> None:
+    w = Worker({})
+    w.send(purchase("quiet", 1, T0))
+    w.send(wall=T0 + 89 * DAY)
+    assert w.stage("quiet") == "exploration"
+    w.send(wall=T0 + 90 * DAY + timedelta(hours=2))
+    assert w.stage("quiet") == "decline"
+
+
+def test_without_the_wall_clock_a_quiet_partition_waits_for_event_time() -> None:
+    w = Worker({})
+    w.send(purchase("quiet", 1, T0))
+    w.send()  # an empty batch in event-time mode: nothing moves
+    assert w.stage("quiet") == "exploration"
