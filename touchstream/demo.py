@@ -99,10 +99,13 @@ def run_demo(workdir: Path, sample_customers: int, console: Console) -> None:
 
 
 def wait_until_processed(s: Settings, end: dict[int, int], worker: subprocess.Popen[bytes],
-                         console: Console, timeout: float = 600) -> None:
+                         console: Console | None = None, timeout: float = 600) -> None:
+    """Until the worker's consumer group has committed ``end`` (partition -> offset) on
+    the input topic: every message handled, its effects written. Fails if the worker
+    exits. ``console`` shows a progress bar."""
     total = sum(end.values())
     with Progress(TextColumn("processing"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as bar:
+                  TimeElapsedColumn(), console=console, disable=console is None) as bar:
         task = bar.add_task("process", total=total)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -113,7 +116,7 @@ def wait_until_processed(s: Settings, end: dict[int, int], worker: subprocess.Po
             if all(done.get(p, 0) >= e for p, e in end.items()):
                 return
             time.sleep(0.5)
-    raise TimeoutError("the worker did not commit every offset in time")
+    raise TimeoutError(f"the worker did not commit every offset in {timeout}s")
 
 
 def show_summary(clickhouse_url: str, console: Console) -> None:

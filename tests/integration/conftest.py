@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from touchstream.config import Settings
-from touchstream.kafka import committed_offsets, ensure_topics
+from touchstream.demo import wait_until_processed
+from touchstream.kafka import ensure_topics
 from touchstream.localstack import ClickHouseServer, Tansu
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,12 +80,7 @@ def running_worker(s: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 def wait_committed(s: Settings, end: dict[int, int], proc: subprocess.Popen[bytes],
                    log: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"worker exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        done = committed_offsets(s.bootstrap, s.app_id, s.input_topic, end)
-        if all(done.get(p, 0) >= e for p, e in end.items()):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"offsets not committed in {timeout}s:\n{log.read_text()[-3000:]}")
+    try:
+        wait_until_processed(s, end, proc, timeout=timeout)
+    except (RuntimeError, TimeoutError) as e:
+        raise AssertionError(f"{e}:\n{log.read_text()[-3000:]}") from e
