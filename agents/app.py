@@ -118,7 +118,9 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
     alerts = _raw_topic(app, settings.alerts_topic, settings.partitions)
     transitions = _raw_topic(app, settings.transitions_topic, settings.partitions)
     outputs = {"dead_letters": dlq, "transitions": transitions, "alerts": alerts}
-    processor = Processor(Rules(allowed_lateness_ms=int(settings.lateness_s * 1000)))
+    processor = Processor(
+        Rules(allowed_lateness_ms=int(settings.lateness_s * 1000)), settings.partitions
+    )
     writer = BatchingWriter(sink)
     # One thread owns the ClickHouse connection, so a slow insert never blocks the loop.
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")

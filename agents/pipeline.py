@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import heapq
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
+from kafka.partitioner.default import murmur2
 
 from schemas.decode import Rejected, decode
 from schemas.events import epoch_ms
@@ -50,6 +52,7 @@ from touchstream.domain.scoring import (
     point_of,
 )
 
+log = logging.getLogger("touchstream.pipeline")
 Load = Callable[[str], bytes | None]
 Scan = Callable[[int], Iterable[tuple[str, bytes]]]
 
@@ -125,8 +128,12 @@ class Processor:
     silence deadlines per partition (rebuilt from the table after a restart or a
     rebalance, the first time a partition is seen)."""
 
-    def __init__(self, rules: Rules = DEFAULT_RULES) -> None:
+    def __init__(self, rules: Rules = DEFAULT_RULES, partitions: int | None = None) -> None:
         self.rules = rules
+        # With the topic's partition count, a message on another partition than its key's
+        # (a producer with a non-default partitioner) is dead-lettered: its customer's state
+        # lives with the key's partition, and mixing would split it across workers.
+        self.partitions = partitions
         # Deadlines fire when stream time passes them by this much, so an event that
         # arrives up to this late is still applied before its customer's deadline.
         self.lateness_ms = rules.allowed_lateness_ms
@@ -222,6 +229,11 @@ class _Batch:
         if key != ev.customer_id:
             return self.reject(m, f"message key {key!r} is not the customer_id "
                                   f"{ev.customer_id!r}: key each message by its customer_id")
+        n = self.proc.partitions
+        if n and m.key is not None and (murmur2(m.key) & 0x7FFFFFFF) % n != m.partition:
+            return self.reject(m, f"message on partition {m.partition}, but its key hashes to "
+                                  f"{(murmur2(m.key) & 0x7FFFFFFF) % n} of {n}: produce with "
+                                  "Kafka's default (murmur2) partitioner")
         cid = ev.customer_id
         stored = self.stored(cid)
         if stored is not None and stored.partition == m.partition and m.offset <= stored.offset:
@@ -231,7 +243,11 @@ class _Batch:
         p = m.partition
         if t > self.clocks.get(p, self.proc.stream_time.get(p, 0)):
             self.clocks[p] = t
-        new_state, outputs = step(stored.state if stored else None, ev, self.proc.rules)
+        try:
+            new_state, outputs = step(stored.state if stored else None, ev, self.proc.rules)
+        except Exception as e:  # a bug must not stop the stream: park the message, say why
+            log.exception("event %s of %s could not be processed", ev.event_id, cid)
+            return self.reject(m, f"could not be processed: {e!r}")
         self.update(cid, stored, new_state, p, m.offset)
         for o in outputs:
             if isinstance(o, Accepted):

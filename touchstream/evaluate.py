@@ -112,7 +112,7 @@ def run_in_process(events: Iterable[dict[str, Any]], partitions: int = 8, batch:
     """The worker's batch path over events in arrival order, partitioned like Kafka."""
     table: dict[str, bytes] = {}
     offsets = [0] * partitions
-    proc = Processor(Rules(allowed_lateness_ms=lateness_ms))
+    proc = Processor(Rules(allowed_lateness_ms=lateness_ms), partitions)
     alerts: list[tuple[str, str, int]] = []
     now = datetime(2000, 1, 1, tzinfo=UTC)  # dead letters' received_at only
 

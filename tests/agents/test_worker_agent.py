@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import orjson
+from kafka.partitioner.default import murmur2
 
 from agents.pipeline import Stored
 
@@ -12,6 +13,11 @@ def purchase(eid: str, cid: str, day: str, amount: str) -> bytes:
     })
 
 
+def part(key: bytes, partitions: int = 8) -> int:
+    """The partition Kafka's default partitioner gives the key (the worker checks it)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def run(coro):  # noqa: ANN001, ANN201
     import asyncio
 
@@ -21,9 +27,12 @@ def run(coro):  # noqa: ANN001, ANN201
 def test_a_batch_updates_the_table_once_per_customer_and_lands_in_clickhouse(harness) -> None:
     async def go() -> None:
         async with harness.worker.agent.test_context() as agent:
-            await agent.put(key=b"c1", value=purchase("e1", "c1", "1997-01-01", "10"))
-            await agent.put(key=b"c1", value=purchase("e2", "c1", "1997-01-05", "20"))
-            await agent.put(key=b"c2", value=purchase("e3", "c2", "1997-01-03", "5"), partition=1)
+            await agent.put(key=b"c1", value=purchase("e1", "c1", "1997-01-01", "10"),
+                            partition=part(b"c1"))
+            await agent.put(key=b"c1", value=purchase("e2", "c1", "1997-01-05", "20"),
+                            partition=part(b"c1"))
+            await agent.put(key=b"c2", value=purchase("e3", "c2", "1997-01-03", "5"),
+                            partition=part(b"c2"))
             await harness.wait_for(3)
 
     run(go())
@@ -40,9 +49,12 @@ def test_a_batch_updates_the_table_once_per_customer_and_lands_in_clickhouse(har
 def test_a_malformed_message_goes_to_the_dead_letters_and_the_worker_keeps_going(harness) -> None:
     async def go() -> None:
         async with harness.worker.agent.test_context() as agent:
-            await agent.put(key=b"c1", value=b"{oops")
-            await agent.put(key=b"c1", value=purchase("e1", "c1", "1997-01-01", "-3"))
-            await agent.put(key=b"c1", value=purchase("e2", "c1", "1997-01-02", "3"))
+            await agent.put(key=b"c1", value=b"{oops",
+                            partition=part(b"c1"))
+            await agent.put(key=b"c1", value=purchase("e1", "c1", "1997-01-01", "-3"),
+                            partition=part(b"c1"))
+            await agent.put(key=b"c1", value=purchase("e2", "c1", "1997-01-02", "3"),
+                            partition=part(b"c1"))
             await harness.wait_for(3)
 
     run(go())
@@ -58,7 +70,8 @@ def test_a_duplicated_event_id_counts_once(harness) -> None:
     async def go() -> None:
         async with harness.worker.agent.test_context() as agent:
             for _ in range(3):
-                await agent.put(key=b"c1", value=purchase("same", "c1", "1997-01-01", "10"))
+                await agent.put(key=b"c1", value=purchase("same", "c1", "1997-01-01", "10"),
+                                partition=part(b"c1"))
             await harness.wait_for(3)
 
     run(go())

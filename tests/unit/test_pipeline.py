@@ -275,3 +275,28 @@ def test_redelivering_a_tail_of_the_stream_changes_no_state(messages, data):
     assert result.accepted == result.duplicates == 0
     assert result.redelivered + result.rejected == len(tail)
     assert result.rows["events"] == result.rows["customer_state"] == []
+
+
+def test_a_message_on_another_partition_than_its_keys_is_dead_lettered_when_partitions_are_known():
+    from kafka.partitioner.default import murmur2
+
+    e = event("a", "e1", 0)
+    right = (murmur2(b"a") & 0x7FFFFFFF) % 4
+    table, proc = Table(), Processor(partitions=4)
+    ok = table.run(proc, [msg(e, 0, partition=right)])
+    wrong = table.run(proc, [msg({**e, "event_id": "e2"}, 1, partition=(right + 1) % 4)])
+    assert ok.accepted == 1 and wrong.rejected == 1
+    assert "murmur2" in orjson.loads(wrong.dead_letters[0][1])["reason"]
+
+
+def test_an_event_the_domain_cannot_process_is_dead_lettered_not_raised(monkeypatch):
+    import agents.pipeline as pipeline
+
+    def broken(*_args, **_kw):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(pipeline, "step", broken)  # a stand-in for a bug in the domain
+    result = Table().run(Processor(), [msg(event("a", "e1", 0), 0)])
+    assert result.rejected == 1 and result.accepted == 0
+    assert "could not be processed: ZeroDivisionError" in orjson.loads(
+        result.dead_letters[0][1])["reason"]
