@@ -135,10 +135,16 @@ class ClickHouseServer(Server):
         (d / "log").mkdir(parents=True, exist_ok=True)
         (d / "config.xml").write_text(_CH_CONFIG.format(d=d, tcp=self.port, http=self.http_port))
         (d / "users.xml").write_text(_CH_USERS)
-        args = [binary] if binary.endswith("clickhouse-server") else [binary, "server"]
+        self._args = [binary] if binary.endswith("clickhouse-server") else [binary, "server"]
+        self._dir = d
+        self.start()
+
+    def start(self) -> None:
+        """Start (or start again, same ports and data) the server process."""
+        d = self._dir
         self.proc = subprocess.Popen(
-            [*args, f"--config-file={d / 'config.xml'}"],
-            stdout=(d / "log" / "stdout.log").open("wb"),
+            [*self._args, f"--config-file={d / 'config.xml'}"],
+            stdout=(d / "log" / "stdout.log").open("ab"),
             stderr=subprocess.STDOUT,
             cwd=d,
         )

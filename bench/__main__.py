@@ -1,0 +1,423 @@
+"""``python -m bench``: events per second of touchstream against the practical limit and
+its peers, on this machine, in one run.
+
+The input is made once. One Tansu broker (free port) serves every job; each job reads its
+own topic (``--partitions`` partitions, produced once with aiokafka), each run with a
+fresh consumer group, one job at a time:
+
+  raw          aiokafka consumer group + orjson.loads of every value: the practical limit
+  faust-naive  a minimal Faust app, per-event table update (bench/faust_naive.py)
+  quix         Quix Streams, same aggregation, RocksDB state (bench/quix_job.py)
+  touchstream  the real `touchstream worker` (embedded chdb sink), every offset committed
+               (which happens only after the batch's rows reached ClickHouse)
+  processor    agents.pipeline.Processor in process over the same messages (no Kafka, no
+               ClickHouse), once: the hot path alone, and the state bytes per customer
+
+Subprocess jobs are timed from their consumer group's committed offsets (polled every
+0.2 s): from the first commit seen to the last, so interpreter start, group join and
+recovery stay out of the figure. Timings on a shared machine are noisy: medians, ratios.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from bench.common import (
+    Input,
+    machine,
+    make_input,
+    median,
+    produce,
+    stop,
+    tail,
+    wait_committed,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+JOBS = ("raw", "faust-naive", "quix", "touchstream", "processor")
+console = Console()
+
+
+@dataclass
+class Run:
+    events_per_s: float
+    method: str
+    wall_s: float | None = None  # spawn (or consumer start) to done, startup included
+    peak_rss_mb: float | None = None
+
+
+@dataclass
+class JobResult:
+    name: str
+    runs: list[Run] = field(default_factory=list)
+    skipped: str | None = None
+    notes: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def median(self) -> float | None:
+        return median([r.events_per_s for r in self.runs]) if self.runs else None
+
+
+@dataclass
+class Ctx:
+    bootstrap: str
+    broker_url: str
+    inp: Input
+    workdir: Path
+    timeout: float
+    quix_python: str
+    notes: dict[str, float] = field(default_factory=dict)
+
+
+# --- jobs ------------------------------------------------------------------------------
+
+
+async def _raw(bootstrap: str, topic: str, total: int) -> Run:
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest", enable_auto_commit=False,
+        session_timeout_ms=10_000, heartbeat_interval_ms=3_000,
+    )
+    t_start = time.monotonic()
+    await c.start()
+    try:
+        n, first = 0, None
+        loads = orjson.loads
+        while n < total:
+            batch = await c.getmany(timeout_ms=500, max_records=10_000)
+            for msgs in batch.values():
+                if first is None:
+                    first = time.monotonic()
+                for m in msgs:
+                    loads(m.value)
+                n += len(msgs)
+        last = time.monotonic()
+    finally:
+        await c.stop()
+    assert first is not None
+    return Run(total / (last - first), "first-to-last message", wall_s=last - t_start)
+
+
+def job_raw(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
+    return asyncio.run(_raw(ctx.bootstrap, topic, sum(end.values())))
+
+
+def _spawn(cmd: list[str], env: dict[str, str] | None, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT)
+
+
+def _measure(ctx: Ctx, name: str, i: int, cmd: list[str], env: dict[str, str] | None,
+             group: str, topic: str, end: dict[int, int], log: Path) -> Run:
+    total = sum(end.values())
+    started = time.monotonic()
+    proc = _spawn(cmd, env, log)
+    try:
+        with console.status(f"{name} run {i + 1}: starting") as status:
+            def show(done: int, total: int) -> None:
+                status.update(f"{name} run {i + 1}: {done:,} / {total:,} committed, "
+                              f"{time.monotonic() - started:.0f}s")
+            prog = wait_committed(ctx.bootstrap, group, topic, end, proc, started,
+                                  ctx.timeout, log, on_progress=show)
+    finally:
+        stop(proc)
+    rate, method = prog.rate(total)
+    assert prog.done is not None
+    return Run(rate, method, wall_s=prog.done - started,
+               peak_rss_mb=prog.peak_rss / 2**20 if prog.peak_rss else None)
+
+
+def job_faust_naive(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
+    run_dir = ctx.workdir / f"faust-naive-{i}"
+    run_dir.mkdir(parents=True)
+    app_id = f"bench-faust-naive-{uuid.uuid4().hex[:8]}"
+    cmd = [sys.executable, "-m", "bench.faust_naive", "--broker", ctx.broker_url,
+           "--topic", topic, "--app-id", app_id, "--datadir", str(run_dir / "data"),
+           "--partitions", str(ctx.inp.partitions)]
+    return _measure(ctx, "faust-naive", i, cmd, None, app_id, topic, end, run_dir / "log")
+
+
+def quix_unavailable(python: str) -> str | None:
+    """Why Quix Streams cannot run under ``python`` (None: it can)."""
+    r = subprocess.run([python, "-c", "import quixstreams, confluent_kafka; "
+                        "print(quixstreams.__version__, confluent_kafka.libversion()[0])"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["?"])[-1]
+        return (f"quixstreams does not import under {python} ({last}). It pins "
+                "pydantic<2.14 and pydantic-settings<2.16, which touchstream's environment "
+                "does not accept: install it in its own venv (python -m venv /tmp/venv-quix"
+                " && /tmp/venv-quix/bin/pip install quixstreams) and pass --quix-python "
+                "/tmp/venv-quix/bin/python")
+    return None
+
+
+def job_quix(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
+    run_dir = ctx.workdir / f"quix-{i}"
+    run_dir.mkdir(parents=True)
+    group = f"bench-quix-{uuid.uuid4().hex[:8]}"
+    cmd = [ctx.quix_python, str(ROOT / "bench" / "quix_job.py"), "--bootstrap", ctx.bootstrap,
+           "--topic", topic, "--group", group, "--state-dir", str(run_dir / "state")]
+    return _measure(ctx, "quix", i, cmd, None, group, topic, end, run_dir / "log")
+
+
+def touchstream_env(s: object) -> dict[str, str]:
+    """TOUCHSTREAM_* for a worker process (as tests/integration/conftest.worker_env)."""
+    env = dict(os.environ)
+    for f in ("broker", "clickhouse_url", "app_id", "input_topic", "dlq_topic",
+              "alerts_topic", "transitions_topic", "partitions", "data_dir"):
+        env[f"TOUCHSTREAM_{f.upper()}"] = str(getattr(s, f))
+    return env
+
+
+def job_touchstream(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
+    from touchstream.config import Settings
+    from touchstream.kafka import ensure_topics
+
+    name = f"bench-ts-{uuid.uuid4().hex[:8]}"
+    run_dir = ctx.workdir / f"touchstream-{i}"
+    run_dir.mkdir(parents=True)
+    s = Settings(
+        broker=ctx.broker_url, clickhouse_url=f"chdb://{(run_dir / 'chdb').resolve()}",
+        app_id=name, input_topic=topic, dlq_topic=f"{name}.dlq",
+        alerts_topic=f"{name}.alerts", transitions_topic=f"{name}.transitions",
+        partitions=ctx.inp.partitions, data_dir=str(run_dir / "worker"),
+    )
+    ensure_topics(s.bootstrap, {t: s.partitions for t in (
+        s.dlq_topic, s.alerts_topic, s.transitions_topic)})
+    cmd = [sys.executable, "-m", "touchstream.cli", "worker"]
+    return _measure(ctx, "touchstream", i, cmd, touchstream_env(s), s.app_id, topic, end,
+                    run_dir / "log")
+
+
+def replay_processor(inp: Input, batch: int = 5000) -> tuple[float, dict[str, bytes], int]:
+    """The worker's hot path in process over the input, batches of ``batch`` (the
+    worker's batch_max), a dict as the table: (events/s, table, rows produced)."""
+    from agents.pipeline import Processor, RawMessage, Stored
+    from touchstream.config import Settings
+    from touchstream.domain.lifecycle import Rules
+
+    lateness = Settings.model_fields["lateness_s"].default
+    proc = Processor(Rules(allowed_lateness_ms=int(lateness * 1000)))
+    table: dict[str, bytes] = {}
+
+    def scan(p: int):  # noqa: ANN202
+        return [(c, raw) for c, raw in table.items() if Stored.partition_of(raw) == p]
+
+    msgs = [RawMessage("touchpoints", p, o, k, v)
+            for (k, v), (p, o) in zip(inp.messages, inp.placement, strict=True)]
+    rows = rejected = 0
+    t0 = time.perf_counter()
+    for j in range(0, len(msgs), batch):
+        r = proc.process(msgs[j:j + batch], table.get, datetime.now(UTC), scan)
+        table.update(r.states)
+        rows += sum(len(v) for v in r.rows.values())
+        rejected += r.rejected
+    elapsed = time.perf_counter() - t0
+    if rejected:
+        raise RuntimeError(f"the processor rejected {rejected} bench messages")
+    return len(msgs) / elapsed, table, rows
+
+
+def job_processor(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
+    with console.status(f"processor: replaying {ctx.inp.n:,} events in process"):
+        rate, table, rows = replay_processor(ctx.inp)
+    ctx.notes["state_bytes"] = sum(map(len, table.values())) / max(1, len(table))
+    ctx.notes["rows_per_event"] = rows / max(1, ctx.inp.n)
+    return Run(rate, "in process, perf_counter")
+
+
+RUNNERS: dict[str, Callable[[Ctx, str, dict[int, int], int], Run]] = {
+    "raw": job_raw, "faust-naive": job_faust_naive, "quix": job_quix,
+    "touchstream": job_touchstream, "processor": job_processor,
+}
+
+
+def naive_state_bytes(inp: Input) -> float:
+    """Bytes per customer of the peers' table value (JSON {count, sum, last})."""
+    agg: dict[str, dict[str, object]] = {}
+    for _, v in inp.messages:
+        e = orjson.loads(v)
+        s = agg.get(e["customer_id"]) or {"count": 0, "sum": 0.0, "last": ""}
+        agg[e["customer_id"]] = {"count": s["count"] + 1,  # type: ignore[operator]
+                                 "sum": s["sum"] + float(e.get("amount") or 0),  # type: ignore[operator]
+                                 "last": max(s["last"], e["occurred_at"])}  # type: ignore[type-var]
+    return sum(len(orjson.dumps(a)) for a in agg.values()) / max(1, len(agg))
+
+
+# --- report ----------------------------------------------------------------------------
+
+
+def fmt_rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def fmt_ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or not b else f"{a / b:.3f}x" if a / b < 0.1 else f"{a / b:.2f}x"
+
+
+def report(results: dict[str, JobResult], inp: Input, extra: dict[str, object]) -> None:
+    raw = results.get("raw")
+    naive = results.get("faust-naive")
+    base_raw = raw.median if raw else None
+    base_naive = naive.median if naive else None
+    t = Table(title=f"events/s, {inp.n:,} events, {inp.customers:,} customers, "
+                    f"{inp.partitions} partitions, mix {inp.mix}", title_justify="left")
+    for col in ("job", "median events/s", "vs raw", "vs faust-naive", "runs (events/s)",
+                "wall s (median, incl. start)", "peak RSS MB"):
+        t.add_column(col, justify="left" if col in ("job", "runs (events/s)") else "right")
+    for name, r in results.items():
+        if r.skipped:
+            t.add_row(name, "skipped", "", "", r.skipped[:60], "", "")
+            continue
+        walls = [x.wall_s for x in r.runs if x.wall_s is not None]
+        rss = [x.peak_rss_mb for x in r.runs if x.peak_rss_mb is not None]
+        t.add_row(name, fmt_rate(r.median), fmt_ratio(r.median, base_raw),
+                  fmt_ratio(r.median, base_naive),
+                  ", ".join(fmt_rate(x.events_per_s) for x in r.runs),
+                  f"{median(walls):.1f}" if walls else "-",
+                  f"{max(rss):.0f}" if rss else "-")
+    console.print(t)
+    for name, r in results.items():
+        if r.skipped:
+            console.print(f"[yellow]{name} skipped:[/] {r.skipped}")
+    d = Table(title="touchstream details", title_justify="left", show_header=False)
+    d.add_column("what")
+    d.add_column("value", justify="right")
+    for k, v in extra.items():
+        d.add_row(k, str(v))
+    console.print(d)
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--events", default=200_000, show_default=True, help="input messages")
+@click.option("--customers", default=20_000, show_default=True, help="distinct customers")
+@click.option("--partitions", default=8, show_default=True, help="partitions of each topic")
+@click.option("--runs", default=3, show_default=True,
+              help="runs per job (processor: 1, it is deterministic CPU work)")
+@click.option("--only", default="", help=f"comma list of jobs: {','.join(JOBS)}")
+@click.option("--mix", type=click.Choice(["purchase", "sim"]), default="purchase",
+              show_default=True, help="purchase: uniform purchases; sim: touchstream "
+              "simulate's realistic mix (first N events of --customers customers)")
+@click.option("--quix-python", default=lambda: os.environ.get("BENCH_QUIX_PYTHON",
+                                                              sys.executable),
+              help="interpreter with quixstreams installed [env BENCH_QUIX_PYTHON; "
+              "default: this one]")
+@click.option("--timeout", default=0.0, help="seconds per run (0: 120 + events/250)")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="also write the results as JSON here")
+@click.option("--keep", is_flag=True, help="keep the work directory (logs, stores)")
+def main(events: int, customers: int, partitions: int, runs: int, only: str, mix: str,
+         quix_python: str, timeout: float, json_out: str | None, keep: bool) -> None:
+    """Throughput of touchstream against the practical limit (raw) and its peers."""
+    import touchstream  # noqa: F401  (puts this repository first on sys.path)
+    from touchstream.kafka import ensure_topics
+    from touchstream.localstack import Tansu
+
+    selected = [j.strip() for j in only.split(",") if j.strip()] or list(JOBS)
+    unknown = set(selected) - set(JOBS)
+    if unknown:
+        raise click.BadParameter(f"unknown job(s) {sorted(unknown)}; known: {JOBS}")
+    selected = [j for j in JOBS if j in selected]
+    t_bench = time.monotonic()
+    m = machine()
+    console.print(f"[bold]machine[/] {m['nproc']} cores, {m['memory']}, {m['cpu']}, "
+                  f"Python {m['python']}, Linux {m['kernel']}")
+    t0 = time.monotonic()
+    inp = make_input(events, customers, partitions, mix)
+    console.print(f"input: {inp.n:,} {mix} events of {inp.customers:,} customers, "
+                  f"{inp.mean_value_bytes:.0f} bytes per value on average, made in "
+                  f"{time.monotonic() - t0:.1f}s")
+    timeout = timeout or 120 + inp.n / 250
+    results: dict[str, JobResult] = {}
+    notes: dict[str, float] = {}
+    workdir = Path(tempfile.mkdtemp(prefix="touchstream-bench-"))
+    try:
+        with Tansu(workdir / "broker") as broker:
+            version = tail(broker.log_path, 200).splitlines()[:1]
+            console.print(f"broker: {' '.join(version) or 'tansu'} at {broker.bootstrap}; "
+                          f"work dir {workdir}")
+            ctx = Ctx(broker.bootstrap, broker.url, inp, workdir, timeout, quix_python,
+                      notes)
+            for name in selected:
+                res = results[name] = JobResult(name)
+                if name == "quix" and (why := quix_unavailable(quix_python)):
+                    res.skipped = why
+                    console.print(f"[yellow]quix skipped:[/] {why}")
+                    continue
+                topic, end = "", inp.end_offsets()
+                if name != "processor":
+                    topic = f"bench.{name}.{uuid.uuid4().hex[:6]}"
+                    ensure_topics(broker.bootstrap, {topic: partitions})
+                    t0 = time.monotonic()
+                    end = produce(broker.bootstrap, topic, inp)
+                    console.print(f"{name}: produced {inp.n:,} messages to {topic} in "
+                                  f"{time.monotonic() - t0:.1f}s")
+                for i in range(1 if name == "processor" else runs):
+                    try:
+                        run = RUNNERS[name](ctx, topic, end, i)
+                    except Exception as e:  # one job failing must not lose the others
+                        msg = f"{type(e).__name__}: {e}"
+                        console.print(f"[red]{name} run {i + 1} failed:[/] {msg}")
+                        if not res.runs:
+                            res.skipped = msg.splitlines()[0][:300]
+                        break
+                    res.runs.append(run)
+                    rss = f", peak RSS {run.peak_rss_mb:.0f} MB" if run.peak_rss_mb else ""
+                    wall = f", wall {run.wall_s:.1f}s" if run.wall_s else ""
+                    console.print(f"{name} run {i + 1}: {run.events_per_s:,.0f} events/s "
+                                  f"({run.method}){wall}{rss}")
+    finally:
+        if keep:
+            console.print(f"work dir kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    extra: dict[str, object] = {}
+    ts = results.get("touchstream")
+    if ts and ts.runs:
+        rss = [r.peak_rss_mb for r in ts.runs if r.peak_rss_mb]
+        extra["worker peak RSS (VmHWM), max of runs"] = f"{max(rss):.0f} MB" if rss else "-"
+    if "state_bytes" in notes:
+        extra["state bytes per customer (Stored encoding)"] = f"{notes['state_bytes']:.0f}"
+        extra["ClickHouse rows per event (processor)"] = f"{notes['rows_per_event']:.2f}"
+    extra["peers' state bytes per customer (JSON count/sum/last)"] = (
+        f"{naive_state_bytes(inp):.0f}")
+    extra["latency event-to-ClickHouse p50/p99"] = "not measured yet"
+    extra["latency event-to-alert p50/p99"] = "not measured yet"
+    report(results, inp, extra)
+    elapsed = time.monotonic() - t_bench
+    console.print(f"bench run time {elapsed:.0f}s")
+    if json_out:
+        Path(json_out).write_text(json.dumps({
+            "machine": m, "events": inp.n, "customers": inp.customers, "mix": mix,
+            "partitions": partitions, "runs": runs, "run_time_s": elapsed,
+            "results": {k: {**asdict(v), "median": v.median} for k, v in results.items()},
+            "details": extra,
+        }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""What every bench job shares: the input (made once), producing it to a topic fast,
+watching a consumer group's committed offsets, peak memory of a process, the machine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import random
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+YEAR_S = 365 * 86_400
+START_S = 1_735_689_600  # 2025-01-01T00:00:00Z
+
+
+@dataclass
+class Input:
+    """The bench's input, made once: (key, value) per message in send order, and the
+    partition and offset each one gets (murmur2 on the key, as the Java client, aiokafka
+    and Faust partition), so an in-process replay sees what the broker holds."""
+
+    mix: str
+    customers: int
+    messages: list[tuple[bytes, bytes]]
+    partitions: int
+    placement: list[tuple[int, int]] = field(default_factory=list)  # (partition, offset)
+
+    @property
+    def n(self) -> int:
+        return len(self.messages)
+
+    @property
+    def mean_value_bytes(self) -> float:
+        return sum(len(v) for _, v in self.messages) / max(1, self.n)
+
+    def end_offsets(self) -> dict[int, int]:
+        end: dict[int, int] = {}
+        for p, o in self.placement:
+            end[p] = max(end.get(p, 0), o + 1)
+        return end
+
+
+def purchases(n: int, customers: int, seed: int = 1) -> list[dict[str, object]]:
+    """``n`` valid purchase events of ``customers`` customers (uniformly drawn), in time
+    order, spread over 2025."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        t = START_S + (i * YEAR_S) // max(1, n)
+        out.append({
+            "event_id": f"bench-{i:09d}",
+            "customer_id": f"C{rng.randrange(customers):06d}",
+            "type": "purchase",
+            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)),
+            "amount": round(rng.uniform(5.0, 250.0), 2),
+            "currency": "USD",
+            "channel": "web",
+        })
+    return out
+
+
+def simulated(n: int, customers: int) -> list[dict[str, object]]:
+    """touchstream.simulate's realistic mix (every touchpoint type, planted defectors),
+    the first ``n`` events in time order."""
+    from touchstream.simulate import simulate
+
+    events, _ = simulate(customers=customers)
+    return events[:n]
+
+
+def make_input(n: int, customers: int, partitions: int, mix: str) -> Input:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from schemas.decode import Rejected, decode
+
+    events = purchases(n, customers) if mix == "purchase" else simulated(n, customers)
+    messages = [(str(e["customer_id"]).encode(), orjson.dumps(e)) for e in events]
+    for _, v in messages[:2000]:  # the input must be valid: a reject is not a benchmark
+        if isinstance(ev := decode(v), Rejected):
+            raise ValueError(f"bench input rejected by touchstream: {ev.reason}: {v!r}")
+    part = DefaultPartitioner()
+    all_p = list(range(partitions))
+    next_offset = [0] * partitions
+    placement = []
+    for k, _ in messages:
+        p = part(k, all_p, all_p)
+        placement.append((p, next_offset[p]))
+        next_offset[p] += 1
+    return Input(mix, len({k for k, _ in messages}), messages, partitions, placement)
+
+
+async def _produce(bootstrap: str, topic: str, inp: Input) -> dict[int, int]:
+    from aiokafka import AIOKafkaProducer
+
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20,
+                         max_batch_size=256 * 1024, max_request_size=4 * 1024 * 1024)
+    await p.start()
+    try:
+        batches: dict[int, object] = {}
+        sent = []
+        for (k, v), (part, _) in zip(inp.messages, inp.placement, strict=True):
+            b = batches.get(part)
+            if b is None:
+                b = batches[part] = p.create_batch()
+            if b.append(key=k, value=v, timestamp=None) is None:  # type: ignore[attr-defined]
+                sent.append((part, b.record_count(),  # type: ignore[attr-defined]
+                             await p.send_batch(b, topic, partition=part)))
+                b = batches[part] = p.create_batch()
+                b.append(key=k, value=v, timestamp=None)  # type: ignore[attr-defined]
+        for part, b in batches.items():
+            sent.append((part, b.record_count(),  # type: ignore[attr-defined]
+                         await p.send_batch(b, topic, partition=part)))
+        # Tansu quirk: ListOffsets(latest) is wrong, so the end of each partition comes
+        # from the producer's RecordMetadata (base offset + records in the batch).
+        end: dict[int, int] = {}
+        for part, count, fut in sent:
+            md = await fut
+            end[part] = max(end.get(part, 0), md.offset + count)
+        return end
+    finally:
+        await p.stop()
+
+
+def produce(bootstrap: str, topic: str, inp: Input) -> dict[int, int]:
+    """Send the input to ``topic`` (which exists with ``inp.partitions`` partitions) in
+    per-partition batches; the end offset of each partition, from the broker's answers."""
+    end = asyncio.run(_produce(bootstrap, topic, inp))
+    if end != inp.end_offsets():
+        raise RuntimeError(f"{topic}: the broker placed the input unlike expected: "
+                           f"{end} != {inp.end_offsets()}")
+    return end
+
+
+@dataclass
+class Progress:
+    """A consumer group's committed offsets over time, until they reach the end."""
+
+    started: float  # when the process was spawned (time.monotonic)
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (time, committed)
+    done: float | None = None
+    peak_rss: int | None = None  # bytes
+
+    def rate(self, total: int) -> tuple[float, str]:
+        """Events per second between the first commit seen and the last one, so process
+        start, group join and the first commit interval stay out of the figure. If the
+        job was too quick for that (first commit seen > half the input), the wall time
+        from spawn is used and said."""
+        assert self.done is not None
+        first = next(((t, c) for t, c in self.samples if c > 0), None)
+        if first is not None and first[1] < total / 2 and self.done > first[0]:
+            return (total - first[1]) / (self.done - first[0]), "first-to-last commit"
+        return total / (self.done - self.started), "spawn-to-last commit (quick job)"
+
+
+def peak_rss(pid: int) -> int | None:
+    """The process's peak resident set (VmHWM), in bytes, while it is alive."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def current_rss(pid: int) -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.Process(pid).memory_info().rss)
+    except Exception:
+        return None
+
+
+def wait_committed(bootstrap: str, group: str, topic: str, end: dict[int, int],
+                   proc: subprocess.Popen[bytes], started: float, timeout: float,
+                   log: Path, poll_s: float = 0.2, on_progress=None) -> Progress:
+    """Poll ``group``'s committed offsets on ``topic`` (one OffsetFetch per poll) until
+    each partition reached ``end``. Fails if the process exits or time runs out."""
+    from kafka import KafkaAdminClient
+
+    prog = Progress(started)
+    total = sum(end.values())
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+    sampled_rss = 0
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the job exited with code {proc.returncode}; log "
+                                   f"{log}:\n{tail(log)}")
+            try:
+                offsets = admin.list_group_offsets(group).get(group, {})
+            except Exception:  # the group does not exist before its first join
+                offsets = {}
+            done = {tp.partition: om.offset for tp, om in offsets.items()
+                    if tp.topic == topic and om.offset >= 0}
+            now = time.monotonic()
+            committed = sum(min(done.get(p, 0), e) for p, e in end.items())
+            prog.samples.append((now, committed))
+            sampled_rss = max(sampled_rss, current_rss(proc.pid) or 0)
+            if on_progress is not None:
+                on_progress(committed, total)
+            if all(done.get(p, 0) >= e for p, e in end.items()):
+                prog.done = now
+                prog.peak_rss = peak_rss(proc.pid) or sampled_rss or None
+                return prog
+            time.sleep(poll_s)
+        raise TimeoutError(f"{group} did not commit every offset of {topic} in {timeout:.0f}s"
+                           f"; log {log}:\n{tail(log)}")
+    finally:
+        admin.close()
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"nproc": str(os.cpu_count()), "memory": mem, "cpu": cpu,
+            "python": platform.python_version(), "kernel": platform.release()}
+
+
+def median(xs: Sequence[float]) -> float:
+    s = sorted(xs)
+    m = len(s) // 2
+    return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
