@@ -95,6 +95,10 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         table_standby_replicas=0,
+        **(
+            {"producer_max_batch_size": settings.producer_max_batch_size}
+            if settings.producer_max_batch_size else {}
+        ),
     )
     source = app.topic(
         settings.input_topic,

@@ -95,6 +95,21 @@ def make_input(n: int, customers: int, partitions: int, mix: str) -> Input:
     return Input(mix, len({k for k, _ in messages}), messages, partitions, placement)
 
 
+def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    """A topic with explicit retention configs: Quix Streams derives its changelog
+    topic's config from the input topic's and fails (KeyError 'retention.ms') when the
+    broker reports none, as Tansu does for topics created without configs."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1, topic_configs={
+            "retention.ms": "-1", "retention.bytes": "-1"})])
+    finally:
+        admin.close()
+
+
 async def _produce(bootstrap: str, topic: str, inp: Input) -> dict[int, int]:
     from aiokafka import AIOKafkaProducer
 

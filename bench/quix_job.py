@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> None:
             "last": max(s["last"] or "", e["occurred_at"]),
         })
 
-    sdf = sdf.update(aggregate, stateful=True)
-    app.run(sdf)
+    sdf.update(aggregate, stateful=True)
+    app.run()
 
 
 if __name__ == "__main__":

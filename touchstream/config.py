@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     lateness_s: float = Field(3600.0, ge=0, description="how late an event may arrive and "
                               "still count before its customer's silence deadline fires")
     tick_s: float = Field(5.0, gt=0, description="live mode: how often the wall clock ticks")
+    producer_max_batch_size: int | None = Field(
+        None, ge=1, description="Faust producer batch bytes (None: Faust's default). The local "
+        "Tansu broker reports a wrong log end for multi-record batches, which makes table "
+        "recovery stop early; tests and the demo set 1 there (docs/operations.md)")
     cutoff_interval_s: float = Field(
         10.0, gt=0, description="how often RFM score cut-offs are recomputed and published")
     # Fixed RFM thresholds instead of quintiles (all three or none), JSON lists, e.g.
