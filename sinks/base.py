@@ -42,9 +42,10 @@ class Sink(ABC):
     def close(self) -> None:  # noqa: B027 - optional for sinks holding nothing
         """Release the connection."""
 
-    def migrate(self) -> list[str]:
-        """Create the database, tables and views if missing. Safe to run again."""
-        statements = migrations(self.database)
+    def migrate(self, segment_map: Sequence[Sequence[str]] | None = None) -> list[str]:
+        """Create the database and tables if missing, (re)create the views. Safe to run
+        again. ``segment_map``: a 5x5 R/F segment map for customer_scores (docs/scoring.md)."""
+        statements = migrations(self.database, segment_map)
         for sql in statements:
             self.execute(sql)
         return statements

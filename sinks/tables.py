@@ -7,6 +7,7 @@ so a replay or a retry that writes a row again never double counts: query with F
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 DT = "DateTime('UTC')"
@@ -175,7 +176,7 @@ def views(db: str) -> list[str]:
     # T and recency_days are computed at query time against stream time, so a customer's
     # row never goes stale and processing order never matters.
     return [
-        f"""CREATE VIEW IF NOT EXISTS {db}.customer_rfm AS
+        f"""CREATE VIEW {db}.customer_rfm AS
 SELECT
   customer_id,
   purchases,
@@ -197,11 +198,11 @@ WHERE purchases > 0"""
     ]
 
 
-def _segment_sql(score_pair: str) -> str:
-    from touchstream.domain.scoring import DEFAULT_SEGMENTS
+def _segment_sql(score_pair: str, segment_map: Sequence[Sequence[str]] | None) -> str:
+    from touchstream.domain.scoring import DEFAULT_SEGMENTS, segment
 
     keys = [r * 10 + f for r in range(1, 6) for f in range(1, 6)]
-    names = [DEFAULT_SEGMENTS[k // 10 - 1][k % 10 - 1] for k in keys]
+    names = [segment(k // 10, k % 10, segment_map or DEFAULT_SEGMENTS) for k in keys]
     return (f"transform({score_pair}, [{', '.join(map(str, keys))}], "
             f"[{', '.join(repr(n) for n in names)}], '')")
 
@@ -211,14 +212,14 @@ def _score_sql(value: str, prefix: str) -> str:
     return "1 + " + " + ".join(f"({value} >= {prefix}{i})" for i in range(1, 5))
 
 
-def scores_view(db: str) -> str:
+def scores_view(db: str, segment_map: Sequence[Sequence[str]] | None = None) -> str:
     """Scores, segment, behaviour quadrant and flags of every buyer, from the latest
     cut-offs: computed at query time, so R ages with stream time without new events."""
-    return f"""CREATE VIEW IF NOT EXISTS {db}.customer_scores AS
+    return f"""CREATE VIEW {db}.customer_scores AS
 SELECT
   customer_id, stage, purchase_days, net_spend, last_purchase_day,
   r_score, f_score, m_score,
-  {_segment_sql("r_score * 10 + f_score")} AS segment,
+  {_segment_sql("r_score * 10 + f_score", segment_map)} AS segment,
   multiIf(rate >= rate_median AND amount >= amount_median, 'best',
           rate >= rate_median, 'frequent_low_spend',
           amount >= amount_median, 'rare_high_spend', 'uncertain') AS quadrant,
@@ -249,9 +250,15 @@ FROM (
 )"""
 
 
-def migrations(db: str) -> list[str]:
-    """Every statement is idempotent: `migrate` can run any number of times."""
+VIEWS = ("customer_rfm", "customer_scores")
+
+
+def migrations(db: str, segment_map: Sequence[Sequence[str]] | None = None) -> list[str]:
+    """Every statement is idempotent: `migrate` can run any number of times. Tables are
+    created if missing; views hold no data, so they are dropped and created again (a new
+    segment map or view definition takes effect on the next migrate)."""
     return [
-        f"CREATE DATABASE IF NOT EXISTS {db}", *(t.ddl(db) for t in TABLES), *views(db),
-        scores_view(db),
+        f"CREATE DATABASE IF NOT EXISTS {db}", *(t.ddl(db) for t in TABLES),
+        *(f"DROP TABLE IF EXISTS {db}.{v}" for v in VIEWS),
+        *views(db), scores_view(db, segment_map),
     ]

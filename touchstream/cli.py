@@ -16,7 +16,7 @@ from touchstream.config import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # whole lines: errors get grepped
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -40,7 +40,7 @@ def migrate(
     s = Settings()
     try:
         with open_sink(s.clickhouse_url) as sink:
-            statements = sink.migrate()
+            statements = sink.migrate(s.rfm_segments)
         console.print(f"ClickHouse: {len(statements)} statements applied to {sink.database}")
         if topics:
             created = ensure_topics(s.bootstrap, _topics(s), s.replication_factor)
@@ -62,7 +62,7 @@ def worker(loglevel: str = "info") -> None:
     try:
         ensure_topics(s.bootstrap, _topics(s), s.replication_factor)
         sink = open_sink(s.clickhouse_url)
-        sink.migrate()
+        sink.migrate(s.rfm_segments)
     except (SinkUnavailable, BrokerUnavailable) as e:
         _fail(str(e))
     faust.Worker(build_app(s, sink).app, loglevel=loglevel).execute_from_commandline()

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     rfm_fixed_recency_days: list[float] | None = None
     rfm_fixed_frequency: list[float] | None = None
     rfm_fixed_monetary: list[float] | None = None
+    # The R/F segment map of customer_scores, 5 rows (R = 1..5) of 5 names (F = 1..5), as
+    # JSON; applied by `migrate` (and the worker's start). Default: scoring.DEFAULT_SEGMENTS.
+    rfm_segments: list[list[str]] | None = None
     web_port: int = Field(6066, description="Faust web port (0 = any free port)")
 
     @property

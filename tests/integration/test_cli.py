@@ -79,6 +79,23 @@ def test_produce_validates_first_and_names_the_bad_lines(
     assert "line 3:" in r.stderr and "not valid JSON" in r.stderr
 
 
+def test_produce_reads_csv_with_a_header_row(
+    broker: Tansu, clickhouse: ClickHouseServer, tmp_path: Path
+) -> None:
+    s = make_settings(broker, clickhouse.url(unique("csv")), tmp_path)
+    f = tmp_path / "e.csv"
+    f.write_text(
+        "event_id,customer_id,type,occurred_at,amount,currency,direction,reason,duration_s,"
+        "resolved\n"
+        "1,c,purchase,2020-01-01T10:00:00Z,12.50,USD,,,,\n"
+        "2,c,call,2020-01-02T10:00:00+01:00,,,inbound,billing,120,true\n"
+        "3,c,purchase,2020-01-03T10:00:00Z,-1,USD,,,,\n"
+    )
+    r = touchstream("produce", str(f), env=worker_env(s))
+    assert "sent 2 events" in r.stdout
+    assert r.returncode == 1 and "line 4:" in r.stderr and "greater than or equal to 0" in r.stderr
+
+
 def test_query_prints_a_table_and_reports_sql_errors_plainly(
     clickhouse: ClickHouseServer,
 ) -> None:

@@ -121,11 +121,30 @@ def test_every_table_is_a_replacing_merge_tree_on_a_version_column(table):
     assert dict(table.columns)["version"] == "UInt64"
 
 
-def test_every_migration_statement_says_if_not_exists_so_migrate_is_idempotent():
+def test_migrations_create_data_tables_if_missing_and_only_views_are_recreated():
+    from sinks.tables import VIEWS
+
     statements = migrations("analytics")
     assert len(statements) >= 1 + len(TABLES)
     for sql in statements:
-        assert re.match(r"^CREATE (DATABASE|TABLE|VIEW) IF NOT EXISTS ", sql), sql
+        dropped = re.match(r"^DROP TABLE IF EXISTS analytics\.(\w+)$", sql)
+        if dropped:
+            assert dropped.group(1) in VIEWS, "only views (no data) may be dropped"
+            continue
+        assert re.match(r"^CREATE (DATABASE|TABLE) IF NOT EXISTS |^CREATE VIEW ", sql), sql
+    for view in VIEWS:
+        drop = statements.index(f"DROP TABLE IF EXISTS analytics.{view}")
+        assert any(f"CREATE VIEW analytics.{view} AS" in sql
+                   for sql in statements[drop + 1:])
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS analytics"
     for table in TABLES:
         assert any(f"IF NOT EXISTS analytics.{table.name} (" in sql for sql in statements)
+
+
+def test_a_configured_segment_map_goes_into_the_scores_view():
+    from sinks.tables import scores_view
+
+    everyone_vip = [["vip"] * 5 for _ in range(5)]
+    assert "'vip'" in scores_view("db", everyone_vip)
+    assert "'champions'" not in scores_view("db", everyone_vip)
+    assert "'champions'" in scores_view("db")
