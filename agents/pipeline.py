@@ -9,6 +9,7 @@ result, so the same code runs in tests, benchmarks and production.
 from __future__ import annotations
 
 import base64
+import functools
 import heapq
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -53,6 +54,12 @@ from touchstream.domain.scoring import (
 )
 
 log = logging.getLogger("touchstream.pipeline")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def key_partition(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2; pure Python, so cached per key)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 Load = Callable[[str], bytes | None]
 Scan = Callable[[int], Iterable[tuple[str, bytes]]]
 
@@ -230,9 +237,9 @@ class _Batch:
             return self.reject(m, f"message key {key!r} is not the customer_id "
                                   f"{ev.customer_id!r}: key each message by its customer_id")
         n = self.proc.partitions
-        if n and m.key is not None and (murmur2(m.key) & 0x7FFFFFFF) % n != m.partition:
+        if n and m.key is not None and key_partition(m.key, n) != m.partition:
             return self.reject(m, f"message on partition {m.partition}, but its key hashes to "
-                                  f"{(murmur2(m.key) & 0x7FFFFFFF) % n} of {n}: produce with "
+                                  f"{key_partition(m.key, n)} of {n}: produce with "
                                   "Kafka's default (murmur2) partitioner")
         cid = ev.customer_id
         stored = self.stored(cid)
