@@ -29,6 +29,7 @@ import orjson
 from agents.pipeline import BatchResult, Processor, RawMessage, Stored, cutoffs_row_for
 from schemas.events import epoch_ms
 from sinks import BatchingWriter, Sink
+from sinks.rows import sketch_row
 from touchstream.config import Settings
 from touchstream.domain.lifecycle import Rules
 from touchstream.domain.scoring import RfmSketches
@@ -184,26 +185,33 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
                 await apply(processor.process(
                     [], load, now, scan, wall_ms=epoch_ms(now), partitions=assigned))
 
-    # Each worker's partitions' RFM sketches, shared with every worker (a global table), so
-    # score cut-offs come from the whole population however the partitions are spread.
-    sketches = app.GlobalTable(
-        "rfm_sketches", default=None, partitions=1, key_type=bytes, value_type=bytes,
-        use_partitioner=True,
-    )
+    # Each worker publishes its partitions' RFM sketches to ClickHouse (rfm_sketches, one
+    # row per partition, the newest wins) and merges every partition's latest sketch, so the
+    # cut-offs cover the whole population however the partitions are spread over workers.
+    # (A Faust GlobalTable did not deliver other workers' updates on the local broker.)
+    def merged_population() -> RfmSketches:
+        db = sink.database
+        _, rows = sink.query(
+            f"SELECT partition, argMax(sketch, version) FROM {db}.rfm_sketches GROUP BY partition"
+        )
+        return RfmSketches().merge(*(RfmSketches.from_record(orjson.loads(r[1])) for r in rows))
 
     @app.timer(interval=settings.cutoff_interval_s)
     async def publish_cutoffs() -> None:
+        loop = asyncio.get_running_loop()
         async with lock:
-            for p, sk in list(processor.sketches.items()):
-                sketches[b"%d" % p] = orjson.dumps(sk.to_record())
-            population = RfmSketches().merge(*(
-                RfmSketches.from_record(orjson.loads(v)) for v in sketches.values() if v
-            ))
+            if not processor.sketches:
+                return
+            published = datetime.now(UTC)
+            writer.add("rfm_sketches", [
+                sketch_row(p, sk, published) for p, sk in processor.sketches.items()])
+            totals.rows += await flush_with_retry(loop, io, writer)
+            population = await loop.run_in_executor(io, merged_population)
             row = cutoffs_row_for(population, processor.stream_time, settings)
             if row is None:
                 return
             writer.add("rfm_cutoffs", [row])
-            totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer)
+            totals.rows += await flush_with_retry(loop, io, writer)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:

@@ -62,6 +62,7 @@ class Run:
     method: str
     wall_s: float | None = None  # spawn (or consumer start) to done, startup included
     peak_rss_mb: float | None = None
+    cpu_us_per_event: float | None = None  # the job process's CPU, all threads
 
 
 @dataclass
@@ -112,13 +113,13 @@ async def _raw(bootstrap: str, topic: str, total: int) -> Run:
                     loads(m.value)
                 n += len(msgs)
             if n and first is None:
-                first, counted = time.monotonic(), n
-        last = time.monotonic()
+                first, counted, cpu0 = time.monotonic(), n, time.process_time()
+        last, cpu1 = time.monotonic(), time.process_time()
     finally:
         await c.stop()
     assert first is not None and last > first
     return Run((total - counted) / (last - first), "after the first fetch, to the last",
-               wall_s=last - t_start)
+               wall_s=last - t_start, cpu_us_per_event=(cpu1 - cpu0) / (total - counted) * 1e6)
 
 
 def job_raw(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
@@ -147,7 +148,8 @@ def _measure(ctx: Ctx, name: str, i: int, cmd: list[str], env: dict[str, str] | 
     rate, method = prog.rate(total)
     assert prog.done is not None
     return Run(rate, method, wall_s=prog.done - started,
-               peak_rss_mb=prog.peak_rss / 2**20 if prog.peak_rss else None)
+               peak_rss_mb=prog.peak_rss / 2**20 if prog.peak_rss else None,
+               cpu_us_per_event=prog.cpu_us_per_event(total))
 
 
 def job_faust_naive(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
@@ -213,9 +215,11 @@ def job_touchstream(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
                     run_dir / "log")
 
 
-def replay_processor(inp: Input, batch: int = 5000) -> tuple[float, dict[str, bytes], int]:
+def replay_processor(inp: Input, batch: int = 5000
+                     ) -> tuple[float, dict[str, bytes], int, float]:
     """The worker's hot path in process over the input, batches of ``batch`` (the
-    worker's batch_max), a dict as the table: (events/s, table, rows produced)."""
+    worker's batch_max), a dict as the table: (events/s, table, rows produced, CPU
+    microseconds per event)."""
     from agents.pipeline import Processor, RawMessage, Stored
     from touchstream.config import Settings
     from touchstream.domain.lifecycle import Rules
@@ -230,24 +234,25 @@ def replay_processor(inp: Input, batch: int = 5000) -> tuple[float, dict[str, by
     msgs = [RawMessage("touchpoints", p, o, k, v)
             for (k, v), (p, o) in zip(inp.messages, inp.placement, strict=True)]
     rows = rejected = 0
-    t0 = time.perf_counter()
+    cpu0, t0 = time.process_time(), time.perf_counter()
     for j in range(0, len(msgs), batch):
         r = proc.process(msgs[j:j + batch], table.get, datetime.now(UTC), scan)
         table.update(r.states)
         rows += sum(len(v) for v in r.rows.values())
         rejected += r.rejected
     elapsed = time.perf_counter() - t0
+    cpu_us = (time.process_time() - cpu0) / max(1, len(msgs)) * 1e6
     if rejected:
         raise RuntimeError(f"the processor rejected {rejected} bench messages")
-    return len(msgs) / elapsed, table, rows
+    return len(msgs) / elapsed, table, rows, cpu_us
 
 
 def job_processor(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
     with console.status(f"processor: replaying {ctx.inp.n:,} events in process"):
-        rate, table, rows = replay_processor(ctx.inp)
+        rate, table, rows, cpu_us = replay_processor(ctx.inp)
     ctx.notes["state_bytes"] = sum(map(len, table.values())) / max(1, len(table))
     ctx.notes["rows_per_event"] = rows / max(1, ctx.inp.n)
-    return Run(rate, "in process, perf_counter")
+    return Run(rate, "in process, perf_counter", cpu_us_per_event=cpu_us)
 
 
 RUNNERS: dict[str, Callable[[Ctx, str, dict[int, int], int], Run]] = {
@@ -287,17 +292,19 @@ def report(results: dict[str, JobResult], inp: Input, extra: dict[str, object]) 
     t = Table(title=f"events/s, {inp.n:,} events, {inp.customers:,} customers, "
                     f"{inp.partitions} partitions, mix {inp.mix}", title_justify="left")
     for col in ("job", "median events/s", "vs raw", "vs faust-naive", "runs (events/s)",
-                "wall s (median, incl. start)", "peak RSS MB"):
+                "CPU µs/event", "wall s (incl. start)", "peak RSS MB"):
         t.add_column(col, justify="left" if col in ("job", "runs (events/s)") else "right")
     for name, r in results.items():
         if r.skipped:
-            t.add_row(name, "skipped", "", "", r.skipped[:60], "", "")
+            t.add_row(name, "skipped", "", "", r.skipped[:60], "", "", "")
             continue
         walls = [x.wall_s for x in r.runs if x.wall_s is not None]
         rss = [x.peak_rss_mb for x in r.runs if x.peak_rss_mb is not None]
+        cpu = [x.cpu_us_per_event for x in r.runs if x.cpu_us_per_event is not None]
         t.add_row(name, fmt_rate(r.median), fmt_ratio(r.median, base_raw),
                   fmt_ratio(r.median, base_naive),
                   ", ".join(fmt_rate(x.events_per_s) for x in r.runs),
+                  f"{median(cpu):.0f}" if cpu else "-",
                   f"{median(walls):.1f}" if walls else "-",
                   f"{max(rss):.0f}" if rss else "-")
     console.print(t)
@@ -390,8 +397,10 @@ def main(events: int, customers: int, partitions: int, runs: int, only: str, mix
                     res.runs.append(run)
                     rss = f", peak RSS {run.peak_rss_mb:.0f} MB" if run.peak_rss_mb else ""
                     wall = f", wall {run.wall_s:.1f}s" if run.wall_s else ""
+                    cpu = (f", {run.cpu_us_per_event:.0f} CPU µs/event"
+                           if run.cpu_us_per_event else "")
                     console.print(f"{name} run {i + 1}: {run.events_per_s:,.0f} events/s "
-                                  f"({run.method}){wall}{rss}")
+                                  f"({run.method}){cpu}{wall}{rss}")
     finally:
         if keep:
             console.print(f"work dir kept: {workdir}")

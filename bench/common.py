@@ -157,20 +157,45 @@ class Progress:
     """A consumer group's committed offsets over time, until they reach the end."""
 
     started: float  # when the process was spawned (time.monotonic)
-    samples: list[tuple[float, int]] = field(default_factory=list)  # (time, committed)
+    samples: list[tuple[float, int, float]] = field(default_factory=list)  # time, committed, cpu s
     done: float | None = None
     peak_rss: int | None = None  # bytes
 
-    def rate(self, total: int) -> tuple[float, str]:
-        """Events per second between the first commit seen and the last one, so process
-        start, group join and the first commit interval stay out of the figure. If the
-        job was too quick for that (first commit seen > half the input), the wall time
-        from spawn is used and said."""
+    def commits(self) -> list[tuple[float, int, float]]:
+        """The samples where the committed count moved: (first time seen, count, cpu)."""
+        out: list[tuple[float, int, float]] = []
+        for t, c, cpu in self.samples:
+            if c > 0 and (not out or c != out[-1][1]):
+                out.append((t, c, cpu))
+        return out
+
+    def window(self, total: int) -> tuple[tuple[float, int, float], tuple[float, int, float],
+                                          str]:
+        """The two samples the rate is taken between (see ``rate``)."""
         assert self.done is not None
-        first = next(((t, c) for t, c in self.samples if c > 0), None)
-        if first is not None and first[1] < total / 2 and self.done > first[0]:
-            return (total - first[1]) / (self.done - first[0]), "first-to-last commit"
-        return total / (self.done - self.started), "spawn-to-last commit (quick job)"
+        moves = self.commits()
+        partial = [m for m in moves if m[1] < total]
+        if len(partial) >= 2 and partial[-1][1] - partial[0][1] >= total / 4:
+            return partial[0], partial[-1], "commit slope"
+        end = self.samples[-1]
+        if moves and moves[0][1] < total / 2 and self.done > moves[0][0]:
+            return moves[0], end, "first-to-last commit"
+        return (self.started, 0, 0.0), end, "spawn-to-last commit (quick job)"
+
+    def cpu_us_per_event(self, total: int) -> float | None:
+        """The job process's CPU time (all threads) per event over the same window."""
+        a, b, _ = self.window(total)
+        return (b[2] - a[2]) / (b[1] - a[1]) * 1e6 if b[1] > a[1] and b[2] > 0 else None
+
+    def rate(self, total: int) -> tuple[float, str]:
+        """Events per second from the commits, so process start, group join, recovery
+        and the first batch stay out of the figure. A commit at time t covers what was
+        done by t, but the last one (everything) comes up to a commit interval after the
+        work ended: so the slope is taken from the first commit seen to the last one
+        before the end, when there are two; else to the end (biased low by at most one
+        commit interval); else, for a job too quick for its commits, from the spawn."""
+        a, b, how = self.window(total)
+        return (b[1] - a[1]) / (b[0] - a[0]), how
 
 
 def peak_rss(pid: int) -> int | None:
@@ -182,6 +207,21 @@ def peak_rss(pid: int) -> int | None:
     except OSError:
         pass
     return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads, so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        try:
+            import psutil
+
+            t = psutil.Process(pid).cpu_times()
+            return float(t.user + t.system)
+        except Exception:
+            return 0.0
 
 
 def current_rss(pid: int) -> int | None:
@@ -218,7 +258,7 @@ def wait_committed(bootstrap: str, group: str, topic: str, end: dict[int, int],
                     if tp.topic == topic and om.offset >= 0}
             now = time.monotonic()
             committed = sum(min(done.get(p, 0), e) for p, e in end.items())
-            prog.samples.append((now, committed))
+            prog.samples.append((now, committed, cpu_seconds(proc.pid)))
             sampled_rss = max(sampled_rss, current_rss(proc.pid) or 0)
             if on_progress is not None:
                 on_progress(committed, total)

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--topic", required=True)
     ap.add_argument("--group", required=True)
     ap.add_argument("--state-dir", required=True)
-    ap.add_argument("--commit-interval", type=float, default=0.5)
+    ap.add_argument("--commit-interval", type=float, default=1.0)
     a = ap.parse_args(argv)
 
     from quixstreams import Application, State

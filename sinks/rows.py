@@ -14,7 +14,7 @@ from sinks.base import Row
 from touchstream.domain.alerts import ALERT_SCHEMA_VERSION, Alert
 from touchstream.domain.lifecycle import Transition
 from touchstream.domain.rfm import CustomerState
-from touchstream.domain.scoring import Cutoffs
+from touchstream.domain.scoring import Cutoffs, RfmSketches
 
 _COMMON = {"event_id", "customer_id", "type", "occurred_at", "source", "amount", "currency"}
 
@@ -126,4 +126,13 @@ def cutoffs_row(c: Cutoffs, rate_median: float, amount_median: float, as_of_ms: 
     return (
         ms_to_dt(as_of_ms), c.kind, c.population, *c.r, *c.f, *c.m, rate_median, amount_median,
         as_of_ms,
+    )
+
+
+def sketch_row(partition: int, sketches: RfmSketches, published_at: datetime) -> Row:
+    # version: publication time in ns, so a partition's newest sketch wins whichever worker
+    # owns it now (shell metadata, not a result: the wall clock is fine here).
+    return (
+        partition, orjson.dumps(sketches.to_record()).decode(), sketches.count, published_at,
+        int(published_at.timestamp() * 1e9),
     )

@@ -166,8 +166,22 @@ RFM_CUTOFFS = Table(
     "RFM score cut-offs from the stream's merged quantile sketches, over stream time",
 )
 
+RFM_SKETCHES = Table(
+    "rfm_sketches",
+    (
+        ("partition", "UInt16"),
+        ("sketch", "String"),  # JSON: touchstream.domain.scoring.RfmSketches.to_record()
+        ("customers", "UInt64"),
+        ("published_at", DT),
+        ("version", "UInt64"),
+    ),
+    "ReplacingMergeTree(version) ORDER BY partition",
+    "each input partition's RFM population sketch, as last published by its worker",
+)
+
 TABLES: tuple[Table, ...] = (
-    EVENTS, CUSTOMER_STATE, TRANSITIONS, ALERTS, DEAD_LETTERS, STREAM_CLOCK, RFM_CUTOFFS
+    EVENTS, CUSTOMER_STATE, TRANSITIONS, ALERTS, DEAD_LETTERS, STREAM_CLOCK, RFM_CUTOFFS,
+    RFM_SKETCHES,
 )
 BY_NAME = {t.name: t for t in TABLES}
 
@@ -176,7 +190,7 @@ def views(db: str) -> list[str]:
     # T and recency_days are computed at query time against stream time, so a customer's
     # row never goes stale and processing order never matters.
     return [
-        f"""CREATE VIEW {db}.customer_rfm AS
+        f"""CREATE VIEW IF NOT EXISTS {db}.customer_rfm AS
 SELECT
   customer_id,
   purchases,
@@ -215,7 +229,7 @@ def _score_sql(value: str, prefix: str) -> str:
 def scores_view(db: str, segment_map: Sequence[Sequence[str]] | None = None) -> str:
     """Scores, segment, behaviour quadrant and flags of every buyer, from the latest
     cut-offs: computed at query time, so R ages with stream time without new events."""
-    return f"""CREATE VIEW {db}.customer_scores AS
+    return f"""CREATE VIEW IF NOT EXISTS {db}.customer_scores AS
 SELECT
   customer_id, stage, purchase_days, net_spend, last_purchase_day,
   r_score, f_score, m_score,
@@ -256,7 +270,8 @@ VIEWS = ("customer_rfm", "customer_scores")
 def migrations(db: str, segment_map: Sequence[Sequence[str]] | None = None) -> list[str]:
     """Every statement is idempotent: `migrate` can run any number of times. Tables are
     created if missing; views hold no data, so they are dropped and created again (a new
-    segment map or view definition takes effect on the next migrate)."""
+    segment map or view definition takes effect on the next migrate). IF NOT EXISTS on
+    the views too: workers starting together may migrate at the same time."""
     return [
         f"CREATE DATABASE IF NOT EXISTS {db}", *(t.ddl(db) for t in TABLES),
         *(f"DROP TABLE IF EXISTS {db}.{v}" for v in VIEWS),
