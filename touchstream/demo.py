@@ -72,8 +72,6 @@ def run_demo(workdir: Path, sample_customers: int, console: Console) -> None:
                                            settings.dlq_topic: settings.partitions})
         env = {**os.environ, "TOUCHSTREAM_BROKER": settings.broker,
                "TOUCHSTREAM_CUTOFF_INTERVAL_S": "1",
-               # Tansu reports a wrong log end for multi-record batches (local-stack.md)
-               "TOUCHSTREAM_PRODUCER_MAX_BATCH_SIZE": "1",
                "TOUCHSTREAM_CLICKHOUSE_URL": settings.clickhouse_url,
                "TOUCHSTREAM_DATA_DIR": settings.data_dir}
         log = (workdir / "worker.log").open("wb")

@@ -45,9 +45,6 @@ def settings_for(broker: Tansu, clickhouse_url: str, tmp: Path, partitions: int 
         input_topic=f"{name}.in", dlq_topic=f"{name}.dlq", alerts_topic=f"{name}.alerts",
         transitions_topic=f"{name}.transitions", partitions=partitions,
         data_dir=str(tmp / f"worker-{name}"), batch_within_s=0.2,
-        # Tansu's log end is wrong for multi-record batches: one record per changelog batch
-        # keeps Faust's table recovery right on it (../shared/local-stack.md).
-        producer_max_batch_size=1,
     )
     ensure_topics(s.bootstrap, {t: partitions for t in (
         s.input_topic, s.dlq_topic, s.alerts_topic, s.transitions_topic)})

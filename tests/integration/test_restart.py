@@ -23,7 +23,10 @@ def test_a_restarted_worker_recovers_its_state_and_decides_as_one_run_would(
 ) -> None:
     events, _ = simulate(120, seed=21)
     half = len(events) // 2
-    s = settings_for(broker, clickhouse.url(unique("restart")), tmp_path)
+    # Tansu's log end is wrong for multi-record batches: one record per changelog batch
+    # keeps Faust's table recovery right on it (docs/operations.md).
+    s = settings_for(broker, clickhouse.url(unique("restart")), tmp_path).model_copy(
+        update={"producer_max_batch_size": 1})
     for n, part in enumerate((events[:half], events[half:])):
         log = tmp_path / f"worker-{n}.log"
         with running_worker(s, log) as proc:
