@@ -23,7 +23,7 @@ from rich.table import Table
 from touchstream.config import Settings
 from touchstream.datasets import BAD_SAMPLES, cdnow_events, sample_events
 from touchstream.kafka import committed_offsets, ensure_topics
-from touchstream.localstack import Tansu, free_port
+from touchstream.localstack import Tansu, free_port, stop_process
 from touchstream.producing import send_events
 
 SUMMARY_SQL = {
@@ -88,11 +88,7 @@ def run_demo(workdir: Path, sample_customers: int, console: Console) -> None:
             elapsed = time.monotonic() - t0
             time.sleep(3)  # one more round of RFM cut-offs, now for the whole population
         finally:
-            worker.terminate()
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            stop_process(worker, 60)
     console.print(f"{report.sent + len(BAD_SAMPLES)} messages through the pipeline "
                   f"in {elapsed:.1f}s (worker log: {workdir / 'worker.log'})")
     show_summary(settings.clickhouse_url, console)

@@ -30,18 +30,23 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float, what: st
     raise TimeoutError(f"{what} did not listen on port {port} within {timeout}s")
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM (a Faust worker then commits and leaves its group), SIGKILL after timeout."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Server:
     proc: subprocess.Popen[bytes]
     port: int
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def __enter__(self) -> Server:
         return self

@@ -16,7 +16,7 @@ import pytest
 from touchstream.config import Settings
 from touchstream.demo import wait_until_processed
 from touchstream.kafka import ensure_topics
-from touchstream.localstack import ClickHouseServer, Tansu
+from touchstream.localstack import ClickHouseServer, Tansu, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,12 +71,7 @@ def running_worker(s: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 30)
 
 
 def wait_committed(s: Settings, end: dict[int, int], proc: subprocess.Popen[bytes],
