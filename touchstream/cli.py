@@ -232,6 +232,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     # The driver logs each failed connect with a traceback; our error message says it all.
     logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
+    # kafka-python logs slow-loop warnings and a cancelled metadata refresh at close; the
+    # commands report an unreachable broker themselves.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     app()
 
 
