@@ -241,3 +241,9 @@ def test_dockerignore_keeps_local_state_out_of_the_image():
     assert {".venv", "var", "tests", ".git", "__pycache__"} <= patterns
     # Whatever the Dockerfile copies must not be ignored.
     assert not patterns & {"pyproject.toml", "README.md", *PACKAGES}
+
+
+def test_production_workers_run_on_the_live_clock() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env = compose["services"]["worker"]["environment"]
+    assert env["TOUCHSTREAM_CLOCK"] == "live"
