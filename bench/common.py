@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from touchstream.localstack import stop_process
+
 YEAR_S = 365 * 86_400
 START_S = 1_735_689_600  # 2025-01-01T00:00:00Z
 
@@ -274,13 +276,7 @@ def wait_committed(bootstrap: str, group: str, topic: str, end: dict[int, int],
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, grace)
 
 
 def tail(path: Path, chars: int = 3000) -> str:
