@@ -213,6 +213,7 @@ class _Batch:
         self.changed: set[str] = set()  # customers whose state moved: a new state row
         self.touched: set[str] = set()  # ... or only their stored offset: a table write
         self.clocks: dict[int, int] = {}
+        self._updated_by_partition: dict[int, list[tuple[int, str]]] | None = None
 
     def stored(self, cid: str) -> Stored | None:
         if cid not in self.current:
@@ -284,11 +285,17 @@ class _Batch:
 
     def fire(self, partition: int, heap: list[tuple[int, str]], due_by: int) -> None:
         """Fire the silence deadlines of ``partition`` due by ``due_by``."""
-        # Customers updated in this batch get their (new) deadline indexed first.
-        for cid in self.changed:
-            s = self.current[cid]
-            if s is not None and s.partition == partition and s.state.next_deadline_ms:
-                heapq.heappush(heap, (s.state.next_deadline_ms, cid))
+        # Customers updated by this batch's messages get their (new) deadline indexed first;
+        # grouped by partition once, not scanned again for every partition.
+        if self._updated_by_partition is None:
+            self._updated_by_partition = {}
+            for cid in self.changed:
+                s = self.current[cid]
+                if s is not None and s.state.next_deadline_ms:
+                    self._updated_by_partition.setdefault(s.partition, []).append(
+                        (s.state.next_deadline_ms, cid))
+        for entry in self._updated_by_partition.get(partition, ()):
+            heapq.heappush(heap, entry)
         fired: set[str] = set()
         while heap and heap[0][0] <= due_by:
             deadline, cid = heapq.heappop(heap)

@@ -17,7 +17,7 @@ import orjson
 from kafka.partitioner.default import murmur2
 
 from agents.pipeline import Processor, RawMessage, Stored
-from touchstream.domain.lifecycle import Rules
+from touchstream.domain.lifecycle import DEFAULT_RULES, Rules
 from touchstream.simulate import DEFECTORS, Truth
 
 ALARMS = ("churn_risk", "decline", "churned")
@@ -108,7 +108,7 @@ def evaluate(truths: Iterable[Truth], d: Decisions) -> Report:
 
 
 def run_in_process(events: Iterable[dict[str, Any]], partitions: int = 8, batch: int = 1000,
-                   lateness_ms: int = 3_600_000) -> Decisions:
+                   lateness_ms: int = DEFAULT_RULES.allowed_lateness_ms) -> Decisions:
     """The worker's batch path over events in arrival order, partitioned like Kafka."""
     table: dict[str, bytes] = {}
     offsets = [0] * partitions
