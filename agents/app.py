@@ -1,11 +1,14 @@
 """The Faust app: a thin loop around agents.pipeline.Processor.
 
-Per batch of up to ``batch_max`` messages (``take_events``: offsets are acked only after
-the loop body finished), in this order, for at-least-once with idempotent effects:
+Per batch of messages (each fetch of the consumer, up to ``batch_max`` records; see
+agents/fastpath.py for why not Faust's per-event stream), in this order, for at-least-once
+with idempotent effects, and only then are the batch's offsets acked:
 1. decode, validate and fold events into per-customer state (pure);
 2. write events, states, dead letters and stream time to ClickHouse (versioned rows);
-3. send dead letters, lifecycle transitions and churn alerts to their topics;
-4. put each changed customer's state into the table once (changelogged).
+3. send dead letters, lifecycle transitions and churn alerts to their topics, and wait
+   until the broker has them;
+4. put each changed customer's state into the table once, and its changelog record, and
+   wait until the broker has those too.
 Silence deadlines fire as each partition's stream time passes them (less the allowed
 lateness); with TOUCHSTREAM_CLOCK=live the wall clock ticks them too.
 A crash anywhere before the offsets are committed replays the batch: rows are rewritten
@@ -26,7 +29,8 @@ from typing import Any
 import faust
 import orjson
 
-from agents.pipeline import BatchResult, Processor, RawMessage, Stored, cutoffs_row_for
+from agents.fastpath import BatchApp, KafkaEmitter
+from agents.pipeline import BatchResult, Processor, Stored, cutoffs_row_for
 from schemas.events import epoch_ms
 from sinks import BatchingWriter, Sink
 from sinks.rows import sketch_row
@@ -61,8 +65,9 @@ class Worker:
     app: faust.App
     agent: Any
     table: Any
-    outputs: dict[str, Any]  # "dead_letters", "transitions", "alerts" -> Faust topic
+    outputs: dict[str, str]  # "dead_letters", "transitions", "alerts" -> topic name
     totals: Totals
+    emitter: KafkaEmitter  # every record the worker produces goes through it
 
 
 async def flush_with_retry(
@@ -83,7 +88,7 @@ async def flush_with_retry(
 def build_app(settings: Settings, sink: Sink) -> Worker:
     datadir = Path(settings.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = BatchApp(
         settings.app_id,
         broker=settings.broker,
         store="memory://",
@@ -96,6 +101,7 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         table_standby_replicas=0,
+        broker_max_poll_records=settings.batch_max,
         **(
             {"producer_max_batch_size": settings.producer_max_batch_size}
             if settings.producer_max_batch_size else {}
@@ -122,7 +128,10 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
     )
     alerts = _raw_topic(app, settings.alerts_topic, settings.partitions)
     transitions = _raw_topic(app, settings.transitions_topic, settings.partitions)
-    outputs = {"dead_letters": dlq, "transitions": transitions, "alerts": alerts}
+    outputs = {"dead_letters": dlq.get_topic_name(), "transitions": transitions.get_topic_name(),
+               "alerts": alerts.get_topic_name()}
+    changelog = customers.changelog_topic.get_topic_name()
+    emitter = KafkaEmitter(app)
     processor = Processor(
         Rules(allowed_lateness_ms=int(settings.lateness_s * 1000)), settings.partitions
     )
@@ -133,8 +142,10 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
     lock = asyncio.Lock()
     totals = Totals()
 
+    store = customers.data  # the table's store: reads and writes without a changelog send
+
     def load(cid: str) -> bytes | None:
-        return customers.get(cid.encode())
+        return store.get(cid.encode())
 
     def scan(partition: int) -> Iterator[tuple[str, bytes]]:
         for key, raw in customers.items():
@@ -148,27 +159,30 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer)
         # Topics before the table: a crash in between re-sends (same alert_id), never loses.
         for name, topic in outputs.items():
-            for key, value in getattr(result, name):
-                await topic.send(key=key, value=value)
+            await emitter.send(topic, [(None, k, v) for k, v in getattr(result, name)])
+        # The store and the changelog record, as Table.__setitem__ does, but in bulk. The
+        # changelog partition is the customer's input partition (murmur2 of the same key).
+        records = []
         for cid, value in result.states.items():
-            customers[cid.encode()] = value
+            key = cid.encode()
+            store[key] = value
+            records.append((Stored.partition_of(value), key, value))
+        await emitter.send(changelog, records)
         totals.add(result)
 
+    async def handle(messages: Any) -> None:
+        async with lock:
+            await apply(processor.process(messages, load, datetime.now(UTC), scan))
+
+    # The fast path: the consumer hands over each fetch as one batch (agents/fastpath.py).
+    app.batch_handlers[settings.input_topic] = handle
+
+    # The same batches through Faust's own stream: what runs where the batch consumer does
+    # not (Faust's test context, another transport). It also subscribes the input topic.
     @app.agent(source, name="touchpoints")
     async def process(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            msgs = [
-                RawMessage(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.key,
-                    e.message.value,
-                )
-                for e in events
-            ]
-            async with lock:
-                await apply(processor.process(msgs, load, datetime.now(UTC), scan))
+            await handle([e.message for e in events])
 
     if settings.clock == "live":
 
@@ -215,13 +229,15 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
-        processor.forget({tp.partition for tp in revoked if tp.topic == settings.input_topic})
+        async with lock:  # a batch in flight finishes (and is acked) first
+            processor.forget(
+                {tp.partition for tp in revoked if tp.topic == settings.input_topic})
 
     @app.timer(interval=10.0)
     async def report() -> None:
         log.info("totals %s", totals)
 
-    return Worker(app, process, customers, outputs, totals)
+    return Worker(app, process, customers, outputs, totals, emitter)
 
 
 def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:

@@ -1,6 +1,7 @@
 """Agent tests run the real agent body in Faust's test context (no broker) against a real
-embedded ClickHouse (chdb). Faust's test context starts no producer, so the two sends that
-need one, the table's changelog and the output topics, are recorded by stand-ins."""
+embedded ClickHouse (chdb). Faust's test context starts no producer, so what the worker
+produces (the table's changelog and the output topics, all through ``Worker.emitter``) is
+recorded by a stand-in."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -61,22 +61,20 @@ def harness(tmp_path: Path, chdb_dir: Path) -> Iterator[Harness]:
     worker = build_app(settings, sink)
     h = Harness(worker, sink)
 
-    def send_changelog(partition: int | None, key: bytes, value: bytes, **_: Any) -> Any:
-        # What the real producer does with use_partitioner: Kafka's default partitioner.
-        if partition is None:
-            partition = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
-        h.changelog.append((partition, key, value))
-        return SimpleNamespace(message=SimpleNamespace(partition=partition))
+    changelog = worker.table.changelog_topic.get_topic_name()
+    names = {topic: name for name, topic in worker.outputs.items()}
 
-    def recorder(name: str) -> Any:
-        async def send(key: bytes | None = None, value: bytes = b"", **_: Any) -> None:
-            h.sent.setdefault(name, []).append((key, value))
+    async def send(topic: str, records: Any) -> None:
+        for partition, key, value in records:
+            if topic == changelog:
+                # What the real emitter does without a partition: Kafka's default partitioner.
+                if partition is None:
+                    partition = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+                h.changelog.append((partition, key, value))
+            else:
+                h.sent.setdefault(names[topic], []).append((key, value))
 
-        return send
-
-    worker.table.send_changelog = send_changelog  # type: ignore[method-assign]
-    for name, topic in worker.outputs.items():
-        topic.send = recorder(name)
+    worker.emitter.send = send  # type: ignore[method-assign]
     try:
         yield h
     finally:
