@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -152,29 +152,57 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
             if Stored.partition_of(raw) == partition:
                 yield key.decode(), raw
 
-    async def apply(result: BatchResult) -> None:
-        """The effects of a batch, in the order that makes a replay safe (module doc)."""
-        for table, rows in result.rows.items():
-            writer.add(table, rows)
-        totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer)
-        # Topics before the table: a crash in between re-sends (same alert_id), never loses.
-        for name, topic in outputs.items():
-            await emitter.send(topic, [(None, k, v) for k, v in getattr(result, name)])
-        # The store and the changelog record, as Table.__setitem__ does, but in bulk. The
-        # changelog partition is the customer's input partition (murmur2 of the same key).
+    tail: asyncio.Future[None] | None = None  # the effects of the latest batch
+
+    def chain(effect: Callable[[], Awaitable[None]]) -> asyncio.Future[None]:
+        """Run ``effect`` once every effect chained before it is done, so batches reach
+        ClickHouse, the topics and the changelog in order. If one fails, the ones after it
+        fail too and the worker stops: nothing is acked past a failure."""
+        nonlocal tail
+        previous = tail
+
+        async def run() -> None:
+            if previous is not None:
+                await previous
+            await effect()
+
+        tail = asyncio.ensure_future(run())
+        return tail
+
+    def apply(result: BatchResult) -> asyncio.Future[None]:
+        """The batch's states go into the store now (the next batch reads them); its
+        effects go out in the background, in the order that makes a replay safe (module
+        doc), while the next batch is processed. The returned future is done when all of
+        them reached ClickHouse and the broker: then the batch's offsets may be acked."""
         records = []
         for cid, value in result.states.items():
             key = cid.encode()
             store[key] = value
+            # The changelog partition is the customer's input partition (murmur2 of the key).
             records.append((Stored.partition_of(value), key, value))
-        await emitter.send(changelog, records)
-        totals.add(result)
 
-    async def handle(messages: Any) -> None:
+        async def effects() -> None:
+            for table, rows in result.rows.items():
+                writer.add(table, rows)
+            totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer)
+            # Topics before the changelog: a crash in between re-sends (same alert_id).
+            for name, topic in outputs.items():
+                await emitter.send(topic, [(None, k, v) for k, v in getattr(result, name)])
+            await emitter.send(changelog, records)
+            totals.add(result)
+
+        return chain(effects)
+
+    async def handle(messages: Any) -> asyncio.Future[None]:
         async with lock:
-            await apply(processor.process(messages, load, datetime.now(UTC), scan))
+            before = tail
+            done = apply(processor.process(messages, load, datetime.now(UTC), scan))
+        if before is not None:
+            await before  # at most one batch's effects in flight behind the one processed
+        return done
 
-    # The fast path: the consumer hands over each fetch as one batch (agents/fastpath.py).
+    # The fast path: the consumer hands over each fetch as one batch (agents/fastpath.py)
+    # and acks it when the returned future is done.
     app.batch_handlers[settings.input_topic] = handle
 
     # The same batches through Faust's own stream: what runs where the batch consumer does
@@ -182,7 +210,7 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
     @app.agent(source, name="touchpoints")
     async def process(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            await handle([e.message for e in events])
+            await (await handle([e.message for e in events]))
 
     if settings.clock == "live":
 
@@ -196,8 +224,9 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
                 if tp.topic == settings.input_topic
             }
             async with lock:
-                await apply(processor.process(
+                done = apply(processor.process(
                     [], load, now, scan, wall_ms=epoch_ms(now), partitions=assigned))
+            await done
 
     # Each worker publishes its partitions' RFM sketches to ClickHouse (rfm_sketches, one
     # row per partition, the newest wins) and merges every partition's latest sketch, so the
@@ -212,24 +241,30 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
 
     @app.timer(interval=settings.cutoff_interval_s)
     async def publish_cutoffs() -> None:
-        loop = asyncio.get_running_loop()
         async with lock:
             if not processor.sketches:
                 return
             published = datetime.now(UTC)
-            writer.add("rfm_sketches", [
-                sketch_row(p, sk, published) for p, sk in processor.sketches.items()])
+            sketches = [sketch_row(p, sk, published) for p, sk in processor.sketches.items()]
+            stream_time = dict(processor.stream_time)
+
+        async def publish() -> None:  # in the effects chain: the writer is used in order
+            loop = asyncio.get_running_loop()
+            writer.add("rfm_sketches", sketches)
             totals.rows += await flush_with_retry(loop, io, writer)
             population = await loop.run_in_executor(io, merged_population)
-            row = cutoffs_row_for(population, processor.stream_time, settings)
-            if row is None:
-                return
-            writer.add("rfm_cutoffs", [row])
-            totals.rows += await flush_with_retry(loop, io, writer)
+            row = cutoffs_row_for(population, stream_time, settings)
+            if row is not None:
+                writer.add("rfm_cutoffs", [row])
+                totals.rows += await flush_with_retry(loop, io, writer)
+
+        await chain(publish)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         async with lock:  # a batch in flight finishes (and is acked) first
+            if tail is not None:
+                await asyncio.wait([tail])
             processor.forget(
                 {tp.partition for tp in revoked if tp.topic == settings.input_topic})
 

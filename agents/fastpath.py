@@ -7,8 +7,9 @@ agent's 500+ µs per event. touchstream processes whole batches, so for its inpu
 takes the records as the consumer fetched them instead:
 
 - ``BatchConsumer.getmany`` hands each fetch's records of a *batch topic* to a handler
-  in one call (per fetch, all partitions at once) and acks their offsets in bulk after the
-  handler returned, through Faust's own ack bookkeeping, so Faust's commit logic, gaps and
+  in one call (per fetch, all partitions at once) and acks their offsets in bulk when the
+  future the handler returned is done (its effects reached ClickHouse and the broker),
+  through Faust's own ack bookkeeping, so Faust's commit logic, gaps and
   rebalances work as before. Records of every other topic (table changelogs during
   recovery) still take Faust's normal path.
 - ``KafkaEmitter`` sends many records with the producer's batch API and waits for their
@@ -21,6 +22,7 @@ table (store, changelog topic, recovery), timers, commits.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -29,8 +31,9 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from kafka.partitioner.default import murmur2
 
-# A consumed record: aiokafka's ConsumerRecord (topic, partition, offset, key, value, ...).
-BatchHandler = Callable[[Sequence[Any]], Awaitable[None]]
+# Gets a fetch's records (aiokafka ConsumerRecords: topic, partition, offset, key, value)
+# and returns a future that is done when their effects are; then they are acked.
+BatchHandler = Callable[[Sequence[Any]], Awaitable[asyncio.Future[None]]]
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
@@ -64,8 +67,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         for topic, batch in batches.items():
             if self.app.consumer_generation_id != generation:
                 return  # revoked meanwhile: the new owner reads from the committed offset
-            await handlers[topic](batch)
-            self._ack_all(batch)
+            done = await handlers[topic](batch)
+            done.add_done_callback(functools.partial(self._ack_when_done, batch))
         to_message = self._to_message
         for tp, recs in others:
             for rec in recs:
@@ -82,6 +85,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 await self._add_gap(tp, prev + 1, rec.offset - 1)
             prev = rec.offset
         self._read_offset[tp] = prev
+
+    def _ack_when_done(self, batch: Sequence[Any], done: asyncio.Future[None]) -> None:
+        # A failed batch stays unacked: the handler raises it with the next batch.
+        if not done.cancelled() and done.exception() is None:
+            self._ack_all(batch)
 
     def _ack_all(self, batch: Sequence[Any]) -> None:
         """``Consumer.ack`` for a whole batch: offsets into the acked lists the committer
