@@ -3,7 +3,9 @@
 Two implementations share it and the DDL in sinks/tables.py:
 ``ClickHouseSink`` (a server, through clickhouse-driver's native protocol) and
 ``ChdbSink`` (embedded ClickHouse in process). Rows are tuples in the column order of
-the table; values are str, int, float, Decimal, aware datetime or None.
+the table; values are str, int, float, Decimal, aware datetime or None. A DateTime
+column also takes an int: milliseconds since the epoch (the worker's rows use that: no
+datetime object per value on either side).
 
 ``BatchingWriter`` sits in front of a sink: it collects rows per table and writes each
 table's rows in one insert per flush (like Quix Streams' BatchingSink).

@@ -11,6 +11,11 @@ from clickhouse_driver import errors as ch_errors
 from sinks.base import Row, Sink, SinkUnavailable
 from sinks.tables import BY_NAME
 
+_DATETIMES = {
+    t.name: [i for i, (_, ty) in enumerate(t.columns) if "DateTime" in ty]
+    for t in BY_NAME.values()
+}
+
 
 class ClickHouseSink(Sink):
     """``clickhouse://user:password@host:9000/database``"""
@@ -47,9 +52,14 @@ class ClickHouseSink(Sink):
             return
         t = BY_NAME[table]
         cols = ", ".join(f"`{c}`" for c in t.column_names)
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        for i in _DATETIMES[table]:
+            # Epoch milliseconds -> the seconds clickhouse-driver takes as they are.
+            columns[i] = [v // 1000 if type(v) is int else v for v in columns[i]]
         # Values travel in native blocks, never inside the SQL text.
         self.client.execute(
-            f"INSERT INTO {self.database}.{t.name} ({cols}) VALUES", list(rows), types_check=False
+            f"INSERT INTO {self.database}.{t.name} ({cols}) VALUES", columns, types_check=False,
+            columnar=True,
         )
 
     def query(self, sql: str) -> tuple[list[str], list[Row]]:
