@@ -201,9 +201,12 @@ class _Customer:
     def __init__(self, work: Working, partition: int, offset: int, raw: bytes | None) -> None:
         self.work, self.partition, self.offset, self.raw = work, partition, offset, raw
         self.before = point_of(work) if raw else None  # as loaded: for the sketch deltas
-        self.applied: list[tuple[Any, int]] = []  # (event, time) applied by this batch
+        self.applied: list[bytes] = []  # the values of the events this batch applied
         self.changed = False  # the state moved: a new state row
         self.touched = False  # ... or only its stored offset: a table write
+
+
+_UNSEEN: Any = object()
 
 
 class _Batch:
@@ -222,16 +225,15 @@ class _Batch:
         self._updated_by_partition: dict[int, list[tuple[int, str]]] | None = None
 
     def stored(self, cid: str) -> _Customer | None:
-        try:
-            return self.customers[cid]
-        except KeyError:
+        c = self.customers.get(cid, _UNSEEN)
+        if c is _UNSEEN:
             raw = self.load(cid)
             c = None
             if raw:
                 work, partition, offset = codec.decode(raw)
                 c = _Customer(work, partition, offset, raw)
             self.customers[cid] = c
-            return c
+        return c  # type: ignore[return-value]
 
     def reject(self, m: RawMessage, reason: str) -> None:
         self.out.rejected += 1
@@ -279,7 +281,7 @@ class _Batch:
         if r is None:
             self.out.duplicates += 1
             return None
-        c.applied.append((ev, t))
+        c.applied.append(m.value)  # type: ignore[arg-type]
         c.changed = True
         self.out.accepted += 1
         self.events_rows.append(event_row(ev, c.work.version, p, offset))
@@ -288,10 +290,12 @@ class _Batch:
         return None
 
     def restore(self, c: _Customer) -> None:
-        """Undo a failed event: the state as loaded, with this batch's earlier events."""
+        """Undo a failed event: the state as loaded, with this batch's earlier events
+        (decoded again: keeping the events alive for this rare case costs GC time)."""
         c.work = codec.decode(c.raw)[0] if c.raw else Working(c.work.customer_id)
-        for ev, t in c.applied:
-            apply(c.work, ev, t, self.rules)
+        for value in c.applied:
+            ev = decode(value)
+            apply(c.work, ev, epoch_ms(ev.occurred_at), self.rules)  # type: ignore[union-attr]
 
     def emit(self, o: Transition | Alert) -> None:
         key = o.customer_id.encode()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from array import array
+from collections.abc import Sequence
 from decimal import Decimal
 from itertools import accumulate
 from operator import sub
@@ -24,6 +25,8 @@ from schemas.events import SATISFACTION_LEVELS, Account, Call, Complaint, Refund
 from touchstream.domain import defection as dfx
 from touchstream.domain import lifecycle as lc
 from touchstream.domain.rfm import CustomerState, Working
+
+_new = object.__new__
 
 # Header fields after the format byte, and their struct codes (compact, wide).
 _HEAD = (
@@ -35,13 +38,13 @@ _HEAD = (
     ("relationship_start_day", "i", "q"), ("alert_level", "B", "Q"), ("stage", "B", "B"),
     ("declined_from", "B", "B"), ("exit_pattern", "B", "B"), ("defection_type", "B", "B"),
     ("nones", "B", "B"), ("defection_confidence", "d", "d"), ("cid_len", "B", "H"),
-    ("purchase_total_len", "B", "H"), ("refund_total_len", "B", "H"),
-    ("first_day_spend_len", "B", "H"), ("ids", "B", "H"), ("days", "H", "Q"),
-    ("spend", "B", "H"), ("signals", "B", "H"), ("escaped", "B", "H"),
+    ("totals_len", "B", "H"), ("ids", "B", "H"), ("days", "H", "Q"), ("spend", "B", "H"),
+    ("signals", "B", "H"), ("escaped", "B", "H"),
 )
 COMPACT, WIDE = 1, 2
 FORMAT = {COMPACT: struct.Struct("<" + "".join(c for _, c, _ in _HEAD)),
           WIDE: struct.Struct("<" + "".join(w for _, _, w in _HEAD))}
+_COMPACT, _WIDE = FORMAT[COMPACT], FORMAT[WIDE]
 _PARTITION = {COMPACT: struct.Struct("<H"), WIDE: struct.Struct("<I")}
 _I32, _I64 = struct.Struct("<i"), struct.Struct("<q")
 
@@ -73,7 +76,7 @@ _DELTA_SIZE = {1: 1, 2: 2, 3: 4}
 _U16 = struct.Struct("<H")
 
 
-def _ints(xs: list[int], first: struct.Struct) -> bytes:
+def _ints(xs: Sequence[int], first: struct.Struct) -> bytes:
     """A list of integers, usually ascending: the first one and the deltas in the
     narrowest unsigned type that holds them all, else every value as an int64."""
     head = first.pack(xs[0])
@@ -103,47 +106,39 @@ def _read_ints(raw: bytes, pos: int, n: int, first: struct.Struct) -> tuple[list
     return list(accumulate(deltas, initial=x)), pos + size * (n - 1)
 
 
-def _code(table: dict[Any, int], value: Any, field: str) -> int:
-    try:
-        return table[value]
-    except KeyError:
-        raise ValueError(f"cannot store {field}={value!r}") from None
-
-
 def encode(s: CustomerState | Working, partition: int, offset: int) -> bytes:
     """The bytes of ``s`` with the shell's position (``partition`` first: see
     ``partition_of``)."""
     cid = s.customer_id.encode()
-    totals = (str(s.purchase_total).encode(), str(s.refund_total).encode(),
-              str(s.first_day_spend).encode())
+    # Decimal text has no comma: the three amounts as one field.
+    totals = f"{s.purchase_total},{s.refund_total},{s.first_day_spend}".encode()
     ids, days, spend, signals = s.recent_ids, s.purchase_days, s.recent_spend, s.signals
     fp, lp, nd = s.first_purchase_ms, s.last_purchase_ms, s.next_deadline_ms
-    nones = (fp is None) | (lp is None) << 1 | (nd is None) << 2
-    codes = bytes([_SIGNAL_CODE.get(c, 0) for _, c in signals]) if signals else b""
     escaped = [c.encode() for _, c in signals if c not in _SIGNAL_CODE] if signals else ()
     values = (
         partition, offset, s.version, s.first_event_ms, s.last_event_ms, s.stage_since_ms,
         s.risk_at_ms, fp or 0, lp or 0, nd or 0, s.purchases, s.refunds, s.relationships,
         s.transitions, s.episode, s.relationship_start_day, s.alert_level,
-        _code(_STAGE_CODE, s.stage, "stage"), _code(_STAGE_CODE, s.declined_from, "declined_from"),
-        _code(_PATTERN_CODE, s.exit_pattern, "exit_pattern"),
-        _code(_DEFECTION_CODE, s.defection_type, "defection_type"), nones,
-        s.defection_confidence, len(cid), len(totals[0]), len(totals[1]), len(totals[2]),
-        len(ids), len(days), len(spend), len(signals), len(escaped),
+        _STAGE_CODE[s.stage], _STAGE_CODE[s.declined_from], _PATTERN_CODE[s.exit_pattern],
+        _DEFECTION_CODE[s.defection_type], (fp is None) | (lp is None) << 1 | (nd is None) << 2,
+        s.defection_confidence, len(cid), len(totals), len(ids), len(days), len(spend),
+        len(signals), len(escaped),
     )
     try:
-        head = b"\x01" + FORMAT[COMPACT].pack(*values)
+        head = b"\x01" + _COMPACT.pack(*values)
     except struct.error:
-        head = b"\x02" + FORMAT[WIDE].pack(*values)
-    parts = [head, cid, *totals, array("I", ids).tobytes()]
+        head = b"\x02" + _WIDE.pack(*values)
+    parts = [head, cid, totals, array("I", ids).tobytes()]
     if days:
-        parts.append(_ints(list(days), _I32))
+        parts.append(_ints(days, _I32))
     if spend:
-        parts.append(_ints([d for d, _ in spend], _I32))
-        parts.append(array("d", [v for _, v in spend]).tobytes())
+        spend_days, amounts = zip(*spend, strict=True)
+        parts.append(_ints(spend_days, _I32))
+        parts.append(array("d", amounts).tobytes())
     if signals:
-        parts.append(_ints([t for t, _ in signals], _I64))
-        parts.append(codes)
+        times, codes = zip(*signals, strict=True)
+        parts.append(_ints(times, _I64))
+        parts.append(bytes([_SIGNAL_CODE.get(c, 0) for c in codes]))
         parts.extend(_U16.pack(len(c)) + c for c in escaped)
     return b"".join(parts)
 
@@ -156,25 +151,25 @@ def partition_of(raw: bytes) -> int:
 def decode(raw: bytes) -> tuple[Working, int, int]:
     """A working copy of the stored state and the position stored with it."""
     fmt = FORMAT[raw[0]]
-    (partition, offset, version, first_event_ms, last_event_ms, stage_since_ms, risk_at_ms,
-     fp, lp, nd, purchases, refunds, relationships, transitions, episode, start_day,
-     alert_level, stage, declined_from, exit_pattern, defection_type, nones, confidence,
-     n_cid, n_pt, n_rt, n_fds, n_ids, n_days, n_spend, n_signals, n_escaped,
-     ) = fmt.unpack_from(raw, 1)
+    w = _new(Working)
+    (partition, offset, w.version, w.first_event_ms, w.last_event_ms, w.stage_since_ms,
+     w.risk_at_ms, fp, lp, nd, w.purchases, w.refunds, w.relationships, w.transitions,
+     w.episode, w.relationship_start_day, w.alert_level, stage, declined_from, exit_pattern,
+     defection_type, nones, w.defection_confidence, n_cid, n_totals, n_ids, n_days, n_spend,
+     n_signals, _) = fmt.unpack_from(raw, 1)
     pos = 1 + fmt.size
-    w = Working.__new__(Working)
-    w.customer_id = raw[pos:pos + n_cid].decode()
-    pos += n_cid
-    w.purchase_total = Decimal(raw[pos:pos + n_pt].decode())
-    pos += n_pt
-    w.refund_total = Decimal(raw[pos:pos + n_rt].decode())
-    pos += n_rt
-    w.first_day_spend = Decimal(raw[pos:pos + n_fds].decode())
-    pos += n_fds
+    end = pos + n_cid
+    w.customer_id = raw[pos:end].decode()
+    pos, end = end, end + n_totals
+    purchase_total, refund_total, first_day_spend = raw[pos:end].decode().split(",")
+    w.purchase_total = Decimal(purchase_total)
+    w.refund_total = Decimal(refund_total)
+    w.first_day_spend = Decimal(first_day_spend)
+    pos, end = end, end + 4 * n_ids
     ids = array("I")
-    ids.frombytes(raw[pos:pos + 4 * n_ids])
+    ids.frombytes(raw[pos:end])
     w.recent_ids = dict.fromkeys(ids)
-    pos += 4 * n_ids
+    pos = end
     if n_days:
         w.purchase_days, pos = _read_ints(raw, pos, n_days, _I32)
     else:
@@ -192,24 +187,18 @@ def decode(raw: bytes) -> tuple[Working, int, int]:
         codes: list[str] = [_SIGNALS[c] for c in raw[pos:pos + n_signals]]  # type: ignore[misc]
         pos += n_signals
         for i, c in enumerate(codes):
-            if c is None:
+            if c is None:  # stored as text after the codes
                 (n,) = _U16.unpack_from(raw, pos)
                 codes[i] = raw[pos + 2:pos + 2 + n].decode()
                 pos += 2 + n
         w.signals = tuple(zip(times, codes, strict=True))
     else:
         w.signals = ()
-    w.version, w.first_event_ms, w.last_event_ms = version, first_event_ms, last_event_ms
-    w.stage_since_ms, w.risk_at_ms = stage_since_ms, risk_at_ms
     w.first_purchase_ms = None if nones & 1 else fp
     w.last_purchase_ms = None if nones & 2 else lp
-    w.next_deadline_ms = None if nones & 4 else nd
-    w.purchases, w.refunds, w.relationships = purchases, refunds, relationships
-    w.transitions, w.episode, w.relationship_start_day = transitions, episode, start_day
-    w.alert_level = alert_level
+    w._deadline, w._deadline_rules = None if nones & 4 else nd, None
     w.stage, w.declined_from = _STAGES[stage], _STAGES[declined_from]
     w.exit_pattern, w.defection_type = _PATTERNS[exit_pattern], _DEFECTIONS[defection_type]
-    w.defection_confidence = confidence
     w._gap_rules = None
     if pos != len(raw):
         raise ValueError(f"stored state: {len(raw) - pos} bytes left over")

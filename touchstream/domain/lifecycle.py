@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import sub
 
 DAY_MS = 86_400_000
 
@@ -82,7 +83,7 @@ def typical_gap_days(purchase_days: Sequence[int], rules: Rules = DEFAULT_RULES)
     n = len(days) - 1
     if n < 1:
         return rules.default_gap_days
-    gaps = sorted([b - a for a, b in zip(days, days[1:], strict=False)])
+    gaps = sorted(map(sub, days[1:], days[:-1]))
     # statistics.median, without its overhead: the middle gap, or the mean of the two
     return float(gaps[n // 2] if n % 2 else (gaps[n // 2 - 1] + gaps[n // 2]) / 2)
 

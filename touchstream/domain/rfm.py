@@ -128,10 +128,12 @@ _set = object.__setattr__
 class Working(_Derived):
     """A customer's state while events apply: CustomerState's fields, mutable, with
     ``purchase_days`` a list, ``recent_ids`` an insertion-ordered dict (a set that
-    remembers which id is oldest), and the typical purchase gap cached (it changes only
-    with the relationship's purchase days)."""
+    remembers which id is oldest), the typical purchase gap cached (it changes only
+    with the relationship's purchase days), and ``next_deadline_ms`` computed when it is
+    read after a change (a batch's events seldom need it: see ``_fire_due``)."""
 
-    __slots__ = (*FIELDS, "_gap", "_gap_rules")
+    __slots__ = (*(f for f in FIELDS if f != "next_deadline_ms"), "_deadline",
+                 "_deadline_rules", "_gap", "_gap_rules")
     customer_id: str
     version: int
     first_event_ms: int
@@ -148,7 +150,6 @@ class Working(_Derived):
     relationship_start_day: int
     transitions: int
     exit_pattern: str | None
-    next_deadline_ms: int | None
     recent_spend: tuple[tuple[int, float], ...]
     signals: tuple[tuple[int, str], ...]
     defection_type: str | None
@@ -156,8 +157,10 @@ class Working(_Derived):
     alert_level: int
     episode: int
     risk_at_ms: int
+    _deadline: int | None
+    _deadline_rules: Rules | None  # set: _deadline is stale, compute it with these rules
     _gap: float
-    _gap_rules: Rules | None
+    _gap_rules: Rules | None  # the rules _gap was computed with (None: stale)
 
     def __init__(self, customer_id: str) -> None:
         """A customer without events."""
@@ -167,6 +170,25 @@ class Working(_Derived):
         self.purchase_days = []
         self.recent_ids = {}
         self._gap_rules = None
+
+    @property
+    def next_deadline_ms(self) -> int | None:
+        """When silence next changes the stage (``lc.deadline_ms``, never before
+        ``stage_since_ms``)."""
+        rules = self._deadline_rules
+        if rules is not None:
+            self._deadline_rules = None
+            stage, last = self.stage, self.last_purchase_ms
+            if last is None or stage is None or stage == lc.CHURNED:
+                self._deadline = None
+            else:
+                d = last + int(lc.silence_days(stage, self.typical_gap(rules), rules) * DAY_MS)
+                self._deadline = max(d, self.stage_since_ms)  # never back in time
+        return self._deadline
+
+    @next_deadline_ms.setter
+    def next_deadline_ms(self, value: int | None) -> None:
+        self._deadline, self._deadline_rules = value, None
 
     def __repr__(self) -> str:
         return f"Working({self.freeze()!r})"
@@ -197,7 +219,7 @@ class Working(_Derived):
             lo = bisect_left(days, self.relationship_start_day)
             if k > 0:
                 lo = max(lo, len(days) - k)  # typical_gap_days reads only the latest k
-            self._gap = lc.typical_gap_days(tuple(days[lo:]), rules)
+            self._gap = lc.typical_gap_days(days[lo:], rules)
             self._gap_rules = rules
         return self._gap
 
@@ -307,12 +329,21 @@ def _alert(
 
 
 def _set_deadline(w: Working, rules: Rules) -> None:
-    stage, last = w.stage, w.last_purchase_ms
-    if last is None or stage is None or stage == lc.CHURNED:
-        w.next_deadline_ms = None
-        return
-    d = last + int(lc.silence_days(stage, w.typical_gap(rules), rules) * DAY_MS)
-    w.next_deadline_ms = max(d, w.stage_since_ms)  # transitions never go back in time
+    w._deadline_rules = rules  # computed when next read
+
+
+def _fire_due(w: Working, due: int, rules: Rules) -> list[Output]:
+    """``_advance`` to ``due``, without computing a stale deadline that cannot be due:
+    it is never earlier than the last purchase plus the shortest silence."""
+    if w._deadline_rules is not None:
+        stage, last = w.stage, w.last_purchase_ms
+        if last is None or stage is None or stage == lc.CHURNED:
+            return []
+        shortest = rules.churn_min_days if stage == lc.DECLINE else rules.decline_min_days
+        if due < last + int(shortest * DAY_MS):
+            return []
+    d = w.next_deadline_ms
+    return _advance(w, due, rules) if d is not None and d <= due else []
 
 
 def _weaken(w: Working, at_ms: int, to: str, reason: str, rules: Rules) -> list[Output]:
@@ -430,8 +461,7 @@ def apply(
     ids = w.recent_ids
     if h in ids:
         return None
-    due = t - rules.allowed_lateness_ms
-    fired = _advance(w, due, rules) if (d := w.next_deadline_ms) is not None and d <= due else []
+    fired = _fire_due(w, t - rules.allowed_lateness_ms, rules)
     w.first_event_ms = t if w.version == 0 else min(w.first_event_ms, t)
     w.version += 1
     w.last_event_ms = max(w.last_event_ms, t)
