@@ -214,7 +214,7 @@ class _Batch:
 
     def __init__(self, proc: Processor, load: Load, received_at: datetime) -> None:
         self.proc, self.load, self.received_at = proc, load, received_at
-        self.rules = proc.rules
+        self.rules, self.stream_time = proc.rules, proc.stream_time
         self.out = BatchResult()
         self.events_rows: list[Row] = []
         self.dead_rows: list[Row] = []
@@ -245,33 +245,36 @@ class _Batch:
 
     def message(self, m: RawMessage) -> None:
         ev = decode(m.value)
-        if isinstance(ev, Rejected):
-            return self.reject(m, ev.reason)
+        if ev.__class__ is Rejected:
+            return self.reject(m, ev.reason)  # type: ignore[union-attr]
         key = m.key.decode("utf-8", "replace") if m.key is not None else None
-        if key != ev.customer_id:
+        cid = ev.customer_id  # type: ignore[union-attr]
+        if key != cid:
             return self.reject(m, f"message key {key!r} is not the customer_id "
-                                  f"{ev.customer_id!r}: key each message by its customer_id")
+                                  f"{cid!r}: key each message by its customer_id")
+        p, offset = m.partition, m.offset
         n = self.proc.partitions
-        if n and m.key is not None and key_partition(m.key, n) != m.partition:
-            return self.reject(m, f"message on partition {m.partition}, but its key hashes to "
+        if n and m.key is not None and key_partition(m.key, n) != p:
+            return self.reject(m, f"message on partition {p}, but its key hashes to "
                                   f"{key_partition(m.key, n)} of {n}: produce with "
                                   "Kafka's default (murmur2) partitioner")
-        cid = ev.customer_id
-        c = self.stored(cid)
-        p, offset = m.partition, m.offset
+        c = self.customers.get(cid, _UNSEEN)
+        if c is _UNSEEN:
+            c = self.stored(cid)
         if c is not None and c.partition == p and offset <= c.offset:
             self.out.redelivered += 1
             return None
-        t = epoch_ms(ev.occurred_at)
-        if t > self.clocks.get(p, self.proc.stream_time.get(p, 0)):
-            self.clocks[p] = t
+        t = epoch_ms(ev.occurred_at)  # type: ignore[union-attr]
+        clocks = self.clocks
+        if t > clocks.get(p, self.stream_time.get(p, 0)):
+            clocks[p] = t
         fresh = c is None
         if c is None:
             c = _Customer(Working(cid), p, offset, None)
         try:
-            r = apply(c.work, ev, t, self.rules)
+            r = apply(c.work, ev, t, self.rules)  # type: ignore[arg-type]
         except Exception as e:  # a bug must not stop the stream: park the message, say why
-            log.exception("event %s of %s could not be processed", ev.event_id, cid)
+            log.exception("event %s of %s could not be processed", ev.event_id, cid)  # type: ignore[union-attr]
             if not fresh:
                 self.restore(c)
             return self.reject(m, f"could not be processed: {e!r}")
@@ -283,10 +286,10 @@ class _Batch:
             return None
         c.applied.append(m.value)  # type: ignore[arg-type]
         c.changed = True
-        self.out.accepted += 1
-        self.events_rows.append(event_row(ev, c.work.version, p, offset))
-        for o in r[1]:
-            self.emit(o)  # type: ignore[arg-type]
+        self.events_rows.append(event_row(ev, c.work.version, p, offset))  # type: ignore[arg-type]
+        if r[1]:
+            for o in r[1]:
+                self.emit(o)  # type: ignore[arg-type]
         return None
 
     def restore(self, c: _Customer) -> None:
@@ -335,6 +338,7 @@ class _Batch:
 
     def finish(self) -> BatchResult:
         out = self.out
+        out.accepted = len(self.events_rows)  # one row per accepted event
         changed = [(cid, c) for cid, c in self.customers.items() if c is not None and c.changed]
         # Offset-only moves (duplicates) are stored too: the offset skips redeliveries.
         for cid, c in self.customers.items():

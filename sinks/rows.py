@@ -3,6 +3,7 @@ of a processor/writer split; the sinks are the writers)."""
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from decimal import Decimal
 from math import isfinite
@@ -15,10 +16,11 @@ from schemas.events import EVENT_TYPES, Event, Purchase, Refund, _Event
 from sinks.base import Row
 from touchstream.domain.alerts import ALERT_SCHEMA_VERSION, Alert
 from touchstream.domain.lifecycle import Transition
-from touchstream.domain.rfm import CustomerState
+from touchstream.domain.rfm import CustomerState, Working
 from touchstream.domain.scoring import Cutoffs, RfmSketches
 
 
+@functools.lru_cache(maxsize=1 << 14)  # state rows repeat first and stage-since times
 def ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
@@ -96,7 +98,9 @@ def event_row(ev: Event, version: int, partition: int, offset: int) -> Row:
     )
 
 
-def state_row(s: CustomerState) -> Row:
+def state_row(s: CustomerState | Working) -> Row:
+    days = s.purchase_days
+    frequency = len(days) - 1 if days else 0  # the summary properties, inlined
     return (
         s.customer_id,
         s.version,
@@ -106,12 +110,12 @@ def state_row(s: CustomerState) -> Row:
         s.purchase_total,
         s.refunds,
         s.refund_total,
-        s.net_spend,
+        s.purchase_total - s.refund_total,
         None if s.first_purchase_ms is None else ms_to_dt(s.first_purchase_ms),
         None if s.last_purchase_ms is None else ms_to_dt(s.last_purchase_ms),
-        s.frequency,
-        s.recency_span_days,
-        float(s.monetary_value),
+        frequency,
+        days[-1] - days[0] if days else 0,
+        float((s.purchase_total - s.first_day_spend) / frequency) if frequency else 0.0,
         s.stage or "",
         ms_to_dt(s.stage_since_ms),
         s.declined_from or "",

@@ -71,19 +71,23 @@ def _signal_codes() -> tuple[str, ...]:
 _SIGNALS = _signal_codes()
 _STAGE_CODE, _PATTERN_CODE, _DEFECTION_CODE, _SIGNAL_CODE = (
     {v: i for i, v in enumerate(values)} for values in (_STAGES, _PATTERNS, _DEFECTIONS, _SIGNALS))
-_DELTA_TYPES = ((1, "B"), (2, "H"), (3, "I"))  # kind, array typecode of the deltas
-_DELTA_SIZE = {1: 1, 2: 2, 3: 4}
+_WIDER = ((2, "H"), (3, "I"))  # kind, array typecode of the deltas
+_SIZE = {2: 2, 3: 4}
 _U16 = struct.Struct("<H")
+_LATEST_DAYS = b"\x00"  # kind 0: recent_spend's days are the latest purchase days
 
 
 def _ints(xs: Sequence[int], first: struct.Struct) -> bytes:
-    """A list of integers, usually ascending: the first one and the deltas in the
-    narrowest unsigned type that holds them all, else every value as an int64."""
+    """A list of integers, usually ascending: a kind byte, then the first one and the
+    deltas in the narrowest unsigned type that holds them all (kind 1: bytes, 2: 16 bits,
+    3: 32 bits), or else every value as an int64 (kind 4)."""
     head = first.pack(xs[0])
-    if len(xs) == 1:
-        return b"\x01" + head
+    try:
+        return b"\x01" + head + bytes(map(sub, xs[1:], xs[:-1]))
+    except ValueError:  # a delta outside 0..255
+        pass
     deltas = list(map(sub, xs[1:], xs[:-1]))
-    for kind, code in _DELTA_TYPES:
+    for kind, code in _WIDER:
         try:
             return bytes((kind,)) + head + array(code, deltas).tobytes()
         except OverflowError:
@@ -100,10 +104,13 @@ def _read_ints(raw: bytes, pos: int, n: int, first: struct.Struct) -> tuple[list
         return a.tolist(), pos + 8 * n
     (x,) = first.unpack_from(raw, pos)
     pos += first.size
-    size = _DELTA_SIZE[kind]
-    deltas = array(_DELTA_TYPES[kind - 1][1])
-    deltas.frombytes(raw[pos:pos + size * (n - 1)])
-    return list(accumulate(deltas, initial=x)), pos + size * (n - 1)
+    if kind == 1:
+        end = pos + n - 1
+        return list(accumulate(raw[pos:end], initial=x)), end
+    end = pos + _SIZE[kind] * (n - 1)
+    deltas = array(_WIDER[kind - 2][1])
+    deltas.frombytes(raw[pos:end])
+    return list(accumulate(deltas, initial=x)), end
 
 
 def encode(s: CustomerState | Working, partition: int, offset: int) -> bytes:
@@ -133,7 +140,11 @@ def encode(s: CustomerState | Working, partition: int, offset: int) -> bytes:
         parts.append(_ints(days, _I32))
     if spend:
         spend_days, amounts = zip(*spend, strict=True)
-        parts.append(_ints(spend_days, _I32))
+        latest = days[-len(spend_days):]
+        if len(latest) == len(spend_days) and tuple(latest) == spend_days:
+            parts.append(_LATEST_DAYS)  # as usual: nothing more to store
+        else:
+            parts.append(_ints(spend_days, _I32))
         parts.append(array("d", amounts).tobytes())
     if signals:
         times, codes = zip(*signals, strict=True)
@@ -175,7 +186,10 @@ def decode(raw: bytes) -> tuple[Working, int, int]:
     else:
         w.purchase_days = []
     if n_spend:
-        spend_days, pos = _read_ints(raw, pos, n_spend, _I32)
+        if raw[pos] == 0:
+            spend_days, pos = w.purchase_days[-n_spend:], pos + 1
+        else:
+            spend_days, pos = _read_ints(raw, pos, n_spend, _I32)
         amounts = array("d")
         amounts.frombytes(raw[pos:pos + 8 * n_spend])
         pos += 8 * n_spend

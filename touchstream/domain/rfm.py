@@ -42,7 +42,10 @@ def id_hash(event_id: str) -> int:
     """A stable 32-bit fingerprint of an event id (stable across processes, unlike
     hash()). CRC-32: ids that differ only within 4 consecutive bytes (sequence numbers)
     never collide; otherwise a new id matches one of the window's 64 with odds ~1.5e-8."""
-    return zlib.crc32(event_id.encode())
+    return _crc32(event_id.encode())
+
+
+_crc32 = zlib.crc32
 
 
 class _Derived:
@@ -263,25 +266,23 @@ def _add_purchase(w: Working, amount: Decimal, t: int) -> None:
     w.purchases += 1
     w.purchase_total += amount
     fp, lp = w.first_purchase_ms, w.last_purchase_ms
-    w.first_purchase_ms = t if fp is None else min(fp, t)
-    w.last_purchase_ms = t if lp is None else max(lp, t)
+    w.first_purchase_ms = t if fp is None or t < fp else fp
+    w.last_purchase_ms = t if lp is None or t > lp else lp
+    # The spend of the latest RECENT_SPEND_DAYS days, sorted by day: a purchase on the
+    # latest day or a later one (the usual case) adds or appends at the end.
+    recent, spend = w.recent_spend, float(amount)
+    if not recent or day > recent[-1][0]:
+        recent = (*recent, (day, 0.0 + spend))
+    elif day == recent[-1][0]:
+        recent = (*recent[:-1], (day, recent[-1][1] + spend))
+    else:
+        by_day = dict(recent)
+        by_day[day] = by_day.get(day, 0.0) + spend
+        recent = tuple(sorted(by_day.items()))
+    w.recent_spend = recent[-RECENT_SPEND_DAYS:] if len(recent) > RECENT_SPEND_DAYS else recent
 
 
 RECENT_SPEND_DAYS = 6
-
-
-def _add_day_spend(
-    recent: tuple[tuple[int, float], ...], day: int, amount: float
-) -> tuple[tuple[int, float], ...]:
-    # recent is sorted by day: a purchase on the latest day or a later one (the usual
-    # case) appends or adds at the end.
-    if not recent or day > recent[-1][0]:
-        return (*recent, (day, 0.0 + amount))[-RECENT_SPEND_DAYS:]
-    if day == recent[-1][0]:
-        return (*recent[:-1], (day, recent[-1][1] + amount))[-RECENT_SPEND_DAYS:]
-    spend = dict(recent)
-    spend[day] = spend.get(day, 0.0) + amount
-    return tuple(sorted(spend.items())[-RECENT_SPEND_DAYS:])
 
 
 def _move(w: Working, at_ms: int, to: str, reason: str, pattern: str | None = None
@@ -395,9 +396,11 @@ def advance_working(w: Working, now_ms: int, rules: Rules = DEFAULT_RULES) -> li
 def _on_purchase(
     w: Working, t: int, rules: Rules, previous_purchase_ms: int | None
 ) -> list[Output]:
+    stage = w.stage
+    if stage == lc.STABILITY and w.alert_level != 1:
+        return []  # the usual case: nothing below applies
     outs: list[Output] = []
     silent = None if previous_purchase_ms is None else (t - previous_purchase_ms) // DAY_MS
-    stage = w.stage
     if stage is not None and w.last_purchase_ms is not None and t < w.last_purchase_ms:
         return outs  # a late purchase: rhythm and stage already account for later ones
     if stage is None or stage == lc.CHURNED:
@@ -457,14 +460,21 @@ def apply(
     """``step`` on a working copy, in place: None for a duplicate (``w`` unchanged),
     else ``(n, outputs)``: the transitions and alerts, the first ``n`` of them fired by
     deadlines before the event counted. ``t`` is ``epoch_ms(event.occurred_at)``."""
-    h = id_hash(event.event_id)
+    h = _crc32(event.event_id.encode())  # id_hash
     ids = w.recent_ids
     if h in ids:
         return None
-    fired = _fire_due(w, t - rules.allowed_lateness_ms, rules)
-    w.first_event_ms = t if w.version == 0 else min(w.first_event_ms, t)
+    due = t - rules.allowed_lateness_ms
+    if w._deadline_rules is None:
+        d = w._deadline
+        fired = _advance(w, due, rules) if d is not None and d <= due else None
+    else:
+        fired = _fire_due(w, due, rules)
+    if w.version == 0 or t < w.first_event_ms:
+        w.first_event_ms = t
     w.version += 1
-    w.last_event_ms = max(w.last_event_ms, t)
+    if t > w.last_event_ms:
+        w.last_event_ms = t
     while len(ids) >= DEDUP_WINDOW:
         del ids[next(iter(ids))]  # the oldest
     ids[h] = None
@@ -475,14 +485,13 @@ def apply(
     if kind == "purchase":
         previous_purchase_ms = w.last_purchase_ms
         _add_purchase(w, event.amount, t)
-        w.recent_spend = _add_day_spend(w.recent_spend, t // DAY_MS, float(event.amount))
         more = _on_purchase(w, t, rules, previous_purchase_ms)
     else:
         if kind == "refund":
             w.refunds += 1
             w.refund_total += event.amount
         more = _on_signal(w, event, t, rules)
-    _set_deadline(w, rules)
+    w._deadline_rules = rules  # the deadline is computed when next read
     if fired:
         return len(fired), fired + more
     return 0, more
