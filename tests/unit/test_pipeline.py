@@ -300,3 +300,28 @@ def test_an_event_the_domain_cannot_process_is_dead_lettered_not_raised(monkeypa
     assert result.rejected == 1 and result.accepted == 0
     assert "could not be processed: ZeroDivisionError" in orjson.loads(
         result.dead_letters[0][1])["reason"]
+
+
+def test_an_event_that_fails_half_applied_leaves_its_customer_as_the_earlier_events_made_it(
+        monkeypatch):
+    import agents.pipeline as pipeline
+
+    real = pipeline.apply
+
+    def half_then_boom(work, ev, t, rules):
+        if ev.event_id == "e2":
+            work.purchases += 100  # a bug that changed the working copy, then raised
+            raise ZeroDivisionError("boom")
+        return real(work, ev, t, rules)
+
+    table, proc = Table(), Processor()
+    table.run(proc, [msg(event("a", "e0", 0), 0)])
+    monkeypatch.setattr(pipeline, "apply", half_then_boom)
+    result = table.run(proc, [msg(event("a", f"e{i}", i), i) for i in (1, 2, 3)])
+    assert (result.accepted, result.rejected) == (2, 1)
+
+    expected, proc = Table(), Processor()
+    expected.run(proc, [msg(event("a", "e0", 0), 0)])
+    expected.run(proc, [msg(event("a", f"e{i}", i), i) for i in (1, 3)])
+    assert table.state("a") == expected.state("a")
+    assert table.state("a").purchases == 3

@@ -21,6 +21,7 @@ from touchstream.domain.rfm import (
     Duplicate,
     step,
     step_batch,
+    step_many,
 )
 
 BASE = datetime(2023, 1, 1, tzinfo=UTC)  # "day 0" of the examples
@@ -381,3 +382,15 @@ def test_the_reference_reimplementation_agrees_with_lifetimes_itself():
         assert domain_summary(fold(events), ms(as_of_day, 0)) == LifetimesSummary(
             mine.frequency, mine.recency, mine.T, mine.monetary_value
         )
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=mixed_events(), split=st.integers(0, 25))
+def test_step_many_equals_stepping_each_event(events, split):
+    earlier = fold(events[:split])
+    outputs = []
+    s = earlier
+    for ev in events[split:]:
+        s, outs = step(s, ev)
+        outputs.extend(outs)
+    assert step_many(earlier, events[split:]) == (s, outputs)
