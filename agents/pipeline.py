@@ -33,17 +33,10 @@ from sinks.rows import (
     transition_json,
     transition_row,
 )
+from touchstream.domain import codec
 from touchstream.domain.alerts import Alert
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules, Transition
-from touchstream.domain.rfm import (
-    Accepted,
-    CustomerState,
-    Duplicate,
-    advance,
-    from_record,
-    step,
-    to_record,
-)
+from touchstream.domain.rfm import CustomerState, Working, advance_working, apply
 from touchstream.domain.scoring import (
     Cutoffs,
     RfmPoint,
@@ -77,23 +70,23 @@ class RawMessage:
 class Stored:
     """What the table holds per customer: the domain state and the transport position
     (partition, offset) of the last message applied, so a redelivered message is skipped
-    exactly, whatever its event id."""
+    exactly, whatever its event id. The bytes are touchstream.domain.codec's."""
 
     state: CustomerState
     partition: int
     offset: int
 
     def encode(self) -> bytes:
-        return orjson.dumps([self.partition, self.offset, to_record(self.state)])
+        return codec.encode(self.state, self.partition, self.offset)
 
     @staticmethod
     def partition_of(raw: bytes) -> int:
-        return int(raw[1 : raw.index(b",")])
+        return codec.partition_of(raw)
 
     @staticmethod
     def decode(raw: bytes) -> Stored:
-        partition, offset, rec = orjson.loads(raw)
-        return Stored(from_record(rec), partition, offset)
+        work, partition, offset = codec.decode(raw)
+        return Stored(work.freeze(), partition, offset)
 
 
 @dataclass
@@ -154,7 +147,7 @@ class Processor:
         if heap is None:
             heap, points = [], []
             for cid, raw in scan(partition):
-                state = Stored.decode(raw).state
+                state = codec.decode(raw)[0]
                 if state.next_deadline_ms is not None:
                     heap.append((state.next_deadline_ms, cid))
                 points.append((None, point_of(state)))
@@ -198,28 +191,49 @@ class Processor:
         return batch.finish()
 
 
+class _Customer:
+    """A customer's state during one batch: a working copy, updated in place by every
+    event and deadline of the batch and encoded once at its end."""
+
+    __slots__ = ("work", "partition", "offset", "raw", "before", "applied", "changed",
+                 "touched")
+
+    def __init__(self, work: Working, partition: int, offset: int, raw: bytes | None) -> None:
+        self.work, self.partition, self.offset, self.raw = work, partition, offset, raw
+        self.before = point_of(work) if raw else None  # as loaded: for the sketch deltas
+        self.applied: list[bytes] = []  # the values of the events this batch applied
+        self.changed = False  # the state moved: a new state row
+        self.touched = False  # ... or only its stored offset: a table write
+
+
+_UNSEEN: Any = object()
+
+
 class _Batch:
     """The bookkeeping of one Processor.process call."""
 
     def __init__(self, proc: Processor, load: Load, received_at: datetime) -> None:
         self.proc, self.load, self.received_at = proc, load, received_at
+        self.rules, self.stream_time = proc.rules, proc.stream_time
         self.out = BatchResult()
         self.events_rows: list[Row] = []
         self.dead_rows: list[Row] = []
         self.transition_rows: list[Row] = []
         self.alert_rows: list[Row] = []
-        self.current: dict[str, Stored | None] = {}
-        self.original: dict[str, Stored | None] = {}  # as loaded: for the sketch deltas
-        self.changed: set[str] = set()  # customers whose state moved: a new state row
-        self.touched: set[str] = set()  # ... or only their stored offset: a table write
+        self.customers: dict[str, _Customer | None] = {}  # as loaded, in load order
         self.clocks: dict[int, int] = {}
         self._updated_by_partition: dict[int, list[tuple[int, str]]] | None = None
 
-    def stored(self, cid: str) -> Stored | None:
-        if cid not in self.current:
+    def stored(self, cid: str) -> _Customer | None:
+        c = self.customers.get(cid, _UNSEEN)
+        if c is _UNSEEN:
             raw = self.load(cid)
-            self.current[cid] = self.original[cid] = Stored.decode(raw) if raw else None
-        return self.current[cid]
+            c = None
+            if raw:
+                work, partition, offset = codec.decode(raw)
+                c = _Customer(work, partition, offset, raw)
+            self.customers[cid] = c
+        return c  # type: ignore[return-value]
 
     def reject(self, m: RawMessage, reason: str) -> None:
         self.out.rejected += 1
@@ -231,48 +245,60 @@ class _Batch:
 
     def message(self, m: RawMessage) -> None:
         ev = decode(m.value)
-        if isinstance(ev, Rejected):
-            return self.reject(m, ev.reason)
+        if ev.__class__ is Rejected:
+            return self.reject(m, ev.reason)  # type: ignore[union-attr]
         key = m.key.decode("utf-8", "replace") if m.key is not None else None
-        if key != ev.customer_id:
+        cid = ev.customer_id  # type: ignore[union-attr]
+        if key != cid:
             return self.reject(m, f"message key {key!r} is not the customer_id "
-                                  f"{ev.customer_id!r}: key each message by its customer_id")
+                                  f"{cid!r}: key each message by its customer_id")
+        p, offset = m.partition, m.offset
         n = self.proc.partitions
-        if n and m.key is not None and key_partition(m.key, n) != m.partition:
-            return self.reject(m, f"message on partition {m.partition}, but its key hashes to "
+        if n and m.key is not None and key_partition(m.key, n) != p:
+            return self.reject(m, f"message on partition {p}, but its key hashes to "
                                   f"{key_partition(m.key, n)} of {n}: produce with "
                                   "Kafka's default (murmur2) partitioner")
-        cid = ev.customer_id
-        stored = self.stored(cid)
-        if stored is not None and stored.partition == m.partition and m.offset <= stored.offset:
+        c = self.customers.get(cid, _UNSEEN)
+        if c is _UNSEEN:
+            c = self.stored(cid)
+        if c is not None and c.partition == p and offset <= c.offset:
             self.out.redelivered += 1
             return None
-        t = epoch_ms(ev.occurred_at)
-        p = m.partition
-        if t > self.clocks.get(p, self.proc.stream_time.get(p, 0)):
-            self.clocks[p] = t
+        t = epoch_ms(ev.occurred_at)  # type: ignore[union-attr]
+        clocks = self.clocks
+        if t > clocks.get(p, self.stream_time.get(p, 0)):
+            clocks[p] = t
+        fresh = c is None
+        if c is None:
+            c = _Customer(Working(cid), p, offset, None)
         try:
-            new_state, outputs = step(stored.state if stored else None, ev, self.proc.rules)
+            r = apply(c.work, ev, t, self.rules)  # type: ignore[arg-type]
         except Exception as e:  # a bug must not stop the stream: park the message, say why
-            log.exception("event %s of %s could not be processed", ev.event_id, cid)
+            log.exception("event %s of %s could not be processed", ev.event_id, cid)  # type: ignore[union-attr]
+            if not fresh:
+                self.restore(c)
             return self.reject(m, f"could not be processed: {e!r}")
-        self.update(cid, stored, new_state, p, m.offset)
-        for o in outputs:
-            if isinstance(o, Accepted):
-                self.out.accepted += 1
-                self.events_rows.append(event_row(o.event, o.version, p, m.offset))
-            elif isinstance(o, Duplicate):
-                self.out.duplicates += 1
-            else:
-                self.emit(o)
+        if fresh:
+            self.customers[cid] = c
+        c.partition, c.offset, c.touched = p, offset, True
+        if r is None:
+            self.out.duplicates += 1
+            return None
+        c.applied.append(m.value)  # type: ignore[arg-type]
+        c.changed = True
+        self.events_rows.append(event_row(ev, c.work.version, p, offset))  # type: ignore[arg-type]
+        if r[1]:
+            for o in r[1]:
+                self.emit(o)  # type: ignore[arg-type]
         return None
 
-    def update(self, cid: str, before: Stored | None, state: CustomerState, partition: int,
-               offset: int) -> None:
-        if before is None or state is not before.state:
-            self.changed.add(cid)
-        self.touched.add(cid)
-        self.current[cid] = Stored(state, partition, offset)
+    def restore(self, c: _Customer) -> None:
+        """Undo a failed event: the state as loaded, with this batch's earlier events
+        (decoded again: keeping the events alive for this rare case costs GC time)."""
+        c.work = codec.decode(c.raw)[0] if c.raw else Working(c.work.customer_id)
+        for value in c.applied:
+            ev = decode(value)
+            apply(c.work, ev, epoch_ms(ev.occurred_at), self.rules)  # type: ignore[union-attr]
 
     def emit(self, o: Transition | Alert) -> None:
         key = o.customer_id.encode()
@@ -289,49 +315,44 @@ class _Batch:
         # grouped by partition once, not scanned again for every partition.
         if self._updated_by_partition is None:
             self._updated_by_partition = {}
-            for cid in self.changed:
-                s = self.current[cid]
-                if s is not None and s.state.next_deadline_ms:
-                    self._updated_by_partition.setdefault(s.partition, []).append(
-                        (s.state.next_deadline_ms, cid))
+            for cid, c in self.customers.items():
+                if c is not None and c.changed and c.work.next_deadline_ms:
+                    self._updated_by_partition.setdefault(c.partition, []).append(
+                        (c.work.next_deadline_ms, cid))
         for entry in self._updated_by_partition.get(partition, ()):
             heapq.heappush(heap, entry)
         fired: set[str] = set()
         while heap and heap[0][0] <= due_by:
             deadline, cid = heapq.heappop(heap)
-            stored = self.stored(cid)
-            if stored is None or stored.state.next_deadline_ms != deadline or cid in fired:
+            c = self.stored(cid)
+            if c is None or c.work.next_deadline_ms != deadline or cid in fired:
                 continue  # stale: the customer moved on since this entry was indexed
-            state, outputs = advance(stored.state, due_by, self.proc.rules)
+            outputs = advance_working(c.work, due_by, self.rules)
             fired.add(cid)
             self.out.deadlines_fired += 1
-            self.update(cid, stored, state, stored.partition, stored.offset)
+            c.changed = c.touched = True
             for o in outputs:
                 self.emit(o)  # type: ignore[arg-type]
-            if state.next_deadline_ms is not None:
-                heapq.heappush(heap, (state.next_deadline_ms, cid))
+            if c.work.next_deadline_ms is not None:
+                heapq.heappush(heap, (c.work.next_deadline_ms, cid))
 
     def finish(self) -> BatchResult:
         out = self.out
+        out.accepted = len(self.events_rows)  # one row per accepted event
+        changed = [(cid, c) for cid, c in self.customers.items() if c is not None and c.changed]
         # Offset-only moves (duplicates) are stored too: the offset skips redeliveries.
-        for cid in self.touched:
-            s = self.current[cid]
-            if s is not None:
-                out.states[cid] = s.encode()
+        for cid, c in self.customers.items():
+            if c is not None and c.touched:
+                out.states[cid] = codec.encode(c.work, c.partition, c.offset)
         self.proc.stream_time.update(self.clocks)
         deltas: dict[int, list[tuple[RfmPoint | None, RfmPoint | None]]] = {}
-        for cid in self.changed:
-            before, after = self.original[cid], self.current[cid]
-            if after is not None:
-                deltas.setdefault(after.partition, []).append(
-                    (before and point_of(before.state), point_of(after.state)))
+        for _, c in changed:
+            deltas.setdefault(c.partition, []).append((c.before, point_of(c.work)))
         for p, ds in deltas.items():
             self.proc.sketches[p] = self.proc.sketches.get(p, RfmSketches()).apply(ds)
         out.rows = {
             "events": self.events_rows,
-            "customer_state": [
-                state_row(s.state) for c, s in self.current.items() if c in self.changed and s
-            ],
+            "customer_state": [state_row(c.work) for _, c in changed],
             "transitions": self.transition_rows,
             "alerts": self.alert_rows,
             "dead_letters": self.dead_rows,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,15 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Account, Call, Complaint, Purchase, Refund, Survey, epoch_ms
+from touchstream.domain import codec
 from touchstream.domain.rfm import (
     DAY_MS,
     Accepted,
     CustomerState,
     Duplicate,
-    from_record,
     step,
     step_batch,
-    to_record,
+    step_many,
 )
 
 BASE = datetime(2023, 1, 1, tzinfo=UTC)  # "day 0" of the examples
@@ -212,12 +211,10 @@ def test_a_late_event_does_not_move_the_last_event_time_back():
     assert s.last_event_ms == ms(5)
 
 
-def test_to_record_and_from_record_round_trip_a_state():
+def test_a_state_round_trips_through_its_stored_bytes():
     s = fold([purchase(1, "10.25"), purchase(3, "7.10"), refund(4, "1.05"), *other_events(6)])
-    rec = to_record(s)
-    assert isinstance(rec, list)
-    assert from_record(rec) == s
-    assert from_record(to_record(CustomerState(customer_id="x"))) == CustomerState("x")
+    assert codec.decode(codec.encode(s, 2, 41))[0].freeze() == s
+    assert codec.decode(codec.encode(CustomerState("x"), 0, 0))[0].freeze() == CustomerState("x")
 
 
 # -- properties ----------------------------------------------------------------------
@@ -305,10 +302,12 @@ def test_step_batch_over_interleaved_customers_equals_folding_each_customer(data
 
 
 @settings(max_examples=100, deadline=None)
-@given(events=mixed_events())
-def test_to_record_and_from_record_round_trip_any_state_through_json(events):
+@given(events=mixed_events(), partition=st.integers(0, 2**31 - 1), offset=st.integers(0, 2**63 - 1))
+def test_any_state_round_trips_through_its_stored_bytes(events, partition, offset):
     s = fold(events) or CustomerState(customer_id=CID)
-    assert from_record(json.loads(json.dumps(to_record(s)))) == s
+    work, p, o = codec.decode(codec.encode(s, partition, offset))
+    assert (work.freeze(), p, o) == (s, partition, offset)
+    assert codec.partition_of(codec.encode(s, partition, offset)) == partition
 
 
 # -- against lifetimes ---------------------------------------------------------------
@@ -383,3 +382,15 @@ def test_the_reference_reimplementation_agrees_with_lifetimes_itself():
         assert domain_summary(fold(events), ms(as_of_day, 0)) == LifetimesSummary(
             mine.frequency, mine.recency, mine.T, mine.monetary_value
         )
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=mixed_events(), split=st.integers(0, 25))
+def test_step_many_equals_stepping_each_event(events, split):
+    earlier = fold(events[:split])
+    outputs = []
+    s = earlier
+    for ev in events[split:]:
+        s, outs = step(s, ev)
+        outputs.extend(outs)
+    assert step_many(earlier, events[split:]) == (s, outputs)

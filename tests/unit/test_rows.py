@@ -7,8 +7,12 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from schemas.decode import Rejected, decode
 from schemas.events import Call, Purchase, Refund, Survey
 from sinks.rows import clock_row, dead_letter_row, event_row, state_row
 from sinks.tables import (
@@ -148,3 +152,51 @@ def test_a_configured_segment_map_goes_into_the_scores_view():
     assert "'vip'" in scores_view("db", everyone_vip)
     assert "'champions'" not in scores_view("db", everyone_vip)
     assert "'champions'" in scores_view("db")
+
+
+def _attributes_by_pydantic(ev) -> dict:
+    common = {"event_id", "customer_id", "type", "occurred_at", "source", "amount", "currency"}
+    return {k: v for k, v in ev.model_dump(mode="json", exclude_none=True).items()
+            if k not in common}
+
+
+texts = st.text(min_size=1, max_size=8).filter(lambda s: s.strip())
+numbers = st.integers(0, 10**6) | st.floats(0, 10**6) | st.sampled_from(["7", "1e2", "inf"])
+
+
+@st.composite
+def raw_events(draw) -> dict:
+    """JSON objects of every event type, optional fields sent, null or left out."""
+    kind = draw(st.sampled_from(["purchase", "call", "complaint", "refund", "survey", "account"]))
+    e = {"event_id": "e1", "customer_id": "c1", "type": kind,
+         "occurred_at": "2024-03-01T12:00:00+02:00"}
+    fields = {
+        "purchase": {"amount": st.just("1.50"), "currency": st.just("EUR"),
+                     "order_id": st.none() | texts, "discount": st.none() | st.floats(0, 1),
+                     "category": st.none() | texts, "channel": st.none() | texts},
+        "call": {"direction": st.sampled_from(["inbound", "outbound"]),
+                 "reason": st.sampled_from(["price", "billing"]), "duration_s": numbers,
+                 "wait_s": numbers, "resolved": st.booleans() | st.just("yes")},
+        "complaint": {"complaint_id": texts, "category": st.just("service"),
+                      "severity": st.integers(1, 5) | st.just(2.0), "status": st.just("open")},
+        "refund": {"amount": st.just(3), "order_id": st.none() | texts, "reason": st.just("price")},
+        "survey": {"satisfaction": st.just("neutral")},
+        "account": {"change": st.just("moved")},
+    }[kind]
+    for name, values in fields.items():
+        if draw(st.booleans()) or name in ("amount", "currency", "direction", "reason",
+                                           "duration_s", "resolved", "complaint_id",
+                                           "category", "severity", "status",
+                                           "satisfaction", "change"):
+            e[name] = draw(values)
+    return e
+
+
+@settings(max_examples=300, deadline=None)
+@given(obj=raw_events())
+def test_event_row_attributes_are_what_pydantic_json_mode_gives(obj):
+    ev = decode(orjson.dumps(obj))
+    if isinstance(ev, Rejected):
+        return
+    attributes = column(EVENTS, event_row(ev, 1, 0, 0), "attributes")
+    assert attributes == orjson.dumps(_attributes_by_pydantic(ev)).decode()

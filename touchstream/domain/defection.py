@@ -9,18 +9,10 @@ and weight.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from schemas.events import (
-    SATISFACTION_LEVELS,
-    Account,
-    Call,
-    Complaint,
-    Event,
-    Purchase,
-    Refund,
-    Survey,
-)
+from schemas.events import SATISFACTION_LEVELS, Event
 
 DAY_MS = 86_400_000
 TYPES = ("price", "product", "service", "self_change")
@@ -36,26 +28,27 @@ MIN_MARGIN = 1.5  # the top type must outweigh the second by this factor
 
 def signals_of(event: Event) -> tuple[str, ...]:
     """The signal codes an event leaves (most leave none)."""
-    if isinstance(event, Complaint):
+    kind = event.type  # the union's tag: cheaper than isinstance on every event
+    if kind == "purchase":
+        return ("purchase:discount",) if (event.discount or 0) >= DISCOUNT_MIN else ()
+    if kind == "complaint":
         codes = [f"complaint:{event.category}:{event.severity}"]
         if event.status != "resolved":
             codes.append(f"complaint_{event.status}")
         return tuple(codes)
-    if isinstance(event, Call):
+    if kind == "call":
         codes = [f"call:{event.reason}"] if event.direction == "inbound" else []
         if event.wait_s >= LONG_WAIT_S:
             codes.append("call_long_wait")
         if not event.resolved:
             codes.append("call_unresolved")
         return tuple(codes)
-    if isinstance(event, Refund):
+    if kind == "refund":
         return (f"refund:{event.reason}",)
-    if isinstance(event, Account):
+    if kind == "account":
         return (f"account:{event.change}",)
-    if isinstance(event, Survey) and SATISFACTION_LEVELS[event.satisfaction] < 0:
+    if kind == "survey" and SATISFACTION_LEVELS[event.satisfaction] < 0:
         return (f"survey:{event.satisfaction}",)
-    if isinstance(event, Purchase):
-        return ("purchase:discount",) if (event.discount or 0) >= DISCOUNT_MIN else ()
     return ()
 
 
@@ -116,7 +109,7 @@ def _day(ms: int) -> str:
 
 
 def classify(
-    signals: tuple[tuple[int, str], ...], now_ms: int, purchase_days: tuple[int, ...] = (),
+    signals: tuple[tuple[int, str], ...], now_ms: int, purchase_days: Sequence[int] = (),
     last_purchase_ms: int | None = None,
 ) -> Defection:
     """Weigh the signals from EVIDENCE_WINDOW_DAYS before the last purchase (or before

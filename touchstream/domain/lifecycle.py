@@ -13,8 +13,9 @@ replay decides exactly as live traffic did.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from statistics import median
+from operator import sub
 
 DAY_MS = 86_400_000
 
@@ -77,43 +78,53 @@ class Transition:
     pattern: str | None = None  # set when the relationship ends (to churned)
 
 
-def typical_gap_days(purchase_days: tuple[int, ...], rules: Rules = DEFAULT_RULES) -> float:
+def typical_gap_days(purchase_days: Sequence[int], rules: Rules = DEFAULT_RULES) -> float:
     days = purchase_days[-(rules.rhythm_window + 1) :]
-    if len(days) < 2:
+    n = len(days) - 1
+    if n < 1:
         return rules.default_gap_days
-    return float(median(b - a for a, b in zip(days, days[1:], strict=False)))
+    gaps = sorted(map(sub, days[1:], days[:-1]))
+    # statistics.median, without its overhead: the middle gap, or the mean of the two
+    return float(gaps[n // 2] if n % 2 else (gaps[n // 2 - 1] + gaps[n // 2]) / 2)
 
 
 def _clamp(v: float, lo: float, hi: float) -> float:
     return max(lo, min(hi, v))
 
 
-def decline_after_days(purchase_days: tuple[int, ...], rules: Rules = DEFAULT_RULES) -> float:
+def decline_after_days(purchase_days: Sequence[int], rules: Rules = DEFAULT_RULES) -> float:
     g = typical_gap_days(purchase_days, rules)
     return _clamp(rules.decline_factor * g, rules.decline_min_days, rules.decline_max_days)
 
 
-def churn_after_days(purchase_days: tuple[int, ...], rules: Rules = DEFAULT_RULES) -> float:
+def churn_after_days(purchase_days: Sequence[int], rules: Rules = DEFAULT_RULES) -> float:
     g = typical_gap_days(purchase_days, rules)
     return _clamp(rules.churn_factor * g, rules.churn_min_days, rules.churn_max_days)
 
 
+def silence_days(stage: str, typical_gap: float, rules: Rules = DEFAULT_RULES) -> float:
+    """How many days without a purchase move an active (or declining) customer on, for
+    a customer with this typical gap (``typical_gap_days``)."""
+    if stage == DECLINE:
+        return _clamp(rules.churn_factor * typical_gap, rules.churn_min_days,
+                      rules.churn_max_days)
+    return _clamp(rules.decline_factor * typical_gap, rules.decline_min_days,
+                  rules.decline_max_days)
+
+
 def deadline_ms(
-    stage: str | None, last_purchase_ms: int | None, purchase_days: tuple[int, ...],
+    stage: str | None, last_purchase_ms: int | None, purchase_days: Sequence[int],
     rules: Rules = DEFAULT_RULES,
 ) -> int | None:
     """When silence next changes this customer's stage (None: nothing pending)."""
     if last_purchase_ms is None or stage is None or stage == CHURNED:
         return None
-    after = (
-        churn_after_days(purchase_days, rules) if stage == DECLINE
-        else decline_after_days(purchase_days, rules)
-    )
-    return last_purchase_ms + int(after * DAY_MS)
+    gap = typical_gap_days(purchase_days, rules)
+    return last_purchase_ms + int(silence_days(stage, gap, rules) * DAY_MS)
 
 
 def promotion(
-    stage: str, purchase_days: tuple[int, ...], first_purchase_ms: int, now_ms: int,
+    stage: str, purchase_days: Sequence[int], first_purchase_ms: int, now_ms: int,
     recent_spend: tuple[tuple[int, float], ...], rules: Rules = DEFAULT_RULES,
 ) -> tuple[str, str] | None:
     """The next stage up and why, or None. One stage at a time: never skipped."""

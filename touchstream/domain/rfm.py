@@ -8,17 +8,22 @@ Purchase days are UTC calendar days. The summary follows
 frequency = repeat purchase days, recency = days from the first to the last purchase
 day, T = days from the first purchase day to the as-of day, monetary_value = mean spend
 of the repeat purchase days (0 when there are none).
+
+``CustomerState`` is immutable. Internally every update runs on a ``Working`` copy (the
+same fields, lists where they grow), so a batch of one customer's events copies the
+state once and freezes it once (``step_many``); the shell may keep a ``Working`` for
+the length of a batch (agents.pipeline) as long as nobody else sees it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import zlib
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
-from schemas.events import Account, Event, Purchase, Refund, epoch_ms
+from schemas.events import Event, epoch_ms
 from touchstream.domain import alerts as al
 from touchstream.domain import defection as dfx
 from touchstream.domain import lifecycle as lc
@@ -34,42 +39,24 @@ ZERO = Decimal(0)
 
 
 def id_hash(event_id: str) -> int:
-    """A stable 64-bit fingerprint of an event id (stable across processes, unlike hash())."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+    """A stable 32-bit fingerprint of an event id (stable across processes, unlike
+    hash()). CRC-32: ids that differ only within 4 consecutive bytes (sequence numbers)
+    never collide; otherwise a new id matches one of the window's 64 with odds ~1.5e-8."""
+    return _crc32(event_id.encode())
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerState:
-    customer_id: str
-    version: int = 0  # distinct events applied: the row version in ClickHouse
-    first_event_ms: int = 0
-    last_event_ms: int = 0
-    purchases: int = 0
-    purchase_total: Decimal = ZERO
-    refunds: int = 0
-    refund_total: Decimal = ZERO
-    first_purchase_ms: int | None = None
-    last_purchase_ms: int | None = None
-    purchase_days: tuple[int, ...] = ()  # distinct UTC day numbers, ascending
-    first_day_spend: Decimal = ZERO  # purchases on purchase_days[0]
-    recent_ids: tuple[int, ...] = ()
-    # lifecycle (touchstream.domain.lifecycle)
-    stage: str | None = None
-    stage_since_ms: int = 0
-    declined_from: str | None = None
-    relationships: int = 0  # relationships started: 1 + reactivations
-    relationship_start_day: int = 0
-    transitions: int = 0  # transitions so far: the sequence number of the next one
-    exit_pattern: str | None = None  # pattern of the last relationship that ended
-    next_deadline_ms: int | None = None  # when silence next changes the stage
-    recent_spend: tuple[tuple[int, float], ...] = ()  # (day, spend) of the latest days
-    # defection evidence and the alert episode (defection, alerts)
-    signals: tuple[tuple[int, str], ...] = ()
-    defection_type: str | None = None
-    defection_confidence: float = 0.0
-    alert_level: int = 0  # highest alert of the open episode (0: no episode open)
-    episode: int = 0
-    risk_at_ms: int = 0
+_crc32 = zlib.crc32
+
+
+class _Derived:
+    """The summary values derived from the stored fields (of either form of the state)."""
+
+    __slots__ = ()
+    purchase_days: Sequence[int]
+    purchase_total: Decimal
+    refund_total: Decimal
+    first_day_spend: Decimal
+    last_purchase_ms: int | None
 
     @property
     def net_spend(self) -> Decimal:
@@ -101,20 +88,148 @@ class CustomerState:
         return as_of_ms // DAY_MS - self.last_purchase_ms // DAY_MS
 
 
-_SLOTS: tuple[str, ...] = CustomerState.__slots__  # type: ignore[attr-defined]
+@dataclass(frozen=True, slots=True)
+class CustomerState(_Derived):
+    customer_id: str
+    version: int = 0  # distinct events applied: the row version in ClickHouse
+    first_event_ms: int = 0
+    last_event_ms: int = 0
+    purchases: int = 0
+    purchase_total: Decimal = ZERO
+    refunds: int = 0
+    refund_total: Decimal = ZERO
+    first_purchase_ms: int | None = None
+    last_purchase_ms: int | None = None
+    purchase_days: tuple[int, ...] = ()  # distinct UTC day numbers, ascending
+    first_day_spend: Decimal = ZERO  # purchases on purchase_days[0]
+    recent_ids: tuple[int, ...] = ()  # id_hash of the latest DEDUP_WINDOW events
+    # lifecycle (touchstream.domain.lifecycle)
+    stage: str | None = None
+    stage_since_ms: int = 0
+    declined_from: str | None = None
+    relationships: int = 0  # relationships started: 1 + reactivations
+    relationship_start_day: int = 0
+    transitions: int = 0  # transitions so far: the sequence number of the next one
+    exit_pattern: str | None = None  # pattern of the last relationship that ended
+    next_deadline_ms: int | None = None  # when silence next changes the stage
+    recent_spend: tuple[tuple[int, float], ...] = ()  # (day, spend) of the latest days
+    # defection evidence and the alert episode (defection, alerts)
+    signals: tuple[tuple[int, str], ...] = ()
+    defection_type: str | None = None
+    defection_confidence: float = 0.0
+    alert_level: int = 0  # highest alert of the open episode (0: no episode open)
+    episode: int = 0
+    risk_at_ms: int = 0
+
+
+FIELDS: tuple[str, ...] = CustomerState.__slots__  # type: ignore[attr-defined]
+_DEFAULTS = CustomerState("")
 _new = object.__new__
 _set = object.__setattr__
 
 
-def evolve(s: CustomerState, **changes: Any) -> CustomerState:
-    """``dataclasses.replace`` for the hot path: a copy with some fields changed, without
-    re-running __init__ (replace was a third of the per-event time)."""
-    new = _new(CustomerState)
-    for f in _SLOTS:
-        _set(new, f, changes.pop(f) if f in changes else getattr(s, f))
-    if changes:
-        raise TypeError(f"CustomerState has no field(s) {sorted(changes)}")
-    return new
+class Working(_Derived):
+    """A customer's state while events apply: CustomerState's fields, mutable, with
+    ``purchase_days`` a list, ``recent_ids`` an insertion-ordered dict (a set that
+    remembers which id is oldest), the typical purchase gap cached (it changes only
+    with the relationship's purchase days), and ``next_deadline_ms`` computed when it is
+    read after a change (a batch's events seldom need it: see ``_fire_due``)."""
+
+    __slots__ = (*(f for f in FIELDS if f != "next_deadline_ms"), "_deadline",
+                 "_deadline_rules", "_gap", "_gap_rules")
+    customer_id: str
+    version: int
+    first_event_ms: int
+    last_event_ms: int
+    purchases: int
+    refunds: int
+    first_purchase_ms: int | None
+    purchase_days: list[int]
+    recent_ids: dict[int, None]
+    stage: str | None
+    stage_since_ms: int
+    declined_from: str | None
+    relationships: int
+    relationship_start_day: int
+    transitions: int
+    exit_pattern: str | None
+    recent_spend: tuple[tuple[int, float], ...]
+    signals: tuple[tuple[int, str], ...]
+    defection_type: str | None
+    defection_confidence: float
+    alert_level: int
+    episode: int
+    risk_at_ms: int
+    _deadline: int | None
+    _deadline_rules: Rules | None  # set: _deadline is stale, compute it with these rules
+    _gap: float
+    _gap_rules: Rules | None  # the rules _gap was computed with (None: stale)
+
+    def __init__(self, customer_id: str) -> None:
+        """A customer without events."""
+        for f in FIELDS:
+            setattr(self, f, getattr(_DEFAULTS, f))
+        self.customer_id = customer_id
+        self.purchase_days = []
+        self.recent_ids = {}
+        self._gap_rules = None
+
+    @property
+    def next_deadline_ms(self) -> int | None:
+        """When silence next changes the stage (``lc.deadline_ms``, never before
+        ``stage_since_ms``)."""
+        rules = self._deadline_rules
+        if rules is not None:
+            self._deadline_rules = None
+            stage, last = self.stage, self.last_purchase_ms
+            if last is None or stage is None or stage == lc.CHURNED:
+                self._deadline = None
+            else:
+                d = last + int(lc.silence_days(stage, self.typical_gap(rules), rules) * DAY_MS)
+                self._deadline = max(d, self.stage_since_ms)  # never back in time
+        return self._deadline
+
+    @next_deadline_ms.setter
+    def next_deadline_ms(self, value: int | None) -> None:
+        self._deadline, self._deadline_rules = value, None
+
+    def __repr__(self) -> str:
+        return f"Working({self.freeze()!r})"
+
+    @staticmethod
+    def of(state: CustomerState) -> Working:
+        """A working copy of ``state``."""
+        w = _new(Working)
+        for f in FIELDS:
+            setattr(w, f, getattr(state, f))
+        w.purchase_days = list(state.purchase_days)
+        w.recent_ids = dict.fromkeys(state.recent_ids)
+        w._gap_rules = None
+        return w
+
+    def freeze(self) -> CustomerState:
+        s = _new(CustomerState)
+        for f in FIELDS:
+            _set(s, f, getattr(self, f))
+        _set(s, "purchase_days", tuple(self.purchase_days))
+        _set(s, "recent_ids", tuple(self.recent_ids))
+        return s
+
+    def typical_gap(self, rules: Rules) -> float:
+        """``lc.typical_gap_days`` of the current relationship's purchase days."""
+        if self._gap_rules is not rules:
+            days, k = self.purchase_days, rules.rhythm_window + 1
+            lo = bisect_left(days, self.relationship_start_day)
+            if k > 0:
+                lo = max(lo, len(days) - k)  # typical_gap_days reads only the latest k
+            self._gap = lc.typical_gap_days(days[lo:], rules)
+            self._gap_rules = rules
+        return self._gap
+
+    def relationship_days(self) -> tuple[int, ...]:
+        """The purchase days of the current relationship."""
+        days = self.purchase_days
+        return tuple(days[bisect_left(days, self.relationship_start_day):])
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,110 +248,132 @@ class Duplicate:
 Output = Accepted | Duplicate | Transition | Alert
 
 
-def _add_purchase(s: CustomerState, p: Purchase, t: int) -> CustomerState:
+def _add_purchase(w: Working, amount: Decimal, t: int) -> None:
     day = t // DAY_MS
-    days = s.purchase_days
-    first_day_spend = s.first_day_spend
+    days = w.purchase_days
     if not days or day < days[0]:
-        first_day_spend = p.amount  # an earlier day arrived late: it is the new first day
+        w.first_day_spend = amount  # an earlier day arrived late: it is the new first day
     elif day == days[0]:
-        first_day_spend += p.amount
-    if day not in days:
-        days = tuple(sorted((*days, day)))
-    return evolve(
-        s,
-        purchases=s.purchases + 1,
-        purchase_total=s.purchase_total + p.amount,
-        first_purchase_ms=t if s.first_purchase_ms is None else min(s.first_purchase_ms, t),
-        last_purchase_ms=t if s.last_purchase_ms is None else max(s.last_purchase_ms, t),
-        purchase_days=days,
-        first_day_spend=first_day_spend,
-    )
+        w.first_day_spend += amount
+    if not days or day > days[-1]:
+        days.append(day)
+        w._gap_rules = None
+    else:
+        i = bisect_left(days, day)
+        if days[i] != day:
+            days.insert(i, day)
+            w._gap_rules = None
+    w.purchases += 1
+    w.purchase_total += amount
+    fp, lp = w.first_purchase_ms, w.last_purchase_ms
+    w.first_purchase_ms = t if fp is None or t < fp else fp
+    w.last_purchase_ms = t if lp is None or t > lp else lp
+    # The spend of the latest RECENT_SPEND_DAYS days, sorted by day: a purchase on the
+    # latest day or a later one (the usual case) adds or appends at the end.
+    recent, spend = w.recent_spend, float(amount)
+    if not recent or day > recent[-1][0]:
+        recent = (*recent, (day, 0.0 + spend))
+    elif day == recent[-1][0]:
+        recent = (*recent[:-1], (day, recent[-1][1] + spend))
+    else:
+        by_day = dict(recent)
+        by_day[day] = by_day.get(day, 0.0) + spend
+        recent = tuple(sorted(by_day.items()))
+    w.recent_spend = recent[-RECENT_SPEND_DAYS:] if len(recent) > RECENT_SPEND_DAYS else recent
 
 
 RECENT_SPEND_DAYS = 6
 
 
-def _add_day_spend(
-    recent: tuple[tuple[int, float], ...], day: int, amount: float
-) -> tuple[tuple[int, float], ...]:
-    spend = dict(recent)
-    spend[day] = spend.get(day, 0.0) + amount
-    return tuple(sorted(spend.items())[-RECENT_SPEND_DAYS:])
-
-
-def _relationship_days(s: CustomerState) -> tuple[int, ...]:
-    return tuple(d for d in s.purchase_days if d >= s.relationship_start_day)
-
-
-def _move(
-    s: CustomerState, at_ms: int, to: str, reason: str, **changes: Any
-) -> tuple[CustomerState, Transition]:
-    at_ms = max(at_ms, s.stage_since_ms)  # a very late event never dates a stage backwards
+def _move(w: Working, at_ms: int, to: str, reason: str, pattern: str | None = None
+          ) -> Transition:
+    at_ms = max(at_ms, w.stage_since_ms)  # a very late event never dates a stage backwards
     tr = Transition(
-        s.customer_id, at_ms, s.stage, to, reason, max(s.relationships, 1), s.transitions,
-        changes.get("exit_pattern"),
+        w.customer_id, at_ms, w.stage, to, reason, max(w.relationships, 1), w.transitions,
+        pattern,
     )
-    return evolve(s, stage=to, stage_since_ms=at_ms, transitions=s.transitions + 1,
-                   **changes), tr
+    w.stage, w.stage_since_ms, w.transitions = to, at_ms, w.transitions + 1
+    return tr
 
 
 def _alert(
-    s: CustomerState, kind: str, at_ms: int, previous: str | None, d: dfx.Defection | None,
+    w: Working, kind: str, at_ms: int, previous: str | None, d: dfx.Defection | None,
     silent: int | None = None,
-) -> tuple[CustomerState, Alert | None]:
+) -> Alert | None:
     """Raise ``kind`` unless the open episode already went as far (no storm)."""
     if kind == "recovered":
-        if s.alert_level == 0:
-            return s, None
-        episode, level = s.episode, 0
+        if w.alert_level == 0:
+            return None
+        episode, level = w.episode, 0
     else:
-        if al.LEVEL[kind] <= s.alert_level:
-            return s, None
-        episode = s.episode + (1 if s.alert_level == 0 else 0)
+        if al.LEVEL[kind] <= w.alert_level:
+            return None
+        episode = w.episode + (1 if w.alert_level == 0 else 0)
         level = al.LEVEL[kind]
-    dtype = d.type if d else (s.defection_type or "unknown")
-    conf = d.confidence if d else s.defection_confidence
+    dtype = d.type if d else (w.defection_type or "unknown")
+    conf = d.confidence if d else w.defection_confidence
     evidence = d.evidence if d else ()
-    if silent is None and s.last_purchase_ms is not None:
-        silent = (at_ms - s.last_purchase_ms) // DAY_MS
+    if silent is None and w.last_purchase_ms is not None:
+        silent = (at_ms - w.last_purchase_ms) // DAY_MS
+    net_spend = w.net_spend
     alert = Alert(
-        alert_id=f"{s.customer_id}/{episode}/{kind}", customer_id=s.customer_id, at_ms=at_ms,
-        kind=kind, episode=episode, stage=s.stage or "", previous_stage=previous,
-        defection_type=dtype, confidence=conf, severity=al.severity(s.net_spend),
-        net_spend=s.net_spend, last_purchase_ms=s.last_purchase_ms, evidence=evidence,
-        message=al.sentence(kind, s.customer_id, s.stage or "", s.net_spend, silent, dtype,
+        alert_id=f"{w.customer_id}/{episode}/{kind}", customer_id=w.customer_id, at_ms=at_ms,
+        kind=kind, episode=episode, stage=w.stage or "", previous_stage=previous,
+        defection_type=dtype, confidence=conf, severity=al.severity(net_spend),
+        net_spend=net_spend, last_purchase_ms=w.last_purchase_ms, evidence=evidence,
+        message=al.sentence(kind, w.customer_id, w.stage or "", net_spend, silent, dtype,
                             conf, evidence),
-        version=s.version,
+        version=w.version,
     )
-    return evolve(s, alert_level=level, episode=episode), alert
+    w.alert_level, w.episode = level, episode
+    return alert
 
 
-def _with_deadline(s: CustomerState, rules: Rules) -> CustomerState:
-    d = lc.deadline_ms(s.stage, s.last_purchase_ms, _relationship_days(s), rules)
-    if d is not None:
-        d = max(d, s.stage_since_ms)  # transitions never go back in time
-    return s if d == s.next_deadline_ms else evolve(s, next_deadline_ms=d)
+def _set_deadline(w: Working, rules: Rules) -> None:
+    w._deadline_rules = rules  # computed when next read
 
 
-def _weaken(
-    s: CustomerState, at_ms: int, to: str, reason: str, rules: Rules
-) -> tuple[CustomerState, list[Output]]:
+def _fire_due(w: Working, due: int, rules: Rules) -> list[Output]:
+    """``_advance`` to ``due``, without computing a stale deadline that cannot be due:
+    it is never earlier than the last purchase plus the shortest silence."""
+    if w._deadline_rules is not None:
+        stage, last = w.stage, w.last_purchase_ms
+        if last is None or stage is None or stage == lc.CHURNED:
+            return []
+        shortest = rules.churn_min_days if stage == lc.DECLINE else rules.decline_min_days
+        if due < last + int(shortest * DAY_MS):
+            return []
+    d = w.next_deadline_ms
+    return _advance(w, due, rules) if d is not None and d <= due else []
+
+
+def _weaken(w: Working, at_ms: int, to: str, reason: str, rules: Rules) -> list[Output]:
     """Enter decline or churned, classify why, alert."""
-    d = dfx.classify(s.signals, at_ms, s.purchase_days, s.last_purchase_ms)
-    if to == lc.CHURNED and s.defection_type not in (None, "unknown"):
+    d = dfx.classify(w.signals, at_ms, w.purchase_days, w.last_purchase_ms)
+    if to == lc.CHURNED and w.defection_type not in (None, "unknown"):
         # Decided at the decline; later silence adds no evidence.
-        d = dfx.Defection(s.defection_type, s.defection_confidence, d.evidence, d.scores)
-    previous = s.stage
-    changes: dict[str, Any] = {"defection_type": d.type, "defection_confidence": d.confidence}
+        d = dfx.Defection(w.defection_type, w.defection_confidence, d.evidence, d.scores)
+    previous = w.stage
+    pattern = None
     if to == lc.DECLINE:
-        changes["declined_from"] = previous
+        w.declined_from = previous
     else:
-        changes["exit_pattern"] = lc.EXIT_PATTERN[s.declined_from or lc.EXPLORATION]
-    s, tr = _move(s, at_ms, to, reason, **changes)
-    s, alert = _alert(s, "decline" if to == lc.DECLINE else "churned", at_ms, previous, d)
-    outs: list[Output] = [tr] if alert is None else [tr, alert]
-    return _with_deadline(s, rules), outs
+        pattern = w.exit_pattern = lc.EXIT_PATTERN[w.declined_from or lc.EXPLORATION]
+    w.defection_type, w.defection_confidence = d.type, d.confidence
+    tr = _move(w, at_ms, to, reason, pattern)
+    alert = _alert(w, "decline" if to == lc.DECLINE else "churned", at_ms, previous, d)
+    _set_deadline(w, rules)
+    return [tr] if alert is None else [tr, alert]
+
+
+def _advance(w: Working, now_ms: int, rules: Rules) -> list[Output]:
+    outs: list[Output] = []
+    while (at := w.next_deadline_ms) is not None and at <= now_ms:
+        silent = (at - (w.last_purchase_ms or at)) // DAY_MS
+        reason = f"no purchase for {silent} days (typical gap {w.typical_gap(rules):.0f} days)"
+        to = lc.DECLINE if w.stage in lc.ACTIVE else lc.CHURNED
+        outs.extend(_weaken(w, at, to, reason, rules))
+    return outs
 
 
 def advance(
@@ -244,73 +381,120 @@ def advance(
 ) -> tuple[CustomerState, tuple[Output, ...]]:
     """Fire every silence deadline due by ``now_ms`` (stream time). Each transition is
     dated at its deadline, so it does not matter when the deadline is noticed."""
-    s, outs = state, []
-    while s.next_deadline_ms is not None and s.next_deadline_ms <= now_ms:
-        at = s.next_deadline_ms
-        silent = (at - (s.last_purchase_ms or at)) // DAY_MS
-        gap = lc.typical_gap_days(_relationship_days(s), rules)
-        reason = f"no purchase for {silent} days (typical gap {gap:.0f} days)"
-        to = lc.DECLINE if s.stage in lc.ACTIVE else lc.CHURNED
-        s, o = _weaken(s, at, to, reason, rules)
-        outs.extend(o)
-    return s, tuple(outs)
+    if state.next_deadline_ms is None or state.next_deadline_ms > now_ms:
+        return state, ()
+    w = Working.of(state)
+    outs = _advance(w, now_ms, rules)
+    return w.freeze(), tuple(outs)
+
+
+def advance_working(w: Working, now_ms: int, rules: Rules = DEFAULT_RULES) -> list[Output]:
+    """``advance`` on a working copy, in place."""
+    return _advance(w, now_ms, rules)
 
 
 def _on_purchase(
-    s: CustomerState, t: int, rules: Rules, previous_purchase_ms: int | None
-) -> tuple[CustomerState, list[Output]]:
+    w: Working, t: int, rules: Rules, previous_purchase_ms: int | None
+) -> list[Output]:
+    stage = w.stage
+    if stage == lc.STABILITY and w.alert_level != 1:
+        return []  # the usual case: nothing below applies
     outs: list[Output] = []
     silent = None if previous_purchase_ms is None else (t - previous_purchase_ms) // DAY_MS
-    if s.last_purchase_ms is not None and t < s.last_purchase_ms and s.stage is not None:
-        return s, outs  # a late purchase: rhythm and stage already account for later ones
-    if s.stage is None or s.stage == lc.CHURNED:
-        reactivation = s.stage == lc.CHURNED
-        s = evolve(s, relationships=s.relationships + 1, relationship_start_day=t // DAY_MS,
-                    declined_from=None, defection_type=None, defection_confidence=0.0,
-                    recent_spend=tuple(x for x in s.recent_spend if x[0] >= t // DAY_MS))
-        s, tr = _move(s, t, lc.EXPLORATION, "reactivation" if reactivation else "first purchase")
-        outs.append(tr)
-        if reactivation:
-            s, alert = _alert(s, "recovered", t, lc.CHURNED, None, silent)
-            outs.extend([alert] if alert else [])
-    elif s.stage == lc.DECLINE:
-        back = s.declined_from or lc.EXPLORATION
-        s, tr = _move(s, t, back, "purchase after decline", declined_from=None,
-                      defection_type=None, defection_confidence=0.0)
-        s, alert = _alert(s, "recovered", t, lc.DECLINE, None, silent)
-        outs.extend([tr, alert] if alert else [tr])
-    elif s.alert_level == 1 and t - s.risk_at_ms >= al.RISK_RECOVERY_DAYS * DAY_MS:
-        s, alert = _alert(s, "recovered", t, s.stage, None, silent)
-        outs.extend([alert] if alert else [])
-    if s.stage in (lc.EXPLORATION, lc.FORMATION):
-        up = lc.promotion(s.stage, _relationship_days(s), s.relationship_start_day * DAY_MS, t,
-                          s.recent_spend, rules)
+    if stage is not None and w.last_purchase_ms is not None and t < w.last_purchase_ms:
+        return outs  # a late purchase: rhythm and stage already account for later ones
+    if stage is None or stage == lc.CHURNED:
+        reactivation = stage == lc.CHURNED
+        day = t // DAY_MS
+        w.relationships += 1
+        w.relationship_start_day = day
+        w._gap_rules = None
+        w.declined_from = w.defection_type = None
+        w.defection_confidence = 0.0
+        w.recent_spend = tuple(x for x in w.recent_spend if x[0] >= day)
+        outs.append(_move(w, t, lc.EXPLORATION,
+                          "reactivation" if reactivation else "first purchase"))
+        if reactivation and (alert := _alert(w, "recovered", t, lc.CHURNED, None, silent)):
+            outs.append(alert)
+    elif stage == lc.DECLINE:
+        back = w.declined_from or lc.EXPLORATION
+        w.declined_from = w.defection_type = None
+        w.defection_confidence = 0.0
+        outs.append(_move(w, t, back, "purchase after decline"))
+        if alert := _alert(w, "recovered", t, lc.DECLINE, None, silent):
+            outs.append(alert)
+    elif w.alert_level == 1 and t - w.risk_at_ms >= al.RISK_RECOVERY_DAYS * DAY_MS:
+        if alert := _alert(w, "recovered", t, stage, None, silent):
+            outs.append(alert)
+    if w.stage in (lc.EXPLORATION, lc.FORMATION):
+        up = lc.promotion(w.stage, w.relationship_days(), w.relationship_start_day * DAY_MS,
+                          t, w.recent_spend, rules)
         if up is not None:
-            s, tr = _move(s, t, up[0], up[1])
-            outs.append(tr)
-    return s, outs
+            outs.append(_move(w, t, up[0], up[1]))
+    return outs
 
 
-def _on_signal(
-    s: CustomerState, event: Event, t: int, rules: Rules
-) -> tuple[CustomerState, list[Output]]:
+def _on_signal(w: Working, event: Event, t: int, rules: Rules) -> list[Output]:
     """Negative touchpoints: an account closed starts the decline at once; enough
     recent evidence raises churn_risk while the customer is still active."""
-    if s.stage not in lc.ACTIVE:
-        return s, []
-    if isinstance(event, Account) and event.change == "closed":
-        if s.last_purchase_ms is not None and t < s.last_purchase_ms:
-            return s, []  # closed before a purchase we already have: reopened since
-        return _weaken(s, t, lc.DECLINE, "account closed", rules)
-    if s.alert_level == 0 and (
-        dfx.risk_score(s.signals, t, s.risk_at_ms) >= al.CHURN_RISK_MIN_SCORE
+    if w.stage not in lc.ACTIVE:
+        return []
+    if event.type == "account" and event.change == "closed":
+        if w.last_purchase_ms is not None and t < w.last_purchase_ms:
+            return []  # closed before a purchase we already have: reopened since
+        return _weaken(w, t, lc.DECLINE, "account closed", rules)
+    if w.alert_level == 0 and (
+        dfx.risk_score(w.signals, t, w.risk_at_ms) >= al.CHURN_RISK_MIN_SCORE
     ):
-        d = dfx.classify(s.signals, t, s.purchase_days)
-        s, alert = _alert(s, "churn_risk", t, s.stage, d)
+        d = dfx.classify(w.signals, t, w.purchase_days)
+        alert = _alert(w, "churn_risk", t, w.stage, d)
         if alert is not None:
-            s = evolve(s, risk_at_ms=t)
-            return s, [alert]
-    return s, []
+            w.risk_at_ms = t
+            return [alert]
+    return []
+
+
+def apply(
+    w: Working, event: Event, t: int, rules: Rules = DEFAULT_RULES
+) -> tuple[int, list[Output]] | None:
+    """``step`` on a working copy, in place: None for a duplicate (``w`` unchanged),
+    else ``(n, outputs)``: the transitions and alerts, the first ``n`` of them fired by
+    deadlines before the event counted. ``t`` is ``epoch_ms(event.occurred_at)``."""
+    h = _crc32(event.event_id.encode())  # id_hash
+    ids = w.recent_ids
+    if h in ids:
+        return None
+    due = t - rules.allowed_lateness_ms
+    if w._deadline_rules is None:
+        d = w._deadline
+        fired = _advance(w, due, rules) if d is not None and d <= due else None
+    else:
+        fired = _fire_due(w, due, rules)
+    if w.version == 0 or t < w.first_event_ms:
+        w.first_event_ms = t
+    w.version += 1
+    if t > w.last_event_ms:
+        w.last_event_ms = t
+    while len(ids) >= DEDUP_WINDOW:
+        del ids[next(iter(ids))]  # the oldest
+    ids[h] = None
+    codes = dfx.signals_of(event)
+    if codes:
+        w.signals = dfx.record(w.signals, t, codes)
+    kind = event.type
+    if kind == "purchase":
+        previous_purchase_ms = w.last_purchase_ms
+        _add_purchase(w, event.amount, t)
+        more = _on_purchase(w, t, rules, previous_purchase_ms)
+    else:
+        if kind == "refund":
+            w.refunds += 1
+            w.refund_total += event.amount
+        more = _on_signal(w, event, t, rules)
+    w._deadline_rules = rules  # the deadline is computed when next read
+    if fired:
+        return len(fired), fired + more
+    return 0, more
 
 
 def step(
@@ -322,32 +506,29 @@ def step(
     it may move the lifecycle (purchases) or raise a churn risk (negative touchpoints).
     """
     s = state if state is not None else CustomerState(customer_id=event.customer_id)
-    h = id_hash(event.event_id)
-    if h in s.recent_ids:
+    if id_hash(event.event_id) in s.recent_ids:
         return s, (Duplicate(event),)
-    t = epoch_ms(event.occurred_at)
-    s, fired = advance(s, t - rules.allowed_lateness_ms, rules)
-    s = evolve(
-        s,
-        version=s.version + 1,
-        first_event_ms=t if s.version == 0 else min(s.first_event_ms, t),
-        last_event_ms=max(s.last_event_ms, t),
-        recent_ids=(*s.recent_ids[-(DEDUP_WINDOW - 1) :], h),
-        signals=dfx.record(s.signals, t, dfx.signals_of(event)),
-    )
-    outs: list[Output] = [*fired, Accepted(event, s.version)]
-    if isinstance(event, Purchase):
-        previous_purchase_ms = s.last_purchase_ms
-        s = _add_purchase(s, event, t)
-        spend = _add_day_spend(s.recent_spend, t // DAY_MS, float(event.amount))
-        s = evolve(s, recent_spend=spend)
-        s, more = _on_purchase(s, t, rules, previous_purchase_ms)
-    else:
-        if isinstance(event, Refund):
-            s = evolve(s, refunds=s.refunds + 1, refund_total=s.refund_total + event.amount)
-        s, more = _on_signal(s, event, t, rules)
-    outs.extend(more)
-    return _with_deadline(s, rules), tuple(outs)
+    w = Working.of(s)
+    n, outs = apply(w, event, epoch_ms(event.occurred_at), rules)  # type: ignore[misc]
+    return w.freeze(), (*outs[:n], Accepted(event, w.version), *outs[n:])
+
+
+def step_many(
+    state: CustomerState | None, events: Iterable[Event], rules: Rules = DEFAULT_RULES
+) -> tuple[CustomerState | None, list[Output]]:
+    """Fold one customer's events through ``step``, copying the state once."""
+    w = None if state is None else Working.of(state)
+    outputs: list[Output] = []
+    for ev in events:
+        if w is None:
+            w = Working(ev.customer_id)
+        r = apply(w, ev, epoch_ms(ev.occurred_at), rules)
+        if r is None:
+            outputs.append(Duplicate(ev))
+        else:
+            n, outs = r
+            outputs.extend((*outs[:n], Accepted(ev, w.version), *outs[n:]))
+    return (state if w is None else w.freeze()), outputs
 
 
 def step_batch(
@@ -358,37 +539,19 @@ def step_batch(
     Each customer's events are applied in their order within the batch; customers do
     not affect each other, so the interleaving across customers never matters.
     """
-    changed: dict[str, CustomerState] = {}
+    working: dict[str, Working] = {}
     outputs: list[Output] = []
     for ev in events:
         cid = ev.customer_id
-        before = changed.get(cid) or states.get(cid)
-        after, outs = step(before, ev)
-        if after is not before:
-            changed[cid] = after
-        outputs.extend(outs)
-    return changed, outputs
-
-
-# -- persistence form (plain JSON-able values; the shell chooses the bytes) ----------
-
-_FIELDS = CustomerState.__slots__  # type: ignore[attr-defined]
-_DECIMALS = {"purchase_total", "refund_total", "first_day_spend"}
-
-
-def to_record(s: CustomerState) -> list[Any]:
-    """A compact positional record (smaller in the changelog than a dict)."""
-    return [str(getattr(s, f)) if f in _DECIMALS else getattr(s, f) for f in _FIELDS]
-
-
-def from_record(rec: Sequence[Any]) -> CustomerState:
-    kw = {}
-    for f, v in zip(_FIELDS, rec, strict=True):
-        if f in _DECIMALS:
-            v = Decimal(v)
-        elif f in ("purchase_days", "recent_ids"):
-            v = tuple(v)
-        elif f in ("recent_spend", "signals"):
-            v = tuple(tuple(x) for x in v)
-        kw[f] = v
-    return CustomerState(**kw)
+        w = working.get(cid)
+        if w is None:
+            before = states.get(cid)
+            w = Working.of(before) if before is not None else Working(cid)
+        r = apply(w, ev, epoch_ms(ev.occurred_at))
+        if r is None:
+            outputs.append(Duplicate(ev))
+            continue
+        working[cid] = w
+        n, outs = r
+        outputs.extend((*outs[:n], Accepted(ev, w.version), *outs[n:]))
+    return {c: w.freeze() for c, w in working.items()}, outputs

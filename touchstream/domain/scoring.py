@@ -134,7 +134,7 @@ def _rank(q: float | Fraction, n: int) -> int:
 
 def _move(counts: dict[int, int], e: int, old: Any, new: Any) -> None:
     ko = None if old is None else _key(old, e)
-    kn = None if new is None else _key(new, e)
+    kn = None if new is None else ko if new == old else _key(new, e)
     if ko is not None:
         c = counts.get(ko, 0)
         if c <= 0:

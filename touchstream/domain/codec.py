@@ -1,0 +1,219 @@
+"""The stored form of a customer's state: compact bytes (the shell's table value).
+
+Pure: a ``CustomerState`` (or a ``Working`` copy) and the shell's position (partition,
+offset) to bytes and back, exactly. Only the worker's table and its changelog hold these
+bytes, so the layout may change freely with the code (``FORMAT`` tells them apart).
+
+Layout: one ``struct`` header (every scalar field, ``None`` as flag bits, enums as small
+codes, lengths), then the variable parts: customer id, the three decimals as text, event
+id fingerprints (4 bytes each), purchase days and the other sorted integer lists as a
+first value and small deltas, spend as doubles, signal codes as one byte each. Integers
+too large for the compact header select the wide one; nothing is ever truncated.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from collections.abc import Sequence
+from decimal import Decimal
+from itertools import accumulate
+from operator import sub
+from typing import Any, get_args
+
+from schemas.events import SATISFACTION_LEVELS, Account, Call, Complaint, Refund
+from touchstream.domain import defection as dfx
+from touchstream.domain import lifecycle as lc
+from touchstream.domain.rfm import CustomerState, Working
+
+_new = object.__new__
+
+# Header fields after the format byte, and their struct codes (compact, wide).
+_HEAD = (
+    ("partition", "H", "I"), ("offset", "I", "q"), ("version", "I", "Q"),
+    ("first_event_ms", "q", "q"), ("last_event_ms", "q", "q"), ("stage_since_ms", "q", "q"),
+    ("risk_at_ms", "q", "q"), ("first_purchase_ms", "q", "q"), ("last_purchase_ms", "q", "q"),
+    ("next_deadline_ms", "q", "q"), ("purchases", "H", "Q"), ("refunds", "H", "Q"),
+    ("relationships", "H", "Q"), ("transitions", "H", "Q"), ("episode", "H", "Q"),
+    ("relationship_start_day", "i", "q"), ("alert_level", "B", "Q"), ("stage", "B", "B"),
+    ("declined_from", "B", "B"), ("exit_pattern", "B", "B"), ("defection_type", "B", "B"),
+    ("nones", "B", "B"), ("defection_confidence", "d", "d"), ("cid_len", "B", "H"),
+    ("totals_len", "B", "H"), ("ids", "B", "H"), ("days", "H", "Q"), ("spend", "B", "H"),
+    ("signals", "B", "H"), ("escaped", "B", "H"),
+)
+COMPACT, WIDE = 1, 2
+FORMAT = {COMPACT: struct.Struct("<" + "".join(c for _, c, _ in _HEAD)),
+          WIDE: struct.Struct("<" + "".join(w for _, _, w in _HEAD))}
+_COMPACT, _WIDE = FORMAT[COMPACT], FORMAT[WIDE]
+_PARTITION = {COMPACT: struct.Struct("<H"), WIDE: struct.Struct("<I")}
+_I32, _I64 = struct.Struct("<i"), struct.Struct("<q")
+
+_STAGES = (None, lc.EXPLORATION, lc.FORMATION, lc.STABILITY, lc.DECLINE, lc.CHURNED)
+_PATTERNS = (None, *lc.EXIT_PATTERN.values())
+_DEFECTIONS = (None, *dfx.TYPES, "unknown")
+
+
+def _signal_codes() -> tuple[str, ...]:
+    """Every code ``defection.signals_of`` can leave (others are stored as text)."""
+    def values(model: Any, name: str) -> tuple[str, ...]:
+        return get_args(model.model_fields[name].annotation)
+
+    codes = [f"complaint:{c}:{s}" for c in values(Complaint, "category") for s in range(1, 6)]
+    codes += ["complaint_open", "complaint_rejected", "call_long_wait", "call_unresolved",
+              "purchase:discount"]
+    codes += [f"call:{r}" for r in values(Call, "reason")]
+    codes += [f"refund:{r}" for r in values(Refund, "reason")]
+    codes += [f"account:{c}" for c in values(Account, "change")]
+    codes += [f"survey:{k}" for k, v in SATISFACTION_LEVELS.items() if v < 0]
+    return (None, *codes)  # type: ignore[return-value]  # 0: the code follows as text
+
+
+_SIGNALS = _signal_codes()
+_STAGE_CODE, _PATTERN_CODE, _DEFECTION_CODE, _SIGNAL_CODE = (
+    {v: i for i, v in enumerate(values)} for values in (_STAGES, _PATTERNS, _DEFECTIONS, _SIGNALS))
+_WIDER = ((2, "H"), (3, "I"))  # kind, array typecode of the deltas
+_SIZE = {2: 2, 3: 4}
+_U16 = struct.Struct("<H")
+_LATEST_DAYS = b"\x00"  # kind 0: recent_spend's days are the latest purchase days
+
+
+def _ints(xs: Sequence[int], first: struct.Struct) -> bytes:
+    """A list of integers, usually ascending: a kind byte, then the first one and the
+    deltas in the narrowest unsigned type that holds them all (kind 1: bytes, 2: 16 bits,
+    3: 32 bits), or else every value as an int64 (kind 4)."""
+    head = first.pack(xs[0])
+    try:
+        return b"\x01" + head + bytes(map(sub, xs[1:], xs[:-1]))
+    except ValueError:  # a delta outside 0..255
+        pass
+    deltas = list(map(sub, xs[1:], xs[:-1]))
+    for kind, code in _WIDER:
+        try:
+            return bytes((kind,)) + head + array(code, deltas).tobytes()
+        except OverflowError:
+            continue
+    return b"\x04" + array("q", xs).tobytes()
+
+
+def _read_ints(raw: bytes, pos: int, n: int, first: struct.Struct) -> tuple[list[int], int]:
+    kind = raw[pos]
+    pos += 1
+    if kind == 4:
+        a = array("q")
+        a.frombytes(raw[pos:pos + 8 * n])
+        return a.tolist(), pos + 8 * n
+    (x,) = first.unpack_from(raw, pos)
+    pos += first.size
+    if kind == 1:
+        end = pos + n - 1
+        return list(accumulate(raw[pos:end], initial=x)), end
+    end = pos + _SIZE[kind] * (n - 1)
+    deltas = array(_WIDER[kind - 2][1])
+    deltas.frombytes(raw[pos:end])
+    return list(accumulate(deltas, initial=x)), end
+
+
+def encode(s: CustomerState | Working, partition: int, offset: int) -> bytes:
+    """The bytes of ``s`` with the shell's position (``partition`` first: see
+    ``partition_of``)."""
+    cid = s.customer_id.encode()
+    # Decimal text has no comma: the three amounts as one field.
+    totals = f"{s.purchase_total},{s.refund_total},{s.first_day_spend}".encode()
+    ids, days, spend, signals = s.recent_ids, s.purchase_days, s.recent_spend, s.signals
+    fp, lp, nd = s.first_purchase_ms, s.last_purchase_ms, s.next_deadline_ms
+    escaped = [c.encode() for _, c in signals if c not in _SIGNAL_CODE] if signals else ()
+    values = (
+        partition, offset, s.version, s.first_event_ms, s.last_event_ms, s.stage_since_ms,
+        s.risk_at_ms, fp or 0, lp or 0, nd or 0, s.purchases, s.refunds, s.relationships,
+        s.transitions, s.episode, s.relationship_start_day, s.alert_level,
+        _STAGE_CODE[s.stage], _STAGE_CODE[s.declined_from], _PATTERN_CODE[s.exit_pattern],
+        _DEFECTION_CODE[s.defection_type], (fp is None) | (lp is None) << 1 | (nd is None) << 2,
+        s.defection_confidence, len(cid), len(totals), len(ids), len(days), len(spend),
+        len(signals), len(escaped),
+    )
+    try:
+        head = b"\x01" + _COMPACT.pack(*values)
+    except struct.error:
+        head = b"\x02" + _WIDE.pack(*values)
+    parts = [head, cid, totals, array("I", ids).tobytes()]
+    if days:
+        parts.append(_ints(days, _I32))
+    if spend:
+        spend_days, amounts = zip(*spend, strict=True)
+        latest = days[-len(spend_days):]
+        if len(latest) == len(spend_days) and tuple(latest) == spend_days:
+            parts.append(_LATEST_DAYS)  # as usual: nothing more to store
+        else:
+            parts.append(_ints(spend_days, _I32))
+        parts.append(array("d", amounts).tobytes())
+    if signals:
+        times, codes = zip(*signals, strict=True)
+        parts.append(_ints(times, _I64))
+        parts.append(bytes([_SIGNAL_CODE.get(c, 0) for c in codes]))
+        parts.extend(_U16.pack(len(c)) + c for c in escaped)
+    return b"".join(parts)
+
+
+def partition_of(raw: bytes) -> int:
+    """The partition stored with a state, without decoding the rest."""
+    return _PARTITION[raw[0]].unpack_from(raw, 1)[0]  # type: ignore[no-any-return]
+
+
+def decode(raw: bytes) -> tuple[Working, int, int]:
+    """A working copy of the stored state and the position stored with it."""
+    fmt = FORMAT[raw[0]]
+    w = _new(Working)
+    (partition, offset, w.version, w.first_event_ms, w.last_event_ms, w.stage_since_ms,
+     w.risk_at_ms, fp, lp, nd, w.purchases, w.refunds, w.relationships, w.transitions,
+     w.episode, w.relationship_start_day, w.alert_level, stage, declined_from, exit_pattern,
+     defection_type, nones, w.defection_confidence, n_cid, n_totals, n_ids, n_days, n_spend,
+     n_signals, _) = fmt.unpack_from(raw, 1)
+    pos = 1 + fmt.size
+    end = pos + n_cid
+    w.customer_id = raw[pos:end].decode()
+    pos, end = end, end + n_totals
+    purchase_total, refund_total, first_day_spend = raw[pos:end].decode().split(",")
+    w.purchase_total = Decimal(purchase_total)
+    w.refund_total = Decimal(refund_total)
+    w.first_day_spend = Decimal(first_day_spend)
+    pos, end = end, end + 4 * n_ids
+    ids = array("I")
+    ids.frombytes(raw[pos:end])
+    w.recent_ids = dict.fromkeys(ids)
+    pos = end
+    if n_days:
+        w.purchase_days, pos = _read_ints(raw, pos, n_days, _I32)
+    else:
+        w.purchase_days = []
+    if n_spend:
+        if raw[pos] == 0:
+            spend_days, pos = w.purchase_days[-n_spend:], pos + 1
+        else:
+            spend_days, pos = _read_ints(raw, pos, n_spend, _I32)
+        amounts = array("d")
+        amounts.frombytes(raw[pos:pos + 8 * n_spend])
+        pos += 8 * n_spend
+        w.recent_spend = tuple(zip(spend_days, amounts.tolist(), strict=True))
+    else:
+        w.recent_spend = ()
+    if n_signals:
+        times, pos = _read_ints(raw, pos, n_signals, _I64)
+        codes: list[str] = [_SIGNALS[c] for c in raw[pos:pos + n_signals]]  # type: ignore[misc]
+        pos += n_signals
+        for i, c in enumerate(codes):
+            if c is None:  # stored as text after the codes
+                (n,) = _U16.unpack_from(raw, pos)
+                codes[i] = raw[pos + 2:pos + 2 + n].decode()
+                pos += 2 + n
+        w.signals = tuple(zip(times, codes, strict=True))
+    else:
+        w.signals = ()
+    w.first_purchase_ms = None if nones & 1 else fp
+    w.last_purchase_ms = None if nones & 2 else lp
+    w._deadline, w._deadline_rules = None if nones & 4 else nd, None
+    w.stage, w.declined_from = _STAGES[stage], _STAGES[declined_from]
+    w.exit_pattern, w.defection_type = _PATTERNS[exit_pattern], _DEFECTIONS[defection_type]
+    w._gap_rules = None
+    if pos != len(raw):
+        raise ValueError(f"stored state: {len(raw) - pos} bytes left over")
+    return w, partition, offset
