@@ -25,6 +25,15 @@ its resident size is comparable to an idle worker's; the figures are VmRSS and V
 and what the table itself takes (value bytes, and keys + values + dict as Python objects,
 by sys.getsizeof). Not included: a real worker's Kafka and ClickHouse buffers, which do
 not grow with the customers (see the latency job's worker RSS).
+
+orjson (3.13 here) returns each ``dumps`` result in an allocation of 4 KiB or more,
+whatever its length, and the worker keeps those very objects in its table. So after the
+replay the job also copies every table value into a right-sized bytes object, releases
+the freed memory (``malloc_trim``) and measures the RSS again: what the live state takes
+with right-sized values. The RSS right after the replay is what a worker would show: it
+also holds heap memory freed by the batches but not given back to the system (the job
+prints the RSS after a ``malloc_trim`` as well). ``--copy-values`` copies at store time instead
+(a direct check of that figure; slower to run twice at 1,000,000).
 """
 
 from __future__ import annotations
@@ -75,24 +84,45 @@ class ScaleResult:
     customers: int
     events: int
     partitions: int
+    copy_values: bool = False  # values copied right-sized at store time
+    orjson_version: str = ""
     seconds: float = 0.0
     events_per_s: float = 0.0
-    rss_before_mb: float = 0.0
-    rss_after_mb: float = 0.0
+    rss_before_mb: float = 0.0  # after the worker's imports
+    rss_after_mb: float = 0.0  # after the replay: what a worker would show
     peak_rss_mb: float = 0.0  # VmHWM at the end
-    growth_bytes_per_customer: float = 0.0
+    growth_bytes_per_customer: float = 0.0  # (after - before) / customers
+    # After a malloc_trim (freed heap given back): what live objects hold.
+    rss_trimmed_mb: float = 0.0
+    live_bytes_per_customer: float = 0.0  # (trimmed - before) / customers
+    # ... and with every value copied right-sized, trimmed again (not with copy_values).
+    rss_right_sized_mb: float | None = None
+    live_right_sized_bytes_per_customer: float | None = None
     state_value_bytes_per_customer: float = 0.0  # len() of the Stored encoding
     table_python_bytes_per_customer: float = 0.0  # keys + values + dict, sys.getsizeof
     deadline_heap_entries: int = 0
     rows_per_event: float = 0.0
     alerts: int = 0
-    projected_rss_mb_at_target: float = 0.0  # baseline + growth per customer x 1,000,000
+    # The RSS after, plus the live bytes per customer for the customers short of
+    # 1,000,000 (= the RSS after when run at 1,000,000 or more).
+    projected_rss_mb_at_target: float = 0.0
     meets_target: bool = False
     notes: list[str] = field(default_factory=list)
 
 
+def malloc_trim() -> None:
+    """Give freed heap memory back to the system (glibc), so RSS shows what is held."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_scale(customers: int, events_per_customer: float = 1.5, partitions: int = 8,
-              batch: int = 5000, on_progress: Any = None) -> ScaleResult:
+              batch: int = 5000, on_progress: Any = None,
+              copy_values: bool = False, max_rss_mb: float = 14_000) -> ScaleResult:
     import aiokafka  # noqa: F401  (a worker's imports: a comparable baseline)
     import clickhouse_driver  # noqa: F401
     import faust  # noqa: F401
@@ -102,7 +132,8 @@ def run_scale(customers: int, events_per_customer: float = 1.5, partitions: int 
     from touchstream.domain.lifecycle import Rules
 
     n_events = max(customers, round(customers * events_per_customer))
-    res = ScaleResult(customers, n_events, partitions)
+    res = ScaleResult(customers, n_events, partitions, copy_values=copy_values,
+                      orjson_version=orjson.__version__)
     lateness = Settings.model_fields["lateness_s"].default
     proc = Processor(Rules(allowed_lateness_ms=int(lateness * 1000)), partitions)
     table: dict[bytes, bytes] = {}  # Faust's memory store: raw key -> raw value
@@ -134,15 +165,20 @@ def run_scale(customers: int, events_per_customer: float = 1.5, partitions: int 
         if r.rejected:
             raise RuntimeError(f"the processor rejected {r.rejected} bench messages")
         for cid, value in r.states.items():
-            table[cid.encode()] = value
+            table[cid.encode()] = memoryview(value).tobytes() if copy_values else value
         rows += sum(len(v) for v in r.rows.values())
         alerts += len(r.alerts)
         done += len(msgs)
         del r, msgs
         if on_progress is not None:
             on_progress(done, n_events, len(table))
+        if (rss := memory_status()["VmRSS"]) > max_rss_mb:
+            res.notes.append(f"stopped after {done:,} events ({len(table):,} customers): RSS "
+                             f"{rss:,.0f} MiB passed --max-rss-mb {max_rss_mb:,.0f}")
+            break
     res.seconds = time.perf_counter() - t0
-    res.events_per_s = n_events / res.seconds
+    res.events = done
+    res.events_per_s = done / res.seconds
     gc.collect()
     after = memory_status()
     res.rss_after_mb, res.peak_rss_mb = after["VmRSS"], after["VmHWM"]
@@ -157,9 +193,20 @@ def run_scale(customers: int, events_per_customer: float = 1.5, partitions: int 
     res.deadline_heap_entries = sum(len(h) for h in proc._deadlines.values())
     res.rows_per_event = rows / n_events
     res.alerts = alerts
-    res.projected_rss_mb_at_target = (
-        res.rss_before_mb + res.growth_bytes_per_customer * TARGET_CUSTOMERS / 2**20)
+    malloc_trim()
+    res.rss_trimmed_mb = memory_status()["VmRSS"]
+    res.live_bytes_per_customer = (res.rss_trimmed_mb - res.rss_before_mb) * 2**20 / n
+    res.projected_rss_mb_at_target = res.rss_after_mb + (
+        res.live_bytes_per_customer * max(0, TARGET_CUSTOMERS - n) / 2**20)
     res.meets_target = res.projected_rss_mb_at_target < TARGET_RSS_MB
+    if not copy_values:
+        for k, v in table.items():
+            table[k] = memoryview(v).tobytes()
+        gc.collect()
+        malloc_trim()
+        res.rss_right_sized_mb = memory_status()["VmRSS"]
+        res.live_right_sized_bytes_per_customer = (
+            (res.rss_right_sized_mb - res.rss_before_mb) * 2**20 / n)
     return res
 
 
@@ -172,24 +219,34 @@ def report(res: ScaleResult, console: Any) -> None:
     t.add_column("what")
     t.add_column("value", justify="right")
     verdict = "under" if res.meets_target else "OVER"
-    target = (f"{res.projected_rss_mb_at_target:,.0f} MiB ({verdict} the target, "
-              f"1.5 GB = {TARGET_RSS_MB:,.0f} MiB)")
+    proj = "measured" if res.customers >= TARGET_CUSTOMERS else "projected"
+    mib = "MiB"
     rows = [
-        ("RSS before (worker imports) -> after", f"{res.rss_before_mb:,.0f} -> "
-         f"{res.rss_after_mb:,.0f} MiB"),
-        ("peak RSS (VmHWM)", f"{res.peak_rss_mb:,.0f} MiB"),
+        ("values stored as", "right-sized copies (--copy-values)" if res.copy_values
+         else f"orjson {res.orjson_version} dumps results (as the worker)"),
+        ("RSS before (worker imports) -> after the replay",
+         f"{res.rss_before_mb:,.0f} -> {res.rss_after_mb:,.0f} {mib}"),
+        ("peak RSS (VmHWM)", f"{res.peak_rss_mb:,.0f} {mib}"),
         ("RSS growth per customer", f"{res.growth_bytes_per_customer:,.0f} bytes"),
-        ("state value per customer (Stored encoding)",
+        ("RSS after malloc_trim (live objects); per customer",
+         f"{res.rss_trimmed_mb:,.0f} {mib}; {res.live_bytes_per_customer:,.0f} bytes"),
+    ]
+    if res.rss_right_sized_mb is not None:
+        rows.append(("... with every value copied right-sized; per customer",
+                     f"{res.rss_right_sized_mb:,.0f} {mib}; "
+                     f"{res.live_right_sized_bytes_per_customer or 0:,.0f} bytes"))
+    rows += [
+        ("state value per customer (len of the Stored encoding)",
          f"{res.state_value_bytes_per_customer:,.0f} bytes"),
-        ("table per customer (key + value + dict slot, Python objects)",
+        ("table per customer (key + value + dict slot, by length)",
          f"{res.table_python_bytes_per_customer:,.0f} bytes"),
-        ("rest per customer (deadline heap, sketches, allocator)",
-         f"{res.growth_bytes_per_customer - res.table_python_bytes_per_customer:,.0f} bytes"),
         ("deadline heap entries", f"{res.deadline_heap_entries:,}"),
-        ("projected RSS for 1,000,000 customers (before + growth)", target),
+        (f"RSS for 1,000,000 customers ({proj})",
+         f"{res.projected_rss_mb_at_target:,.0f} {mib} ({verdict} the target, "
+         f"1.5 GB = {TARGET_RSS_MB:,.0f} {mib})"),
         ("replay speed", f"{res.events_per_s:,.0f} events/s ({res.seconds:.0f}s)"),
-        ("ClickHouse rows per event; alerts raised", f"{res.rows_per_event:.2f}; "
-         f"{res.alerts:,}"),
+        ("ClickHouse rows per event; alerts raised",
+         f"{res.rows_per_event:.2f}; {res.alerts:,}"),
     ]
     for k, v in rows:
         t.add_row(k, v)
@@ -203,9 +260,13 @@ def report(res: ScaleResult, console: Any) -> None:
 @click.option("--events-per-customer", default=1.5, show_default=True,
               help="purchases per customer on average (at least 1 each)")
 @click.option("--partitions", default=8, show_default=True)
+@click.option("--copy-values", is_flag=True,
+              help="store right-sized copies of the values (what a fix would do)")
+@click.option("--max-rss-mb", default=14_000.0, show_default=True,
+              help="stop the replay early (and report) past this RSS: the machine is shared")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
-def main(customers: int, events_per_customer: float, partitions: int,
-         json_out: str | None) -> None:
+def main(customers: int, events_per_customer: float, partitions: int, copy_values: bool,
+         max_rss_mb: float, json_out: str | None) -> None:
     """State bytes per customer and RSS of a worker's state for N customers."""
     import json
 
@@ -224,7 +285,8 @@ def main(customers: int, events_per_customer: float, partitions: int,
             if done % 50_000 < 5000 or done == total:
                 st.update(f"scale: {done:,} / {total:,} events, {n:,} customers, "
                           f"RSS {memory_status()['VmRSS']:,.0f} MiB")
-        res = run_scale(customers, events_per_customer, partitions, on_progress=show)
+        res = run_scale(customers, events_per_customer, partitions, on_progress=show,
+                        copy_values=copy_values, max_rss_mb=max_rss_mb)
     report(res, console)
     console.print(f"load average at the end {_loadavg()}")
     if json_out:
