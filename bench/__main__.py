@@ -13,6 +13,10 @@ fresh consumer group, one job at a time:
   processor    agents.pipeline.Processor in process over the same messages (no Kafka, no
                ClickHouse), once: the hot path alone, and the state bytes per customer
 
+Opt-in jobs, run only when named in --only (bench/extra.py): latency (event -> ClickHouse
+and -> alert at --rate, default half of this run's touchstream median), cdnow (CDNOW to
+queryable in a ClickHouse server), scale (state RSS for --scale-customers customers).
+
 Subprocess jobs are timed from their consumer group's committed offsets (polled every
 0.2 s): from the first commit seen to the last, so interpreter start, group join and
 recovery stay out of the figure. Timings on a shared machine are noisy: medians, ratios.
@@ -51,6 +55,7 @@ from bench.common import (
     tail,
     wait_committed,
 )
+from bench.extra import EXTRA_JOBS, details, run_extra
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = ("raw", "faust-naive", "quix", "touchstream", "processor")
@@ -337,7 +342,8 @@ def report(results: dict[str, JobResult], inp: Input, extra: dict[str, object]) 
 @click.option("--partitions", default=8, show_default=True, help="partitions of each topic")
 @click.option("--runs", default=3, show_default=True,
               help="runs per job (processor: 1, it is deterministic CPU work)")
-@click.option("--only", default="", help=f"comma list of jobs: {','.join(JOBS)}")
+@click.option("--only", default="", help=f"comma list of jobs: {','.join(JOBS)}; "
+              f"opt-in: {','.join(EXTRA_JOBS)}")
 @click.option("--mix", type=click.Choice(["purchase", "sim"]), default="purchase",
               show_default=True, help="purchase: uniform purchases; sim: touchstream "
               "simulate's realistic mix (first N events of --customers customers)")
@@ -349,17 +355,24 @@ def report(results: dict[str, JobResult], inp: Input, extra: dict[str, object]) 
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="also write the results as JSON here")
 @click.option("--keep", is_flag=True, help="keep the work directory (logs, stores)")
+@click.option("--rate", default=0.0, help="latency job: offered events/s (0: half of the "
+              "touchstream job's median in this run)")
+@click.option("--seconds", default=60.0, show_default=True, help="latency job: seconds sent")
+@click.option("--scale-customers", default=1_000_000, show_default=True,
+              help="scale job: customers")
 def main(events: int, customers: int, partitions: int, runs: int, only: str, mix: str,
-         quix_python: str, timeout: float, json_out: str | None, keep: bool) -> None:
+         quix_python: str, timeout: float, json_out: str | None, keep: bool,
+         rate: float, seconds: float, scale_customers: int) -> None:
     """Throughput of touchstream against the practical limit (raw) and its peers."""
     import touchstream  # noqa: F401  (puts this repository first on sys.path)
     from touchstream.localstack import Tansu
 
     selected = [j.strip() for j in only.split(",") if j.strip()] or list(JOBS)
-    unknown = set(selected) - set(JOBS)
+    unknown = set(selected) - set(JOBS) - set(EXTRA_JOBS)
     if unknown:
-        raise click.BadParameter(f"unknown job(s) {sorted(unknown)}; known: {JOBS}")
-    selected = [j for j in JOBS if j in selected]
+        raise click.BadParameter(f"unknown job(s) {sorted(unknown)}; known: "
+                                 f"{JOBS + EXTRA_JOBS}")
+    selected = [j for j in JOBS + EXTRA_JOBS if j in selected]
     t_bench = time.monotonic()
     m = machine()
     console.print(f"[bold]machine[/] {m['nproc']} cores, {m['memory']}, {m['cpu']}, "
@@ -382,6 +395,16 @@ def main(events: int, customers: int, partitions: int, runs: int, only: str, mix
                       notes)
             for name in selected:
                 res = results[name] = JobResult(name)
+                if name in EXTRA_JOBS:
+                    ts_res = results.get("touchstream")
+                    try:
+                        res.notes = run_extra(name, broker.url, workdir,
+                                              ts_res.median if ts_res else None, rate,
+                                              seconds, scale_customers, partitions, console)
+                    except Exception as e:  # one job failing must not lose the others
+                        res.skipped = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+                        console.print(f"[red]{name} failed:[/] {e}")
+                    continue
                 if name == "quix" and (why := quix_unavailable(quix_python)):
                     res.skipped = why
                     console.print(f"[yellow]quix skipped:[/] {why}")
@@ -426,9 +449,13 @@ def main(events: int, customers: int, partitions: int, runs: int, only: str, mix
         extra["ClickHouse rows per event (processor)"] = f"{notes['rows_per_event']:.2f}"
     extra["peers' state bytes per customer (JSON count/sum/last)"] = (
         f"{naive_state_bytes(inp):.0f}")
-    extra["latency event-to-ClickHouse p50/p99"] = "not measured yet"
-    extra["latency event-to-alert p50/p99"] = "not measured yet"
-    report(results, inp, extra)
+    measured = details({k: v.notes for k, v in results.items() if k in EXTRA_JOBS})
+    if not measured:
+        extra["latency event-to-ClickHouse p50/p99"] = "not measured (--only ...,latency)"
+        extra["latency event-to-alert p50/p99"] = "not measured (--only ...,latency)"
+    extra.update(measured)
+    report({k: v for k, v in results.items() if k not in EXTRA_JOBS or v.skipped}, inp,
+           extra)
     elapsed = time.monotonic() - t_bench
     console.print(f"bench run time {elapsed:.0f}s")
     if json_out:

@@ -77,11 +77,16 @@ def simulated(n: int, customers: int) -> list[dict[str, object]]:
 
 
 def make_input(n: int, customers: int, partitions: int, mix: str) -> Input:
+    events = purchases(n, customers) if mix == "purchase" else simulated(n, customers)
+    return input_of(events, partitions, mix)
+
+
+def input_of(events: Sequence[dict[str, object]], partitions: int, mix: str) -> Input:
+    """An Input of the given events (key = customer_id), placed as the broker will."""
     from aiokafka.partitioner import DefaultPartitioner
 
     from schemas.decode import Rejected, decode
 
-    events = purchases(n, customers) if mix == "purchase" else simulated(n, customers)
     messages = [(str(e["customer_id"]).encode(), orjson.dumps(e)) for e in events]
     for _, v in messages[:2000]:  # the input must be valid: a reject is not a benchmark
         if isinstance(ev := decode(v), Rejected):

@@ -1,0 +1,95 @@
+"""bench/: the pure helpers of the latency, CDNOW and scale jobs (no timing asserted)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+
+from agents.pipeline import Processor, RawMessage, key_partition
+from bench.latency import Workload
+from bench.live import backlog_at, coverage_latencies, keys_by_partition, percentiles
+from bench.scale import purchase_stream
+from schemas.decode import Rejected, decode
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    xs = [float(x) for x in range(1, 101)]  # 1..100
+    assert percentiles(xs) == {"p50": 50.0, "p95": 95.0, "p99": 99.0, "max": 100.0}
+    assert percentiles([3.0]) == {"p50": 3.0, "p95": 3.0, "p99": 3.0, "max": 3.0}
+    assert percentiles([2.0, 1.0], (50,)) == {"p50": 1.0, "max": 2.0}
+    assert percentiles([]) == {}
+
+
+def test_an_event_counts_from_the_first_poll_that_saw_its_offset() -> None:
+    sends = {(0, 0): 1.0, (0, 1): 1.1, (0, 2): 1.2, (1, 0): 1.05}
+    polls = [(1.5, {0: 0}), (2.0, {0: 1, 1: 0}), (3.0, {0: 1, 1: 0})]
+    lat, missing = coverage_latencies(sends, polls)
+    assert lat == {(0, 0): 0.5, (0, 1): 2.0 - 1.1, (1, 0): 2.0 - 1.05}
+    assert missing == 1  # (0, 2) never seen
+
+
+def test_polls_out_of_order_and_offsets_skipped_in_one_poll() -> None:
+    sends = {(3, o): float(o) for o in range(5)}
+    polls = [(10.0, {3: 4}), (5.0, {3: 1})]
+    lat, missing = coverage_latencies(sends, polls)
+    assert missing == 0
+    assert lat[(3, 0)] == 5.0 and lat[(3, 1)] == 4.0 and lat[(3, 4)] == 6.0
+
+
+def test_backlog_is_what_was_sent_but_not_seen_by_then() -> None:
+    sends = {(0, 0): 1.0, (0, 1): 2.0, (0, 2): 3.5, (1, 0): 2.5}
+    polls = [(2.2, {0: 0}), (3.0, {0: 1}), (4.0, {0: 2, 1: 0})]
+    assert backlog_at(sends, polls, 3.0) == 1  # (1, 0); (0, 2) not sent yet
+    assert backlog_at(sends, polls, 3.9) == 2
+    assert backlog_at(sends, polls, 4.0) == 0
+    assert backlog_at(sends, [], 10.0) == 4
+
+
+def test_warm_up_keys_cover_every_partition() -> None:
+    keys = keys_by_partition(8)
+    assert sorted(keys) == list(range(8))
+    assert all(key_partition(k, 8) == p for p, k in keys.items())
+
+
+def test_the_latency_workload_closes_only_open_accounts_and_each_raises_a_decline() -> None:
+    wl = Workload(customers=50, close_share=0.1, seed=3)
+    events = [wl.event(i) for i in range(200)]
+    closed = [e["customer_id"] for e, closes in events if closes]
+    assert closed and len(closed) == len(set(closed))
+    times = [e["occurred_at"] for e, _ in events]
+    assert times == sorted(times)
+    assert not any(isinstance(decode(orjson.dumps(e)), Rejected) for e, _ in events)
+    # Through the worker's hot path: one decline alert per closed account, nothing else.
+    proc, table, offsets = Processor(partitions=4), {}, [0] * 4
+    msgs = []
+    for e, _ in events:
+        k = e["customer_id"].encode()
+        p = key_partition(k, 4)
+        msgs.append(RawMessage("t", p, offsets[p], k, orjson.dumps(e)))
+        offsets[p] += 1
+    alerts = []
+    for j in range(0, len(msgs), 100):
+        r = proc.process(msgs[j:j + 100], table.get, datetime.now(UTC))
+        assert r.rejected == 0
+        table.update(r.states)
+        alerts += [orjson.loads(v) for _, v in r.alerts]
+    assert sorted(a["customer_id"] for a in alerts) == sorted(closed)
+    assert {a["kind"] for a in alerts} == {"decline"}
+
+
+def test_no_purchase_after_an_account_is_closed() -> None:
+    wl = Workload(customers=20, close_share=0.2, seed=5)
+    closed: set[str] = set()
+    for i in range(60):
+        e, closes = wl.event(i)
+        assert e["customer_id"] not in closed
+        if closes:
+            closed.add(e["customer_id"])
+
+
+def test_the_scale_stream_gives_every_customer_a_purchase_first() -> None:
+    out = list(purchase_stream(customers=10, events=25))
+    assert [c for c, _ in out[:10]] == [f"S{i:07d}" for i in range(10)]
+    assert len(out) == 25 and {c for c, _ in out} <= {f"S{i:07d}" for i in range(10)}
+    assert not any(isinstance(decode(v), Rejected) for _, v in out)
