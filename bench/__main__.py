@@ -10,6 +10,9 @@ fresh consumer group, one job at a time:
   quix         Quix Streams, same aggregation, RocksDB state (bench/quix_job.py)
   touchstream  the real `touchstream worker` (embedded chdb sink), every offset committed
                (which happens only after the batch's rows reached ClickHouse)
+  touchstream-ch  the same worker writing to a ClickHouse server (Debian's 18.16, started
+               by the bench) through clickhouse-driver: the production path
+  touchstream-2w  two such workers in one group, sharing the partitions
   processor    agents.pipeline.Processor in process over the same messages (no Kafka, no
                ClickHouse), once: the hot path alone, and the state bytes per customer
 
@@ -58,7 +61,8 @@ from bench.common import (
 from bench.extra import EXTRA_JOBS, details, run_extra
 
 ROOT = Path(__file__).resolve().parents[1]
-JOBS = ("raw", "faust-naive", "quix", "touchstream", "processor")
+JOBS = ("raw", "faust-naive", "quix", "touchstream", "touchstream-ch", "touchstream-2w",
+        "processor")
 console = Console(width=None if sys.stdout.isatty() else 130)
 
 
@@ -92,6 +96,14 @@ class Ctx:
     timeout: float
     quix_python: str
     notes: dict[str, float] = field(default_factory=dict)
+    clickhouse: Any = None  # a ClickHouseServer, started by the first job that needs it
+
+    def clickhouse_server(self) -> Any:
+        from touchstream.localstack import ClickHouseServer
+
+        if self.clickhouse is None:
+            self.clickhouse = ClickHouseServer(self.workdir / "clickhouse")
+        return self.clickhouse
 
 
 # --- jobs ------------------------------------------------------------------------------
@@ -140,20 +152,26 @@ def _spawn(cmd: list[str], env: dict[str, str] | None, log: Path) -> subprocess.
                             stderr=subprocess.STDOUT)
 
 
-def _measure(ctx: Ctx, name: str, i: int, cmd: list[str], env: dict[str, str] | None,
+def _measure(ctx: Ctx, name: str, i: int, cmd: list[str],
+             env: dict[str, str] | None | list[dict[str, str]],
              group: str, topic: str, end: dict[int, int], log: Path) -> Run:
+    """Spawn the job (one process per env when ``env`` is a list: workers of one group)
+    and time it by its group's commits."""
     total = sum(end.values())
+    envs = env if isinstance(env, list) else [env]
+    logs = [log] if len(envs) == 1 else [log.with_suffix(f".{k}") for k in range(len(envs))]
     started = time.monotonic()
-    proc = _spawn(cmd, env, log)
+    procs = [_spawn(cmd, e, lg) for e, lg in zip(envs, logs, strict=True)]
     try:
         with console.status(f"{name} run {i + 1}: starting") as status:
             def show(done: int, total: int) -> None:
                 status.update(f"{name} run {i + 1}: {done:,} / {total:,} committed, "
                               f"{time.monotonic() - started:.0f}s")
-            prog = wait_committed(ctx.bootstrap, group, topic, end, proc, started,
-                                  ctx.timeout, log, on_progress=show)
+            prog = wait_committed(ctx.bootstrap, group, topic, end, procs, started,
+                                  ctx.timeout, logs[0], on_progress=show)
     finally:
-        stop(proc)
+        for proc in procs:
+            stop(proc)
     rate, method = prog.rate(total)
     assert prog.done is not None
     return Run(rate, method, wall_s=prog.done - started,
@@ -204,24 +222,40 @@ def touchstream_env(s: object) -> dict[str, str]:
     return env
 
 
-def job_touchstream(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
+def _touchstream(ctx: Ctx, topic: str, end: dict[int, int], i: int, label: str,
+                 sink: str = "chdb", workers: int = 1) -> Run:
     from touchstream.config import Settings
     from touchstream.kafka import ensure_topics
 
     name = f"bench-ts-{uuid.uuid4().hex[:8]}"
-    run_dir = ctx.workdir / f"touchstream-{i}"
+    run_dir = ctx.workdir / f"{label}-{i}"
     run_dir.mkdir(parents=True)
+    url = (f"chdb://{(run_dir / 'chdb').resolve()}" if sink == "chdb"
+           else ctx.clickhouse_server().url(name.replace("-", "_")))
     s = Settings(
-        broker=ctx.broker_url, clickhouse_url=f"chdb://{(run_dir / 'chdb').resolve()}",
+        broker=ctx.broker_url, clickhouse_url=url,
         app_id=name, input_topic=topic, dlq_topic=f"{name}.dlq",
         alerts_topic=f"{name}.alerts", transitions_topic=f"{name}.transitions",
         partitions=ctx.inp.partitions, data_dir=str(run_dir / "worker"),
     )
     ensure_topics(s.bootstrap, {t: s.partitions for t in (
         s.dlq_topic, s.alerts_topic, s.transitions_topic)})
+    envs = [touchstream_env(s.model_copy(update={"data_dir": f"{s.data_dir}-{k}"}))
+            for k in range(workers)]
     cmd = [sys.executable, "-m", "touchstream.cli", "worker"]
-    return _measure(ctx, "touchstream", i, cmd, touchstream_env(s), s.app_id, topic, end,
-                    run_dir / "log")
+    return _measure(ctx, label, i, cmd, envs, s.app_id, topic, end, run_dir / "log")
+
+
+def job_touchstream(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
+    return _touchstream(ctx, topic, end, i, "touchstream")
+
+
+def job_touchstream_server(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
+    return _touchstream(ctx, topic, end, i, "touchstream-ch", sink="server")
+
+
+def job_touchstream_two(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
+    return _touchstream(ctx, topic, end, i, "touchstream-2w", sink="server", workers=2)
 
 
 def replay_processor(inp: Input, batch: int = 5000, profiler: Any = None
@@ -271,7 +305,8 @@ def job_processor(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
 
 RUNNERS: dict[str, Callable[[Ctx, str, dict[int, int], int], Run]] = {
     "raw": job_raw, "faust-naive": job_faust_naive, "quix": job_quix,
-    "touchstream": job_touchstream, "processor": job_processor,
+    "touchstream": job_touchstream, "touchstream-ch": job_touchstream_server,
+    "touchstream-2w": job_touchstream_two, "processor": job_processor,
 }
 
 
@@ -386,6 +421,7 @@ def main(events: int, customers: int, partitions: int, runs: int, only: str, mix
     results: dict[str, JobResult] = {}
     notes: dict[str, float] = {}
     workdir = Path(tempfile.mkdtemp(prefix="touchstream-bench-"))
+    ctx: Ctx | None = None
     try:
         with Tansu(workdir / "broker") as broker:
             version = tail(broker.log_path, 200).splitlines()[:1]
@@ -434,6 +470,8 @@ def main(events: int, customers: int, partitions: int, runs: int, only: str, mix
                     console.print(f"{name} run {i + 1}: {run.events_per_s:,.0f} events/s "
                                   f"({run.method}){cpu}{wall}{rss}")
     finally:
+        if ctx is not None and ctx.clickhouse is not None:
+            ctx.clickhouse.stop()
         if keep:
             console.print(f"work dir kept: {workdir}")
         else:

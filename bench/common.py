@@ -241,12 +241,15 @@ def current_rss(pid: int) -> int | None:
 
 
 def wait_committed(bootstrap: str, group: str, topic: str, end: dict[int, int],
-                   proc: subprocess.Popen[bytes], started: float, timeout: float,
+                   proc: subprocess.Popen[bytes] | Sequence[subprocess.Popen[bytes]],
+                   started: float, timeout: float,
                    log: Path, poll_s: float = 0.2, on_progress=None) -> Progress:
     """Poll ``group``'s committed offsets on ``topic`` (one OffsetFetch per poll) until
-    each partition reached ``end``. Fails if the process exits or time runs out."""
+    each partition reached ``end``. Fails if a process exits or time runs out. With
+    several processes (workers of one group), CPU is their sum and RSS their largest."""
     from kafka import KafkaAdminClient
 
+    procs = [proc] if isinstance(proc, subprocess.Popen) else list(proc)
     prog = Progress(started)
     total = sum(end.values())
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
@@ -254,9 +257,10 @@ def wait_committed(bootstrap: str, group: str, topic: str, end: dict[int, int],
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the job exited with code {proc.returncode}; log "
-                                   f"{log}:\n{tail(log)}")
+            for p in procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"the job exited with code {p.returncode}; log "
+                                       f"{log}:\n{tail(log)}")
             try:
                 offsets = admin.list_group_offsets(group).get(group, {})
             except Exception:  # the group does not exist before its first join
@@ -265,13 +269,14 @@ def wait_committed(bootstrap: str, group: str, topic: str, end: dict[int, int],
                     if tp.topic == topic and om.offset >= 0}
             now = time.monotonic()
             committed = sum(min(done.get(p, 0), e) for p, e in end.items())
-            prog.samples.append((now, committed, cpu_seconds(proc.pid)))
-            sampled_rss = max(sampled_rss, current_rss(proc.pid) or 0)
+            prog.samples.append((now, committed, sum(cpu_seconds(p.pid) for p in procs)))
+            sampled_rss = max([sampled_rss, *(current_rss(p.pid) or 0 for p in procs)])
             if on_progress is not None:
                 on_progress(committed, total)
             if all(done.get(p, 0) >= e for p, e in end.items()):
                 prog.done = now
-                prog.peak_rss = peak_rss(proc.pid) or sampled_rss or None
+                peaks = [peak_rss(p.pid) or 0 for p in procs]
+                prog.peak_rss = max(peaks) or sampled_rss or None
                 return prog
             time.sleep(poll_s)
         raise TimeoutError(f"{group} did not commit every offset of {topic} in {timeout:.0f}s"
