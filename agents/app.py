@@ -4,10 +4,10 @@ Per batch of messages (each fetch of the consumer, up to ``batch_max`` records; 
 agents/fastpath.py for why not Faust's per-event stream), in this order, for at-least-once
 with idempotent effects, and only then are the batch's offsets acked:
 1. decode, validate and fold events into per-customer state (pure);
-2. write events, states, dead letters and stream time to ClickHouse (versioned rows);
-3. send dead letters, lifecycle transitions and churn alerts to their topics, and wait
-   until the broker has them;
-4. put each changed customer's state into the table once, and its changelog record, and
+2. write events, states, dead letters and stream time to ClickHouse (versioned rows),
+   and at the same time send dead letters, lifecycle transitions and churn alerts to
+   their topics; wait until ClickHouse and the broker have them all;
+3. put each changed customer's state into the table once, and its changelog record, and
    wait until the broker has those too.
 Silence deadlines fire as each partition's stream time passes them (less the allowed
 lateness); with TOUCHSTREAM_CLOCK=live the wall clock ticks them too.
@@ -181,13 +181,18 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
             # The changelog partition is the customer's input partition (murmur2 of the key).
             records.append((Stored.partition_of(value), key, value))
 
-        async def effects() -> None:
+        async def write_rows() -> None:
             for table, rows in result.rows.items():
                 writer.add(table, rows)
             totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer)
-            # Topics before the changelog: a crash in between re-sends (same alert_id).
-            for name, topic in outputs.items():
-                await emitter.send(topic, [(None, k, v) for k, v in getattr(result, name)])
+
+        async def effects() -> None:
+            # ClickHouse and the output topics at once (a replay rewrites the same rows and
+            # re-sends the same alert_ids), the changelog only after both: once the table
+            # has the batch, a replay skips it.
+            await asyncio.gather(write_rows(), *(
+                emitter.send(topic, [(None, k, v) for k, v in getattr(result, name)])
+                for name, topic in outputs.items()))
             await emitter.send(changelog, records)
             totals.add(result)
 
@@ -201,6 +206,7 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
             await before  # at most one batch's effects in flight behind the one processed
         return done
 
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     # The fast path: the consumer hands over each fetch as one batch (agents/fastpath.py)
     # and acks it when the returned future is done.
     app.batch_handlers[settings.input_topic] = handle

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     data_dir: str = Field("var", description="worker data (Faust table stores)")
     batch_max: int = Field(5000, ge=1, description="most messages handled in one batch")
     batch_within_s: float = Field(0.5, gt=0, description="longest wait to fill a batch")
+    fetch_max_wait_ms: int = Field(
+        100, ge=0, description="longest a fetch waits at the broker for data (Faust: 1500)")
     session_timeout_s: float = Field(10.0, gt=0)
     clock: Literal["event", "live"] = Field(
         "event",
