@@ -26,14 +26,16 @@ and what the table itself takes (value bytes, and keys + values + dict as Python
 by sys.getsizeof). Not included: a real worker's Kafka and ClickHouse buffers, which do
 not grow with the customers (see the latency job's worker RSS).
 
-orjson (3.13 here) returns each ``dumps`` result in an allocation of 4 KiB or more,
-whatever its length, and the worker keeps those very objects in its table. So after the
-replay the job also copies every table value into a right-sized bytes object, releases
-the freed memory (``malloc_trim``) and measures the RSS again: what the live state takes
-with right-sized values. The RSS right after the replay is what a worker would show: it
-also holds heap memory freed by the batches but not given back to the system (the job
-prints the RSS after a ``malloc_trim`` as well). ``--copy-values`` copies at store time instead
-(a direct check of that figure; slower to run twice at 1,000,000).
+The table values are the Processor's own bytes (``Stored.encode``, the binary codec of
+touchstream/domain/codec.py). When they were orjson ``dumps`` results, each took an
+allocation of 4 KiB or more whatever its length (orjson 3.13), 8.5 GB for 1,000,000
+customers; so the job still copies every value into a right-sized bytes object after the
+replay, releases the freed memory (``malloc_trim``) and measures the RSS again, which
+shows whether the stored values are right-sized (the two figures match). The RSS right
+after the replay is what a worker would show: it also holds heap memory freed by the
+batches but not given back to the system (the job prints the RSS after a ``malloc_trim``
+as well). ``--copy-values`` copies at store time instead (a direct check of that figure;
+slower to run twice at 1,000,000).
 """
 
 from __future__ import annotations
@@ -223,7 +225,7 @@ def report(res: ScaleResult, console: Any) -> None:
     mib = "MiB"
     rows = [
         ("values stored as", "right-sized copies (--copy-values)" if res.copy_values
-         else f"orjson {res.orjson_version} dumps results (as the worker)"),
+         else "Stored.encode results (as the worker)"),
         ("RSS before (worker imports) -> after the replay",
          f"{res.rss_before_mb:,.0f} -> {res.rss_after_mb:,.0f} {mib}"),
         ("peak RSS (VmHWM)", f"{res.peak_rss_mb:,.0f} {mib}"),
