@@ -213,7 +213,8 @@ class _Batch:
     """The bookkeeping of one Processor.process call."""
 
     def __init__(self, proc: Processor, load: Load, received_at: datetime) -> None:
-        self.proc, self.load, self.received_at = proc, load, received_at
+        self.proc, self.load = proc, load
+        self.received_ms = epoch_ms(received_at)  # DateTime values in rows are epoch ms
         self.rules, self.stream_time = proc.rules, proc.stream_time
         self.out = BatchResult()
         self.events_rows: list[Row] = []
@@ -240,7 +241,7 @@ class _Batch:
         self.out.dead_letters.append((m.key, dead_letter_envelope(m, reason)))
         self.dead_rows.append(
             dead_letter_row(m.topic, m.partition, m.offset, m.key, m.value, reason,
-                            self.received_at)
+                            self.received_ms)
         )
 
     def message(self, m: RawMessage) -> None:
@@ -286,7 +287,7 @@ class _Batch:
             return None
         c.applied.append(m.value)  # type: ignore[arg-type]
         c.changed = True
-        self.events_rows.append(event_row(ev, c.work.version, p, offset))  # type: ignore[arg-type]
+        self.events_rows.append(event_row(ev, c.work.version, p, offset, t))  # type: ignore[arg-type]
         if r[1]:
             for o in r[1]:
                 self.emit(o)  # type: ignore[arg-type]

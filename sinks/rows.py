@@ -1,10 +1,13 @@
 """Rows for the tables of sinks/tables.py, from domain outputs (pure: the processor half
-of a processor/writer split; the sinks are the writers)."""
+of a processor/writer split; the sinks are the writers).
+
+DateTime values are epoch milliseconds (ints), as the domain keeps them: the sinks take
+them as they are (sinks/base.py), so no datetime object is made per value. The topics'
+JSON has its own ISO text (``iso_ms``)."""
 
 from __future__ import annotations
 
-import functools
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from math import isfinite
 from types import NoneType
@@ -12,18 +15,12 @@ from typing import Any, Literal, get_args, get_origin
 
 import orjson
 
-from schemas.events import EVENT_TYPES, Event, Purchase, Refund, _Event
+from schemas.events import EVENT_TYPES, Event, Purchase, Refund, _Event, epoch_ms
 from sinks.base import Row
-from touchstream.domain.alerts import ALERT_SCHEMA_VERSION, Alert
+from touchstream.domain.alerts import ALERT_SCHEMA_VERSION, Alert, iso_ms
 from touchstream.domain.lifecycle import Transition
 from touchstream.domain.rfm import CustomerState, Working
 from touchstream.domain.scoring import Cutoffs, RfmSketches
-
-
-@functools.lru_cache(maxsize=1 << 14)  # state rows repeat first and stage-since times
-def ms_to_dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
 
 _COMMON = {"event_id", "customer_id", "type", "occurred_at", "source", "amount", "currency"}
 _JSON_NATIVE = (str, bool, int)  # fields whose values model_dump(mode="json") keeps as is
@@ -80,14 +77,17 @@ def _attributes(ev: Event, fields: tuple[tuple[str, bool], ...] | None) -> dict[
     }
 
 
-def event_row(ev: Event, version: int, partition: int, offset: int) -> Row:
+def event_row(
+    ev: Event, version: int, partition: int, offset: int, occurred_ms: int | None = None
+) -> Row:
+    """``occurred_ms``: ``epoch_ms(ev.occurred_at)`` when the caller has it already."""
     has_amount, has_currency, fields = _ROW_SHAPE.get(type(ev)) or (
         isinstance(ev, Purchase | Refund), isinstance(ev, Purchase), None)
     return (
         ev.event_id,
         ev.customer_id,
         ev.type,
-        ev.occurred_at.astimezone(UTC),
+        epoch_ms(ev.occurred_at) if occurred_ms is None else occurred_ms,
         ev.source or "",
         ev.amount if has_amount else _ZERO,  # type: ignore[union-attr]
         ev.currency if has_currency else "",  # type: ignore[union-attr]
@@ -104,27 +104,27 @@ def state_row(s: CustomerState | Working) -> Row:
     return (
         s.customer_id,
         s.version,
-        ms_to_dt(s.first_event_ms),
-        ms_to_dt(s.last_event_ms),
+        s.first_event_ms,
+        s.last_event_ms,
         s.purchases,
         s.purchase_total,
         s.refunds,
         s.refund_total,
         s.purchase_total - s.refund_total,
-        None if s.first_purchase_ms is None else ms_to_dt(s.first_purchase_ms),
-        None if s.last_purchase_ms is None else ms_to_dt(s.last_purchase_ms),
+        s.first_purchase_ms,
+        s.last_purchase_ms,
         frequency,
         days[-1] - days[0] if days else 0,
         float((s.purchase_total - s.first_day_spend) / frequency) if frequency else 0.0,
         s.stage or "",
-        ms_to_dt(s.stage_since_ms),
+        s.stage_since_ms,
         s.declined_from or "",
         s.relationships,
         s.exit_pattern or "",
         s.defection_type or "",
         s.defection_confidence,
         s.alert_level,
-        None if s.next_deadline_ms is None else ms_to_dt(s.next_deadline_ms),
+        s.next_deadline_ms,
     )
 
 
@@ -133,7 +133,7 @@ def transition_json(t: Transition) -> dict[str, Any]:
     return {
         "customer_id": t.customer_id,
         "seq": t.seq,
-        "at": ms_to_dt(t.at_ms).isoformat().replace("+00:00", "Z"),
+        "at": iso_ms(t.at_ms),
         "from": t.from_stage,
         "to": t.to_stage,
         "reason": t.reason,
@@ -144,14 +144,14 @@ def transition_json(t: Transition) -> dict[str, Any]:
 
 def transition_row(t: Transition) -> Row:
     return (
-        t.customer_id, t.seq, ms_to_dt(t.at_ms), t.from_stage or "", t.to_stage, t.reason,
+        t.customer_id, t.seq, t.at_ms, t.from_stage or "", t.to_stage, t.reason,
         t.relationship, t.pattern or "", t.seq,
     )
 
 
 def alert_row(a: Alert) -> Row:
     return (
-        a.alert_id, a.customer_id, ms_to_dt(a.at_ms), a.kind, a.episode, a.stage,
+        a.alert_id, a.customer_id, a.at_ms, a.kind, a.episode, a.stage,
         a.previous_stage or "", a.defection_type, a.confidence, a.severity, a.severity_label,
         a.net_spend, orjson.dumps(list(a.evidence)).decode(), a.message, ALERT_SCHEMA_VERSION,
         a.version,
@@ -160,8 +160,9 @@ def alert_row(a: Alert) -> Row:
 
 def dead_letter_row(
     topic: str, partition: int, offset: int, key: bytes | None, raw: bytes | None, reason: str,
-    received_at: datetime,
+    received_at: datetime | int,
 ) -> Row:
+    """``received_at``: an aware datetime or epoch milliseconds."""
     return (
         topic,
         partition,
@@ -175,12 +176,12 @@ def dead_letter_row(
 
 
 def clock_row(partition: int, stream_time_ms: int) -> Row:
-    return (partition, ms_to_dt(stream_time_ms), stream_time_ms)
+    return (partition, stream_time_ms, stream_time_ms)
 
 
 def cutoffs_row(c: Cutoffs, rate_median: float, amount_median: float, as_of_ms: int) -> Row:
     return (
-        ms_to_dt(as_of_ms), c.kind, c.population, *c.r, *c.f, *c.m, rate_median, amount_median,
+        as_of_ms, c.kind, c.population, *c.r, *c.f, *c.m, rate_median, amount_median,
         as_of_ms,
     )
 

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.events import Account, Call, Complaint, Purchase, Refund, Survey, epoch_ms
 from touchstream.domain import alerts as al
@@ -333,3 +335,12 @@ def test_the_alert_evidence_is_the_classifiers_dated_codes():
     (a,) = alerts(outs)
     assert a.evidence == ("2024-02-11 refund:defective",)
     assert a.last_purchase_ms == ms(40) == a.at_ms - 60 * DAY_MS
+
+
+@settings(max_examples=2000, deadline=None)
+@given(ms_=st.integers(-62_135_596_800_000, 253_402_300_799_999)  # years 1..9999
+       | st.integers(-(1000 << 32), 1000 << 32)
+       | st.integers(0, 4_102_444_800).map(lambda s: s * 1000))  # whole seconds
+def test_iso_ms_is_the_datetime_isoformat_of_the_millisecond_with_a_z(ms_):
+    expected = datetime.fromtimestamp(ms_ / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+    assert al.iso_ms(ms_) == expected

@@ -109,8 +109,9 @@ def test_a_stream_clock_row_per_partition_carries_the_max_event_time_of_that_par
     result = table.run(proc, messages)
     clocks = {r[0]: r for r in result.rows["stream_clock"]}
     assert set(clocks) == {0, 1}
-    assert clocks[0][1:] == (BASE + timedelta(minutes=30), epoch_ms(BASE) + 30 * 60_000)
-    assert clocks[1][1:] == (BASE + timedelta(minutes=20), epoch_ms(BASE) + 20 * 60_000)
+    # stream_time (DateTime) and version, both as epoch milliseconds
+    assert clocks[0][1:] == (epoch_ms(BASE) + 30 * 60_000,) * 2
+    assert clocks[1][1:] == (epoch_ms(BASE) + 20 * 60_000,) * 2
     assert all(len(r) == len(STREAM_CLOCK.columns) for r in clocks.values())
     # A later batch whose events are all older writes no clock row for that partition.
     later = table.run(proc, [msg(event("a", "a3", 1), 2, partition=0)])
@@ -131,7 +132,7 @@ def test_a_malformed_message_yields_a_dead_letter_row_and_a_dlq_envelope():
     topic, partition, offset, key, raw, reason, received_at, version = row
     assert (topic, partition, offset, key, raw) == (TOPIC, 2, 7, "a", bad.decode())
     assert "not valid JSON" in reason
-    assert received_at == RECEIVED and version == 1
+    assert received_at == epoch_ms(RECEIVED) and version == 1
 
     [(dlq_key, envelope)] = result.dead_letters
     assert dlq_key == b"a"

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.decode import Rejected, decode
-from schemas.events import Call, Purchase, Refund, Survey
+from schemas.events import Call, Purchase, Refund, Survey, epoch_ms
 from sinks.rows import clock_row, dead_letter_row, event_row, state_row
 from sinks.tables import (
     CUSTOMER_STATE,
@@ -45,8 +45,7 @@ def test_event_row_puts_type_specific_fields_into_the_attributes_json():
     assert column(EVENTS, row, "currency") == "EUR"
     assert column(EVENTS, row, "source") == "pos"
     assert column(EVENTS, row, "type") == "purchase"
-    assert column(EVENTS, row, "occurred_at") == datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
-    assert column(EVENTS, row, "occurred_at").tzinfo == UTC
+    assert column(EVENTS, row, "occurred_at") == epoch_ms(datetime(2024, 3, 1, 10, 0, tzinfo=UTC))
     assert (column(EVENTS, row, "kafka_partition"), column(EVENTS, row, "kafka_offset"),
             column(EVENTS, row, "version")) == (1, 42, 3)
 
@@ -90,7 +89,7 @@ def test_state_row_has_one_value_per_customer_state_column(with_purchase):
     assert column(CUSTOMER_STATE, row, "purchases") == int(with_purchase)
     first = column(CUSTOMER_STATE, row, "first_purchase_at")
     assert (first is not None) == with_purchase
-    assert column(CUSTOMER_STATE, row, "last_event_at") == WHEN
+    assert column(CUSTOMER_STATE, row, "last_event_at") == epoch_ms(WHEN)
 
 
 def test_state_row_carries_the_lifetimes_summary_in_its_named_columns():
@@ -111,9 +110,10 @@ def test_dead_letter_and_clock_rows_match_their_tables():
     assert len(dl) == len(DEAD_LETTERS.columns)
     assert column(DEAD_LETTERS, dl, "key") == ""
     assert column(DEAD_LETTERS, dl, "raw") == "\ufffdx"
+    assert column(DEAD_LETTERS, dl, "received_at") == received
     clock = clock_row(3, 1_709_251_200_000)
     assert len(clock) == len(STREAM_CLOCK.columns)
-    assert column(STREAM_CLOCK, clock, "stream_time") == received
+    assert column(STREAM_CLOCK, clock, "stream_time") == epoch_ms(received)
     assert column(STREAM_CLOCK, clock, "version") == 1_709_251_200_000
 
 
@@ -200,3 +200,31 @@ def test_event_row_attributes_are_what_pydantic_json_mode_gives(obj):
         return
     attributes = column(EVENTS, event_row(ev, 1, 0, 0), "attributes")
     assert attributes == orjson.dumps(_attributes_by_pydantic(ev)).decode()
+
+
+def test_every_datetime_column_of_the_worker_rows_is_epoch_milliseconds():
+    from agents.pipeline import Processor, RawMessage
+    from sinks.tables import BY_NAME
+
+    def purchase(i: int, day: int) -> RawMessage:
+        e = {"event_id": f"e{i}", "customer_id": "c1", "type": "purchase", "amount": "900",
+             "currency": "EUR", "occurred_at": f"2024-03-{day:02d}T12:00:00.250+02:00"}
+        return RawMessage("t", 0, i, b"c1", orjson.dumps(e))
+
+    proc, table = Processor(), {}
+    seen: dict[str, list] = {}
+    batches = [[purchase(i, 1 + 3 * i) for i in range(6)], [RawMessage("t", 0, 6, b"c1", b"x")]]
+    for i, batch in enumerate(batches):
+        wall = epoch_ms(WHEN) + 400 * 86_400_000 if i else None  # silence: decline, churn
+        r = proc.process(batch, table.get, datetime(2024, 5, 1, tzinfo=UTC), wall_ms=wall,
+                         partitions=[0])
+        table.update(r.states)
+        for name, rows in r.rows.items():
+            seen.setdefault(name, []).extend(rows)
+    assert all(seen[name] for name in ("events", "customer_state", "transitions", "alerts",
+                                        "dead_letters", "stream_clock"))
+    for name, rows in seen.items():
+        columns = [i for i, (_, ty) in enumerate(BY_NAME[name].columns) if "DateTime" in ty]
+        for row in rows:
+            assert all(type(row[i]) is int or row[i] is None for i in columns), (name, row)
+    assert seen["events"][0][3] == epoch_ms(datetime(2024, 3, 1, 10, 0, 0, 250_000, UTC))

@@ -9,6 +9,7 @@ kind already sent in the episode, or a lower one, is never sent again.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -71,8 +72,32 @@ class Alert:
         }
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as ISO 8601 UTC text ending in Z, exactly
+    ``datetime.fromtimestamp(ms / 1000, UTC).isoformat()`` with ``+00:00`` as ``Z``
+    (``2025-01-01T00:00:00Z``, ``2025-01-01T00:00:00.123000Z``), from cached pieces."""
+    if not -_ISO_EXACT < ms < _ISO_EXACT:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+    day, rest = divmod(ms, 86_400_000)
+    date = _DATES.get(day)
+    if date is None:
+        if len(_DATES) >= 1 << 16:
+            _DATES.clear()
+        t = time.gmtime(day * 86_400)
+        date = _DATES[day] = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+    s, frac = divmod(rest, 1000)
+    return date + _HH_MM[s // 60] + _SS[s % 60] + _FRACTION[frac]
+
+
+# Within 2**32 s of 1970 (1833..2106) ms / 1000 as a float is close enough for
+# fromtimestamp to round to the exact millisecond, so the integer arithmetic matches it;
+# outside, the datetime way keeps its (float) rounding.
+_ISO_EXACT = 1000 << 32
+_DATES: dict[int, str] = {}  # day number -> "YYYY-MM-DDT"
+_HH_MM = [f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60)]
+_SS = [f"{s:02d}" for s in range(60)]
+_FRACTION = ["Z", *(f".{f:03d}000Z" for f in range(1, 1000))]
+_iso = iso_ms
 
 
 def severity(net_spend: Decimal) -> int:
