@@ -10,7 +10,9 @@ default there, means half of that job's median events/s), or give ``--rate`` you
 
 One Tansu broker, one ClickHouse server (Debian's 18.16, clickhouse-driver), ``touchstream
 migrate`` and one ``touchstream worker`` process with TOUCHSTREAM_CLOCK=event and the
-worker's default batching (batch_max 5,000, batch_within_s 0.5 unless --batch-within);
+worker's default batching (a batch is what one fetch returned, at most batch_max 5,000;
+fetches wait at most TOUCHSTREAM_FETCH_MAX_WAIT_MS, 100; --batch-within only matters
+where Faust's own stream delivers);
 bench/live.py starts them and warms the worker up first. Then aiokafka sends events at
 ``--rate`` per second for ``--seconds`` seconds, paced in 10 ms ticks, key = customer_id,
 default (murmur2) partitioner. The workload: purchases of ``--customers`` customers drawn
