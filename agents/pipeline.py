@@ -12,6 +12,7 @@ import base64
 import functools
 import heapq
 import logging
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -125,9 +126,9 @@ def dead_letter_envelope(m: RawMessage, reason: str) -> bytes:
 
 
 # Customers whose decoded state the processor keeps between batches (``state_cache``):
-# a few KB each (about 2 KB after 10 events, 3-4 KB with a full dedup window and 100
-# purchase days), so the default is a few hundred MB at most, next to a table of a
-# million customers.
+# about 2.2 KB each after 10 purchases, 3 KB with a full dedup window and 90 purchase
+# days (+8 bytes per further day), so the default costs 200-300 MB: with a table of a
+# million customers (about 0.4 GB) a worker stays within 1.5 GB.
 STATE_CACHE = 100_000
 
 
@@ -177,7 +178,7 @@ class Processor:
                 points.append((None, point_of(state)))
                 if room > 0 and raw.__class__ is bytes and cid not in cache \
                         and cid not in loaded:  # the batch puts those back itself
-                    cache[cid] = (raw, state, p, offset)  # warm: the next batches need it
+                    cache[cid] = (raw, _compact(state), p, offset)  # warm: for the next batches
                     room -= 1
             heapq.heapify(heap)
             self._deadlines[partition] = heap
@@ -265,7 +266,7 @@ class _Batch:
             c = None
             if raw:
                 if hit is not None and (hit[0] is raw or hit[0] == raw):
-                    c = _Customer(hit[1], hit[2], hit[3], raw)
+                    c = _Customer(_expand(hit[1]), hit[2], hit[3], raw)
                 else:
                     work, partition, offset = codec.decode(raw)
                     c = _Customer(work, partition, offset, raw)
@@ -378,18 +379,10 @@ class _Batch:
         out.accepted = len(self.events_rows)  # one row per accepted event
         changed = [(cid, c) for cid, c in self.customers.items() if c is not None and c.changed]
         # Offset-only moves (duplicates) are stored too: the offset skips redeliveries.
-        states, cache, size = out.states, self.cache, self.proc.state_cache
+        states = out.states
         for cid, c in self.customers.items():
-            if c is not None:
-                if c.touched:
-                    raw = states[cid] = codec.encode(c.work, c.partition, c.offset)
-                else:
-                    raw = c.raw if c.raw.__class__ is bytes else bytes(c.raw)  # type: ignore[arg-type]
-                if size:
-                    cache[cid] = (raw, c.work, c.partition, c.offset)
-        if len(cache) > size:  # the least recently used out
-            for cid in list(islice(cache, len(cache) - size)):
-                del cache[cid]
+            if c is not None and c.touched:
+                states[cid] = codec.encode(c.work, c.partition, c.offset)
         self.proc.stream_time.update(self.clocks)
         deltas: dict[int, list[tuple[RfmPoint | None, RfmPoint | None]]] = {}
         for _, c in changed:
@@ -404,7 +397,40 @@ class _Batch:
             "dead_letters": self.dead_rows,
             "stream_clock": [clock_row(p, t) for p, t in self.clocks.items()],
         }
+        self.keep()
         return out
+
+    def keep(self) -> None:
+        """Put the batch's working copies into the processor's cache, with the bytes they
+        are (the new ones, or those loaded), and drop the least recently used."""
+        cache, size, states = self.cache, self.proc.state_cache, self.out.states
+        if not size:
+            return
+        for cid, c in self.customers.items():
+            if c is not None:
+                raw = states.get(cid) or c.raw
+                cache[cid] = (raw if raw.__class__ is bytes else bytes(raw),  # type: ignore[union-attr, arg-type]
+                              _compact(c.work), c.partition, c.offset)
+        if len(cache) > size:
+            for cid in list(islice(cache, len(cache) - size)):
+                del cache[cid]
+
+
+_LONG = 24  # purchase days: a longer list is kept as an array while cached
+
+
+def _compact(w: Working) -> Working:
+    """A working copy as the cache keeps it: long purchase day lists as 8-byte integers
+    (a list holds 36 bytes per day). ``_expand`` undoes it when a batch takes it out."""
+    if len(w.purchase_days) > _LONG:
+        w.purchase_days = array("q", w.purchase_days)  # type: ignore[assignment]
+    return w
+
+
+def _expand(w: Working) -> Working:
+    if w.purchase_days.__class__ is not list:
+        w.purchase_days = list(w.purchase_days)
+    return w
 
 
 def cutoffs_row_for(

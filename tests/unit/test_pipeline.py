@@ -433,3 +433,15 @@ def test_a_batch_that_fails_half_way_leaves_the_cache_consistent_with_the_table(
         pass
     table.run(proc, [msg(event("a", "e2", 2), 1)])  # the redelivery
     assert table.state("a").purchases == 2 and table.state("a").version == 2
+
+
+def test_a_long_purchase_history_is_cached_as_an_array_and_worked_on_as_a_list():
+    table, proc = Table(), Processor()
+    table.run(proc, [msg(event("a", f"e{i}", i * 60 * 24), i) for i in range(40)])
+    cached = proc._cache["a"][1]
+    assert type(cached.purchase_days).__name__ == "array" and len(cached.purchase_days) == 40
+    table.run(proc, [msg(event("a", "e40", 40 * 60 * 24), 40)])
+    assert table.state("a").purchase_days == tuple(range(19783, 19783 + 41))
+    fresh = Table()
+    fresh.run(Processor(), [msg(event("a", f"e{i}", i * 60 * 24), i) for i in range(41)])
+    assert fresh.data == table.data
