@@ -41,11 +41,11 @@ from touchstream.domain.lifecycle import DEFAULT_RULES, Rules, Transition
 from touchstream.domain.rfm import CustomerState, Working, advance_working, apply
 from touchstream.domain.scoring import (
     Cutoffs,
-    RfmPoint,
+    PointKeys,
     RfmSketches,
     cutoffs_from,
     medians_from,
-    point_of,
+    point_keys,
 )
 
 log = logging.getLogger("touchstream.pipeline")
@@ -160,10 +160,10 @@ class Processor:
         self._deadlines: dict[int, list[tuple[int, str]]] = {}
         # The RFM population of each partition, for score cut-offs (domain.scoring).
         self.sketches: dict[int, RfmSketches] = {}
-        # customer_id -> (stored bytes, their decoded working copy, partition, offset),
-        # least recently used first.
+        # customer_id -> (stored bytes, their decoded working copy, partition, offset,
+        # its sketch keys), least recently used first.
         self.state_cache = state_cache
-        self._cache: dict[str, tuple[bytes, Working, int, int]] = {}
+        self._cache: dict[str, tuple[bytes, Working, int, int, PointKeys | None]] = {}
 
     def _index(self, partition: int, scan: Scan, loaded: Mapping[str, object] = {}
                ) -> list[tuple[int, str]]:
@@ -175,14 +175,15 @@ class Processor:
                 state, p, offset = codec.decode(raw)
                 if state.next_deadline_ms is not None:
                     heap.append((state.next_deadline_ms, cid))
-                points.append((None, point_of(state)))
+                keys = point_keys(state)
+                points.append((None, keys))
                 if room > 0 and raw.__class__ is bytes and cid not in cache \
                         and cid not in loaded:  # the batch puts those back itself
-                    cache[cid] = (raw, _compact(state), p, offset)  # warm: for the next batches
+                    cache[cid] = (raw, _compact(state), p, offset, keys)  # for the next batches
                     room -= 1
             heapq.heapify(heap)
             self._deadlines[partition] = heap
-            self.sketches[partition] = RfmSketches().apply(points)
+            self.sketches[partition] = RfmSketches().move(points)
         return heap
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -230,9 +231,10 @@ class _Customer:
     __slots__ = ("work", "partition", "offset", "raw", "before", "applied", "changed",
                  "touched")
 
-    def __init__(self, work: Working, partition: int, offset: int, raw: bytes | None) -> None:
+    def __init__(self, work: Working, partition: int, offset: int, raw: bytes | None,
+                 before: PointKeys | None) -> None:
         self.work, self.partition, self.offset, self.raw = work, partition, offset, raw
-        self.before = point_of(work) if raw else None  # as loaded: for the sketch deltas
+        self.before = before  # the sketch keys of the state as loaded (point_keys)
         self.applied: list[bytes] = []  # the values of the events this batch applied
         self.changed = False  # the state moved: a new state row
         self.touched = False  # ... or only its stored offset: a table write
@@ -266,10 +268,10 @@ class _Batch:
             c = None
             if raw:
                 if hit is not None and (hit[0] is raw or hit[0] == raw):
-                    c = _Customer(_expand(hit[1]), hit[2], hit[3], raw)
+                    c = _Customer(_expand(hit[1]), hit[2], hit[3], raw, hit[4])
                 else:
                     work, partition, offset = codec.decode(raw)
-                    c = _Customer(work, partition, offset, raw)
+                    c = _Customer(work, partition, offset, raw, point_keys(work))
             self.customers[cid] = c
         return c  # type: ignore[return-value]
 
@@ -308,7 +310,7 @@ class _Batch:
             clocks[p] = t
         fresh = c is None
         if c is None:
-            c = _Customer(Working(cid), p, offset, None)
+            c = _Customer(Working(cid), p, offset, None, None)
         try:
             r = apply(c.work, ev, t, self.rules)  # type: ignore[arg-type]
         except Exception as e:  # a bug must not stop the stream: park the message, say why
@@ -384,11 +386,13 @@ class _Batch:
             if c is not None and c.touched:
                 states[cid] = codec.encode(c.work, c.partition, c.offset)
         self.proc.stream_time.update(self.clocks)
-        deltas: dict[int, list[tuple[RfmPoint | None, RfmPoint | None]]] = {}
+        deltas: dict[int, list[tuple[PointKeys | None, PointKeys | None]]] = {}
         for _, c in changed:
-            deltas.setdefault(c.partition, []).append((c.before, point_of(c.work)))
+            keys = point_keys(c.work)
+            deltas.setdefault(c.partition, []).append((c.before, keys))
+            c.before = keys  # for the cache: the keys of the state as stored now
         for p, ds in deltas.items():
-            self.proc.sketches[p] = self.proc.sketches.get(p, RfmSketches()).apply(ds)
+            self.proc.sketches[p] = self.proc.sketches.get(p, RfmSketches()).move(ds)
         out.rows = {
             "events": self.events_rows,
             "customer_state": [state_row(c.work) for _, c in changed],
@@ -410,7 +414,7 @@ class _Batch:
             if c is not None:
                 raw = states.get(cid) or c.raw
                 cache[cid] = (raw if raw.__class__ is bytes else bytes(raw),  # type: ignore[union-attr, arg-type]
-                              _compact(c.work), c.partition, c.offset)
+                              _compact(c.work), c.partition, c.offset, c.before)
         if len(cache) > size:
             for cid in list(islice(cache, len(cache) - size)):
                 del cache[cid]
