@@ -228,13 +228,14 @@ class _Customer:
     """A customer's state during one batch: a working copy, updated in place by every
     event and deadline of the batch and encoded once at its end."""
 
-    __slots__ = ("work", "partition", "offset", "raw", "before", "applied", "changed",
-                 "touched")
+    __slots__ = ("work", "partition", "offset", "raw", "before", "home", "applied",
+                 "changed", "touched")
 
     def __init__(self, work: Working, partition: int, offset: int, raw: bytes | None,
                  before: PointKeys | None) -> None:
         self.work, self.partition, self.offset, self.raw = work, partition, offset, raw
         self.before = before  # the sketch keys of the state as loaded (point_keys)
+        self.home = partition  # ... in the sketch of this partition
         self.applied: list[bytes] = []  # the values of the events this batch applied
         self.changed = False  # the state moved: a new state row
         self.touched = False  # ... or only its stored offset: a table write
@@ -301,6 +302,13 @@ class _Batch:
         c = self.customers.get(cid, _UNSEEN)
         if c is _UNSEEN:
             c = self.stored(cid)
+        if c is not None and c.partition != p and not n:
+            # Without the partition count, the customer's first partition is its home: a
+            # second one would split its state (and its sketch point) across partitions.
+            return self.reject(m, f"message on partition {p}, but customer {cid!r} is on "
+                                  f"partition {c.partition}: produce each customer's "
+                                  "messages to one partition (key them by customer_id, "
+                                  "default partitioner)")
         if c is not None and c.partition == p and offset <= c.offset:
             self.out.redelivered += 1
             return None
@@ -389,10 +397,22 @@ class _Batch:
         deltas: dict[int, list[tuple[PointKeys | None, PointKeys | None]]] = {}
         for _, c in changed:
             keys = point_keys(c.work)
-            deltas.setdefault(c.partition, []).append((c.before, keys))
+            if c.home == c.partition or c.before is None:
+                deltas.setdefault(c.partition, []).append((c.before, keys))
+            else:  # moved to the partition its key hashes to now (more partitions)
+                if c.home in self.proc.sketches:  # else another worker's partition
+                    deltas.setdefault(c.home, []).append((c.before, None))
+                deltas.setdefault(c.partition, []).append((None, keys))
             c.before = keys  # for the cache: the keys of the state as stored now
+        sketches = self.proc.sketches
         for p, ds in deltas.items():
-            self.proc.sketches[p] = self.proc.sketches.get(p, RfmSketches()).move(ds)
+            sk = sketches.get(p) or RfmSketches()
+            try:
+                sketches[p] = sk.move(ds)
+            except ValueError:  # not the population this worker knew: never stop for it
+                log.warning("partition %d: the RFM population missed customers this batch "
+                            "changed (a table changed behind the worker?); counted afresh", p)
+                sketches[p] = sk.move(ds, strict=False)
         out.rows = {
             "events": self.events_rows,
             "customer_state": [state_row(c.work) for _, c in changed],

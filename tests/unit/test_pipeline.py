@@ -445,3 +445,61 @@ def test_a_long_purchase_history_is_cached_as_an_array_and_worked_on_as_a_list()
     fresh = Table()
     fresh.run(Processor(), [msg(event("a", f"e{i}", i * 60 * 24), i) for i in range(41)])
     assert fresh.data == table.data
+
+
+# -- a customer on two partitions ----------------------------------------------------------
+
+
+def test_without_the_partition_count_a_customers_second_partition_is_dead_lettered_not_raised():
+    table, proc = Table(), Processor()  # partitions=None
+    table.run(proc, [msg(event("a", "e1", 1), 0, partition=0)])
+    before = table.data["a"]
+    result = table.run(proc, [msg(event("a", "e2", 2), 0, partition=1),
+                              msg(event("b", "e3", 3), 1, partition=1)])
+    assert (result.accepted, result.rejected) == (1, 1)
+    reason = orjson.loads(result.dead_letters[0][1])["reason"]
+    assert "partition 1" in reason and "on partition 0" in reason and "'a'" in reason
+    assert table.data["a"] == before
+    assert proc.population().count == 2  # a and b, once each
+
+
+def test_a_new_customer_on_two_partitions_in_one_batch_keeps_the_first():
+    table, proc = Table(), Processor()
+    result = table.run(proc, [msg(event("a", "e1", 1), 0, partition=0),
+                              msg(event("a", "e2", 2), 0, partition=1)])
+    assert (result.accepted, result.rejected) == (1, 1)
+    assert Stored.decode(table.data["a"]).partition == 0
+    assert proc.population().count == 1
+
+
+def test_a_customer_moved_by_a_new_partition_count_moves_its_point_between_sketches():
+    from kafka.partitioner.default import murmur2
+
+    def scan_of(table: Table):
+        return lambda p: [(c, raw) for c, raw in table.data.items()
+                          if Stored.partition_of(raw) == p]
+
+    cid = next(c for c in (f"c{i}" for i in range(100))
+               if (murmur2(c.encode()) & 0x7FFFFFFF) % 4 != (murmur2(c.encode()) & 0x7FFFFFFF) % 8)
+    old, new = ((murmur2(cid.encode()) & 0x7FFFFFFF) % n for n in (4, 8))
+    table = Table()
+    table.data.update(Processor(partitions=4).process(
+        [msg(event(cid, "e1", 1), 0, partition=old)], table.load, RECEIVED).states)
+    proc = Processor(partitions=8)  # restarted after the topic got 8 partitions
+    result = proc.process([msg(event(cid, "e2", 2), 0, partition=new)], table.load, RECEIVED,
+                          scan_of(table), partitions=[old])
+    assert result.accepted == 1
+    assert proc.sketches[old].count == 0 and proc.sketches[new].count == 1
+    assert Stored.decode(result.states[cid]).partition == new
+
+
+def test_a_state_rolled_back_behind_the_workers_back_does_not_stop_the_batch(caplog):
+    table, proc = Table(), Processor()
+    table.run(proc, [msg(event("a", "e1", 1), 0)])
+    older = table.data["a"]
+    table.run(proc, [msg(event("a", "e2", 2), 1)])
+    table.data["a"] = older  # the population still has a's point after e2
+    result = table.run(proc, [msg(event("a", "e3", 3), 2)])
+    assert result.accepted == 1 and table.state("a").purchases == 2
+    assert proc.population().count >= 1
+    assert "counted afresh" in caplog.text
