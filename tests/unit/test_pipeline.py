@@ -326,3 +326,180 @@ def test_an_event_that_fails_half_applied_leaves_its_customer_as_the_earlier_eve
     expected.run(proc, [msg(event("a", f"e{i}", i), i) for i in (1, 3)])
     assert table.state("a") == expected.state("a")
     assert table.state("a").purchases == 3
+
+
+# -- the decoded-state cache -------------------------------------------------------------
+
+
+def count_decodes(monkeypatch) -> list[str]:
+    """The customers whose stored bytes the pipeline decodes, in order."""
+    import agents.pipeline as pipeline
+
+    real, seen = pipeline.codec.decode, []
+
+    def counting(raw):
+        work, partition, offset = real(raw)
+        seen.append(work.customer_id)
+        return work, partition, offset
+
+    monkeypatch.setattr(pipeline.codec, "decode", counting)
+    return seen
+
+
+def test_a_customer_of_a_recent_batch_is_not_decoded_from_its_bytes_again(monkeypatch):
+    decoded = count_decodes(monkeypatch)
+    table, proc = Table(), Processor()
+    table.run(proc, [msg(event("a", "e1", 1), 0), msg(event("b", "e2", 2), 1)])
+    table.run(proc, [msg(event("a", "e3", 3), 2)])
+    table.run(proc, [msg(event("a", "e4", 4), 3), msg(event("b", "e5", 5), 4)])
+    assert decoded == []
+    assert table.state("a").purchases == 3 and table.state("b").purchases == 2
+
+
+def test_equal_bytes_from_a_restored_table_still_use_the_cached_state(monkeypatch):
+    decoded = count_decodes(monkeypatch)
+    table, proc = Table(), Processor()
+    table.run(proc, [msg(event("a", "e1", 1), 0)])
+    table.data = {c: bytes(bytearray(raw)) for c, raw in table.data.items()}  # new objects
+    table.run(proc, [msg(event("a", "e2", 2), 1)])
+    assert decoded == []
+    assert table.state("a").purchases == 2
+
+
+def test_a_state_changed_in_the_table_by_someone_else_is_decoded_from_the_table(monkeypatch):
+    decoded = count_decodes(monkeypatch)
+    table, proc = Table(), Processor()
+    table.run(proc, [msg(event("a", "e1", 1, "survey"), 0)])
+    older = table.data["a"]
+    table.run(proc, [msg(event("a", "e2", 2, "survey"), 1)])
+    table.data["a"] = older  # e.g. restored from a changelog that lost the latest write
+    result = table.run(proc, [msg(event("a", "e3", 3, "survey"), 2)])
+    assert decoded == ["a"]
+    assert table.state("a").version == 2  # e1 and e3: what the table said, plus e3
+    assert result.rows["customer_state"][0][1] == 2
+
+
+def test_a_customer_deleted_from_the_table_starts_afresh_despite_the_cache():
+    table, proc = Table(), Processor()
+    table.run(proc, [msg(event("a", "e1", 1), 0)])
+    del table.data["a"]
+    table.run(proc, [msg(event("a", "e2", 2), 1)])
+    assert table.state("a").purchases == 1 and table.state("a").version == 1
+
+
+def test_the_cache_keeps_at_most_state_cache_customers_the_least_recently_used_go_first(
+        monkeypatch):
+    decoded = count_decodes(monkeypatch)
+    table, proc = Table(), Processor(state_cache=2)
+    table.run(proc, [msg(event(c, f"{c}1", 1), i) for i, c in enumerate("abc")])
+    assert len(proc._cache) == 2
+    table.run(proc, [msg(event(c, f"{c}2", 2), 3 + i) for i, c in enumerate("cab")])
+    assert decoded == ["a"]  # evicted as the least recently used; b and c were kept
+    assert len(proc._cache) == 2
+    assert [table.state(c).purchases for c in "abc"] == [2, 2, 2]
+
+
+def test_a_processor_without_a_cache_decodes_every_customer_each_batch(monkeypatch):
+    decoded = count_decodes(monkeypatch)
+    table, proc = Table(), Processor(state_cache=0)
+    table.run(proc, [msg(event("a", "e1", 1), 0)])
+    table.run(proc, [msg(event("a", "e2", 2), 1)])
+    assert decoded == ["a"] and proc._cache == {}
+
+
+def test_forgetting_partitions_drops_their_cached_states(monkeypatch):
+    decoded = count_decodes(monkeypatch)
+    table, proc = Table(), Processor()
+    table.run(proc, [msg(event("a", "a1", 1, "survey"), 0, partition=0),
+                     msg(event("b", "b1", 1, "survey"), 0, partition=1)])
+    proc.forget([1])
+    assert set(proc._cache) == {"a"}
+    table.run(proc, [msg(event("a", "a2", 2, "survey"), 1, partition=0),
+                     msg(event("b", "b2", 2, "survey"), 1, partition=1)])
+    assert "b" in decoded and "a" not in decoded
+
+
+def test_a_batch_that_fails_half_way_leaves_the_cache_consistent_with_the_table():
+    table, proc = Table(), Processor()
+    table.run(proc, [msg(event("a", "e1", 1), 0)])
+
+    def broken_scan(_p):
+        raise OSError("the table is gone")
+
+    try:  # the events of a were applied, then the batch failed: nothing was stored
+        proc.process([msg(event("a", "e2", 2), 1)], table.load, RECEIVED, broken_scan,
+                     partitions=[7])
+    except OSError:
+        pass
+    table.run(proc, [msg(event("a", "e2", 2), 1)])  # the redelivery
+    assert table.state("a").purchases == 2 and table.state("a").version == 2
+
+
+def test_a_long_purchase_history_is_cached_as_an_array_and_worked_on_as_a_list():
+    table, proc = Table(), Processor()
+    table.run(proc, [msg(event("a", f"e{i}", i * 60 * 24), i) for i in range(40)])
+    cached = proc._cache["a"][1]
+    assert type(cached.purchase_days).__name__ == "array" and len(cached.purchase_days) == 40
+    table.run(proc, [msg(event("a", "e40", 40 * 60 * 24), 40)])
+    assert table.state("a").purchase_days == tuple(range(19783, 19783 + 41))
+    fresh = Table()
+    fresh.run(Processor(), [msg(event("a", f"e{i}", i * 60 * 24), i) for i in range(41)])
+    assert fresh.data == table.data
+
+
+# -- a customer on two partitions ----------------------------------------------------------
+
+
+def test_without_the_partition_count_a_customers_second_partition_is_dead_lettered_not_raised():
+    table, proc = Table(), Processor()  # partitions=None
+    table.run(proc, [msg(event("a", "e1", 1), 0, partition=0)])
+    before = table.data["a"]
+    result = table.run(proc, [msg(event("a", "e2", 2), 0, partition=1),
+                              msg(event("b", "e3", 3), 1, partition=1)])
+    assert (result.accepted, result.rejected) == (1, 1)
+    reason = orjson.loads(result.dead_letters[0][1])["reason"]
+    assert "partition 1" in reason and "on partition 0" in reason and "'a'" in reason
+    assert table.data["a"] == before
+    assert proc.population().count == 2  # a and b, once each
+
+
+def test_a_new_customer_on_two_partitions_in_one_batch_keeps_the_first():
+    table, proc = Table(), Processor()
+    result = table.run(proc, [msg(event("a", "e1", 1), 0, partition=0),
+                              msg(event("a", "e2", 2), 0, partition=1)])
+    assert (result.accepted, result.rejected) == (1, 1)
+    assert Stored.decode(table.data["a"]).partition == 0
+    assert proc.population().count == 1
+
+
+def test_a_customer_moved_by_a_new_partition_count_moves_its_point_between_sketches():
+    from kafka.partitioner.default import murmur2
+
+    def scan_of(table: Table):
+        return lambda p: [(c, raw) for c, raw in table.data.items()
+                          if Stored.partition_of(raw) == p]
+
+    cid = next(c for c in (f"c{i}" for i in range(100))
+               if (murmur2(c.encode()) & 0x7FFFFFFF) % 4 != (murmur2(c.encode()) & 0x7FFFFFFF) % 8)
+    old, new = ((murmur2(cid.encode()) & 0x7FFFFFFF) % n for n in (4, 8))
+    table = Table()
+    table.data.update(Processor(partitions=4).process(
+        [msg(event(cid, "e1", 1), 0, partition=old)], table.load, RECEIVED).states)
+    proc = Processor(partitions=8)  # restarted after the topic got 8 partitions
+    result = proc.process([msg(event(cid, "e2", 2), 0, partition=new)], table.load, RECEIVED,
+                          scan_of(table), partitions=[old])
+    assert result.accepted == 1
+    assert proc.sketches[old].count == 0 and proc.sketches[new].count == 1
+    assert Stored.decode(result.states[cid]).partition == new
+
+
+def test_a_state_rolled_back_behind_the_workers_back_does_not_stop_the_batch(caplog):
+    table, proc = Table(), Processor()
+    table.run(proc, [msg(event("a", "e1", 1), 0)])
+    older = table.data["a"]
+    table.run(proc, [msg(event("a", "e2", 2), 1)])
+    table.data["a"] = older  # the population still has a's point after e2
+    result = table.run(proc, [msg(event("a", "e3", 3), 2)])
+    assert result.accepted == 1 and table.state("a").purchases == 2
+    assert proc.population().count >= 1
+    assert "counted afresh" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -16,9 +17,13 @@ from schemas.events import Account, Call, Complaint, Purchase, Refund, Survey, e
 from touchstream.domain import codec
 from touchstream.domain.rfm import (
     DAY_MS,
+    DEDUP_WINDOW,
     Accepted,
     CustomerState,
     Duplicate,
+    Working,
+    apply,
+    id_hash,
     step,
     step_batch,
     step_many,
@@ -159,6 +164,25 @@ def test_a_duplicated_event_id_changes_nothing_and_returns_a_duplicate_output():
     assert s2 == s1
     assert s2 is s1
     assert outs == (Duplicate(again),)
+
+
+def test_the_latest_dedup_window_ids_are_remembered_and_the_oldest_forgotten():
+    events = [purchase(1, "1", eid=f"w{i}") for i in range(DEDUP_WINDOW + 1)]
+    s, outs = step_many(None, events)
+    assert len(s.recent_ids) == DEDUP_WINDOW
+    assert s.recent_ids == tuple(id_hash(f"w{i}") for i in range(1, DEDUP_WINDOW + 1))
+    _, again = step_many(s, [purchase(2, "1", eid="w1"), purchase(2, "1", eid="w0")])
+    assert [type(o) for o in again if type(o) in (Accepted, Duplicate)] == [Duplicate, Accepted]
+
+
+def test_an_id_whose_fingerprint_straddles_two_remembered_ones_is_not_a_duplicate():
+    h = id_hash("x").to_bytes(4, sys.byteorder)
+    # Two remembered fingerprints whose bytes hold h across their boundary.
+    left = int.from_bytes(b"\0\0" + h[:2], sys.byteorder)
+    right = int.from_bytes(h[2:] + b"\0\0", sys.byteorder)
+    w = Working.of(CustomerState(CID, version=2, recent_ids=(left, right)))
+    assert apply(w, purchase(1, "5", eid="x"), ms(1)) is not None
+    assert apply(w, purchase(1, "5", eid="x"), ms(1)) is None  # now it is remembered
 
 
 def test_non_purchase_events_bump_the_version_but_not_the_purchases():

@@ -35,7 +35,9 @@ from touchstream.domain.scoring import (
     cutoffs_from,
     is_key_account,
     is_transaction_buyer,
+    keys_of,
     medians_from,
+    point_keys,
     point_of,
     purchase_rate,
     score,
@@ -457,3 +459,49 @@ def test_a_transaction_buyer_bought_on_one_day_at_least_90_days_ago():
     assert not is_transaction_buyer(1, 89)  # may still come back
     assert not is_transaction_buyer(2, 400)  # came back: a relationship buyer
     assert is_transaction_buyer(1, 30, min_days=30)
+
+
+# -- bucket keys: what the worker moves --------------------------------------------------
+
+states = st.builds(
+    lambda days, bought, refunded: CustomerState(
+        "c", purchase_days=tuple(sorted(set(days))), purchase_total=bought,
+        refund_total=refunded),
+    st.lists(st.integers(-5_000_000, 5_000_000) | st.integers(19_000, 21_000), max_size=200),
+    st.decimals(0, 10**12, places=4) | st.sampled_from([Decimal(0), Decimal("0.5")]),
+    st.decimals(0, 10**9, places=4) | st.just(Decimal(0)),
+)
+
+
+@PROPS
+@given(states)
+def test_point_keys_are_the_buckets_of_the_customers_point(state):
+    assert point_keys(state) == keys_of(point_of(state))
+
+
+@PROPS
+@given(st.lists(st.tuples(st.integers(0, 12), points | st.none()), max_size=15),
+       st.integers(1, 7))
+def test_moving_bucket_keys_gives_the_sketches_that_applying_the_points_gives(updates, size):
+    latest: dict[int, RfmPoint | None] = {}
+    deltas = []
+    for cid, p in updates:
+        deltas.append((latest.get(cid), p))
+        latest[cid] = p
+    by_points = by_keys = RfmSketches()
+    for i in range(0, len(deltas), size):
+        batch = deltas[i : i + size]
+        by_points = by_points.apply(batch)
+        by_keys = by_keys.move((keys_of(a), keys_of(b)) for a, b in batch)
+    assert by_keys == by_points
+
+
+def test_moving_keys_that_are_not_in_the_sketches_raises_unless_told_to_count_afresh():
+    a, b = RfmPoint(10_000, 10_010, 2, 50.0), RfmPoint(10_000, 10_020, 3, 80.0)
+    pop = RfmSketches().move([(None, keys_of(a))])
+    with pytest.raises(ValueError, match="not in the sketch"):
+        pop.move([(keys_of(b), keys_of(a))])
+    assert pop.move([(keys_of(b), keys_of(a))], strict=False) == RfmSketches().apply(
+        [(None, a), (None, a)])
+    assert pop.move([(keys_of(a), keys_of(b))], strict=False) == RfmSketches().apply(
+        [(None, b)])

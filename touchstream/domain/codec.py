@@ -128,14 +128,15 @@ def encode(s: CustomerState | Working, partition: int, offset: int) -> bytes:
         s.transitions, s.episode, s.relationship_start_day, s.alert_level,
         _STAGE_CODE[s.stage], _STAGE_CODE[s.declined_from], _PATTERN_CODE[s.exit_pattern],
         _DEFECTION_CODE[s.defection_type], (fp is None) | (lp is None) << 1 | (nd is None) << 2,
-        s.defection_confidence, len(cid), len(totals), len(ids), len(days), len(spend),
+        s.defection_confidence, len(cid), len(totals),
+        len(ids) >> 2 if ids.__class__ is bytearray else len(ids), len(days), len(spend),
         len(signals), len(escaped),
     )
     try:
         head = b"\x01" + _COMPACT.pack(*values)
     except struct.error:
         head = b"\x02" + _WIDE.pack(*values)
-    parts = [head, cid, totals, array("I", ids).tobytes()]
+    parts = [head, cid, totals, ids if ids.__class__ is bytearray else array("I", ids).tobytes()]
     if days:
         parts.append(_ints(days, _I32))
     if spend:
@@ -177,9 +178,7 @@ def decode(raw: bytes) -> tuple[Working, int, int]:
     w.refund_total = Decimal(refund_total)
     w.first_day_spend = Decimal(first_day_spend)
     pos, end = end, end + 4 * n_ids
-    ids = array("I")
-    ids.frombytes(raw[pos:end])
-    w.recent_ids = dict.fromkeys(ids)
+    w.recent_ids = bytearray(raw[pos:end])
     pos = end
     if n_days:
         w.purchase_days, pos = _read_ints(raw, pos, n_days, _I32)

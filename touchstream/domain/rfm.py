@@ -17,7 +17,9 @@ the length of a batch (agents.pipeline) as long as nobody else sees it.
 
 from __future__ import annotations
 
+import sys
 import zlib
+from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +48,8 @@ def id_hash(event_id: str) -> int:
 
 
 _crc32 = zlib.crc32
+_ORDER = sys.byteorder  # recent_ids' bytes are array("I")'s, as the stored form keeps them
+_WINDOW_BYTES = 4 * DEDUP_WINDOW
 
 
 class _Derived:
@@ -130,10 +134,11 @@ _set = object.__setattr__
 
 class Working(_Derived):
     """A customer's state while events apply: CustomerState's fields, mutable, with
-    ``purchase_days`` a list, ``recent_ids`` an insertion-ordered dict (a set that
-    remembers which id is oldest), the typical purchase gap cached (it changes only
-    with the relationship's purchase days), and ``next_deadline_ms`` computed when it is
-    read after a change (a batch's events seldom need it: see ``_fire_due``)."""
+    ``purchase_days`` a list, ``recent_ids`` a bytearray of the fingerprints as
+    ``array("I")`` bytes, oldest first (compact, and what the stored form holds), the
+    typical purchase gap cached (it changes only with the relationship's purchase days),
+    and ``next_deadline_ms`` computed when it is read after a change (a batch's events
+    seldom need it: see ``_fire_due``)."""
 
     __slots__ = (*(f for f in FIELDS if f != "next_deadline_ms"), "_deadline",
                  "_deadline_rules", "_gap", "_gap_rules")
@@ -145,7 +150,7 @@ class Working(_Derived):
     refunds: int
     first_purchase_ms: int | None
     purchase_days: list[int]
-    recent_ids: dict[int, None]
+    recent_ids: bytearray
     stage: str | None
     stage_since_ms: int
     declined_from: str | None
@@ -171,7 +176,7 @@ class Working(_Derived):
             setattr(self, f, getattr(_DEFAULTS, f))
         self.customer_id = customer_id
         self.purchase_days = []
-        self.recent_ids = {}
+        self.recent_ids = bytearray()
         self._gap_rules = None
 
     @property
@@ -203,7 +208,7 @@ class Working(_Derived):
         for f in FIELDS:
             setattr(w, f, getattr(state, f))
         w.purchase_days = list(state.purchase_days)
-        w.recent_ids = dict.fromkeys(state.recent_ids)
+        w.recent_ids = bytearray(array("I", state.recent_ids))
         w._gap_rules = None
         return w
 
@@ -212,7 +217,7 @@ class Working(_Derived):
         for f in FIELDS:
             _set(s, f, getattr(self, f))
         _set(s, "purchase_days", tuple(self.purchase_days))
-        _set(s, "recent_ids", tuple(self.recent_ids))
+        _set(s, "recent_ids", tuple(array("I", self.recent_ids)))
         return s
 
     def typical_gap(self, rules: Rules) -> float:
@@ -460,9 +465,12 @@ def apply(
     """``step`` on a working copy, in place: None for a duplicate (``w`` unchanged),
     else ``(n, outputs)``: the transitions and alerts, the first ``n`` of them fired by
     deadlines before the event counted. ``t`` is ``epoch_ms(event.occurred_at)``."""
-    h = _crc32(event.event_id.encode())  # id_hash
+    h = _crc32(event.event_id.encode()).to_bytes(4, _ORDER)  # id_hash, as stored
     ids = w.recent_ids
-    if h in ids:
+    i = ids.find(h)
+    while i > 0 and i & 3:  # a match across two fingerprints: look further
+        i = ids.find(h, i + 1)
+    if i >= 0:
         return None
     due = t - rules.allowed_lateness_ms
     if w._deadline_rules is None:
@@ -475,9 +483,9 @@ def apply(
     w.version += 1
     if t > w.last_event_ms:
         w.last_event_ms = t
-    while len(ids) >= DEDUP_WINDOW:
-        del ids[next(iter(ids))]  # the oldest
-    ids[h] = None
+    if len(ids) >= _WINDOW_BYTES:
+        del ids[:len(ids) - _WINDOW_BYTES + 4]  # the oldest
+    ids += h
     codes = dfx.signals_of(event)
     if codes:
         w.signals = dfx.record(w.signals, t, codes)

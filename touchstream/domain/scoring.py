@@ -291,6 +291,42 @@ def point_of(state: Any) -> RfmPoint | None:
     return RfmPoint(days[0], days[-1], len(days), float(state.net_spend))
 
 
+PointKeys = tuple[int, int, int, int, int]
+
+
+def _real_key(x: float) -> int:
+    """``_key(x, REAL)``, the common case (x >= 1) inlined."""
+    if 1.0 <= x <= MAX_MAGNITUDE:
+        return REAL + _LOG_OFFSET + math.ceil(math.log(x) / _LOG_GAMMA)
+    return _key(x, REAL)
+
+
+def point_keys(state: Any) -> PointKeys | None:
+    """The bucket keys of ``point_of(state)`` in the five sketches of an ``RfmSketches``
+    (recency, frequency, monetary, rate, amount): what ``RfmSketches.move`` takes. None
+    before the first purchase."""
+    days = state.purchase_days
+    if not days:
+        return None
+    first, last, n = days[0], days[-1], len(days)
+    net = float(state.purchase_total - state.refund_total)
+    return (
+        last if -DAY_EXACT_BELOW < last < DAY_EXACT_BELOW else _key(last, DAY_EXACT_BELOW),
+        n if n < EXACT_BELOW else _key(n, EXACT_BELOW),
+        _real_key(net),
+        _real_key(n * 365 / max(last - first + 1, RATE_MIN_WINDOW_DAYS)),  # RfmPoint.rate
+        _real_key(net / n),  # RfmPoint.amount
+    )
+
+
+def keys_of(p: RfmPoint | None) -> PointKeys | None:
+    """``point_keys`` of a point."""
+    if p is None:
+        return None
+    return (_key(p.last_day, DAY_EXACT_BELOW), _key(p.purchase_days, EXACT_BELOW),
+            _key(p.net_spend, REAL), _key(p.rate, REAL), _key(p.amount, REAL))
+
+
 def _axes(p: RfmPoint | None) -> tuple[Any, ...]:
     if p is None:
         return (None,) * 5
@@ -298,6 +334,7 @@ def _axes(p: RfmPoint | None) -> tuple[Any, ...]:
 
 
 RECORD_VERSION = 1
+_NONE5 = (None,) * 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +373,34 @@ class RfmSketches:
             for i, o, n in zip(range(5), _axes(old), _axes(new), strict=True):
                 _move(counts[i], es[i], o, n)
         return RfmSketches(*(Sketch(_freeze(c), e) for c, e in zip(counts, es, strict=True)))
+
+    def move(
+        self, deltas: Iterable[tuple[PointKeys | None, PointKeys | None]], strict: bool = True
+    ) -> RfmSketches:
+        """``apply`` with the points' bucket keys (``point_keys``): the same sketches,
+        without computing a bucket twice. ``strict=False``: a customer whose old keys
+        are not all in the sketches (a state that moved from another partition's, or was
+        changed behind the population's back) is counted afresh instead of raising."""
+        sk = self._sketches()
+        counts = [dict(s.bins) for s in sk]
+        for old, new in deltas:
+            if old == new:
+                continue
+            if old is not None and not strict and not all(
+                    c.get(k, 0) > 0 for c, k in zip(counts, old, strict=True)):
+                old = None
+            for c, ko, kn in zip(counts, old or _NONE5, new or _NONE5, strict=True):
+                if ko is not None:
+                    n = c.get(ko, 0)
+                    if n <= 0:
+                        raise ValueError(f"cannot remove bucket {ko}: not in the sketch")
+                    if ko == kn:
+                        continue
+                    c[ko] = n - 1
+                if kn is not None:
+                    c[kn] = c.get(kn, 0) + 1
+        return RfmSketches(*(Sketch(_freeze(c), s.exact_below)
+                             for c, s in zip(counts, sk, strict=True)))
 
     def merge(self, *others: RfmSketches) -> RfmSketches:
         parts = [o._sketches() for o in others]
