@@ -135,10 +135,17 @@ def _rank(q: float | Fraction, n: int) -> int:
 def _move(counts: dict[int, int], e: int, old: Any, new: Any) -> None:
     ko = None if old is None else _key(old, e)
     kn = None if new is None else ko if new == old else _key(new, e)
+    _move_key(counts, ko, kn, old)
+
+
+def _move_key(counts: dict[int, int], ko: int | None, kn: int | None,
+              value: Any = None) -> None:
+    """One value leaves bucket ``ko`` and enters bucket ``kn`` (None: none)."""
     if ko is not None:
         c = counts.get(ko, 0)
         if c <= 0:
-            raise ValueError(f"cannot remove {old!r}: not in the sketch")
+            what = f"bucket {ko}" if value is None else repr(value)
+            raise ValueError(f"cannot remove {what}: not in the sketch")
         if ko == kn:
             return
         counts[ko] = c - 1
@@ -390,15 +397,7 @@ class RfmSketches:
                     c.get(k, 0) > 0 for c, k in zip(counts, old, strict=True)):
                 old = None
             for c, ko, kn in zip(counts, old or _NONE5, new or _NONE5, strict=True):
-                if ko is not None:
-                    n = c.get(ko, 0)
-                    if n <= 0:
-                        raise ValueError(f"cannot remove bucket {ko}: not in the sketch")
-                    if ko == kn:
-                        continue
-                    c[ko] = n - 1
-                if kn is not None:
-                    c[kn] = c.get(kn, 0) + 1
+                _move_key(c, ko, kn)
         return RfmSketches(*(Sketch(_freeze(c), s.exact_below)
                              for c, s in zip(counts, sk, strict=True)))
 
