@@ -10,6 +10,7 @@ kind already sent in the episode, or a lower one, is never sent again.
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -101,7 +102,8 @@ _iso = iso_ms
 
 
 def severity(net_spend: Decimal) -> int:
-    return 1 + sum(1 for tier in VALUE_TIERS if net_spend >= tier)
+    """1 + the value tiers reached (``VALUE_TIERS`` ascending)."""
+    return 1 + bisect_right(VALUE_TIERS, net_spend)
 
 
 def sentence(
