@@ -4,6 +4,10 @@ This is the worker's hot path without Faust: decode, validate, route by customer
 fold the domain's step function once per customer, and encode each changed state once
 per batch. The Faust agent (agents/app.py) only feeds it messages and applies its
 result, so the same code runs in tests, benchmarks and production.
+
+Between batches the processor keeps the decoded working copies of recently seen
+customers (``Processor(state_cache=...)``), trusted only while ``load`` returns the bytes
+they were decoded from; rows carry DateTime values as epoch milliseconds.
 """
 
 from __future__ import annotations

@@ -246,8 +246,8 @@ def test_the_alert_follows_the_transition_it_belongs_to():
 
 @pytest.mark.parametrize(
     ("net", "sev", "label"),
-    [("0", 1, "low"), ("99.99", 1, "low"), ("100", 2, "medium"), ("499.99", 2, "medium"),
-     ("500", 3, "high"), ("1999.99", 3, "high"), ("2000", 4, "critical"),
+    [("-50", 1, "low"), ("0", 1, "low"), ("99.99", 1, "low"), ("100", 2, "medium"),
+     ("499.99", 2, "medium"), ("500", 3, "high"), ("1999.99", 3, "high"), ("2000", 4, "critical"),
      ("100000", 4, "critical")],
 )
 def test_severity_grows_with_the_net_spend_tiers(net, sev, label):

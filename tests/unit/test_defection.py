@@ -286,6 +286,23 @@ def test_no_evidence_at_all_is_unknown_with_full_confidence():
     assert d.type == "unknown" and d.confidence == 1.0 and d.evidence == ()
 
 
+def test_no_signals_and_signals_that_weigh_nothing_give_the_same_answer():
+    weightless = sig(1, "purchase:discount") + sig(2, "purchase:discount")
+    assert classify((), ms(10)) == classify(weightless, ms(10)) == classify(
+        sig(-400, "account:moved"), ms(10))
+    assert classify((), ms(10)).scores == (("price", 0.0), ("product", 0.0),
+                                           ("self_change", 0.0), ("service", 0.0))
+
+
+def test_evidence_is_dated_by_its_utc_day():
+    d = classify(((T0 + DAY_MS - 1, "account:moved"), (T0 + DAY_MS, "account:moved")),
+                 T0 + 2 * DAY_MS)
+    assert d.evidence == ("2024-01-01 account:moved", "2024-01-02 account:moved")
+    far = -(1000 << 32) - DAY_MS // 2  # before 1834: the datetime formatting
+    assert classify(((far, "account:moved"),), far + DAY_MS).evidence == (
+        f"{datetime.fromtimestamp(far / 1000, tz=UTC):%Y-%m-%d} account:moved",)
+
+
 def test_evidence_older_than_the_window_before_the_last_purchase_is_ignored():
     last = ms(300)
     old = ((last - (EVIDENCE_WINDOW_DAYS + 1) * DAY_MS, "account:moved"),)

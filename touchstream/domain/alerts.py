@@ -10,6 +10,7 @@ kind already sent in the episode, or a lower one, is never sent again.
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -78,15 +79,15 @@ def iso_ms(ms: int) -> str:
     (``2025-01-01T00:00:00Z``, ``2025-01-01T00:00:00.123000Z``), from cached pieces."""
     if not -_ISO_EXACT < ms < _ISO_EXACT:
         return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
-    day, rest = divmod(ms, 86_400_000)
+    day = ms // 86_400_000
     date = _DATES.get(day)
     if date is None:
         if len(_DATES) >= 1 << 16:
             _DATES.clear()
         t = time.gmtime(day * 86_400)
         date = _DATES[day] = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-    s, frac = divmod(rest, 1000)
-    return date + _HH_MM[s // 60] + _SS[s % 60] + _FRACTION[frac]
+    s = ms // 1000 - day * 86_400  # second of the day
+    return date + _HH_MM[s // 60] + _SS[s % 60] + _FRACTION[ms % 1000]
 
 
 # Within 2**32 s of 1970 (1833..2106) ms / 1000 as a float is close enough for
@@ -101,7 +102,8 @@ _iso = iso_ms
 
 
 def severity(net_spend: Decimal) -> int:
-    return 1 + sum(1 for tier in VALUE_TIERS if net_spend >= tier)
+    """1 + the value tiers reached (``VALUE_TIERS`` ascending)."""
+    return 1 + bisect_right(VALUE_TIERS, net_spend)
 
 
 def sentence(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from schemas.events import SATISFACTION_LEVELS, Event
+from touchstream.domain.alerts import _ISO_EXACT, iso_ms
 
 DAY_MS = 86_400_000
 TYPES = ("price", "product", "service", "self_change")
@@ -103,6 +104,9 @@ def record(
 
 
 def _day(ms: int) -> str:
+    """The UTC date of ``ms``, ``YYYY-MM-DD`` (as strftime gives it)."""
+    if -_ISO_EXACT < ms < _ISO_EXACT:
+        return iso_ms(ms)[:10]
     import datetime as _dt
 
     return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.UTC).strftime("%Y-%m-%d")
@@ -118,11 +122,15 @@ def classify(
     numbers) give the share of discount buying."""
     anchor = now_ms if last_purchase_ms is None else min(now_ms, last_purchase_ms)
     start = anchor - EVIDENCE_WINDOW_DAYS * DAY_MS
-    window = [(t, c) for t, c in signals if start <= t <= now_ms]
+    window = [(t, c) for t, c in signals if start <= t <= now_ms] if signals else None
+    if not window:
+        return _NO_EVIDENCE  # what the rest gives for no signals, computed once
     scores = dict.fromkeys(TYPES, 0.0)
     used: list[str] = []
-    days = sum(1 for d in purchase_days if start // DAY_MS <= d <= now_ms // DAY_MS)
     discounted = len({t // DAY_MS for t, c in window if c == "purchase:discount"})
+    days = 0
+    if discounted >= 3:
+        days = sum(1 for d in purchase_days if start // DAY_MS <= d <= now_ms // DAY_MS)
     if discounted >= 3 and discounted / max(days, 1) >= DISCOUNT_ONLY_SHARE:
         scores["price"] += 2.5
         used.append(f"bought on discount on {discounted} of {days} purchase days")
@@ -143,6 +151,8 @@ def classify(
         kind, confidence = top, round(s1 / (total + 1), 2)
     return Defection(kind, confidence, tuple(used), tuple((k, round(v, 2)) for k, v in ranked))
 
+
+_NO_EVIDENCE = Defection("unknown", 1.0, (), tuple((k, 0.0) for k in sorted(TYPES)))
 
 # Signals that say a problem is still open (or the customer's life changed): churn_risk
 # needs one of them, so a loyal customer's handled complaints do not raise alarms.
