@@ -4,9 +4,10 @@ Per batch of messages (each fetch of the consumer, up to ``batch_max`` records; 
 agents/fastpath.py for why not Faust's per-event stream), in this order, for at-least-once
 with idempotent effects, and only then are the batch's offsets acked:
 1. decode, validate and fold events into per-customer state (pure);
-2. write events, states, dead letters and stream time to ClickHouse (versioned rows),
-   and at the same time send dead letters, lifecycle transitions and churn alerts to
-   their topics; wait until ClickHouse and the broker have them all;
+2. send dead letters, lifecycle transitions and churn alerts to their topics at once
+   (behind only the previous batch's records), and write events, states, dead letters and
+   stream time to ClickHouse (versioned rows) once the previous batch's effects are done;
+   wait until ClickHouse and the broker have them all;
 3. put each changed customer's state into the table once, and its changelog record, and
    wait until the broker has those too.
 Silence deadlines fire as each partition's stream time passes them (less the allowed
@@ -169,6 +170,28 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         tail = asyncio.ensure_future(run())
         return tail
 
+    sending: asyncio.Future[None] | None = None  # the output records of the latest batch
+
+    def send_outputs(result: BatchResult) -> asyncio.Future[None]:
+        """Send the batch's dead letters, transitions and alerts now, behind only the
+        previous batch's output records (so each topic partition keeps batch order), not
+        behind its ClickHouse insert: an alert reaches its readers one batch sooner."""
+        nonlocal sending
+        previous = sending
+
+        async def run() -> None:
+            if previous is not None:
+                await previous
+            await asyncio.gather(*(
+                emitter.send(topic, [(None, k, v) for k, v in getattr(result, name)])
+                for name, topic in outputs.items()))
+
+        sending = asyncio.ensure_future(run())
+        # A failure surfaces through the effects chain that awaits it (the worker stops);
+        # this only keeps asyncio from reporting it a second time as never retrieved.
+        sending.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return sending
+
     def apply(result: BatchResult) -> asyncio.Future[None]:
         """The batch's states go into the store now (the next batch reads them); its
         effects go out in the background, in the order that makes a replay safe (module
@@ -186,13 +209,13 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
                 writer.add(table, rows)
             totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer)
 
+        sent = send_outputs(result)
+
         async def effects() -> None:
             # ClickHouse and the output topics at once (a replay rewrites the same rows and
             # re-sends the same alert_ids), the changelog only after both: once the table
             # has the batch, a replay skips it.
-            await asyncio.gather(write_rows(), *(
-                emitter.send(topic, [(None, k, v) for k, v in getattr(result, name)])
-                for name, topic in outputs.items()))
+            await asyncio.gather(write_rows(), sent)
             await emitter.send(changelog, records)
             totals.add(result)
 
