@@ -136,6 +136,48 @@ def dead_letter_envelope(m: RawMessage, reason: str) -> bytes:
 STATE_CACHE = 100_000
 
 
+class DeadlineIndex:
+    """One partition's silence deadlines: a heap of (deadline, customer) and each
+    customer's latest deadline. A heap entry that is no longer its customer's latest is
+    stale and skipped without loading the customer; when stale entries outnumber the live
+    ones the heap is rebuilt without them, so it stays under about twice the customers
+    that have a deadline, however often their deadlines move."""
+
+    __slots__ = ("heap", "latest")
+
+    def __init__(self, entries: Iterable[tuple[int, str]] = ()) -> None:
+        self.latest = {cid: deadline for deadline, cid in entries}
+        self.heap = [(deadline, cid) for cid, deadline in self.latest.items()]
+        heapq.heapify(self.heap)
+
+    def __len__(self) -> int:
+        return len(self.heap)
+
+    def set(self, cid: str, deadline: int | None) -> None:
+        """``cid``'s deadline is now ``deadline`` (None: it has none)."""
+        latest = self.latest
+        if deadline is None:
+            latest.pop(cid, None)  # its heap entry, if any, is stale now
+            return
+        if latest.get(cid) == deadline:
+            return  # already indexed
+        latest[cid] = deadline
+        heapq.heappush(self.heap, (deadline, cid))
+        if len(self.heap) > 2 * len(latest) + 1024:
+            self.heap = [(d, c) for d, c in self.heap if latest.get(c) == d]
+            heapq.heapify(self.heap)
+
+    def pop_due(self, due_by: int) -> tuple[int, str] | None:
+        """The earliest live deadline at or before ``due_by``, taken out; None if none."""
+        heap, latest = self.heap, self.latest
+        while heap and heap[0][0] <= due_by:
+            deadline, cid = heapq.heappop(heap)
+            if latest.get(cid) == deadline:
+                del latest[cid]
+                return deadline, cid
+        return None
+
+
 class Processor:
     """The worker's memory besides the table: stream time per partition, an index of
     silence deadlines per partition (rebuilt from the table after a restart or a
@@ -161,7 +203,7 @@ class Processor:
         # arrives up to this late is still applied before its customer's deadline.
         self.lateness_ms = rules.allowed_lateness_ms
         self.stream_time: dict[int, int] = {}
-        self._deadlines: dict[int, list[tuple[int, str]]] = {}
+        self._deadlines: dict[int, DeadlineIndex] = {}
         # The RFM population of each partition, for score cut-offs (domain.scoring).
         self.sketches: dict[int, RfmSketches] = {}
         # customer_id -> (stored bytes, their decoded working copy, partition, offset,
@@ -170,9 +212,9 @@ class Processor:
         self._cache: dict[str, tuple[bytes, Working, int, int, PointKeys | None]] = {}
 
     def _index(self, partition: int, scan: Scan, loaded: Mapping[str, object] = {}
-               ) -> list[tuple[int, str]]:
-        heap = self._deadlines.get(partition)
-        if heap is None:
+               ) -> DeadlineIndex:
+        index = self._deadlines.get(partition)
+        if index is None:
             heap, points = [], []
             cache, room = self._cache, self.state_cache - len(self._cache)
             for cid, raw in scan(partition):
@@ -185,10 +227,9 @@ class Processor:
                         and cid not in loaded:  # the batch puts those back itself
                     cache[cid] = (raw, _compact(state), p, offset, keys)  # for the next batches
                     room -= 1
-            heapq.heapify(heap)
-            self._deadlines[partition] = heap
+            index = self._deadlines[partition] = DeadlineIndex(heap)
             self.sketches[partition] = RfmSketches().move(points)
-        return heap
+        return index
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions revoked: drop what we keep of them (rebuilt if they come back)."""
@@ -220,11 +261,11 @@ class Processor:
             batch.message(m)
         due = {m.partition for m in messages} | set(partitions)
         for p in sorted(due):
-            heap = self._index(p, scan, batch.customers)
+            index = self._index(p, scan, batch.customers)
             st = max(batch.clocks.get(p, 0), self.stream_time.get(p, 0))  # this batch counts
             if wall_ms is not None:
                 st = max(st, wall_ms)
-            batch.fire(p, heap, st - self.lateness_ms)
+            batch.fire(p, index, st - self.lateness_ms)
         return batch.finish()
 
 
@@ -361,32 +402,33 @@ class _Batch:
             self.alert_rows.append(alert_row(o))
             self.out.alerts.append((key, orjson.dumps(o.to_json())))
 
-    def fire(self, partition: int, heap: list[tuple[int, str]], due_by: int) -> None:
+    def fire(self, partition: int, index: DeadlineIndex, due_by: int) -> None:
         """Fire the silence deadlines of ``partition`` due by ``due_by``."""
         # Customers updated by this batch's messages get their (new) deadline indexed first;
         # grouped by partition once, not scanned again for every partition.
         if self._updated_by_partition is None:
             self._updated_by_partition = {}
             for cid, c in self.customers.items():
-                if c is not None and c.changed and c.work.next_deadline_ms:
+                if c is not None and c.changed:
                     self._updated_by_partition.setdefault(c.partition, []).append(
-                        (c.work.next_deadline_ms, cid))
-        for entry in self._updated_by_partition.get(partition, ()):
-            heapq.heappush(heap, entry)
-        fired: set[str] = set()
-        while heap and heap[0][0] <= due_by:
-            deadline, cid = heapq.heappop(heap)
+                        (cid, c.work.next_deadline_ms))
+        for cid, deadline in self._updated_by_partition.get(partition, ()):
+            index.set(cid, deadline)
+        fired: list[tuple[str, _Customer]] = []
+        while (due := index.pop_due(due_by)) is not None:
+            deadline, cid = due
             c = self.stored(cid)
-            if c is None or c.work.next_deadline_ms != deadline or cid in fired:
-                continue  # stale: the customer moved on since this entry was indexed
+            if c is None or c.work.next_deadline_ms != deadline:
+                continue  # not this customer's deadline any more (the index is only a hint)
             outputs = advance_working(c.work, due_by, self.rules)
-            fired.add(cid)
+            fired.append((cid, c))
             self.out.deadlines_fired += 1
             c.changed = c.touched = True
             for o in outputs:
                 self.emit(o)  # type: ignore[arg-type]
-            if c.work.next_deadline_ms is not None:
-                heapq.heappush(heap, (c.work.next_deadline_ms, cid))
+        # Indexed again only now: a customer fires at most once per batch and partition.
+        for cid, c in fired:
+            index.set(cid, c.work.next_deadline_ms)
 
     def finish(self) -> BatchResult:
         out = self.out

@@ -192,7 +192,7 @@ def run_scale(customers: int, events_per_customer: float = 1.5, partitions: int 
     res.table_python_bytes_per_customer = (
         sys.getsizeof(table) + sum(sys.getsizeof(k) + sys.getsizeof(v)
                                    for k, v in table.items())) / n
-    res.deadline_heap_entries = sum(len(h) for h in proc._deadlines.values())
+    res.deadline_heap_entries = sum(len(ix) for ix in proc._deadlines.values())
     res.rows_per_event = rows / n_events
     res.alerts = alerts
     malloc_trim()

@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
-from agents.pipeline import Processor, RawMessage, Stored
+from agents.pipeline import DeadlineIndex, Processor, RawMessage, Stored
 
 NOW = datetime(2000, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -87,3 +89,43 @@ def test_without_the_wall_clock_a_quiet_partition_waits_for_event_time() -> None
     w.send(purchase("quiet", 1, T0))
     w.send()  # an empty batch in event-time mode: nothing moves
     assert w.stage("quiet") == "exploration"
+
+
+def test_the_deadline_index_stays_under_twice_its_customers_however_often_deadlines_move(
+) -> None:
+    index = DeadlineIndex()
+    for step in range(200):
+        for c in range(100):
+            index.set(f"C{c}", 1_000 + step * 7 + c)
+    assert len(index.latest) == 100
+    assert len(index) <= 2 * 100 + 1024
+
+
+def test_the_deadline_index_hands_out_only_each_customers_latest_deadline_in_time_order(
+) -> None:
+    index = DeadlineIndex([(50, "a"), (60, "b")])
+    index.set("a", 70)  # moved: 50 is stale
+    index.set("c", 40)
+    index.set("b", None)  # no deadline any more
+    assert index.pop_due(100) == (40, "c")
+    assert index.pop_due(100) == (70, "a")
+    assert index.pop_due(100) is None
+    assert index.latest == {}
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.one_of(st.none(), st.integers(0, 1_000))),
+                max_size=300),
+       st.integers(0, 1_000))
+def test_the_deadline_index_agrees_with_a_plain_dict_of_latest_deadlines(
+        moves: list[tuple[int, int | None]], due_by: int) -> None:
+    index, model = DeadlineIndex(), {}
+    for c, deadline in moves:
+        index.set(f"C{c}", deadline)
+        if deadline is None:
+            model.pop(f"C{c}", None)
+        else:
+            model[f"C{c}"] = deadline
+    popped = []
+    while (due := index.pop_due(due_by)) is not None:
+        popped.append(due)
+    assert popped == sorted((d, c) for c, d in model.items() if d <= due_by)
