@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from touchstream.domain.lifecycle import Rules
 from touchstream.domain.scoring import RfmSketches
 
 log = logging.getLogger("touchstream.worker")
+
+EFFECTS_IN_FLIGHT = 2  # batches whose effects may still be going out (handle())
 
 
 @dataclass
@@ -221,12 +224,17 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
 
         return chain(effects)
 
+    in_flight: deque[asyncio.Future[None]] = deque()  # effects of the latest batches
+
     async def handle(messages: Any) -> asyncio.Future[None]:
         async with lock:
-            before = tail
             done = apply(processor.process(messages, load, datetime.now(UTC), scan))
-        if before is not None:
-            await before  # at most one batch's effects in flight behind the one processed
+        in_flight.append(done)
+        # Up to EFFECTS_IN_FLIGHT batches' effects go out behind the one being processed:
+        # enough to keep processing busy through a ClickHouse insert and the changelog
+        # send after it, and bounded, so a slow ClickHouse slows the consumer down.
+        while len(in_flight) > EFFECTS_IN_FLIGHT or (in_flight and in_flight[0].done()):
+            await in_flight.popleft()
         return done
 
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
