@@ -3,13 +3,15 @@
 Per batch of messages (each fetch of the consumer, up to ``batch_max`` records; see
 agents/fastpath.py for why not Faust's per-event stream), in this order, for at-least-once
 with idempotent effects, and only then are the batch's offsets acked:
-1. decode, validate and fold events into per-customer state (pure);
+1. decode, validate and fold events into per-customer state (pure); the changed states
+   go into the table's store at once, for the next batch to read;
 2. send dead letters, lifecycle transitions and churn alerts to their topics at once
    (behind only the previous batch's records), and write events, states, dead letters and
-   stream time to ClickHouse (versioned rows) once the previous batch's effects are done;
-   wait until ClickHouse and the broker have them all;
-3. put each changed customer's state into the table once, and its changelog record, and
-   wait until the broker has those too.
+   stream time to ClickHouse (versioned rows) once the previous batch's effects are done,
+   in one insert per table with the rows of any batch processed meanwhile; wait until
+   ClickHouse and the broker have them all;
+3. send the changed states' changelog records and wait until the broker has them.
+Up to EFFECTS_IN_FLIGHT batches' effects go out while the next batch is processed.
 Silence deadlines fire as each partition's stream time passes them (less the allowed
 lateness); with TOUCHSTREAM_CLOCK=live the wall clock ticks them too.
 A crash anywhere before the offsets are committed replays the batch: rows are rewritten
@@ -195,6 +197,8 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         sending.add_done_callback(lambda f: f.cancelled() or f.exception())
         return sending
 
+    unwritten: dict[str, list[Any]] = {}  # rows of processed batches, not yet in the writer
+
     def apply(result: BatchResult) -> asyncio.Future[None]:
         """The batch's states go into the store now (the next batch reads them); its
         effects go out in the background, in the order that makes a replay safe (module
@@ -207,10 +211,19 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
             # The changelog partition is the customer's input partition (murmur2 of the key).
             records.append((Stored.partition_of(value), key, value))
 
+        for table, rows in result.rows.items():
+            if rows:
+                unwritten.setdefault(table, []).extend(rows)
+
         async def write_rows() -> None:
-            for table, rows in result.rows.items():
+            # Every batch processed by now goes in this insert: this one's rows and those
+            # of batches processed while the previous insert ran. So inserts (and parts)
+            # grow with the load instead of multiplying, and cost no wait at low load.
+            for table, rows in unwritten.items():
                 writer.add(table, rows)
-            totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer)
+            unwritten.clear()
+            if writer.pending:
+                totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer)
 
         sent = send_outputs(result)
 

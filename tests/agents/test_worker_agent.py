@@ -79,3 +79,51 @@ def test_a_duplicated_event_id_counts_once(harness) -> None:
     assert harness.rows("SELECT purchases, purchase_total FROM {db}.customer_state FINAL") == [
         (1, 10)
     ]
+
+
+def test_behind_a_slow_clickhouse_insert_alerts_go_out_at_once_and_later_batches_share_one_insert(
+        harness) -> None:
+    # The fast path's batch handler (agents/fastpath.py), called as the consumer calls it.
+    import asyncio
+    import threading
+
+    from agents.pipeline import RawMessage
+
+    handle = next(iter(harness.worker.app.batch_handlers.values()))
+    gate, inserts = threading.Event(), []
+    insert = harness.sink.insert
+
+    def slow_insert(table, rows):  # noqa: ANN001, ANN202 - runs in the worker's io thread
+        gate.wait(10)
+        inserts.append((table, len(rows)))
+        insert(table, rows)
+
+    harness.sink.insert = slow_insert
+    closed = orjson.dumps({"event_id": "x2", "customer_id": "c2", "type": "account",
+                           "occurred_at": "1997-02-01T10:00:00Z", "change": "closed"})
+
+    def batch(offset: int, *kvs: tuple[bytes, bytes]) -> list[RawMessage]:
+        return [RawMessage("t", part(k), offset + i, k, v) for i, (k, v) in enumerate(kvs)]
+
+    async def go() -> None:
+        first = await handle(batch(0, (b"c1", purchase("e1", "c1", "1997-01-01", "10"))))
+        await asyncio.sleep(0.1)  # its insert starts (and waits at the gate)
+        second = await handle(batch(10, (b"c2", purchase("e2", "c2", "1997-01-02", "5")),
+                                    (b"c2", closed)))
+        third = asyncio.ensure_future(
+            handle(batch(20, (b"c3", purchase("e3", "c3", "1997-01-03", "7")))))
+        await asyncio.sleep(0.3)
+        # The first insert is held up: nothing acked, no changelog, but c2's alert is out.
+        assert not first.done() and not third.done()
+        assert harness.changelog == []
+        assert [orjson.loads(v)["customer_id"] for _, v in harness.sent.get("alerts", [])] \
+            == ["c2"]
+        gate.set()
+        for f in (first, second, await third):
+            await f
+
+    run(go())
+    events = [n for table, n in inserts if table == "events"]
+    assert events == [1, 3]  # the second insert carries the second and third batches
+    assert {k for _, k, _ in harness.changelog} == {b"c1", b"c2", b"c3"}
+    assert harness.rows("SELECT count() FROM {db}.events FINAL") == [(4,)]
