@@ -25,8 +25,9 @@ once and raises a ``decline`` alert (touchstream/domain/rfm.py ``_on_signal``).
   the producer's RecordMetadata; bench/live.OffsetPoller reads each partition's max
   offset in the events table every 50 ms; an event's latency is the first poll that saw
   it minus its send time: an upper bound, resolution one poll period plus one query.
-- event to alert: an aiokafka consumer on the alerts topic notes when each decline alert
-  arrives; latency = arrival minus the send time of that customer's account-closed event.
+- event to alert: an aiokafka consumer on the alerts topic (fetch_max_wait_ms 20: Tansu
+  holds a fetch for its full max wait) notes when each decline alert arrives; latency =
+  arrival minus the send time of that customer's account-closed event.
 
 After the sending stops the job waits (up to --drain seconds) until every event is in
 ClickHouse and every alert arrived. "Kept up" means: every event reached ClickHouse, the
@@ -138,8 +139,10 @@ async def _drive(lw: LiveWorker, poller: OffsetPoller, wl: Workload, rate: float
 
     s = lw.settings
     producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks=1, linger_ms=0)
+    # A short fetch wait: Tansu holds every fetch for its full max wait even when records
+    # are there (aiokafka's default, 500 ms, would be counted as alert latency).
     consumer = AIOKafkaConsumer(s.alerts_topic, bootstrap_servers=s.bootstrap, group_id=None,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", fetch_max_wait_ms=20)
     await producer.start()
     await consumer.start()
     arrivals: dict[str, float] = {}
