@@ -391,7 +391,7 @@ def report(results: dict[str, JobResult], inp: Input, extra: dict[str, object]) 
               help="also write the results as JSON here")
 @click.option("--keep", is_flag=True, help="keep the work directory (logs, stores)")
 @click.option("--rate", default=0.0, help="latency job: offered events/s (0: half of the "
-              "touchstream job's median in this run)")
+              "touchstream-ch job's median in this run, else the touchstream job's)")
 @click.option("--seconds", default=60.0, show_default=True, help="latency job: seconds sent")
 @click.option("--scale-customers", default=1_000_000, show_default=True,
               help="scale job: customers")
@@ -432,7 +432,10 @@ def main(events: int, customers: int, partitions: int, runs: int, only: str, mix
             for name in selected:
                 res = results[name] = JobResult(name)
                 if name in EXTRA_JOBS:
-                    ts_res = results.get("touchstream")
+                    # The latency job's worker writes to a ClickHouse server: half of
+                    # that job's max when it ran, else of the chdb one.
+                    ts_res = next((results[j] for j in ("touchstream-ch", "touchstream")
+                                   if j in results and results[j].median), None)
                     try:
                         res.notes = run_extra(name, broker.url, workdir,
                                               ts_res.median if ts_res else None, rate,

@@ -1,8 +1,8 @@
 """The opt-in jobs of ``python -m bench`` (run only when named in ``--only``):
 
   latency  event -> ClickHouse and event -> alert latency at a fixed offered load
-           (bench/latency.py); ``--rate 0`` (the default) = half of the touchstream
-           job's median events/s of the same run, the issue's rule
+           (bench/latency.py); ``--rate 0`` (the default) = half of the touchstream-ch (else
+           touchstream) job's median events/s of the same run, the issue's rule
   cdnow    CDNOW through broker, worker and a ClickHouse server: time to queryable
            (bench/cdnow.py)
   scale    state bytes per customer and RSS for ``--scale-customers`` customers, in
@@ -29,8 +29,9 @@ def run_extra(name: str, broker_url: str, workdir: Path, touchstream_median: flo
 
         if rate <= 0:
             if not touchstream_median:
-                raise ValueError("latency needs --rate, or the touchstream job in the same "
-                                 "run (--only touchstream,latency): half its max is used")
+                raise ValueError("latency needs --rate, or the touchstream-ch (or touchstream) "
+                                 "job in the same run (--only touchstream-ch,latency): half "
+                                 "its max is used")
             rate = touchstream_median / 2
             console.print(f"latency: offered load {rate:,.0f} events/s = half of the "
                           f"touchstream job's median {touchstream_median:,.0f}")
