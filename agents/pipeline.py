@@ -418,8 +418,13 @@ class _Batch:
         while (due := index.pop_due(due_by)) is not None:
             deadline, cid = due
             c = self.stored(cid)
-            if c is None or c.work.next_deadline_ms != deadline:
-                continue  # not this customer's deadline any more (the index is only a hint)
+            if c is None:
+                continue
+            if c.work.next_deadline_ms != deadline:
+                # Out of step with the table (a batch that failed half-way moved it):
+                # the state decides, and the customer stays indexed.
+                index.set(cid, c.work.next_deadline_ms)
+                continue
             outputs = advance_working(c.work, due_by, self.rules)
             fired.append((cid, c))
             self.out.deadlines_fired += 1

@@ -34,7 +34,7 @@ def run_extra(name: str, broker_url: str, workdir: Path, touchstream_median: flo
                                  "its max is used")
             rate = touchstream_median / 2
             console.print(f"latency: offered load {rate:,.0f} events/s = half of the "
-                          f"touchstream job's median {touchstream_median:,.0f}")
+                          f"touchstream worker's median {touchstream_median:,.0f} events/s")
         lat = run_latency(broker_url, workdir / "latency", rate, seconds, partitions,
                           console=console)
         report(lat, console)

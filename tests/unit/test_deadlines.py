@@ -75,6 +75,17 @@ def test_a_restarted_worker_fires_the_deadlines_it_only_knows_from_the_table() -
     assert restarted.stage("quiet") == "decline"
 
 
+def test_a_deadline_index_out_of_step_with_the_table_follows_the_stored_state() -> None:
+    w = Worker({})
+    w.send(purchase("quiet", 1, T0), purchase("busy", 1, T0 + DAY))
+    # As if a batch that failed half-way had indexed a deadline the table never got.
+    w.proc._deadlines[0].set("quiet", int((T0 + 10 * DAY).timestamp() * 1000))
+    w.send(purchase("busy", 2, T0 + 20 * DAY))
+    assert w.stage("quiet") == "exploration"  # the stored state's deadline is day 90
+    w.send(purchase("busy", 3, T0 + 100 * DAY))
+    assert w.stage("quiet") == "decline"
+
+
 def test_in_live_mode_the_wall_clock_fires_deadlines_on_a_quiet_partition() -> None:
     w = Worker({})
     w.send(purchase("quiet", 1, T0))
