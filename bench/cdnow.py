@@ -20,9 +20,6 @@ in the events table (an insert's monthly parts become visible one by one). Then 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -151,33 +148,14 @@ def report(res: CdnowResult, console: Any) -> None:
 @click.option("--keep", is_flag=True, help="keep the work directory (logs, data)")
 def main(partitions: int, timeout: float, json_out: str | None, keep: bool) -> None:
     """CDNOW through broker, worker and ClickHouse server: time to queryable."""
-    import json
-
-    from rich.console import Console
-
     import touchstream  # noqa: F401  (puts this repository first on sys.path)
-    from bench.common import machine
-    from bench.latency import _loadavg
-    from touchstream.localstack import Tansu
+    from bench.common import broker_workdir, standalone_end, standalone_start
 
-    console = Console(width=None if sys.stdout.isatty() else 130)
-    m = machine()
-    console.print(f"[bold]machine[/] {m['nproc']} cores, {m['memory']}, {m['cpu']}, "
-                  f"Python {m['python']}; load average {_loadavg()}")
-    workdir = Path(tempfile.mkdtemp(prefix="touchstream-cdnow-"))
-    try:
-        with Tansu(workdir / "broker") as broker:
-            res = run_cdnow(broker.url, workdir / "live", partitions, timeout, console)
-    finally:
-        if keep:
-            console.print(f"work dir kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    console, m = standalone_start()
+    with broker_workdir("touchstream-cdnow-", keep, console) as (workdir, broker):
+        res = run_cdnow(broker.url, workdir / "live", partitions, timeout, console)
     report(res, console)
-    console.print(f"load average at the end {_loadavg()}")
-    if json_out:
-        Path(json_out).write_text(json.dumps({"machine": m, "cdnow": asdict(res)}, indent=2))
-
+    standalone_end(console, m, json_out, "cdnow", asdict(res))
 
 if __name__ == "__main__":
     main()

@@ -4,14 +4,20 @@ watching a consumer group's committed offsets, peak memory of a process, the mac
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import random
+import shutil
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -319,3 +325,46 @@ def median(xs: Sequence[float]) -> float:
     s = sorted(xs)
     m = len(s) // 2
     return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def standalone_start() -> tuple[Any, dict[str, str]]:
+    """bench.latency, bench.cdnow and bench.scale run on their own: a console, and the
+    machine and its load printed first."""
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 130)
+    m = machine()
+    console.print(f"[bold]machine[/] {m['nproc']} cores, {m['memory']}, {m['cpu']}, "
+                  f"Python {m['python']}; load average {loadavg()}")
+    return console, m
+
+
+@contextmanager
+def broker_workdir(prefix: str, keep: bool, console: Any) -> Iterator[tuple[Path, Any]]:
+    """A fresh work dir with a Tansu broker in it; removed afterwards unless ``keep``."""
+    from touchstream.localstack import Tansu
+
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with Tansu(workdir / "broker") as broker:
+            yield workdir, broker
+    finally:
+        if keep:
+            console.print(f"work dir kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def standalone_end(console: Any, m: dict[str, str], json_out: str | None, key: str,
+                   result: Any) -> None:
+    """The load average at the end, and the machine and ``result`` as JSON if asked."""
+    console.print(f"load average at the end {loadavg()}")
+    if json_out:
+        Path(json_out).write_text(json.dumps({"machine": m, key: result}, indent=2))

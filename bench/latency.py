@@ -43,9 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -357,41 +354,16 @@ def as_json(res: LatencyResult) -> dict[str, object]:
 def main(rate: float, seconds: float, partitions: int, customers: int, close_share: float,
          drain: float, batch_within: float | None, json_out: str | None, keep: bool) -> None:
     """Event-to-ClickHouse and event-to-alert latency at a fixed offered load."""
-    import json
-
-    from rich.console import Console
-
     import touchstream  # noqa: F401  (puts this repository first on sys.path)
-    from bench.common import machine
-    from touchstream.localstack import Tansu
+    from bench.common import broker_workdir, standalone_end, standalone_start
 
-    console = Console(width=None if sys.stdout.isatty() else 130)
-    m = machine()
-    console.print(f"[bold]machine[/] {m['nproc']} cores, {m['memory']}, {m['cpu']}, "
-                  f"Python {m['python']}; load average {_loadavg()}")
-    workdir = Path(tempfile.mkdtemp(prefix="touchstream-latency-"))
-    try:
-        with Tansu(workdir / "broker") as broker:
-            res = run_latency(broker.url, workdir / "live", rate, seconds, partitions,
-                              customers, close_share, drain, batch_within=batch_within,
-                              console=console)
-    finally:
-        if keep:
-            console.print(f"work dir kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    console, m = standalone_start()
+    with broker_workdir("touchstream-latency-", keep, console) as (workdir, broker):
+        res = run_latency(broker.url, workdir / "live", rate, seconds, partitions,
+                          customers, close_share, drain, batch_within=batch_within,
+                          console=console)
     report(res, console)
-    console.print(f"load average at the end {_loadavg()}")
-    if json_out:
-        Path(json_out).write_text(json.dumps({"machine": m, "latency": as_json(res)},
-                                             indent=2))
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
+    standalone_end(console, m, json_out, "latency", as_json(res))
 
 
 if __name__ == "__main__":

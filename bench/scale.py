@@ -270,18 +270,10 @@ def report(res: ScaleResult, console: Any) -> None:
 def main(customers: int, events_per_customer: float, partitions: int, copy_values: bool,
          max_rss_mb: float, json_out: str | None) -> None:
     """State bytes per customer and RSS of a worker's state for N customers."""
-    import json
-
-    from rich.console import Console
-
     import touchstream  # noqa: F401  (puts this repository first on sys.path)
-    from bench.common import machine
-    from bench.latency import _loadavg
+    from bench.common import standalone_end, standalone_start
 
-    console = Console(width=None if sys.stdout.isatty() else 130)
-    m = machine()
-    console.print(f"[bold]machine[/] {m['nproc']} cores, {m['memory']}, {m['cpu']}, "
-                  f"Python {m['python']}; load average {_loadavg()}")
+    console, m = standalone_start()
     with console.status("scale: starting") as st:
         def show(done: int, total: int, n: int) -> None:
             if done % 50_000 < 5000 or done == total:
@@ -290,10 +282,7 @@ def main(customers: int, events_per_customer: float, partitions: int, copy_value
         res = run_scale(customers, events_per_customer, partitions, on_progress=show,
                         copy_values=copy_values, max_rss_mb=max_rss_mb)
     report(res, console)
-    console.print(f"load average at the end {_loadavg()}")
-    if json_out:
-        Path(json_out).write_text(json.dumps({"machine": m, "scale": asdict(res)}, indent=2))
-
+    standalone_end(console, m, json_out, "scale", asdict(res))
 
 if __name__ == "__main__":
     main()
