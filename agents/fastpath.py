@@ -29,11 +29,8 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
-from kafka.partitioner.default import murmur2 as _murmur2
 
-# kafka-python's murmur2 is pure Python (about 1.5% of the worker's CPU uncached); alerts
-# and transitions are keyed by customer, and customers recur.
-murmur2 = functools.lru_cache(maxsize=1 << 16)(_murmur2)
+from agents.pipeline import key_partition
 
 # Gets a fetch's records (aiokafka ConsumerRecords: topic, partition, offset, key, value)
 # and returns a future that is done when their effects are; then they are acked.
@@ -174,7 +171,9 @@ class KafkaEmitter:
         by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
         for partition, key, value in records:
             if partition is None:
-                partition = (murmur2(key) & 0x7FFFFFFF) % n if key else 0
+                # Cached per key: alerts and transitions are keyed by customer, and
+                # kafka-python's murmur2 is pure Python.
+                partition = key_partition(key, n) if key else 0
             by_partition.setdefault(partition, []).append((key, value))
         pending = []
         for partition, kvs in by_partition.items():
