@@ -76,6 +76,25 @@ class Worker:
     emitter: KafkaEmitter  # every record the worker produces goes through it
 
 
+class InOrder:
+    """Runs steps one after another: each starts once the one before it is done. If one
+    fails, every one after it fails too (nothing is acked past a failure)."""
+
+    def __init__(self) -> None:
+        self.tail: asyncio.Future[None] | None = None  # the latest step
+
+    def then(self, step: Callable[[], Awaitable[None]]) -> asyncio.Future[None]:
+        previous = self.tail
+
+        async def run() -> None:
+            if previous is not None:
+                await previous
+            await step()
+
+        self.tail = asyncio.ensure_future(run())
+        return self.tail
+
+
 async def flush_with_retry(
     loop: asyncio.AbstractEventLoop, io: ThreadPoolExecutor, writer: BatchingWriter
 ) -> int:
@@ -158,44 +177,24 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
             if Stored.partition_of(raw) == partition:
                 yield key.decode(), raw
 
-    tail: asyncio.Future[None] | None = None  # the effects of the latest batch
-
-    def chain(effect: Callable[[], Awaitable[None]]) -> asyncio.Future[None]:
-        """Run ``effect`` once every effect chained before it is done, so batches reach
-        ClickHouse, the topics and the changelog in order. If one fails, the ones after it
-        fail too and the worker stops: nothing is acked past a failure."""
-        nonlocal tail
-        previous = tail
-
-        async def run() -> None:
-            if previous is not None:
-                await previous
-            await effect()
-
-        tail = asyncio.ensure_future(run())
-        return tail
-
-    sending: asyncio.Future[None] | None = None  # the output records of the latest batch
+    # Batches reach ClickHouse, the topics and the changelog in order (``effects_in_order``); a
+    # batch's output records only wait for the previous batch's (``sending``).
+    effects_in_order, sending = InOrder(), InOrder()
 
     def send_outputs(result: BatchResult) -> asyncio.Future[None]:
         """Send the batch's dead letters, transitions and alerts now, behind only the
         previous batch's output records (so each topic partition keeps batch order), not
         behind its ClickHouse insert: an alert reaches its readers one batch sooner."""
-        nonlocal sending
-        previous = sending
-
-        async def run() -> None:
-            if previous is not None:
-                await previous
+        async def send() -> None:
             await asyncio.gather(*(
                 emitter.send(topic, [(None, k, v) for k, v in getattr(result, name)])
                 for name, topic in outputs.items()))
 
-        sending = asyncio.ensure_future(run())
+        sent = sending.then(send)
         # A failure surfaces through the effects chain that awaits it (the worker stops);
         # this only keeps asyncio from reporting it a second time as never retrieved.
-        sending.add_done_callback(lambda f: f.cancelled() or f.exception())
-        return sending
+        sent.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return sent
 
     unwritten: dict[str, list[Any]] = {}  # rows of processed batches, not yet in the writer
 
@@ -235,7 +234,7 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
             await emitter.send(changelog, records)
             totals.add(result)
 
-        return chain(effects)
+        return effects_in_order.then(effects)
 
     in_flight: deque[asyncio.Future[None]] = deque()  # effects of the latest batches
 
@@ -308,13 +307,13 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
                 writer.add("rfm_cutoffs", [row])
                 totals.rows += await flush_with_retry(loop, io, writer)
 
-        await chain(publish)
+        await effects_in_order.then(publish)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         async with lock:  # a batch in flight finishes (and is acked) first
-            if tail is not None:
-                await asyncio.wait([tail])
+            if effects_in_order.tail is not None:
+                await asyncio.wait([effects_in_order.tail])
             processor.forget(
                 {tp.partition for tp in revoked if tp.topic == settings.input_topic})
 
