@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -157,9 +158,7 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
                "alerts": alerts.get_topic_name()}
     changelog = customers.changelog_topic.get_topic_name()
     emitter = KafkaEmitter(app)
-    processor = Processor(
-        Rules(allowed_lateness_ms=int(settings.lateness_s * 1000)), settings.partitions
-    )
+    processor = Processor(rules_of(settings), settings.partitions)
     writer = BatchingWriter(sink)
     # One thread owns the ClickHouse connection, so a slow insert never blocks the loop.
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
@@ -237,8 +236,13 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         return effects_in_order.then(effects)
 
     in_flight: deque[asyncio.Future[None]] = deque()  # effects of the latest batches
+    started = time.monotonic()
+    last_message: dict[int, float] = {}  # partition -> when it last had a message (monotonic)
 
     async def handle(messages: Any) -> asyncio.Future[None]:
+        now = time.monotonic()
+        for m in messages:
+            last_message[m.partition] = now
         async with lock:
             done = apply(processor.process(messages, load, datetime.now(UTC), scan))
         in_flight.append(done)
@@ -275,6 +279,48 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
             async with lock:
                 done = apply(processor.process(
                     [], load, now, scan, wall_ms=epoch_ms(now), partitions=assigned))
+            await done
+
+    def cluster_stream_time() -> int:
+        """The latest stream time any worker has written (stream_clock), epoch ms."""
+        _, rows = sink.query(
+            f"SELECT toUInt64(max(stream_time)) FROM {sink.database}.stream_clock")
+        return int(rows[0][0] or 0) * 1000 if rows else 0
+
+    if settings.clock == "event" and settings.idle_s > 0:
+
+        @app.timer(interval=min(settings.tick_s, settings.idle_s))
+        async def advance_idle() -> None:
+            # A partition that has had no message for idle_s while the stream moved on
+            # elsewhere (a quiet partition, or the end of a replay) is advanced to the
+            # latest stream time of the others, less the lateness, as Flink does for idle
+            # sources: its customers' deadlines fire as if its events had kept coming.
+            now = time.monotonic()
+            assigned = {
+                tp.partition for tp in app.assignor.assigned_actives()
+                if tp.topic == settings.input_topic
+            }
+            idle = [p for p in assigned
+                    if now - last_message.get(p, started) >= settings.idle_s]
+            if not idle:
+                return
+            try:
+                latest = await asyncio.get_running_loop().run_in_executor(
+                    io, cluster_stream_time)
+            except Exception as e:  # ClickHouse away: this worker's own partitions still count
+                log.warning("stream time of the other workers unavailable (%s)", e)
+                latest = 0
+            latest = max(latest, *processor.stream_time.values(), 0)
+            mark = latest - processor.lateness_ms
+            marks = {p: mark for p in idle if processor.watermark.get(p, 0) < mark
+                     and processor.stream_time.get(p, 0) - processor.lateness_ms < mark}
+            if not marks:
+                return
+            log.info("partitions %s idle for %.0fs: advanced to %s", sorted(marks),
+                     settings.idle_s, datetime.fromtimestamp(mark / 1000, UTC).isoformat())
+            async with lock:
+                done = apply(processor.process(
+                    [], load, datetime.now(UTC), scan, watermarks=marks))
             await done
 
     # Each worker publishes its partitions' RFM sketches to ClickHouse (rfm_sketches, one
@@ -322,6 +368,13 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         log.info("totals %s", totals)
 
     return Worker(app, process, customers, outputs, totals, emitter)
+
+
+def rules_of(settings: Settings) -> Rules:
+    """The domain rules the settings choose."""
+    return Rules(allowed_lateness_ms=int(settings.lateness_s * 1000),
+                 quick_resolution_days=settings.quick_resolution_days,
+                 unresolved_after_days=settings.unresolved_after_days)
 
 
 def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:

@@ -60,6 +60,27 @@ def key_partition(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2; pure Python, so cached per key)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 Load = Callable[[str], bytes | None]
+
+# A clock message closes a period: key CLOCK_KEY, value {"clock": RFC 3339 time}, sent to
+# every partition (``touchstream tick --until``). The partition's watermark moves to that
+# time: every deadline due by then fires, as if an event that late had arrived.
+CLOCK_KEY = b"__touchstream_clock__"
+
+
+def clock_value(until_ms: int) -> bytes:
+    from touchstream.domain.alerts import iso_ms
+
+    return orjson.dumps({"clock": iso_ms(until_ms)})
+
+
+def _clock_time(value: bytes | None) -> int | str:
+    """A clock message's time (epoch ms), or why it is not one."""
+    try:
+        obj = orjson.loads(value or b"")
+        return epoch_ms(datetime.fromisoformat(obj["clock"].replace("Z", "+00:00")))
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+        return f"invalid clock message ({e}): send {{\"clock\": \"<RFC 3339 time>\"}}"
+
 Scan = Callable[[int], Iterable[tuple[str, bytes]]]
 
 
@@ -203,6 +224,9 @@ class Processor:
         # arrives up to this late is still applied before its customer's deadline.
         self.lateness_ms = rules.allowed_lateness_ms
         self.stream_time: dict[int, int] = {}
+        # Per partition: a time by which the partition is known complete (clock messages,
+        # idle partitions advanced by the worker): deadlines up to it fire too.
+        self.watermark: dict[int, int] = {}
         self._deadlines: dict[int, DeadlineIndex] = {}
         # The RFM population of each partition, for score cut-offs (domain.scoring).
         self.sketches: dict[int, RfmSketches] = {}
@@ -237,6 +261,7 @@ class Processor:
         for p in gone:
             self._deadlines.pop(p, None)
             self.stream_time.pop(p, None)
+            self.watermark.pop(p, None)
             self.sketches.pop(p, None)
         if gone and self._cache:
             self._cache = {cid: e for cid, e in self._cache.items() if e[2] not in gone}
@@ -253,19 +278,26 @@ class Processor:
         scan: Scan = lambda p: (),
         wall_ms: int | None = None,
         partitions: Iterable[int] = (),
+        watermarks: Mapping[int, int] | None = None,
     ) -> BatchResult:
         """Apply a batch. ``wall_ms`` (live mode only) lets the wall clock, less the
-        allowed lateness, fire deadlines on ``partitions`` (this worker's, quiet or not)."""
+        allowed lateness, fire deadlines on ``partitions`` (this worker's, quiet or not).
+        ``watermarks``: partitions known complete up to a time (idle partitions the worker
+        advances): their deadlines up to it fire."""
         batch = _Batch(self, load, received_at)
         for m in messages:
             batch.message(m)
-        due = {m.partition for m in messages} | set(partitions)
+        marks = self.watermark
+        for p, t in (watermarks or {}).items():
+            if t > marks.get(p, 0):
+                marks[p] = t
+        due = {m.partition for m in messages} | set(partitions) | set(watermarks or ())
         for p in sorted(due):
             index = self._index(p, scan, batch.customers)
             st = max(batch.clocks.get(p, 0), self.stream_time.get(p, 0))  # this batch counts
             if wall_ms is not None:
                 st = max(st, wall_ms)
-            batch.fire(p, index, st - self.lateness_ms)
+            batch.fire(p, index, max(st - self.lateness_ms, marks.get(p, 0)))
         return batch.finish()
 
 
@@ -329,7 +361,21 @@ class _Batch:
                             self.received_ms)
         )
 
+    def clock(self, m: RawMessage) -> None:
+        t = _clock_time(m.value)
+        if isinstance(t, str):
+            return self.reject(m, t)
+        p = m.partition
+        marks = self.proc.watermark
+        if t > marks.get(p, 0):
+            marks[p] = t
+        if t > self.clocks.get(p, self.stream_time.get(p, 0)):
+            self.clocks[p] = t  # the period is closed: stream time is at least that
+        return None
+
     def message(self, m: RawMessage) -> None:
+        if m.key == CLOCK_KEY:
+            return self.clock(m)
         ev = decode(m.value)
         if ev.__class__ is Rejected:
             return self.reject(m, ev.reason)  # type: ignore[union-attr]
@@ -464,9 +510,10 @@ class _Batch:
                 log.warning("partition %d: the RFM population missed customers this batch "
                             "changed (a table changed behind the worker?); counted afresh", p)
                 sketches[p] = sk.move(ds, strict=False)
+        quick = self.rules.quick_resolution_days
         out.rows = {
             "events": self.events_rows,
-            "customer_state": [state_row(c.work) for _, c in changed],
+            "customer_state": [state_row(c.work, quick) for _, c in changed],
             "transitions": self.transition_rows,
             "alerts": self.alert_rows,
             "dead_letters": self.dead_rows,

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from sinks.tables import BY_NAME, migrations
+from sinks.tables import BY_NAME, TABLES, migrations
 
 Row = tuple[Any, ...]
 
@@ -50,7 +50,23 @@ class Sink(ABC):
         statements = migrations(self.database, segment_map)
         for sql in statements:
             self.execute(sql)
-        return statements
+        added = [sql for sql in self.missing_columns() if not self.execute(sql)]
+        return statements + added
+
+    def missing_columns(self) -> list[str]:
+        """ALTER statements adding the columns a table made by an earlier release lacks
+        (CREATE TABLE IF NOT EXISTS leaves an existing table as it was; 18.16 has no
+        ADD COLUMN IF NOT EXISTS). New columns are only ever appended."""
+        _, rows = self.query(
+            f"SELECT table, name FROM system.columns WHERE database = '{self.database}'")
+        have: dict[str, set[str]] = {}
+        for table, name in rows:
+            have.setdefault(table, set()).add(name)
+        return [
+            f"ALTER TABLE {self.database}.{t.name} ADD COLUMN `{c}` {ctype}"
+            for t in TABLES if t.name in have
+            for c, ctype in t.columns if c not in have[t.name]
+        ]
 
     def __enter__(self) -> Sink:
         return self

@@ -18,7 +18,8 @@ import orjson
 from schemas.events import EVENT_TYPES, Event, Purchase, Refund, _Event, epoch_ms
 from sinks.base import Row
 from touchstream.domain.alerts import ALERT_SCHEMA_VERSION, Alert, iso_ms
-from touchstream.domain.lifecycle import Transition
+from touchstream.domain.issues import outcome as complaint_outcome
+from touchstream.domain.lifecycle import DEFAULT_RULES, Transition
 from touchstream.domain.rfm import CustomerState, Working
 from touchstream.domain.scoring import Cutoffs, RfmSketches
 
@@ -98,7 +99,8 @@ def event_row(
     )
 
 
-def state_row(s: CustomerState | Working) -> Row:
+def state_row(s: CustomerState | Working, quick_days: float = DEFAULT_RULES.quick_resolution_days
+              ) -> Row:
     days = s.purchase_days
     frequency = len(days) - 1 if days else 0  # the summary properties, inlined
     return (
@@ -125,6 +127,7 @@ def state_row(s: CustomerState | Working) -> Row:
         s.defection_confidence,
         s.alert_level,
         s.next_deadline_ms,
+        complaint_outcome(s.complaints, quick_days) if s.complaints else "none",
     )
 
 
@@ -154,7 +157,7 @@ def alert_row(a: Alert) -> Row:
         a.alert_id, a.customer_id, a.at_ms, a.kind, a.episode, a.stage,
         a.previous_stage or "", a.defection_type, a.confidence, a.severity, a.severity_label,
         a.net_spend, orjson.dumps(list(a.evidence)).decode(), a.message, ALERT_SCHEMA_VERSION,
-        a.version,
+        a.version, orjson.dumps(list(a.open_issues)).decode(),
     )
 
 

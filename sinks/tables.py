@@ -76,6 +76,8 @@ CUSTOMER_STATE = Table(
         ("defection_confidence", "Float64"),
         ("alert_level", "UInt8"),
         ("next_deadline", f"Nullable({DT})"),
+        # none | unresolved | resolved | resolved_quickly: the latest complaint's outcome
+        ("complaint_outcome", "String"),
     ),
     "ReplacingMergeTree(version) ORDER BY customer_id",
     "current state per customer; the highest version wins",
@@ -144,6 +146,7 @@ ALERTS = Table(
         ("message", "String"),
         ("schema_version", "UInt16"),
         ("version", "UInt64"),
+        ("open_issues", "String"),  # JSON array: churn_risk's live trouble
     ),
     "ReplacingMergeTree(version) ORDER BY (customer_id, alert_id)",
     "churn alerts, as sent to the alerts topic",

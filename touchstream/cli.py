@@ -107,6 +107,41 @@ def produce(
 
 
 @app.command()
+def tick(
+    until: Annotated[str, typer.Option(help="RFC 3339 time, e.g. 1997-09-30T23:59:59Z")],
+) -> None:
+    """Close a period: every partition's deadlines up to UNTIL fire (a clock message on
+    each partition of the input topic, after the events already sent)."""
+    from datetime import datetime
+
+    from agents.pipeline import CLOCK_KEY, clock_value
+    from schemas.events import epoch_ms
+    from touchstream.kafka import BrokerUnavailable, producer
+
+    s = Settings()
+    try:
+        at = datetime.fromisoformat(until.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"--until {until!r} is not an RFC 3339 time: write e.g. 1997-09-30T23:59:59Z")
+    if at.tzinfo is None:
+        _fail(f"--until {until!r} has no time zone: add Z or an offset such as +02:00")
+    try:
+        p = producer(s.bootstrap)
+        partitions = sorted(p.partitions_for(s.input_topic) or ())
+        if not partitions:
+            _fail(f"topic {s.input_topic} does not exist: run `touchstream migrate` first")
+        value = clock_value(epoch_ms(at))
+        for partition in partitions:
+            p.send(s.input_topic, key=CLOCK_KEY, value=value, partition=partition)
+        p.flush()
+        p.close()
+    except BrokerUnavailable as e:
+        _fail(str(e))
+    console.print(f"clock message sent to {len(partitions)} partitions of {s.input_topic}: "
+                  f"deadlines up to {at.isoformat()} fire")
+
+
+@app.command()
 def query(sql: str) -> None:
     """Run a read query on ClickHouse and print the result as a table."""
     from sinks import SinkUnavailable, open_sink

@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     lateness_s: float = Field(3600.0, ge=0, description="how late an event may arrive and "
                               "still count before its customer's silence deadline fires")
     tick_s: float = Field(5.0, gt=0, description="live mode: how often the wall clock ticks")
+    idle_s: float = Field(
+        30.0, ge=0, description="event mode: a partition without messages this long (wall "
+        "clock) while others move on is advanced to the latest stream time of the others "
+        "(less the lateness), so its deadlines fire; 0 = never")
+    quick_resolution_days: float = Field(
+        3.0, gt=0, description="a complaint resolved within this many days is resolved quickly")
+    unresolved_after_days: float = Field(
+        7.0, gt=0, description="a complaint or call problem still open this long is live "
+        "trouble that can raise churn_risk")
     producer_max_batch_size: int | None = Field(
         None, ge=1, description="Faust producer batch bytes (None: Faust's default). The local "
         "Tansu broker reports a wrong log end for multi-record batches, which makes table "

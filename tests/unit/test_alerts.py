@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from schemas.events import Account, Call, Complaint, Purchase, Refund, Survey, epoch_ms
 from touchstream.domain import alerts as al
+from touchstream.domain import lifecycle as lc
 from touchstream.domain.alerts import Alert
 from touchstream.domain.lifecycle import Transition
 from touchstream.domain.rfm import DAY_MS, CustomerState, advance, step
@@ -79,6 +80,13 @@ def regular(days=(0, 20, 40), amount="30"):
     return [purchase(d, amount) for d in days]
 
 
+# The silence limits of regular(): an early rhythm of two 20-day gaps (lifecycle.Rules).
+_DAYS = tuple(epoch_ms(BASE) // DAY_MS + d for d in (0, 20, 40))
+DECLINE_AT = 40 + lc.decline_after_days(_DAYS)  # day of the decline
+CHURN_AT = 40 + lc.churn_after_days(_DAYS)
+AFTER = DECLINE_AT + 1  # a day after the decline
+
+
 # -- no storm -------------------------------------------------------------------------
 
 
@@ -87,8 +95,8 @@ def test_a_silent_customer_gets_exactly_one_decline_then_one_churned_alert():
     s, outs = advance(s, ms(1000))
     assert kinds(outs) == ["decline", "churned"]
     decline, churned = alerts(outs)
-    assert decline.at_ms == ms(100)  # 3 x 20 days after day 40
-    assert churned.at_ms == ms(160)  # 6 x 20
+    assert decline.at_ms == ms(DECLINE_AT)
+    assert churned.at_ms == ms(CHURN_AT)
     assert decline.episode == churned.episode == 1
 
 
@@ -110,89 +118,10 @@ def test_further_events_and_advances_add_no_decline_or_churned_alert():
 
 def test_advancing_the_same_time_twice_raises_nothing_the_second_time():
     s, _ = run(regular())
-    s, outs = advance(s, ms(120))
+    s, outs = advance(s, ms(AFTER))
     assert kinds(outs) == ["decline"]
-    s2, outs2 = advance(s, ms(120))
+    s2, outs2 = advance(s, ms(AFTER))
     assert outs2 == () and s2 == s
-
-
-# -- churn risk -----------------------------------------------------------------------
-
-
-def test_churn_risk_is_raised_with_an_open_issue_and_enough_weight():
-    s, _ = run(regular())
-    s, outs = step(s, complaint(45, "service", 5, "open"))  # 3.0 + 1.0 = 4.0
-    (a,) = alerts(outs)
-    assert a.kind == "churn_risk" and a.episode == 1 and a.at_ms == ms(45)
-    assert a.stage == "formation" and a.previous_stage == "formation"
-    assert a.defection_type == "service"
-    assert s.alert_level == 1 and s.risk_at_ms == ms(45)
-
-
-def test_churn_risk_is_raised_only_once_per_episode():
-    s, _ = run(regular())
-    s, outs = run([complaint(45), complaint(46), call(47), complaint(48), survey(49)], s)
-    assert kinds(outs) == ["churn_risk"]
-
-
-def test_churn_risk_needs_enough_weight():
-    s, outs = run([*regular(), complaint(45, "service", 1, "open")])  # 1.4 + 1.0 = 2.4
-    assert kinds(outs) == []
-    assert s.alert_level == 0
-
-
-def test_a_loyal_customers_handled_complaints_raise_nothing():
-    evs = [*regular(range(0, 100, 10)),
-           complaint(91, "product", 5, "resolved"), complaint(92, "service", 5, "resolved"),
-           refund(93, "defective"), complaint(94, "price", 5, "resolved"),
-           *regular(range(100, 200, 10))]
-    s, outs = run(evs)
-    assert s.stage == "stability"
-    assert kinds(outs) == []
-
-
-def test_churn_risk_is_not_raised_before_the_first_purchase():
-    s, outs = run([complaint(1), complaint(2), call(3)])
-    assert s.stage is None
-    assert kinds(outs) == []
-
-
-def test_churn_risk_is_not_raised_once_the_customer_declined():
-    s, _ = run(regular())
-    s, _ = advance(s, ms(101))
-    assert s.stage == "decline"
-    s, outs = run([complaint(102), complaint(103)], s)
-    assert "churn_risk" not in kinds(outs)
-
-
-def test_churn_risk_escalates_to_decline_and_churned_in_the_same_episode():
-    s, outs = run([*regular(), complaint(45)])
-    s, later = advance(s, ms(1000))
-    all_alerts = alerts(outs + list(later))
-    assert [a.kind for a in all_alerts] == ["churn_risk", "decline", "churned"]
-    assert {a.episode for a in all_alerts} == {1}
-    assert [a.alert_id for a in all_alerts] == [
-        f"{CID}/1/churn_risk", f"{CID}/1/decline", f"{CID}/1/churned"]
-
-
-def test_a_purchase_fourteen_days_after_churn_risk_closes_the_episode():
-    s, _ = run([*regular(), complaint(45)])
-    s, outs = step(s, purchase(58))  # 13 days: too soon
-    assert kinds(outs) == []
-    s, outs = step(s, purchase(59 + 0.01))
-    (a,) = alerts(outs)
-    assert (a.kind, a.episode, a.alert_id) == ("recovered", 1, f"{CID}/1/recovered")
-    assert s.alert_level == 0
-
-
-def test_the_same_evidence_never_raises_churn_risk_twice():
-    s, _ = run([*regular(), complaint(45)])
-    s, _ = step(s, purchase(60))  # recovered
-    s, outs = step(s, refund(61, "other"))  # weightless: the old complaint is not reused
-    assert kinds(outs) == []
-    s, outs = step(s, complaint(62))
-    (a,) = alerts(outs)
-    assert (a.kind, a.episode) == ("churn_risk", 2)
 
 
 # -- episodes -------------------------------------------------------------------------
@@ -200,9 +129,9 @@ def test_the_same_evidence_never_raises_churn_risk_twice():
 
 def test_recovered_closes_the_episode_and_a_later_decline_opens_episode_two():
     s, _ = run(regular())
-    s, outs = advance(s, ms(110))
+    s, outs = advance(s, ms(AFTER + 4))
     assert kinds(outs) == ["decline"]
-    s, outs = step(s, purchase(111))
+    s, outs = step(s, purchase(AFTER + 5))
     (rec,) = alerts(outs)
     assert (rec.kind, rec.episode, rec.previous_stage) == ("recovered", 1, "decline")
     assert rec.stage == "formation"
@@ -260,7 +189,7 @@ def test_severity_grows_with_the_net_spend_tiers(net, sev, label):
 )
 def test_an_alerts_severity_reflects_the_customers_net_spend(amount, sev):
     s, _ = run(regular(amount=amount))
-    _, outs = advance(s, ms(101))
+    _, outs = advance(s, ms(AFTER))
     (a,) = alerts(outs)
     assert a.net_spend == Decimal(amount) * 3
     assert a.severity == sev
@@ -268,7 +197,7 @@ def test_an_alerts_severity_reflects_the_customers_net_spend(amount, sev):
 
 def test_refunds_lower_the_severity():
     s, _ = run([*regular(amount="40"), refund(41, "other", amount="30")])  # net 90
-    _, outs = advance(s, ms(101))
+    _, outs = advance(s, ms(AFTER))
     (a,) = alerts(outs)
     assert a.net_spend == Decimal("90")
     assert a.severity == 1 and a.severity_label == "low"
@@ -276,10 +205,10 @@ def test_refunds_lower_the_severity():
 
 def test_to_json_has_schema_version_one_and_iso_times_ending_in_z():
     s, _ = run(regular())
-    _, outs = advance(s, ms(101))
+    _, outs = advance(s, ms(AFTER))
     j = alerts(outs)[0].to_json()
     assert j["schema_version"] == 1
-    assert j["at"] == "2024-04-10T12:00:00Z"  # day 100 at noon
+    assert j["at"] == al.iso_ms(ms(DECLINE_AT))
     assert j["last_purchase_at"] == "2024-02-10T12:00:00Z"
     assert j["alert_id"] == f"{CID}/1/decline"
     assert j["net_spend"] == "90"
@@ -299,42 +228,44 @@ def test_to_json_keeps_milliseconds_and_still_ends_in_z():
 
 def test_the_message_mentions_the_customer_and_the_defection_type():
     s, _ = run([*regular(), refund(41, "defective"), refund(42, "not_as_described")])
-    _, outs = advance(s, ms(101))
+    _, outs = advance(s, ms(AFTER))
     (a,) = alerts(outs)
     assert a.defection_type == "product"
     assert CID in a.message
     assert "product defection" in a.message
-    assert "declining after 60 days without a purchase" in a.message
+    assert f"declining after {DECLINE_AT - 40:.0f} days without a purchase" in a.message
 
 
 def test_the_message_writes_self_change_with_a_hyphen():
     s, _ = run([*regular(), account(41, "moved")])
-    _, outs = advance(s, ms(101))
-    (a,) = alerts(outs)
-    assert a.defection_type == "self_change"
+    _, outs = advance(s, ms(AFTER))
+    risk, a = alerts(outs)  # a move is live trouble at once, then the silence
+    assert risk.kind == "churn_risk" and risk.open_issues == ("2024-02-11 account:moved",)
+    assert a.kind == "decline" and a.defection_type == "self_change"
     assert "self-change defection" in a.message and CID in a.message
 
 
 def test_the_message_of_an_unknown_defection_says_there_is_no_clear_reason():
     s, _ = run(regular())
-    _, outs = advance(s, ms(101))
+    _, outs = advance(s, ms(AFTER))
     (a,) = alerts(outs)
     assert a.defection_type == "unknown"
     assert "no clear reason" in a.message
 
 
 def test_the_alert_carries_the_state_version_that_raised_it():
-    s, outs = run([*regular(), complaint(45)])
+    s, _ = run([*regular(), refund(41, "other")])
+    _, outs = advance(s, ms(AFTER))
     (a,) = alerts(outs)
     assert a.version == s.version == 4
 
 
 def test_the_alert_evidence_is_the_classifiers_dated_codes():
     s, _ = run([*regular(), refund(41, "defective")])
-    _, outs = advance(s, ms(101))
+    _, outs = advance(s, ms(AFTER))
     (a,) = alerts(outs)
     assert a.evidence == ("2024-02-11 refund:defective",)
-    assert a.last_purchase_ms == ms(40) == a.at_ms - 60 * DAY_MS
+    assert a.last_purchase_ms == ms(40) == a.at_ms - (DECLINE_AT - 40) * DAY_MS
 
 
 @settings(max_examples=2000, deadline=None)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from touchstream.domain import codec
 from touchstream.domain.codec import COMPACT, WIDE
 from touchstream.domain.defection import TYPES
+from touchstream.domain.issues import OPEN, REJECTED, RESOLVED, Complaint
 from touchstream.domain.lifecycle import EXIT_PATTERN, STABILITY
 from touchstream.domain.rfm import CustomerState, Working
 
@@ -110,15 +111,63 @@ def states(draw) -> CustomerState:
         recent_spend=tuple(draw(st.lists(st.tuples(st.integers(-(2**31), 2**31 - 1), floats),
                                          max_size=8))),
         signals=tuple(draw(st.lists(st.tuples(ms, st.sampled_from(
-            ["complaint:service:3", "call_unresolved", "survey:dissatisfied", "x:y", ""])),
+            ["complaint:service:3", "call_unresolved", "survey:dissatisfied", "x:y", "",
+             "call_unresolved:billing", "call:price"])),
             max_size=30))),
         defection_type=draw(st.sampled_from([None, *TYPES, "unknown"])),
         defection_confidence=draw(floats), alert_level=draw(st.integers(0, 3)),
         episode=draw(small), risk_at_ms=draw(ms),
+        complaints=tuple(draw(st.lists(complaints(), max_size=8))),
+        discount_days=tuple(draw(st.lists(st.integers(-(2**31), 2**31 - 1), max_size=32))),
+        risk_checked_ms=draw(ms),
     )
+
+
+@st.composite
+def complaints(draw) -> Complaint:
+    reports = draw(st.lists(st.tuples(ms, st.sampled_from([OPEN, RESOLVED, REJECTED])),
+                            min_size=1, max_size=6))
+    return Complaint(draw(st.integers(0, 2**32 - 1)),
+                     draw(st.sampled_from(["price", "product", "service", "other"])),
+                     draw(st.integers(1, 5)), tuple(reports))
 
 
 @settings(max_examples=300, deadline=None)
 @given(s=states(), partition=st.integers(0, 2**31 - 1), offset=st.integers(-1, 2**63 - 1))
 def test_any_state_round_trips_exactly_with_any_position(s, partition, offset):
     assert round_trip(s, partition, offset) == s
+
+
+# Bytes written by the first stored format (1 compact, 2 wide), before complaints were
+# followed by id: a customer with two discounted purchases and an open product complaint.
+FORMAT_1 = bytes.fromhex(
+    "01030063000000070000000022e5c48c01000000468a648d01000000ba64f88c01000000000000000000"
+    "000022e5c48c01000000468a648d010000000e09ff8d010000040001000100020000000b4d0000000200"
+    "0000000000000000000000030f0304000204004334323132302e35302c31302c33302e35300b00000016"
+    "00000021000000010b4d00000a0a0b000000000000003e400000000000003e4003005aebf98c01000000"
+    "e1f50500000000000ba96419081519")
+FORMAT_2 = bytes.fromhex(
+    "0203000000630000000000000000000000000100000022e5c48c01000000468a648d01000000ba64f88c"
+    "01000000000000000000000022e5c48c01000000468a648d010000000e09ff8d01000004000000000000"
+    "0001000000000000000100000000000000020000000000000000000000000000000b4d00000000000000"
+    "000000000000000200000000000000000000000003000f00030004000000000000000200040000004334"
+    "323132302e35302c31302c33302e35300b0000001600000021000000010b4d00000a0a0b000000000000"
+    "003e400000000000003e4003005aebf98c01000000e1f50500000000000ba96419081519")
+
+
+def test_every_earlier_stored_format_still_decodes_and_is_rewritten_in_the_latest():
+    for raw, version in ((FORMAT_1, 7), (FORMAT_2, 2**40)):
+        work, partition, offset = codec.decode(raw)
+        assert (partition, offset, work.version) == (3, 99, version)
+        assert work.customer_id == "C42" and work.stage == "formation"
+        assert work.purchase_days == [19723, 19733, 19743, 19754]
+        assert work.purchase_total == Decimal("120.50")
+        assert work.next_deadline_ms == 1_709_380_800_000
+        # Discounted purchases moved out of the signal log to their own list.
+        assert work.discount_days == (1_705_000_000_000 // 86_400_000, 19754)
+        assert work.signals == ((1_705_100_000_000, "complaint:product:3"),
+                                (1_705_100_000_000, "complaint_open"))
+        assert work.complaints == () and work.risk_checked_ms == 0
+        again = codec.encode(work, partition, offset)
+        assert again[0] in (COMPACT, WIDE)
+        assert codec.decode(again)[0].freeze() == work.freeze()

@@ -185,13 +185,18 @@ def test_transition_sequence_numbers_count_up_from_zero(plan):
 # -- silence: decline and churn -------------------------------------------------------
 
 
+def every(gap: int, gaps: int = 9) -> tuple[int, ...]:
+    """Purchase days with ``gaps`` equal gaps: enough for the customer's own rhythm."""
+    return tuple(range(0, gap * gaps + 1, gap))
+
+
 @pytest.mark.parametrize(
     ("days", "decline_days"),
     [
         ((0,), 90),  # one-day customer: default gap 30 -> 90
-        ((0, 5, 10), 30),  # 3 x 5 = 15 -> clamped up to 30
-        ((0, 20, 40), 60),  # 3 x 20
-        ((0, 70), 180),  # 3 x 70 = 210 -> clamped down to 180
+        (every(5), 30),  # 3 x 5 = 15 -> clamped up to 30
+        (every(20), 60),  # 3 x 20
+        (every(70), 180),  # 3 x 70 = 210 -> clamped down to 180
     ],
 )
 def test_decline_fires_after_clamped_three_typical_gaps_dated_at_the_deadline(
@@ -212,19 +217,19 @@ def test_decline_fires_after_clamped_three_typical_gaps_dated_at_the_deadline(
 
 
 def test_decline_fires_exactly_at_the_deadline_millisecond():
-    s, _ = run([purchase(0), purchase(20), purchase(40)])
+    s, _ = run([purchase(d) for d in every(20)])
     s2, outs = advance(s, s.next_deadline_ms)
     assert s2.stage == DECLINE
-    assert transitions(outs)[0].at_ms == ms(40) + 60 * DAY_MS
+    assert transitions(outs)[0].at_ms == ms(180) + 60 * DAY_MS
 
 
 @pytest.mark.parametrize(
     ("days", "churn_days"),
     [
         ((0,), 180),  # 6 x 30 default
-        ((0, 10, 20), 90),  # 6 x 10 = 60 -> clamped up to 90
-        ((0, 20, 40), 120),  # 6 x 20
-        ((0, 70), 365),  # 6 x 70 = 420 -> clamped down to 365
+        (every(10), 90),  # 6 x 10 = 60 -> clamped up to 90
+        (every(20), 120),  # 6 x 20
+        (every(70), 365),  # 6 x 70 = 420 -> clamped down to 365
     ],
 )
 def test_churned_follows_after_clamped_six_typical_gaps_of_silence(days, churn_days):
@@ -246,7 +251,10 @@ def test_one_advance_far_ahead_fires_decline_and_churned_in_order():
     s, _ = run([purchase(0), purchase(20), purchase(40)])
     s2, outs = advance(s, ms(2000))
     assert moves(outs) == [(FORMATION, DECLINE), (DECLINE, CHURNED)]
-    assert [t.at_ms for t in transitions(outs)] == [ms(100), ms(160)]
+    # two gaps of 20, shrunk towards the default gap (the early rhythm)
+    days = (BASE_DAY, BASE_DAY + 20, BASE_DAY + 40)
+    assert [t.at_ms for t in transitions(outs)] == [
+        ms(40 + lc.decline_after_days(days)), ms(40 + lc.churn_after_days(days))]
     assert s2.stage == CHURNED
 
 
@@ -319,8 +327,9 @@ def test_an_account_closed_event_moves_an_active_customer_to_decline_at_once():
     assert (tr.from_stage, tr.to_stage, tr.reason) == (FORMATION, DECLINE, "account closed")
     assert tr.at_ms == ms(45)
     assert s2.stage == DECLINE and s2.declined_from == FORMATION
-    # the churn limit still counts from the last purchase: 6 x 20 = 120 days after day 40
-    assert s2.next_deadline_ms == ms(40) + 120 * DAY_MS
+    # the churn limit still counts from the last purchase
+    days = (BASE_DAY, BASE_DAY + 20, BASE_DAY + 40)
+    assert s2.next_deadline_ms == ms(40 + lc.churn_after_days(days))
 
 
 def test_an_account_closed_event_without_any_purchase_moves_nothing():
@@ -397,15 +406,49 @@ def test_next_deadline_is_never_earlier_than_the_stage_start(plan, now_day):
 # -- rhythm and rules -----------------------------------------------------------------
 
 
+PLAIN = Rules(rhythm_min_gaps=0, rhythm_longest_share=0.0)  # the median alone
+
+
 def test_typical_gap_is_the_median_of_the_gaps():
-    assert typical_gap_days((0, 1, 2, 100)) == 1.0
-    assert typical_gap_days((0, 10, 30)) == 15.0
+    assert typical_gap_days((0, 1, 2, 100), PLAIN) == 1.0
+    assert typical_gap_days((0, 10, 30), PLAIN) == 15.0
+    assert typical_gap_days(every(10)) == 10.0
 
 
-def test_typical_gap_uses_only_the_latest_eight_gaps():
+def test_the_typical_gap_is_at_least_three_quarters_of_the_longest_recent_gap():
+    days = (*range(0, 9), 48)  # eight gaps of 1 day, one of 40
+    assert typical_gap_days(days) == 0.75 * 40
+
+
+def test_typical_gap_uses_only_the_latest_gaps_of_its_window():
     days = (0, 100, 200, 300, 400, 500, 505, 510, 515, 520)  # 5 gaps of 100, 4 of 5
-    assert typical_gap_days(days) == 52.5  # the latest 8: 4 x 100, 4 x 5
-    assert typical_gap_days(days, Rules(rhythm_window=4)) == 5.0
+    assert typical_gap_days(days, Rules(rhythm_window=8, rhythm_min_gaps=0,
+                                        rhythm_longest_share=0.0)) == 52.5
+    assert typical_gap_days(days, Rules(rhythm_window=4, rhythm_min_gaps=0,
+                                        rhythm_longest_share=0.0)) == 5.0
+
+
+def test_an_early_rhythm_leans_on_the_default_gap_until_enough_gaps_are_seen():
+    k, default = lc.DEFAULT_RULES.rhythm_prior_gaps, lc.DEFAULT_RULES.default_gap_days
+    assert lc.DEFAULT_RULES.rhythm_min_gaps == 8
+    assert typical_gap_days((0, 3)) == pytest.approx((3 + k * default) / (1 + k))
+    assert typical_gap_days((0, 3, 6, 9)) == pytest.approx((3 * 3 + k * default) / (3 + k))
+    assert typical_gap_days(every(3, 8)) == 3.0  # eight gaps: the customer's own
+
+
+def test_one_ordinary_long_gap_early_on_does_not_look_like_a_decline():
+    # Three quick purchases, then a month away: the plain median (3 days) would have
+    # declared a decline after 30 days.
+    s, outs = run([purchase(0), purchase(3), purchase(6), purchase(40)])
+    assert all(t.to_stage != DECLINE for t in transitions(outs))
+    assert s.stage == FORMATION
+
+
+def test_an_irregular_buyer_is_measured_against_its_longest_recent_pause():
+    days = (0, 5, 10, 15, 20, 25, 30, 35, 40, 100, 105)  # a pause of 60 days among gaps of 5
+    assert typical_gap_days(days) == 45.0
+    s, _ = run([purchase(d) for d in days])
+    assert s.next_deadline_ms == ms(105) + 135 * DAY_MS  # 3 x 45, not the minimum 30
 
 
 def test_a_one_day_customer_has_the_default_typical_gap():
@@ -431,7 +474,8 @@ def test_custom_rules_change_the_stability_thresholds():
 
 
 def test_custom_rules_change_the_silence_limits():
-    rules = Rules(decline_factor=2, decline_min_days=5, churn_factor=4, churn_min_days=10)
+    rules = Rules(decline_factor=2, decline_min_days=5, churn_factor=4, churn_min_days=10,
+                  rhythm_min_gaps=0)
     s, _ = run([purchase(0), purchase(10), purchase(20)], rules)
     assert s.next_deadline_ms == ms(20) + 20 * DAY_MS
     s, outs = advance(s, ms(1000), rules)

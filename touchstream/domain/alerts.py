@@ -23,7 +23,7 @@ LEVEL = {"churn_risk": 1, "decline": 2, "churned": 3}
 # Severity grows with the customer's value: net spend tiers (in the purchase currency).
 VALUE_TIERS: tuple[Decimal, ...] = (Decimal(100), Decimal(500), Decimal(2000))
 SEVERITY_LABELS = ("low", "medium", "high", "critical")
-CHURN_RISK_MIN_SCORE = 4.0  # negative evidence in 60 days that raises churn_risk
+CHURN_RISK_MIN_SCORE = 4.0  # weight of live, unresolved trouble that raises churn_risk
 RISK_RECOVERY_DAYS = 14  # a purchase this long after a churn_risk alert closes the episode
 
 
@@ -44,6 +44,7 @@ class Alert:
     evidence: tuple[str, ...]
     message: str
     version: int  # the customer state version that raised it
+    open_issues: tuple[str, ...] = ()  # churn_risk: the live, unresolved trouble that raised it
 
     @property
     def severity_label(self) -> str:
@@ -69,6 +70,7 @@ class Alert:
                 None if self.last_purchase_ms is None else _iso(self.last_purchase_ms)
             ),
             "evidence": list(self.evidence),
+            "open_issues": list(self.open_issues),
             "message": self.message,
         }
 
@@ -109,6 +111,7 @@ def severity(net_spend: Decimal) -> int:
 def sentence(
     kind: str, customer_id: str, stage: str, net_spend: Decimal, silent_days: int | None,
     defection_type: str, confidence: float, evidence: tuple[str, ...],
+    open_issues: tuple[str, ...] = (),
 ) -> str:
     who = f"Customer {customer_id} (net spend {net_spend:.2f})"
     why = (
@@ -118,7 +121,7 @@ def sentence(
     ev = f" Evidence: {'; '.join(evidence[-4:])}." if evidence else ""
     silent = f" after {silent_days} days without a purchase" if silent_days is not None else ""
     if kind == "churn_risk":
-        return f"{who} is at risk while still {stage}: {why}.{ev}"
+        return f"{who} is at risk while still {stage}: {'; '.join(open_issues)}; {why}."
     if kind == "decline":
         return f"{who} is declining{silent}: {why}.{ev}"
     if kind == "churned":

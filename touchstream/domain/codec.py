@@ -1,8 +1,9 @@
 """The stored form of a customer's state: compact bytes (the shell's table value).
 
 Pure: a ``CustomerState`` (or a ``Working`` copy) and the shell's position (partition,
-offset) to bytes and back, exactly. Only the worker's table and its changelog hold these
-bytes, so the layout may change freely with the code (``FORMAT`` tells them apart).
+offset) to bytes and back, exactly. The first byte names the format (``FORMAT``): new
+code reads every earlier format (a changelog written by the previous release restores
+into the next one), and writes the latest.
 
 Layout: one ``struct`` header (every scalar field, ``None`` as flag bits, enums as small
 codes, lengths), then the variable parts: customer id, the three decimals as text, event
@@ -23,6 +24,7 @@ from typing import Any, get_args
 
 from schemas.events import SATISFACTION_LEVELS, Account, Call, Complaint, Refund
 from touchstream.domain import defection as dfx
+from touchstream.domain import issues
 from touchstream.domain import lifecycle as lc
 from touchstream.domain.rfm import CustomerState, Working
 
@@ -41,11 +43,22 @@ _HEAD = (
     ("totals_len", "B", "H"), ("ids", "B", "H"), ("days", "H", "Q"), ("spend", "B", "H"),
     ("signals", "B", "H"), ("escaped", "B", "H"),
 )
-COMPACT, WIDE = 1, 2
-FORMAT = {COMPACT: struct.Struct("<" + "".join(c for _, c, _ in _HEAD)),
-          WIDE: struct.Struct("<" + "".join(w for _, _, w in _HEAD))}
+# Added by format 3/4: complaints followed by id, discounted days, the risk-check mark.
+_HEAD_3 = (*_HEAD, ("risk_checked_ms", "q", "q"), ("complaints", "B", "H"),
+           ("discounts", "B", "H"))
+V1_COMPACT, V1_WIDE, COMPACT, WIDE = 1, 2, 3, 4
+
+
+def _struct(head: tuple[tuple[str, str, str], ...], wide: bool) -> struct.Struct:
+    return struct.Struct("<" + "".join(w if wide else c for _, c, w in head))
+
+
+FORMAT = {V1_COMPACT: _struct(_HEAD, False), V1_WIDE: _struct(_HEAD, True),
+          COMPACT: _struct(_HEAD_3, False), WIDE: _struct(_HEAD_3, True)}
 _COMPACT, _WIDE = FORMAT[COMPACT], FORMAT[WIDE]
-_PARTITION = {COMPACT: struct.Struct("<H"), WIDE: struct.Struct("<I")}
+_PARTITION = {V1_COMPACT: struct.Struct("<H"), V1_WIDE: struct.Struct("<I"),
+              COMPACT: struct.Struct("<H"), WIDE: struct.Struct("<I")}
+_COMPLAINT = struct.Struct("<IBBB")  # key, category, severity, reports
 _I32, _I64 = struct.Struct("<i"), struct.Struct("<q")
 
 _STAGES = (None, lc.EXPLORATION, lc.FORMATION, lc.STABILITY, lc.DECLINE, lc.CHURNED)
@@ -65,10 +78,14 @@ def _signal_codes() -> tuple[str, ...]:
     codes += [f"refund:{r}" for r in values(Refund, "reason")]
     codes += [f"account:{c}" for c in values(Account, "change")]
     codes += [f"survey:{k}" for k, v in SATISFACTION_LEVELS.items() if v < 0]
+    # Appended, never reordered: a code's number is part of every stored format.
+    codes += [f"call_unresolved:{r}" for r in values(Call, "reason")]
     return (None, *codes)  # type: ignore[return-value]  # 0: the code follows as text
 
 
 _SIGNALS = _signal_codes()
+_CATEGORIES: tuple[str, ...] = get_args(Complaint.model_fields["category"].annotation)
+_CATEGORY_CODE = {c: i for i, c in enumerate(_CATEGORIES)}
 _STAGE_CODE, _PATTERN_CODE, _DEFECTION_CODE, _SIGNAL_CODE = (
     {v: i for i, v in enumerate(values)} for values in (_STAGES, _PATTERNS, _DEFECTIONS, _SIGNALS))
 _WIDER = ((2, "H"), (3, "I"))  # kind, array typecode of the deltas
@@ -130,12 +147,13 @@ def encode(s: CustomerState | Working, partition: int, offset: int) -> bytes:
         _DEFECTION_CODE[s.defection_type], (fp is None) | (lp is None) << 1 | (nd is None) << 2,
         s.defection_confidence, len(cid), len(totals),
         len(ids) >> 2 if ids.__class__ is bytearray else len(ids), len(days), len(spend),
-        len(signals), len(escaped),
+        len(signals), len(escaped), s.risk_checked_ms, len(s.complaints),
+        len(s.discount_days),
     )
     try:
-        head = b"\x01" + _COMPACT.pack(*values)
+        head = b"\x03" + _COMPACT.pack(*values)
     except struct.error:
-        head = b"\x02" + _WIDE.pack(*values)
+        head = b"\x04" + _WIDE.pack(*values)
     parts = [head, cid, totals, ids if ids.__class__ is bytearray else array("I", ids).tobytes()]
     if days:
         parts.append(_ints(days, _I32))
@@ -152,6 +170,14 @@ def encode(s: CustomerState | Working, partition: int, offset: int) -> bytes:
         parts.append(_ints(times, _I64))
         parts.append(bytes([_SIGNAL_CODE.get(c, 0) for c in codes]))
         parts.extend(_U16.pack(len(c)) + c for c in escaped)
+    if s.discount_days:
+        parts.append(_ints(s.discount_days, _I32))
+    for c in s.complaints:
+        times, statuses = zip(*c.reports, strict=True)
+        parts.append(_COMPLAINT.pack(c.key, _CATEGORY_CODE[c.category], c.severity,
+                                     len(times)))
+        parts.append(_ints(times, _I64))
+        parts.append(bytes(statuses))
     return b"".join(parts)
 
 
@@ -160,15 +186,30 @@ def partition_of(raw: bytes) -> int:
     return _PARTITION[raw[0]].unpack_from(raw, 1)[0]  # type: ignore[no-any-return]
 
 
+def _upgrade_v1(w: Working) -> None:
+    """Format 1/2 kept discounted purchases in the signal log: move them to their own
+    list. (Their complaint and call codes stay: the classifier still weighs them.)"""
+    if any(c == "purchase:discount" for _, c in w.signals):
+        w.discount_days = tuple(sorted({t // 86_400_000 for t, c in w.signals
+                                        if c == "purchase:discount"}))
+        w.signals = tuple((t, c) for t, c in w.signals if c != "purchase:discount")
+
+
 def decode(raw: bytes) -> tuple[Working, int, int]:
     """A working copy of the stored state and the position stored with it."""
-    fmt = FORMAT[raw[0]]
+    version = raw[0]
+    fmt = FORMAT[version]
     w = _new(Working)
+    values = fmt.unpack_from(raw, 1)
     (partition, offset, w.version, w.first_event_ms, w.last_event_ms, w.stage_since_ms,
      w.risk_at_ms, fp, lp, nd, w.purchases, w.refunds, w.relationships, w.transitions,
      w.episode, w.relationship_start_day, w.alert_level, stage, declined_from, exit_pattern,
      defection_type, nones, w.defection_confidence, n_cid, n_totals, n_ids, n_days, n_spend,
-     n_signals, _) = fmt.unpack_from(raw, 1)
+     n_signals, _) = values[:len(_HEAD)]
+    if version >= COMPACT:
+        w.risk_checked_ms, n_complaints, n_discounts = values[len(_HEAD):]
+    else:
+        w.risk_checked_ms = n_complaints = n_discounts = 0
     pos = 1 + fmt.size
     end = pos + n_cid
     w.customer_id = raw[pos:end].decode()
@@ -207,12 +248,28 @@ def decode(raw: bytes) -> tuple[Working, int, int]:
         w.signals = tuple(zip(times, codes, strict=True))
     else:
         w.signals = ()
+    if n_discounts:
+        discount_days, pos = _read_ints(raw, pos, n_discounts, _I32)
+        w.discount_days = tuple(discount_days)
+    else:
+        w.discount_days = ()
+    complaints = []
+    for _ in range(n_complaints):
+        key, category, severity, n = _COMPLAINT.unpack_from(raw, pos)
+        times, pos = _read_ints(raw, pos + _COMPLAINT.size, n, _I64)
+        statuses = raw[pos:pos + n]
+        pos += n
+        complaints.append(issues.Complaint(key, _CATEGORIES[category], severity,
+                                           tuple(zip(times, statuses, strict=True))))
+    w.complaints = tuple(complaints)
     w.first_purchase_ms = None if nones & 1 else fp
     w.last_purchase_ms = None if nones & 2 else lp
     w._deadline, w._deadline_rules = None if nones & 4 else nd, None
     w.stage, w.declined_from = _STAGES[stage], _STAGES[declined_from]
     w.exit_pattern, w.defection_type = _PATTERNS[exit_pattern], _DEFECTIONS[defection_type]
     w._gap_rules = None
+    if version < COMPACT:
+        _upgrade_v1(w)
     if pos != len(raw):
         raise ValueError(f"stored state: {len(raw) - pos} bytes left over")
     return w, partition, offset

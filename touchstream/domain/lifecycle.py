@@ -49,8 +49,17 @@ class Rules:
     stability_min_spend_trend: float = 0.5
     # Rhythm: the typical gap is the median of the latest gaps between purchase days;
     # one-day customers (exploration) are measured against default_gap_days.
-    rhythm_window: int = 8
+    rhythm_window: int = 12
     default_gap_days: float = 30.0
+    # Early rhythm: with fewer than rhythm_min_gaps gaps, the median of one to three gaps
+    # says little (one ordinary long gap would look like a decline), so it is shrunk
+    # towards default_gap_days, as if rhythm_prior_gaps gaps of that length were seen.
+    rhythm_min_gaps: int = 8
+    rhythm_prior_gaps: int = 4
+    # Irregular buyers: the gap the limits are measured in is at least this share of
+    # the longest of the latest gaps, so a customer whose rhythm is uneven is not
+    # declared declining by a pause it has made before.
+    rhythm_longest_share: float = 0.75
     decline_factor: float = 3.0
     decline_min_days: float = 30.0
     decline_max_days: float = 180.0
@@ -61,6 +70,11 @@ class Rules:
     # stream time passed them by this much); a customer's own event fires its deadlines
     # with the same allowance, so both ways decide alike.
     allowed_lateness_ms: int = 3_600_000
+    # Complaints: resolved within this many days is "resolved quickly" (a loyalty signal,
+    # domain.md); a complaint or a call problem still open after unresolved_after_days is
+    # live trouble that can raise churn_risk.
+    quick_resolution_days: float = 3.0
+    unresolved_after_days: float = 7.0
 
 
 DEFAULT_RULES = Rules()
@@ -85,7 +99,11 @@ def typical_gap_days(purchase_days: Sequence[int], rules: Rules = DEFAULT_RULES)
         return rules.default_gap_days
     gaps = sorted(map(sub, days[1:], days[:-1]))
     # statistics.median, without its overhead: the middle gap, or the mean of the two
-    return float(gaps[n // 2] if n % 2 else (gaps[n // 2 - 1] + gaps[n // 2]) / 2)
+    median = float(gaps[n // 2] if n % 2 else (gaps[n // 2 - 1] + gaps[n // 2]) / 2)
+    if n < rules.rhythm_min_gaps:
+        k = rules.rhythm_prior_gaps
+        median = (n * median + k * rules.default_gap_days) / (n + k)
+    return max(median, rules.rhythm_longest_share * gaps[-1])
 
 
 def _clamp(v: float, lo: float, hi: float) -> float:

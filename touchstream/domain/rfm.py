@@ -28,8 +28,10 @@ from decimal import Decimal
 from schemas.events import Event, epoch_ms
 from touchstream.domain import alerts as al
 from touchstream.domain import defection as dfx
+from touchstream.domain import issues as iss
 from touchstream.domain import lifecycle as lc
 from touchstream.domain.alerts import Alert
+from touchstream.domain.issues import Complaint
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules, Transition
 
 DAY_MS = 86_400_000
@@ -124,6 +126,11 @@ class CustomerState(_Derived):
     alert_level: int = 0  # highest alert of the open episode (0: no episode open)
     episode: int = 0
     risk_at_ms: int = 0
+    # complaints followed to their outcome, discounted purchase days (defection, issues),
+    # and the moment up to which churn risk has been checked
+    complaints: tuple[Complaint, ...] = ()
+    discount_days: tuple[int, ...] = ()
+    risk_checked_ms: int = 0
 
 
 FIELDS: tuple[str, ...] = CustomerState.__slots__  # type: ignore[attr-defined]
@@ -165,6 +172,9 @@ class Working(_Derived):
     alert_level: int
     episode: int
     risk_at_ms: int
+    complaints: tuple[Complaint, ...]
+    discount_days: tuple[int, ...]
+    risk_checked_ms: int
     _deadline: int | None
     _deadline_rules: Rules | None  # set: _deadline is stale, compute it with these rules
     _gap: float
@@ -181,18 +191,34 @@ class Working(_Derived):
 
     @property
     def next_deadline_ms(self) -> int | None:
-        """When silence next changes the stage (``lc.deadline_ms``, never before
-        ``stage_since_ms``)."""
+        """When the state next changes by itself: silence changes the stage
+        (``lc.deadline_ms``, never before ``stage_since_ms``) or the churn risk is due
+        for a check (``risk_check_ms``), whichever comes first."""
         rules = self._deadline_rules
         if rules is not None:
             self._deadline_rules = None
-            stage, last = self.stage, self.last_purchase_ms
-            if last is None or stage is None or stage == lc.CHURNED:
-                self._deadline = None
-            else:
-                d = last + int(lc.silence_days(stage, self.typical_gap(rules), rules) * DAY_MS)
-                self._deadline = max(d, self.stage_since_ms)  # never back in time
+            d = self.silence_deadline_ms(rules)
+            r = self.risk_check_ms(rules)
+            self._deadline = d if r is None else r if d is None else min(d, r)
         return self._deadline
+
+    def silence_deadline_ms(self, rules: Rules) -> int | None:
+        stage, last = self.stage, self.last_purchase_ms
+        if last is None or stage is None or stage == lc.CHURNED:
+            return None
+        d = last + int(lc.silence_days(stage, self.typical_gap(rules), rules) * DAY_MS)
+        return max(d, self.stage_since_ms)  # never back in time
+
+    def risk_check_ms(self, rules: Rules) -> int | None:
+        """The next moment live trouble may raise churn_risk (None: nothing to check):
+        only while active with no alert episode open."""
+        if (not self.signals and not self.complaints) or self.alert_level \
+                or self.stage not in lc.ACTIVE:
+            return None
+        after = self.risk_checked_ms
+        return min((c for c in dfx.risk_checks(self.signals, self.complaints,
+                                               rules.unresolved_after_days) if c > after),
+                   default=None)
 
     @next_deadline_ms.setter
     def next_deadline_ms(self, value: int | None) -> None:
@@ -303,7 +329,7 @@ def _move(w: Working, at_ms: int, to: str, reason: str, pattern: str | None = No
 
 def _alert(
     w: Working, kind: str, at_ms: int, previous: str | None, d: dfx.Defection | None,
-    silent: int | None = None,
+    silent: int | None = None, open_issues: tuple[str, ...] = (),
 ) -> Alert | None:
     """Raise ``kind`` unless the open episode already went as far (no storm)."""
     if kind == "recovered":
@@ -327,8 +353,8 @@ def _alert(
         defection_type=dtype, confidence=conf, severity=al.severity(net_spend),
         net_spend=net_spend, last_purchase_ms=w.last_purchase_ms, evidence=evidence,
         message=al.sentence(kind, w.customer_id, w.stage or "", net_spend, silent, dtype,
-                            conf, evidence),
-        version=w.version,
+                            conf, evidence, open_issues),
+        version=w.version, open_issues=open_issues,
     )
     w.alert_level, w.episode = level, episode
     return alert
@@ -341,7 +367,7 @@ def _set_deadline(w: Working, rules: Rules) -> None:
 def _fire_due(w: Working, due: int, rules: Rules) -> list[Output]:
     """``_advance`` to ``due``, without computing a stale deadline that cannot be due:
     it is never earlier than the last purchase plus the shortest silence."""
-    if w._deadline_rules is not None:
+    if w._deadline_rules is not None and not w.signals and not w.complaints:
         stage, last = w.stage, w.last_purchase_ms
         if last is None or stage is None or stage == lc.CHURNED:
             return []
@@ -354,7 +380,9 @@ def _fire_due(w: Working, due: int, rules: Rules) -> list[Output]:
 
 def _weaken(w: Working, at_ms: int, to: str, reason: str, rules: Rules) -> list[Output]:
     """Enter decline or churned, classify why, alert."""
-    d = dfx.classify(w.signals, at_ms, w.purchase_days, w.last_purchase_ms)
+    d = dfx.classify(w.signals, at_ms, w.purchase_days, w.last_purchase_ms, w.complaints,
+                     w.discount_days, rules.quick_resolution_days)
+    w.risk_checked_ms = max(w.risk_checked_ms, at_ms)  # no churn risk while declining
     if to == lc.CHURNED and w.defection_type not in (None, "unknown"):
         # Decided at the decline; later silence adds no evidence.
         d = dfx.Defection(w.defection_type, w.defection_confidence, d.evidence, d.scores)
@@ -374,11 +402,36 @@ def _weaken(w: Working, at_ms: int, to: str, reason: str, rules: Rules) -> list[
 def _advance(w: Working, now_ms: int, rules: Rules) -> list[Output]:
     outs: list[Output] = []
     while (at := w.next_deadline_ms) is not None and at <= now_ms:
+        check = w.risk_check_ms(rules)
+        if check is not None and check <= at:
+            outs.extend(_check_risk(w, check, rules))
+            continue
         silent = (at - (w.last_purchase_ms or at)) // DAY_MS
         reason = f"no purchase for {silent} days (typical gap {w.typical_gap(rules):.0f} days)"
         to = lc.DECLINE if w.stage in lc.ACTIVE else lc.CHURNED
         outs.extend(_weaken(w, at, to, reason, rules))
     return outs
+
+
+def _check_risk(w: Working, at_ms: int, rules: Rules) -> list[Output]:
+    """Raise churn_risk, dated ``at_ms``, if the trouble live then (decided from what
+    happened by then only, so arrival order does not matter) weighs enough."""
+    w.risk_checked_ms = at_ms
+    w._deadline_rules = rules
+    if (w.stage not in lc.ACTIVE or w.alert_level or w.first_purchase_ms is None
+            or w.first_purchase_ms > at_ms or w.relationship_start_day * DAY_MS > at_ms):
+        return []
+    r = dfx.risk(w.signals, w.complaints, at_ms, w.risk_at_ms, rules.unresolved_after_days)
+    if r.score < al.CHURN_RISK_MIN_SCORE:
+        return []
+    d = dfx.classify(w.signals, at_ms, w.purchase_days, None, w.complaints, w.discount_days,
+                     rules.quick_resolution_days)
+    d = dfx.Defection(d.type, d.confidence, (*r.live, *r.support), d.scores)
+    alert = _alert(w, "churn_risk", at_ms, w.stage, d, open_issues=r.live)
+    if alert is None:
+        return []
+    w.risk_at_ms = at_ms
+    return [alert]
 
 
 def advance(
@@ -417,6 +470,7 @@ def _on_purchase(
         w.declined_from = w.defection_type = None
         w.defection_confidence = 0.0
         w.recent_spend = tuple(x for x in w.recent_spend if x[0] >= day)
+        w.risk_checked_ms = max(w.risk_checked_ms, t)  # a new relationship: fresh checks
         outs.append(_move(w, t, lc.EXPLORATION,
                           "reactivation" if reactivation else "first purchase"))
         if reactivation and (alert := _alert(w, "recovered", t, lc.CHURNED, None, silent)):
@@ -425,12 +479,14 @@ def _on_purchase(
         back = w.declined_from or lc.EXPLORATION
         w.declined_from = w.defection_type = None
         w.defection_confidence = 0.0
+        w.risk_checked_ms = max(w.risk_checked_ms, t)  # trouble while declining is spent
         outs.append(_move(w, t, back, "purchase after decline"))
         if alert := _alert(w, "recovered", t, lc.DECLINE, None, silent):
             outs.append(alert)
     elif w.alert_level == 1 and t - w.risk_at_ms >= al.RISK_RECOVERY_DAYS * DAY_MS:
         if alert := _alert(w, "recovered", t, stage, None, silent):
             outs.append(alert)
+            w.risk_checked_ms = max(w.risk_checked_ms, t)
     if w.stage in (lc.EXPLORATION, lc.FORMATION):
         up = lc.promotion(w.stage, w.relationship_days(), w.relationship_start_day * DAY_MS,
                           t, w.recent_spend, rules)
@@ -440,22 +496,14 @@ def _on_purchase(
 
 
 def _on_signal(w: Working, event: Event, t: int, rules: Rules) -> list[Output]:
-    """Negative touchpoints: an account closed starts the decline at once; enough
-    recent evidence raises churn_risk while the customer is still active."""
+    """An account closed starts the decline at once. (Other trouble raises churn_risk
+    through the risk checks, once it is live: ``_check_risk``.)"""
     if w.stage not in lc.ACTIVE:
         return []
     if event.type == "account" and event.change == "closed":
         if w.last_purchase_ms is not None and t < w.last_purchase_ms:
             return []  # closed before a purchase we already have: reopened since
         return _weaken(w, t, lc.DECLINE, "account closed", rules)
-    if w.alert_level == 0 and (
-        dfx.risk_score(w.signals, t, w.risk_at_ms) >= al.CHURN_RISK_MIN_SCORE
-    ):
-        d = dfx.classify(w.signals, t, w.purchase_days)
-        alert = _alert(w, "churn_risk", t, w.stage, d)
-        if alert is not None:
-            w.risk_at_ms = t
-            return [alert]
     return []
 
 
@@ -490,6 +538,11 @@ def apply(
     if codes:
         w.signals = dfx.record(w.signals, t, codes)
     kind = event.type
+    if kind == "complaint":
+        w.complaints = iss.report(w.complaints, event.complaint_id, event.category,
+                                  event.severity, event.status, t)
+    elif kind == "purchase" and event.discount is not None and event.discount >= dfx.DISCOUNT_MIN:
+        w.discount_days = dfx.add_discount_day(w.discount_days, t // DAY_MS)
     if kind == "purchase":
         previous_purchase_ms = w.last_purchase_ms
         _add_purchase(w, event.amount, t)
