@@ -145,14 +145,20 @@ def simulate(
     seed: int = 1,
     shuffle_s: Annotated[float, typer.Option(help="arrive up to this late (out of order)")] = 0.0,
     duplicate_rate: Annotated[float, typer.Option(help="share of events sent twice")] = 0.0,
+    kind: Annotated[str, typer.Option(
+        help="rules: written from the rules (touchstream/simulate.py); behaviour: written "
+             "from the customer's side, harder (touchstream/behaviour.py)")] = "rules",
 ) -> None:
     """Write a synthetic touchpoint stream with planted ground truth."""
     import orjson
 
+    from touchstream.behaviour import simulate_behaviour
     from touchstream.simulate import disorder, truth_json
     from touchstream.simulate import simulate as make
 
-    events, truths = make(customers, seed)
+    if kind not in ("rules", "behaviour"):
+        _fail(f"--kind must be rules or behaviour, not {kind!r}")
+    events, truths = (simulate_behaviour if kind == "behaviour" else make)(customers, seed)
     with out.open("wb") as f:
         for e in disorder(events, shuffle_s, duplicate_rate, seed):
             f.write(orjson.dumps(e) + b"\n")
@@ -164,8 +170,8 @@ def simulate(
 
 @app.command()
 def evaluate(
-    truth: Annotated[Path, typer.Option(exists=True, help="from `touchstream simulate`")] = Path(
-        "truth.jsonl"),
+    truth: Annotated[Path, typer.Option(
+        exists=True, help="from `touchstream simulate` (either --kind)")] = Path("truth.jsonl"),
     events: Annotated[
         Path | None,
         typer.Option(help="run the batch pipeline in process over this file instead of "
