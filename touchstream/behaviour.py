@@ -274,11 +274,15 @@ class _Life:
                noise: bool = True) -> list[datetime]:
         """Purchases on the ``plan``, each with everyday touchpoints if ``noise``."""
         times = self.plan(start, stop, mean, cv, holidays)
+        self.buy_all(times, discount, noise)
+        return times
+
+    def buy_all(self, times: list[datetime], discount: Callable[[], float | None] | None = None,
+                noise: bool = True) -> None:
         for t in times:
             self.buy(t, discount() if discount else None)
             if noise:
                 self.after_purchase(t)
-        return times
 
     def bursts(self, start: datetime, stop: datetime, mean: float) -> list[datetime]:
         """Two to five purchases close together, then a pause of 1.4-2.8 ``mean``."""
@@ -286,14 +290,15 @@ class _Life:
         times = []
         at = start
         while at < stop:
-            for _ in range(r.randint(2, 5)):
+            n = r.randint(2, 5)
+            for i in range(n):
                 if at >= stop:
                     break
                 t = self.buy(self._daytime(at), self.sale())
                 times.append(t)
                 self.after_purchase(t)
-                at = at + timedelta(days=_gamma(r, 0.65 * mean, 0.35))
-            at = at + timedelta(days=mean * r.uniform(1.4, 2.8))
+                gap = mean * r.uniform(1.4, 2.8) if i == n - 1 else _gamma(r, 0.65 * mean, 0.35)
+                at = at + timedelta(days=gap)
         return times
 
     def sale(self) -> float | None:
@@ -436,8 +441,11 @@ def _customer(archetype: str, cid: str, rng: random.Random, ids: _Ids,
         pause = START + _days(r.uniform(DAYS * 0.5, DAYS * 0.75))
         pause = min(pause, END - _days(silence + 90))
         cv = r.uniform(0.3, 0.5)
-        life.rhythm(START + _days(r.uniform(0, 30)), pause, gap, cv, discount=life.sale)
-        life.rhythm(life.orders[-1][0] + _days(silence), END, gap, cv, discount=life.sale)
+        times = life.plan(START + _days(r.uniform(0, 30)), END, gap, cv)
+        before = [t for t in times if t < pause]
+        before.append(times[len(before)])  # the silence starts on or after ``pause``
+        life.buy_all(before, life.sale)
+        life.rhythm(before[-1] + _days(silence), END, gap, cv, discount=life.sale)
     elif archetype == "seasonal":
         _seasonal(life)
     elif archetype == "new":
@@ -486,13 +494,27 @@ def _seasonal(life: _Life) -> None:
         life.buy(life._daytime(END - _days(r.uniform(3, 18))))
 
 
+def _until_they_stop(life: _Life) -> tuple[datetime, float, list[datetime]]:
+    """Start, mean gap and purchase times of a relationship whose last purchase falls
+    between 30% and 65% of the period, after at least eight mean gaps."""
+    r = life.rng
+    start = START + _days(r.uniform(0, 60))
+    lo, hi = START + _days(DAYS * 0.3), START + _days(DAYS * 0.65)
+    stop = lo + (hi - lo) * r.random()
+    gap = r.uniform(7, min(40, (stop - start).days / 8))
+    times = life.plan(start, END, gap, r.uniform(0.3, 0.5))
+    kept = [t for t in times if t <= stop]
+    if kept[-1] < lo:  # the next purchase, after lo and (a gap later) well before hi
+        kept.append(times[len(kept)])
+    return start, gap, kept
+
+
 def _silent_leaver(life: _Life) -> None:
     """Buys for a while, then stops; nothing but purchases in the last six months."""
     r = life.rng
-    start = START + _days(r.uniform(0, 60))
-    stop = START + _days(r.uniform(DAYS * 0.3, DAYS * 0.65))
-    gap = r.uniform(7, min(40, (stop - start).days / 8))
-    times = life.rhythm(start, stop, gap, r.uniform(0.3, 0.5), discount=life.sale, noise=False)
+    start, gap, times = _until_they_stop(life)
+    for t in times:
+        life.buy(t, life.sale())
     calm = times[-1] - _days(190)
     # everyday touchpoints end within 20 days, trouble's follow-ups within 35
     for t in times:
@@ -511,10 +533,7 @@ def _defector(life: _Life, kind: str) -> tuple[str, ...]:
         chosen = r.choices(pairs, [w for _, w in _SELF_CHANGE_PAIRS])[0]
     else:
         chosen = tuple(r.sample(SIGNALS[kind], 2))
-    start = START + _days(r.uniform(0, 60))
-    stop = START + _days(r.uniform(DAYS * 0.3, DAYS * 0.65))
-    gap = r.uniform(7, min(40, (stop - start).days / 8))
-    times = life.plan(start, stop, gap, r.uniform(0.3, 0.5))
+    start, gap, times = _until_they_stop(life)
     last = times[-1]
     window = _days(r.uniform(max(30, 2.2 * gap), 90))
     ws = last - window
