@@ -173,10 +173,12 @@ class _Life:
         """``at`` moved to between 8:00 and 21:00 of the customer's local day."""
         local = at + timedelta(minutes=self.offset)
         day = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        return day + timedelta(hours=self.rng.uniform(8, 21)) - timedelta(minutes=self.offset)
+        at = day + timedelta(hours=self.rng.uniform(8, 21)) - timedelta(minutes=self.offset)
+        return at if at >= START else at + timedelta(days=1)  # the period's first day
 
     def buy(self, at: datetime, discount: float | None = None) -> datetime:
         r = self.rng
+        at = at.replace(microsecond=0)
         channel = r.choice(self.channels)
         list_price = self.basket * math.exp(r.gauss(0, 0.35))
         amount = round(list_price * (1 - (discount or 0)), 2)
@@ -448,11 +450,11 @@ def _customer(archetype: str, cid: str, rng: random.Random, ids: _Ids,
         life.rhythm(before[-1] + _days(silence), END, gap, cv, discount=life.sale)
     elif archetype == "seasonal":
         _seasonal(life)
-    elif archetype == "new":
-        at = END - _days(r.uniform(25, 60))
-        life.buy(life._daytime(at))
-        for _ in range(r.randint(1, 2)):
-            at = at + _days(r.uniform(4, 12))
+    elif archetype == "new":  # the later purchases spread up to the last two weeks
+        first = END - _days(r.uniform(25, 60))
+        latest = END - _days(r.uniform(1, 14))
+        middle = [first + (latest - first) * r.uniform(0.3, 0.7)] if r.random() < 0.5 else []
+        for at in (first, *middle, latest):
             life.buy(life._daytime(at))
     elif archetype == "one_off":
         life.buy(life._daytime(START + _days(r.uniform(0, DAYS * 0.4))))
@@ -489,7 +491,9 @@ def _seasonal(life: _Life) -> None:
                    (datetime(2025, 12, 1, tzinfo=UTC), END)]
     gap = r.uniform(5, 14)
     for lo, hi in seasons:
-        life.rhythm(lo + _days(r.uniform(0, gap)), min(hi, END), gap, r.uniform(0.3, 0.5))
+        # (a day's margin: a purchase moves to a daytime hour of the customer's day)
+        life.rhythm(lo + _days(r.uniform(0, gap)), min(hi - _days(1), END), gap,
+                    r.uniform(0.3, 0.5))
     if life.orders[-1][0] < END - _days(20):  # in season at the end: a recent purchase
         life.buy(life._daytime(END - _days(r.uniform(3, 18))))
 

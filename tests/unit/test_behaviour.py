@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections import Counter, defaultdict
 from datetime import timedelta
@@ -16,6 +17,8 @@ from touchstream.behaviour import (
     MIX,
     SIGNALS,
     START,
+    _Ids,
+    _Life,
     instant_of,
     plain,
     simulate_behaviour,
@@ -98,8 +101,18 @@ def test_events_are_in_event_time_order_with_unique_ids(stream):
     decoded = [decode(orjson.dumps(e)) for e in events]
     times = [d.occurred_at for d in decoded]
     assert times == sorted(times)
-    assert times[-1] < END
+    assert START <= times[0] and times[-1] < END
     assert len({d.event_id for d in decoded}) == len(events)
+
+
+def test_a_purchase_on_the_first_morning_behind_utc_stays_inside_the_period():
+    life = _Life(random.Random(1), "C1", _Ids())
+    life.offset = -300  # 2024-01-01 01:00Z is still 2023-12-31 in New York
+    times = [life._daytime(START + timedelta(hours=1)) for _ in range(50)]
+    assert min(times) >= START
+    life.offset = 60
+    assert all(t.date() == START.date() for t in
+               (life._daytime(START + timedelta(hours=1)) for _ in range(50)))
 
 
 def test_about_a_quarter_of_events_are_cloudevents_with_the_customer_as_subject(stream):
@@ -187,6 +200,7 @@ def test_new_customers_first_buy_in_the_last_two_months_then_once_or_twice_more(
         buys = _purchases(evs)
         assert 2 <= len(buys) <= 3
         assert instant_of(buys[0]) >= END - timedelta(days=61)
+        assert instant_of(buys[-1]) >= END - timedelta(days=15)  # still buying at the end
         assert (t.stage, t.alerted) == ("active", False)
 
 
