@@ -186,9 +186,10 @@ def evaluate(
     from touchstream.simulate import Truth
 
     truths = [Truth(**orjson.loads(line)) for line in truth.read_bytes().splitlines() if line]
+    stream = None
     if events is not None:
-        decisions = run_in_process(
-            orjson.loads(line) for line in events.read_bytes().splitlines() if line)
+        stream = [orjson.loads(line) for line in events.read_bytes().splitlines() if line]
+        decisions = run_in_process(stream)
     else:
         from sinks import SinkUnavailable, open_sink
 
@@ -197,7 +198,7 @@ def evaluate(
                 decisions = from_clickhouse(sink)
         except SinkUnavailable as e:
             _fail(str(e))
-    report = score(truths, decisions)
+    report = score(truths, decisions, stream)
     render(report, console)
     if not report.meets_targets():
         raise typer.Exit(1)

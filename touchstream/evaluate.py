@@ -21,6 +21,7 @@ import orjson
 from kafka.partitioner.default import murmur2
 
 from agents.pipeline import Processor, RawMessage, Stored
+from touchstream.behaviour import customer_of, instant_of, plain
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules
 from touchstream.simulate import DEFECTORS, Truth
 
@@ -75,6 +76,9 @@ class Report:
     wobblers_unrecovered: float = 0.0  # alarmed wobblers without a later recovered
     churn_risk_alerts: int = 0
     churn_risk_without_evidence: int | None = None  # None: the decisions carry no evidence
+    # churn_risk alerts raised when the events show nothing open (reported, not a target);
+    # None: scored without the events
+    churn_risk_nothing_open: int | None = None
 
     @property
     def loyal_false_alert_rate(self) -> float:
@@ -140,7 +144,34 @@ def _share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
 
-def evaluate(truths: Iterable[Truth], d: Decisions) -> Report:
+def open_issues(events: Iterable[dict[str, Any]], customer: str, at_ms: int,
+                within_days: float = 30) -> list[str]:
+    """What the customer has open at ``at_ms`` by the events alone: complaints whose latest
+    status is open, and unresolved calls of the last ``within_days`` not followed by a
+    resolved call about the same reason. Plain or CloudEvents events, any order."""
+    mine = sorted(((int(instant_of(e).timestamp() * 1000), plain(e)) for e in events
+                   if customer_of(e) == customer), key=lambda x: x[0])
+    complaints: dict[str, str] = {}
+    pending: dict[str, int] = {}  # call reason -> time of the oldest unresolved call
+    for t, e in mine:
+        if t > at_ms:
+            break
+        if e["type"] == "complaint":
+            complaints[e["complaint_id"]] = e["status"]
+        elif e["type"] == "call":
+            if e["resolved"]:
+                pending.pop(e["reason"], None)
+            else:
+                pending.setdefault(e["reason"], t)
+    since = at_ms - within_days * 86_400_000
+    return ([f"complaint {c} open" for c, status in complaints.items() if status == "open"]
+            + [f"call about {r} unresolved" for r, t in pending.items() if t >= since])
+
+
+def evaluate(truths: Iterable[Truth], d: Decisions,
+             events: Iterable[dict[str, Any]] | None = None) -> Report:
+    """Score ``d`` against the truth. With the ``events``, also count the churn_risk
+    alerts raised when the customer had nothing open (``open_issues``)."""
     truths = list(truths)
     by_customer: dict[str, list[tuple[str, int]]] = {}
     for cid, kind, at in d.alerts:
@@ -211,6 +242,16 @@ def evaluate(truths: Iterable[Truth], d: Decisions) -> Report:
 
     risks = [i for i, (_, kind, _) in enumerate(d.alerts) if kind == "churn_risk"]
     without = None if d.evidence is None else sum(not d.evidence[i] for i in risks)
+    nothing_open = None
+    if events is not None:
+        wanted = {d.alerts[i][0] for i in risks}
+        theirs: dict[str, list[dict[str, Any]]] = {}
+        for e in events:
+            if customer_of(e) in wanted:
+                theirs.setdefault(customer_of(e), []).append(e)
+        nothing_open = sum(
+            not open_issues(theirs.get(d.alerts[i][0], []), d.alerts[i][0], d.alerts[i][2])
+            for i in risks)
     return Report(
         customers=len(truths), stage_accuracy=correct / len(truths) if truths else 0.0,
         per_type=per_type, loyal_customers=len(loyal), loyal_alerted=loyal_alerted,
@@ -223,6 +264,7 @@ def evaluate(truths: Iterable[Truth], d: Decisions) -> Report:
         silent_unknown=typed_unknown("silent_leaver"), one_off_unknown=typed_unknown("one_off"),
         wobblers_unrecovered=_share(unrecovered, len(wobblers)),
         churn_risk_alerts=len(risks), churn_risk_without_evidence=without,
+        churn_risk_nothing_open=nothing_open,
     )
 
 
@@ -253,7 +295,7 @@ def run_in_process(events: Iterable[dict[str, Any]], partitions: int = 8, batch:
 
     pending: list[RawMessage] = []
     for e in events:
-        key = (e["customer_id"] if "customer_id" in e else e["subject"]).encode()
+        key = customer_of(e).encode()
         p = (murmur2(key) & 0x7FFFFFFF) % partitions
         pending.append(RawMessage("touchpoints", p, offsets[p], key, orjson.dumps(e)))
         offsets[p] += 1
@@ -317,7 +359,10 @@ def render(report: Report, console: Any) -> None:
         console.print(
             f"one-off buyers typed unknown {report.one_off_unknown:.1%}; wobblers alarmed and "
             f"not recovered {report.wobblers_unrecovered:.1%}; churn_risk alerts "
-            f"{report.churn_risk_alerts}")
+            f"{report.churn_risk_alerts}"
+            + ("" if report.churn_risk_nothing_open is None else
+               f", {report.churn_risk_nothing_open} of them raised with no complaint open and "
+               "no unresolved call pending"))
     k = Table("target", "figure", "met", title="Targets", title_justify="left")
     for what, figure, met in report.checks():
         k.add_row(what, figure, "yes" if met else "NO")

@@ -28,6 +28,8 @@ from touchstream.evaluate import (
     decisions_diff,
     decisions_equal,
     evaluate,
+    from_clickhouse,
+    open_issues,
     run_in_process,
 )
 from touchstream.simulate import DEFECTORS, Truth, disorder
@@ -528,3 +530,75 @@ def test_the_cli_writes_the_behaviour_stream_and_scores_it(tmp_path):
     scored = runner.invoke(app, ["evaluate", "--truth", str(truth), "--events", str(out)])
     assert "stayers alarmed" in scored.output
     assert scored.exit_code in (0, 1)  # 1: targets not met
+
+
+def _cmp(i: int, iso: str, status: str, cid: str = "c1") -> dict:
+    return {"event_id": f"k{i}", "customer_id": cid, "type": "complaint", "occurred_at": iso,
+            "complaint_id": "9", "category": "product", "severity": 2, "status": status}
+
+
+def _call(i: int, iso: str, resolved: bool, reason: str = "billing") -> dict:
+    return {"specversion": "1.0", "id": f"k{i}", "source": "callcenter",
+            "type": "com.touchstream.call", "subject": "c1", "time": iso,
+            "data": {"direction": "inbound", "reason": reason, "duration_s": 60,
+                     "resolved": resolved}}
+
+
+def _at(iso: str) -> int:
+    return int(instant_of({"occurred_at": iso}).timestamp() * 1000)
+
+
+def test_open_issues_follow_a_complaint_until_it_is_resolved_and_reopened():
+    events = [_cmp(1, "2024-03-01T10:00:00+02:00", "open"),
+              _cmp(2, "2024-03-02T10:00:00Z", "resolved"),
+              _cmp(3, "2024-03-05T10:00:00Z", "open")]
+    assert open_issues(events, "c1", _at("2024-03-01T09:00:00Z")) == ["complaint 9 open"]
+    assert open_issues(events, "c1", _at("2024-03-03T00:00:00Z")) == []
+    assert open_issues(events, "c1", _at("2024-03-06T00:00:00Z")) == ["complaint 9 open"]
+    assert open_issues(events, "other", _at("2024-03-06T00:00:00Z")) == []
+
+
+def test_open_issues_keep_an_unresolved_call_until_a_resolved_one_about_it_or_30_days():
+    events = [_call(1, "2024-03-01T10:00:00Z", False), _call(2, "2024-03-02T10:00:00Z", False,
+                                                            reason="product"),
+              _call(3, "2024-03-04T10:00:00-05:00", True)]
+    assert open_issues(events, "c1", _at("2024-03-03T00:00:00Z")) == [
+        "call about billing unresolved", "call about product unresolved"]
+    assert open_issues(events, "c1", _at("2024-03-05T00:00:00Z")) == [
+        "call about product unresolved"]
+    assert open_issues(events, "c1", _at("2024-04-05T00:00:00Z")) == []
+
+
+def test_churn_risk_raised_when_nothing_is_open_is_counted_from_the_events():
+    truths = _population()
+    events = [_cmp(1, "2024-03-01T10:00:00Z", "open", cid="s0"),
+              _cmp(2, "2024-03-02T10:00:00Z", "resolved", cid="s0")]
+    d = _with(_right(truths), alerts=[(("s0", "churn_risk", _at("2024-03-01T10:00:00Z")), ("x",)),
+                                      (("s0", "churn_risk", _at("2024-03-02T10:00:00Z")), ("x",))])
+    assert evaluate(truths, d).churn_risk_nothing_open is None
+    r = evaluate(truths, d, events)
+    assert (r.churn_risk_alerts, r.churn_risk_nothing_open) == (2, 1)
+
+
+class _Sink:
+    database = "ts"
+
+    def __init__(self) -> None:
+        self.sql: list[str] = []
+
+    def query(self, sql: str):
+        self.sql.append(sql)
+        if "customer_state" in sql:
+            return None, [("c1", "churned", "price")]
+        return None, [("c1", "churn_risk", 1_700_000_000, '["2024-01-02 call:price"]'),
+                      ("c1", "churned", 1_700_000_100, "[]")]
+
+
+def test_decisions_from_clickhouse_carry_each_alerts_evidence():
+    sink = _Sink()
+    d = from_clickhouse(sink)
+    assert d.states == {"c1": ("churned", "price")}
+    assert d.alerts == [("c1", "churn_risk", 1_700_000_000_000), ("c1", "churned",
+                                                                  1_700_000_100_000)]
+    assert d.evidence == [("2024-01-02 call:price",), ()]
+    assert "evidence" in sink.sql[1] and "ts.alerts FINAL" in sink.sql[1]
