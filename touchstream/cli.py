@@ -180,14 +180,20 @@ def simulate(
     seed: int = 1,
     shuffle_s: Annotated[float, typer.Option(help="arrive up to this late (out of order)")] = 0.0,
     duplicate_rate: Annotated[float, typer.Option(help="share of events sent twice")] = 0.0,
+    kind: Annotated[str, typer.Option(
+        help="rules: written from the rules (touchstream/simulate.py); behaviour: written "
+             "from the customer's side, harder (touchstream/behaviour.py)")] = "rules",
 ) -> None:
     """Write a synthetic touchpoint stream with planted ground truth."""
     import orjson
 
+    from touchstream.behaviour import simulate_behaviour
     from touchstream.simulate import disorder, truth_json
     from touchstream.simulate import simulate as make
 
-    events, truths = make(customers, seed)
+    if kind not in ("rules", "behaviour"):
+        _fail(f"--kind must be rules or behaviour, not {kind!r}")
+    events, truths = (simulate_behaviour if kind == "behaviour" else make)(customers, seed)
     with out.open("wb") as f:
         for e in disorder(events, shuffle_s, duplicate_rate, seed):
             f.write(orjson.dumps(e) + b"\n")
@@ -199,8 +205,8 @@ def simulate(
 
 @app.command()
 def evaluate(
-    truth: Annotated[Path, typer.Option(exists=True, help="from `touchstream simulate`")] = Path(
-        "truth.jsonl"),
+    truth: Annotated[Path, typer.Option(
+        exists=True, help="from `touchstream simulate` (either --kind)")] = Path("truth.jsonl"),
     events: Annotated[
         Path | None,
         typer.Option(help="run the batch pipeline in process over this file instead of "
@@ -215,9 +221,10 @@ def evaluate(
     from touchstream.simulate import Truth
 
     truths = [Truth(**orjson.loads(line)) for line in truth.read_bytes().splitlines() if line]
+    stream = None
     if events is not None:
-        decisions = run_in_process(
-            orjson.loads(line) for line in events.read_bytes().splitlines() if line)
+        stream = [orjson.loads(line) for line in events.read_bytes().splitlines() if line]
+        decisions = run_in_process(stream)
     else:
         from sinks import SinkUnavailable, open_sink
 
@@ -226,7 +233,7 @@ def evaluate(
                 decisions = from_clickhouse(sink)
         except SinkUnavailable as e:
             _fail(str(e))
-    report = score(truths, decisions)
+    report = score(truths, decisions, stream)
     render(report, console)
     if not report.meets_targets():
         raise typer.Exit(1)

@@ -41,6 +41,11 @@ class Truth:
     defection: str | None  # price | product | service | self_change | unknown | None
     alerted: bool  # should the customer get a churn alert at all
     last_purchase_at: str
+    signals: tuple[str, ...] = ()  # behaviour stream: the defection signals the customer showed
+    stream: str = "rules"  # which simulator: rules (this module) or behaviour
+
+    def __post_init__(self) -> None:  # from JSON, signals come as a list
+        object.__setattr__(self, "signals", tuple(self.signals))
 
 
 class _Gen:
@@ -210,7 +215,8 @@ def disorder(events: list[dict[str, Any]], shuffle_s: float = 0.0, duplicate_rat
     rng = random.Random(seed)
     keyed = []
     for e in events:
-        t = datetime.fromisoformat(e["occurred_at"].replace("Z", "+00:00")).timestamp()
+        at = e["occurred_at"] if "occurred_at" in e else e["time"]  # plain or CloudEvents
+        t = datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
         keyed.append((t + rng.uniform(0, shuffle_s), e))
         if rng.random() < duplicate_rate:
             keyed.append((t + rng.uniform(0, shuffle_s) + rng.uniform(0, 60), e))
