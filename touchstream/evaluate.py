@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 from kafka.partitioner.default import murmur2
 
-from agents.pipeline import Processor, RawMessage, Stored
+from agents.pipeline import CLOCK_KEY, Processor, RawMessage, Stored, clock_value
+from schemas.events import epoch_ms
 from touchstream.behaviour import customer_of, instant_of, plain
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules
 from touchstream.simulate import DEFECTORS, Truth
@@ -270,12 +271,16 @@ def evaluate(truths: Iterable[Truth], d: Decisions,
 
 def run_in_process(events: Iterable[dict[str, Any]], partitions: int = 8, batch: int = 1000,
                    lateness_ms: int = DEFAULT_RULES.allowed_lateness_ms,
-                   alerts_out: list[dict[str, Any]] | None = None) -> Decisions:
+                   alerts_out: list[dict[str, Any]] | None = None,
+                   until_ms: int | None = None, rules: Rules | None = None) -> Decisions:
     """The worker's batch path over events (plain or CloudEvents) in arrival order,
-    partitioned like Kafka. ``alerts_out``, if given, receives every alert message."""
+    partitioned like Kafka, then the period closed as `touchstream tick --until` does
+    (a clock message on every partition) at ``until_ms``, or the latest event time.
+    ``alerts_out``, if given, receives every alert message."""
     table: dict[str, bytes] = {}
     offsets = [0] * partitions
-    proc = Processor(Rules(allowed_lateness_ms=lateness_ms), partitions)
+    proc = Processor(rules or Rules(allowed_lateness_ms=lateness_ms), partitions)
+    latest = 0
     alerts: list[tuple[str, str, int]] = []
     evidence: list[tuple[str, ...]] = []
     now = datetime(2000, 1, 1, tzinfo=UTC)  # dead letters' received_at only
@@ -296,14 +301,17 @@ def run_in_process(events: Iterable[dict[str, Any]], partitions: int = 8, batch:
     pending: list[RawMessage] = []
     for e in events:
         key = customer_of(e).encode()
+        latest = max(latest, epoch_ms(instant_of(e)))
         p = (murmur2(key) & 0x7FFFFFFF) % partitions
         pending.append(RawMessage("touchpoints", p, offsets[p], key, orjson.dumps(e)))
         offsets[p] += 1
         if len(pending) >= batch:
             run(pending)
             pending = []
-    if pending:
-        run(pending)
+    close = clock_value(until_ms if until_ms is not None else latest)
+    for p in range(partitions):
+        pending.append(RawMessage("touchpoints", p, offsets[p], CLOCK_KEY, close))
+    run(pending)
     states = {}
     for cid, raw in table.items():
         s = Stored.decode(raw).state
