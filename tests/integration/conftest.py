@@ -55,7 +55,8 @@ def worker_env(s: Settings) -> dict[str, str]:
     env = dict(os.environ)
     for field in ("broker", "clickhouse_url", "app_id", "input_topic", "dlq_topic",
                   "alerts_topic", "transitions_topic", "partitions", "data_dir",
-                  "batch_within_s", "cutoff_interval_s", "producer_max_batch_size"):
+                  "batch_within_s", "cutoff_interval_s", "producer_max_batch_size",
+                  "idle_s", "tick_s"):
         if getattr(s, field) is not None:
             env[f"TOUCHSTREAM_{field.upper()}"] = str(getattr(s, field))
     return env

@@ -140,3 +140,58 @@ def test_the_deadline_index_agrees_with_a_plain_dict_of_latest_deadlines(
     while (due := index.pop_due(due_by)) is not None:
         popped.append(due)
     assert popped == sorted((d, c) for c, d in model.items() if d <= due_by)
+
+
+# -- closing a period: clock messages and watermarks -----------------------------------
+
+
+def clock(worker: Worker, until: datetime, value: bytes | None = None) -> None:
+    from agents.pipeline import CLOCK_KEY, clock_value
+
+    raw = clock_value(int(until.timestamp() * 1000)) if value is None else value
+    r = worker.proc.process([RawMessage("t", 0, worker.offset, CLOCK_KEY, raw)],
+                            worker.table.get, NOW, worker.scan)
+    worker.offset += 1
+    worker.table.update(r.states)
+    worker.alerts += [orjson.loads(v) for _, v in r.alerts]
+    worker.last = r
+
+
+def test_a_clock_message_fires_every_deadline_up_to_its_time_on_a_quiet_partition() -> None:
+    w = Worker({})
+    w.send(purchase("quiet", 1, T0))
+    clock(w, T0 + 89 * DAY)
+    assert w.stage("quiet") == "exploration"
+    clock(w, T0 + 90 * DAY)  # exactly the deadline: no lateness to wait for
+    assert w.stage("quiet") == "decline"
+    assert [(a["kind"], a["at"]) for a in w.alerts] == [("decline", "2024-03-31T12:00:00Z")]
+    assert w.last.rows["stream_clock"][0][1] == int((T0 + 90 * DAY).timestamp() * 1000)
+    assert w.last.rejected == 0 and w.last.accepted == 0
+
+
+def test_a_clock_message_never_moves_time_back_and_a_repeat_changes_nothing() -> None:
+    w = Worker({})
+    w.send(purchase("quiet", 1, T0))
+    clock(w, T0 + 200 * DAY)
+    before = dict(w.table)
+    clock(w, T0 + 10 * DAY)
+    clock(w, T0 + 200 * DAY)
+    assert w.table == before and w.proc.watermark[0] == int((T0 + 200 * DAY).timestamp() * 1000)
+
+
+def test_a_malformed_clock_message_is_dead_lettered_with_the_expected_shape() -> None:
+    w = Worker({})
+    clock(w, T0, value=b'{"clock": "yesterday"}')
+    assert w.last.rejected == 1
+    reason = orjson.loads(w.last.dead_letters[0][1])["reason"]
+    assert reason.startswith("invalid clock message") and '{"clock": "<RFC 3339 time>"}' in reason
+
+
+def test_a_watermark_for_an_idle_partition_fires_its_deadlines_without_an_event() -> None:
+    w = Worker({})
+    w.send(purchase("quiet", 1, T0))
+    mark = int((T0 + 95 * DAY).timestamp() * 1000)
+    r = w.proc.process([], w.table.get, NOW, w.scan, watermarks={0: mark})
+    w.table.update(r.states)
+    assert w.stage("quiet") == "decline"
+    assert r.deadlines_fired == 1
