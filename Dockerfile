@@ -12,12 +12,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Every dependency ships a manylinux wheel for CPython 3.11, so no compiler is needed.
+# The pinned production set first (no embedded ClickHouse, no local broker), then the
+# project itself without resolving anything again.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY agents ./agents
 COPY schemas ./schemas
 COPY sinks ./sinks
 COPY touchstream ./touchstream
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info
 
 RUN groupadd --system --gid 10001 touchstream \

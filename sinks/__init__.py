@@ -14,7 +14,12 @@ def open_sink(url: str) -> Sink:
 
         return ClickHouseSink(url)
     if url.startswith("chdb://"):
-        from sinks.embedded import ChdbSink
+        try:
+            from sinks.embedded import ChdbSink
+        except ImportError as e:
+            raise SinkUnavailable(
+                f"chdb:// needs the embedded ClickHouse ({e.name} is not installed): "
+                "pip install 'touchstream[embedded]', or use a clickhouse:// server") from e
 
         return ChdbSink(url)
     raise SinkUnavailable(f"unsupported ClickHouse URL {url!r}: use clickhouse://... or chdb://PATH")

