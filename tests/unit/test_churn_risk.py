@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from hypothesis import given, settings
@@ -17,21 +16,7 @@ from touchstream.domain.alerts import Alert
 from touchstream.domain.lifecycle import Rules
 from touchstream.domain.rfm import DAY_MS, CustomerState, advance, step, step_many
 
-BASE = datetime(2024, 1, 1, tzinfo=UTC)
-CID = "c1"
-_ids = itertools.count()
-
-
-def at(day: float) -> datetime:
-    return BASE + timedelta(days=day, hours=12)
-
-
-def ms(day: float) -> int:
-    return epoch_ms(at(day))
-
-
-def common(day: float) -> dict:
-    return {"event_id": f"e{next(_ids)}", "customer_id": CID, "occurred_at": at(day)}
+from .test_alerts import common, ms  # one customer's days from 2024-01-01, noon
 
 
 def purchase(day: float) -> Purchase:
