@@ -97,5 +97,10 @@ class ChdbSink(Sink):
         doc = orjson.loads(raw)
         return [m["name"] for m in doc["meta"]], [tuple(r) for r in doc["data"]]
 
+    def query_formatted(self, sql: str) -> bytes:
+        """The engine's own output of a query that names its FORMAT."""
+        res = self.session.query(sql, "TabSeparated")  # the query's FORMAT clause wins
+        return res.bytes() if res is not None else b""
+
     def close(self) -> None:
         self.session.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,7 @@ from rich.table import Table
 
 import touchstream  # noqa: F401  (puts this repository first on sys.path)
 from touchstream.config import Settings
+from touchstream.output import text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -141,23 +143,56 @@ def tick(
                   f"deadlines up to {at.isoformat()} fire")
 
 
-@app.command()
-def query(sql: str) -> None:
-    """Run a read query on ClickHouse and print the result as a table."""
-    from sinks import SinkUnavailable, open_sink
+_OWN_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 
+
+@app.command()
+def query(
+    sql: str,
+    format: Annotated[str, typer.Option(
+        "--format", "-f", help="table | vertical | csv | tsv | json (one object per line)")
+    ] = "table",
+) -> None:
+    """Run a read query on ClickHouse and print the result. The SQL goes to ClickHouse as
+    written. A table on a terminal fits its width (too wide: shown vertical); in a pipe
+    or a file it is as wide as its content."""
+    from sinks import SinkUnavailable, open_sink
+    from sinks.base import one_line
+    from touchstream.output import FORMATS, render, table_fits
+
+    if format not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
     s = Settings()
+    own = _OWN_FORMAT.search(sql)
     try:
         with open_sink(s.clickhouse_url) as sink:
+            if own:
+                if not hasattr(sink, "query_formatted"):
+                    _fail(f"FORMAT {own.group(1)}: a server's native protocol returns rows, "
+                          "not formatted text; leave the clause out and use --format "
+                          f"{'|'.join(FORMATS)}")
+                sys.stdout.buffer.write(sink.query_formatted(sql))  # type: ignore[attr-defined]
+                return
             cols, rows = sink.query(sql)
     except SinkUnavailable as e:
         _fail(str(e))
-    except Exception as e:  # a SQL error: show ClickHouse's words, not a traceback
-        _fail(str(e).splitlines()[0] if str(e) else repr(e))
-    t = Table(*cols)
-    for r in rows:
-        t.add_row(*("NULL" if v is None else str(v) for v in r))
-    console.print(t)
+    except typer.Exit:
+        raise
+    except Exception as e:  # a SQL error: ClickHouse's whole message, on one line
+        _fail(one_line(e))
+    if format == "table" and console.is_terminal:
+        if table_fits(cols, rows, console.width):
+            from rich.text import Text
+
+            t = Table(*cols)
+            for r in rows:
+                t.add_row(*(Text(text(v)) for v in r))
+            console.print(t)
+            return
+        err.print(f"[dim]{len(cols)} columns do not fit {console.width} characters: "
+                  "shown vertical (--format vertical)[/]")
+        format = "vertical"
+    sys.stdout.write(render(format, cols, rows))
 
 
 @app.command()
@@ -271,13 +306,26 @@ def alerts(
     follow: Annotated[
         bool, typer.Option(help="keep waiting for new alerts until Ctrl-C")
     ] = True,
+    kind: Annotated[list[str] | None, typer.Option(
+        help="only this kind (churn_risk, decline, churned, recovered); repeat for more")
+    ] = None,
+    min_severity: Annotated[str, typer.Option(
+        help="only alerts at least this severe: 1-4 or low, medium, high, critical")] = "1",
+    json: Annotated[bool, typer.Option(
+        "--json", help="one alert per line as the topic's JSON (docs/alerts.md); the "
+                       "status lines go to stderr")] = False,
 ) -> None:
     """Show churn alerts as they arrive, one coloured line each (docs/alerts.md)."""
-    from touchstream.alerts_tail import tail
+    from touchstream.alerts_tail import AlertFilter, tail
     from touchstream.kafka import BrokerUnavailable
 
     try:
-        tail(Settings(), from_beginning, follow, console)
+        wanted = AlertFilter.of(kind or (), min_severity)
+    except ValueError as e:
+        _fail(str(e))
+    try:
+        tail(Settings(), from_beginning, follow, console, wanted=wanted, as_json=json,
+             status=err if json else console)
     except BrokerUnavailable as e:
         _fail(str(e))
 
