@@ -196,6 +196,43 @@ def query(
 
 
 @app.command()
+def customer(
+    customer_id: str,
+    json: Annotated[bool, typer.Option("--json", help="the profile as one JSON object")] = False,
+) -> None:
+    """One customer's profile: live from a worker (TOUCHSTREAM_WORKER_URL, default
+    http://127.0.0.1:<TOUCHSTREAM_WEB_PORT>), else from ClickHouse's customer_profile."""
+    import orjson
+
+    from sinks import SinkUnavailable, open_sink
+    from sinks.base import one_line
+    from touchstream.output import render
+    from touchstream.till import WorkerUnreachable, from_clickhouse, from_worker
+
+    s = Settings()
+    base = s.worker_url or f"http://127.0.0.1:{s.web_port}"
+    try:
+        answer = from_worker(base, customer_id)
+    except WorkerUnreachable as e:
+        try:
+            with open_sink(s.clickhouse_url) as sink:
+                answer = from_clickhouse(sink, customer_id, str(e))
+        except SinkUnavailable as e2:
+            _fail(f"{e}; and {e2}")
+        except Exception as e2:  # a SQL error (no migrate yet?): ClickHouse's words
+            _fail(f"{e}; and ClickHouse: {one_line(e2)}")
+    err.print(f"[dim]{answer.source}[/]", highlight=False)
+    if answer.profile is None:
+        _fail(f"no customer {customer_id!r}", code=1)
+    if json:
+        sys.stdout.write(orjson.dumps(answer.profile).decode() + "\n")
+        return
+    cols = list(answer.profile)
+    sys.stdout.write(render("vertical", cols, [list(answer.profile.values())])
+                     .split("\n", 2)[2])  # one customer: no "Row 1:" heading
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo keeps its data")] = Path("var/demo"),
     sample_customers: int = 300,

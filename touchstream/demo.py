@@ -73,7 +73,9 @@ def run_demo(workdir: Path, sample_customers: int, console: Console) -> None:
         env = {**os.environ, "TOUCHSTREAM_BROKER": settings.broker,
                "TOUCHSTREAM_CUTOFF_INTERVAL_S": "1",
                "TOUCHSTREAM_CLICKHOUSE_URL": settings.clickhouse_url,
-               "TOUCHSTREAM_DATA_DIR": settings.data_dir}
+               "TOUCHSTREAM_DATA_DIR": settings.data_dir,
+               "TOUCHSTREAM_WEB_PORT": str(settings.web_port),
+               "TOUCHSTREAM_WEB_HOST": "127.0.0.1"}
         log = (workdir / "worker.log").open("wb")
         worker = subprocess.Popen([sys.executable, "-m", "touchstream.cli", "worker"],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
