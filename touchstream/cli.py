@@ -233,6 +233,28 @@ def customer(
 
 
 @app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="the HTML file to write")] = Path("report.html"),
+) -> None:
+    """Write one self-contained HTML report (inline SVG charts) and print its key tables."""
+    from sinks import SinkUnavailable, open_sink
+    from sinks.base import one_line
+    from touchstream.report import print_tables, write_report
+
+    try:
+        with open_sink(Settings().clickhouse_url) as sink:
+            r = write_report(sink, out)
+    except SinkUnavailable as e:
+        _fail(str(e))
+    except Exception as e:  # a ClickHouse error: its words (views missing: say why)
+        missing = any(m in one_line(e) for m in ("Code: 60.", "Code: 81.", "UNKNOWN_"))
+        _fail(one_line(e) + (" (has `touchstream migrate` run on this database?)"
+                             if missing else ""))
+    print_tables(r, console)
+    console.print(f"report: {out.resolve()}")
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo keeps its data")] = Path("var/demo"),
     sample_customers: int = 300,
