@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +172,15 @@ def test_the_demo_runs_on_embedded_defaults_and_its_cdnow_results_match_lifetime
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for title in ("Customers and revenue", "RFM", "Top customers", "Dead letters"):
         assert title in r.stdout
+    url = f"chdb://{(workdir / 'chdb').resolve()}"
+    assert f"report: {(workdir / 'report.html').resolve()}" in r.stdout
+    assert (workdir / "report.html").stat().st_size > 10_000
+    command = next(line.strip() for line in r.stdout.splitlines()
+                   if "touchstream query" in line)
+    assert command.startswith(f"TOUCHSTREAM_CLICKHOUSE_URL={url} touchstream query ")
+    rest = command.partition(" touchstream ")[2]
+    shown = touchstream(*shlex.split(rest), env={"TOUCHSTREAM_CLICKHOUSE_URL": url})
+    assert shown.returncode == 0 and "visits_this_month" in shown.stdout, shown.stderr
     with open_sink(f"chdb://{workdir / 'chdb'}") as sink:
         _, rows = sink.query(RFM_SQL.format(db=sink.database))
         dead = sink.query(f"SELECT count() FROM {sink.database}.dead_letters FINAL")[1]
