@@ -36,6 +36,7 @@ import orjson
 
 from agents.fastpath import BatchApp, KafkaEmitter
 from agents.pipeline import BatchResult, Processor, Stored, cutoffs_row_for
+from agents.web import add_customer_page
 from schemas.events import epoch_ms
 from sinks import BatchingWriter, Sink
 from sinks.rows import sketch_row
@@ -125,7 +126,14 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
-        web_enabled=False,
+        # The till's page (agents/web.py) and Faust's router; not the debug pages that
+        # dump tables and graphs.
+        web_enabled=True,
+        web_port=settings.web_port,
+        **({"web_host": settings.web_host} if settings.web_host else {}),
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
         table_standby_replicas=0,
         broker_max_poll_records=settings.batch_max,
         **(
@@ -362,6 +370,9 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
                 await asyncio.wait([effects_in_order.tail])
             processor.forget(
                 {tp.partition for tp in revoked if tp.topic == settings.input_topic})
+
+    add_customer_page(app, customers, lambda: max(processor.stream_time.values(), default=0),
+                      settings.quick_resolution_days)
 
     @app.timer(interval=10.0)
     async def report() -> None:

@@ -13,11 +13,13 @@ table's rows in one insert per flush (like Quix Streams' BatchingSink).
 
 from __future__ import annotations
 
+import re
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from sinks.tables import BY_NAME, TABLES, migrations
+from sinks.tables import BY_NAME, TABLES, table_migrations, view_definitions
 
 Row = tuple[Any, ...]
 
@@ -45,13 +47,73 @@ class Sink(ABC):
         """Release the connection."""
 
     def migrate(self, segment_map: Sequence[Sequence[str]] | None = None) -> list[str]:
-        """Create the database and tables if missing, (re)create the views. Safe to run
-        again. ``segment_map``: a 5x5 R/F segment map for customer_scores (docs/scoring.md)."""
-        statements = migrations(self.database, segment_map)
+        """Create the database and tables if missing, add the columns they lack, then
+        create or replace the views. Safe to run again, also by several processes at
+        once. ``segment_map``: a 5x5 R/F segment map for customer_scores
+        (docs/scoring.md). Returns the statements applied."""
+        db = self.database
+        statements = table_migrations(db)
         for sql in statements:
             self.execute(sql)
-        added = [sql for sql in self.missing_columns() if not self.execute(sql)]
-        return statements + added
+        added = self.missing_columns()
+        for sql in added:
+            self.execute(sql)
+        defs = view_definitions(db, segment_map)
+        if self.replaces_views():
+            views = [f"CREATE OR REPLACE VIEW {db}.{name} AS\n{select}"
+                     for name, select in defs.items()]
+            for sql in views:
+                self.execute(sql)
+        else:
+            views = self.swap_views(defs)
+        return statements + added + views
+
+    def server_version(self) -> tuple[int, ...]:
+        _, rows = self.query("SELECT version()")
+        return tuple(int(p) for p in re.findall(r"\d+", str(rows[0][0]))[:3])
+
+    def replaces_views(self) -> bool:
+        """CREATE OR REPLACE VIEW exists from ClickHouse 19.5 on (chdb is current)."""
+        return self.server_version() >= (19, 5)
+
+    def swap_views(self, defs: dict[str, str]) -> list[str]:
+        """Views on a server without CREATE OR REPLACE VIEW (ClickHouse 18.16): each is
+        created under a new name and compared with the one in place; an unchanged view
+        stays as it is (so analysts' queries on it never fail because a worker started),
+        a changed one is dropped and the new one renamed into its place at once."""
+        db, applied = self.database, []
+        _, rows = self.query(f"SELECT name FROM system.tables WHERE database = '{db}'")
+        existing = {r[0] for r in rows}
+        suffix = uuid.uuid4().hex[:8]
+        for name, select in defs.items():
+            tmp = f"{name}__next_{suffix}"
+            self.execute(f"CREATE VIEW {db}.{tmp} AS\n{select}")
+            try:
+                if name in existing and self._definition(name) == self._definition(
+                        tmp).replace(f"{db}.{tmp}", f"{db}.{name}", 1):
+                    continue
+                swap = [f"DROP TABLE IF EXISTS {db}.{name}"] if name in existing else []
+                swap.append(f"RENAME TABLE {db}.{tmp} TO {db}.{name}")
+                for sql in swap[:-1]:
+                    self.execute(sql)
+                try:
+                    self.execute(swap[-1])
+                except Exception:
+                    # Another process swapped the same view in between: its view stands.
+                    if not self._exists(name):
+                        raise
+                applied += swap
+            finally:
+                if self._exists(tmp):
+                    self.execute(f"DROP TABLE IF EXISTS {db}.{tmp}")
+        return applied
+
+    def _definition(self, name: str) -> str:
+        return str(self.query(f"SHOW CREATE TABLE {self.database}.{name}")[1][0][0])
+
+    def _exists(self, name: str) -> bool:
+        _, rows = self.query(f"EXISTS TABLE {self.database}.{name}")
+        return bool(rows and rows[0][0])
 
     def missing_columns(self) -> list[str]:
         """ALTER statements adding the columns a table made by an earlier release lacks
@@ -104,3 +166,11 @@ class BatchingWriter:
             written += len(rows)
         self.rows_written += written
         return written
+
+
+def one_line(e: BaseException) -> str:
+    """A ClickHouse error (either sink) as one line: the server's whole message, without
+    the stack trace 18.16 appends."""
+    text = str(e) or repr(e)
+    text = re.split(r"\.?\s*Stack trace:", text, maxsplit=1)[0]
+    return " ".join(text.split())

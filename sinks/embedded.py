@@ -67,6 +67,8 @@ class ChdbSink(Sink):
                 f"cannot open embedded ClickHouse at {self.path}: {e}. "
                 "Another process may hold it (chdb allows one directory per process)."
             ) from e
+        # 64-bit integers as JSON numbers, not strings, in every result of this session.
+        self.session.query("SET output_format_json_quote_64bit_integers = 0")
 
     def execute(self, sql: str) -> None:
         self.session.query(sql)
@@ -86,15 +88,19 @@ class ChdbSink(Sink):
         )
 
     def query(self, sql: str) -> tuple[list[str], list[Row]]:
-        # JSONCompact keeps ClickHouse's own rendering of dates and decimals.
-        res = self.session.query(
-            f"{sql} SETTINGS output_format_json_quote_64bit_integers = 0", "JSONCompact"
-        )
+        # JSONCompact keeps ClickHouse's own rendering of dates and decimals. The SQL is
+        # run as given (its settings are the session's, set once when it opened).
+        res = self.session.query(sql, "JSONCompact")
         raw = res.bytes() if res is not None else b""
         if not raw:
             return [], []
         doc = orjson.loads(raw)
         return [m["name"] for m in doc["meta"]], [tuple(r) for r in doc["data"]]
+
+    def query_formatted(self, sql: str) -> bytes:
+        """The engine's own output of a query that names its FORMAT."""
+        res = self.session.query(sql, "TabSeparated")  # the query's FORMAT clause wins
+        return res.bytes() if res is not None else b""
 
     def close(self) -> None:
         self.session.close()

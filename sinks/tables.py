@@ -7,6 +7,7 @@ so a replay or a retry that writes a row again never double counts: query with F
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -224,6 +225,24 @@ def _segment_sql(score_pair: str, segment_map: Sequence[Sequence[str]] | None) -
             f"[{', '.join(repr(n) for n in names)}], '')")
 
 
+class _Constants:
+    """The SQL literals of customer_scores, from the constants the domain uses."""
+
+    def __init__(self) -> None:
+        from touchstream.domain import lifecycle as lc
+        from touchstream.domain import scoring as sc
+
+        # QUADRANTS in its order: both high, frequent only, high spend only, neither
+        self.best, self.frequent_low_spend, self.rare_high_spend, self.uncertain = (
+            f"'{q}'" for q in sc.QUADRANTS)
+        self.key_m = sc.KEY_ACCOUNT_MIN_M_SCORE
+        self.key_tenure = sc.KEY_ACCOUNT_MIN_TENURE_DAYS
+        self.key_days = sc.KEY_ACCOUNT_MIN_PURCHASE_DAYS
+        self.one_off_days = sc.TRANSACTION_BUYER_MIN_DAYS
+        self.rate_window = sc.RATE_MIN_WINDOW_DAYS
+        self.declining = f"'{lc.DECLINE}', '{lc.CHURNED}'"
+
+
 def _score_sql(value: str, prefix: str) -> str:
     # 1 + the number of thresholds at or below the value (docs/scoring.md)
     return "1 + " + " + ".join(f"({value} >= {prefix}{i})" for i in range(1, 5))
@@ -231,25 +250,29 @@ def _score_sql(value: str, prefix: str) -> str:
 
 def scores_view(db: str, segment_map: Sequence[Sequence[str]] | None = None) -> str:
     """Scores, segment, behaviour quadrant and flags of every buyer, from the latest
-    cut-offs: computed at query time, so R ages with stream time without new events."""
+    cut-offs: computed at query time, so R ages with stream time without new events.
+    Names and thresholds come from touchstream.domain (``_Constants``)."""
+    k = _Constants()
     return f"""CREATE VIEW IF NOT EXISTS {db}.customer_scores AS
 SELECT
   customer_id, stage, purchase_days, net_spend, last_purchase_day,
   r_score, f_score, m_score,
   {_segment_sql("r_score * 10 + f_score", segment_map)} AS segment,
-  multiIf(rate >= rate_median AND amount >= amount_median, 'best',
-          rate >= rate_median, 'frequent_low_spend',
-          amount >= amount_median, 'rare_high_spend', 'uncertain') AS quadrant,
-  m_score >= 5 AND stream_day - first_purchase_day >= 365 AND purchase_days >= 4
-    AND stage NOT IN ('decline', 'churned') AS key_account,
-  purchase_days = 1 AND stream_day - first_purchase_day >= 90 AS transaction_buyer,
+  multiIf(rate >= rate_median AND amount >= amount_median, {k.best},
+          rate >= rate_median, {k.frequent_low_spend},
+          amount >= amount_median, {k.rare_high_spend}, {k.uncertain}) AS quadrant,
+  m_score >= {k.key_m} AND stream_day - first_purchase_day >= {k.key_tenure}
+    AND purchase_days >= {k.key_days} AND stage NOT IN ({k.declining}) AS key_account,
+  purchase_days = 1 AND stream_day - first_purchase_day >= {k.one_off_days}
+    AS transaction_buyer,
   cutoffs_as_of, population
 FROM (
   SELECT *,
     {_score_sql("last_purchase_day", "r")} AS r_score,
     {_score_sql("purchase_days", "f")} AS f_score,
     {_score_sql("toFloat64(net_spend)", "m")} AS m_score,
-    purchase_days * 365 / greatest(last_purchase_day - first_purchase_day + 1, 365) AS rate,
+    purchase_days * 365 / greatest(last_purchase_day - first_purchase_day + 1, {k.rate_window})
+      AS rate,
     toFloat64(net_spend) / purchase_days AS amount
   FROM (
     SELECT customer_id, stage, net_spend, frequency + 1 AS purchase_days,
@@ -268,15 +291,37 @@ FROM (
 
 
 VIEWS = ("customer_rfm", "customer_scores")
+_VIEW_HEAD = re.compile(r"CREATE VIEW IF NOT EXISTS \S+\.(\w+) AS\n")
+
+
+def table_migrations(db: str) -> list[str]:
+    """The database and the tables, created if missing (an existing table is left as
+    it is: Sink.missing_columns adds the columns it lacks)."""
+    return [f"CREATE DATABASE IF NOT EXISTS {db}", *(t.ddl(db) for t in TABLES)]
+
+
+def view_definitions(db: str, segment_map: Sequence[Sequence[str]] | None = None
+                     ) -> dict[str, str]:
+    """Every view, name -> its SELECT, in the order they are created (a view may read
+    the ones before it): customer_rfm, customer_scores, then sinks/views.py's."""
+    from sinks.views import analyst_views
+
+    defs = {}
+    for sql in (*views(db), scores_view(db, segment_map)):
+        head = _VIEW_HEAD.match(sql)
+        assert head, sql[:80]
+        defs[head.group(1)] = sql[head.end():]
+    return defs | analyst_views(db, segment_map)
 
 
 def migrations(db: str, segment_map: Sequence[Sequence[str]] | None = None) -> list[str]:
     """Every statement is idempotent: `migrate` can run any number of times. Tables are
-    created if missing; views hold no data, so they are dropped and created again (a new
-    segment map or view definition takes effect on the next migrate). IF NOT EXISTS on
-    the views too: workers starting together may migrate at the same time."""
+    created if missing; views hold no data, so each is replaced in place (CREATE OR
+    REPLACE VIEW: a new segment map or view definition takes effect on the next migrate,
+    and queries on the view never find it missing). ClickHouse 18.16 has no CREATE OR
+    REPLACE VIEW: Sink.migrate swaps its views instead (sinks/base.py)."""
     return [
-        f"CREATE DATABASE IF NOT EXISTS {db}", *(t.ddl(db) for t in TABLES),
-        *(f"DROP TABLE IF EXISTS {db}.{v}" for v in VIEWS),
-        *views(db), scores_view(db, segment_map),
+        *table_migrations(db),
+        *(f"CREATE OR REPLACE VIEW {db}.{name} AS\n{select}"
+          for name, select in view_definitions(db, segment_map).items()),
     ]

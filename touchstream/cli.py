@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.table import Table
 
 import touchstream  # noqa: F401  (puts this repository first on sys.path)
 from touchstream.config import Settings
+from touchstream.output import text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -164,23 +166,115 @@ def tick(
                   f"deadlines up to {at.isoformat()} fire")
 
 
-@app.command()
-def query(sql: str) -> None:
-    """Run a read query on ClickHouse and print the result as a table."""
-    from sinks import SinkUnavailable, open_sink
+_OWN_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 
+
+@app.command()
+def query(
+    sql: str,
+    format: Annotated[str, typer.Option(
+        "--format", "-f", help="table | vertical | csv | tsv | json (one object per line)")
+    ] = "table",
+) -> None:
+    """Run a read query on ClickHouse and print the result. The SQL goes to ClickHouse as
+    written. A table on a terminal fits its width (too wide: shown vertical); in a pipe
+    or a file it is as wide as its content."""
+    from sinks import SinkUnavailable, open_sink
+    from sinks.base import one_line
+    from touchstream.output import FORMATS, render, table_fits
+
+    if format not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
     s = Settings()
+    own = _OWN_FORMAT.search(sql)
     try:
         with open_sink(s.clickhouse_url) as sink:
+            if own:
+                if not hasattr(sink, "query_formatted"):
+                    _fail(f"FORMAT {own.group(1)}: a server's native protocol returns rows, "
+                          "not formatted text; leave the clause out and use --format "
+                          f"{'|'.join(FORMATS)}")
+                sys.stdout.buffer.write(sink.query_formatted(sql))  # type: ignore[attr-defined]
+                return
             cols, rows = sink.query(sql)
     except SinkUnavailable as e:
         _fail(str(e))
-    except Exception as e:  # a SQL error: show ClickHouse's words, not a traceback
-        _fail(str(e).splitlines()[0] if str(e) else repr(e))
-    t = Table(*cols)
-    for r in rows:
-        t.add_row(*("NULL" if v is None else str(v) for v in r))
-    console.print(t)
+    except typer.Exit:
+        raise
+    except Exception as e:  # a SQL error: ClickHouse's whole message, on one line
+        _fail(one_line(e))
+    if format == "table" and console.is_terminal:
+        if table_fits(cols, rows, console.width):
+            from rich.text import Text
+
+            t = Table(*cols)
+            for r in rows:
+                t.add_row(*(Text(text(v)) for v in r))
+            console.print(t)
+            return
+        err.print(f"[dim]{len(cols)} columns do not fit {console.width} characters: "
+                  "shown vertical (--format vertical)[/]")
+        format = "vertical"
+    sys.stdout.write(render(format, cols, rows))
+
+
+@app.command()
+def customer(
+    customer_id: str,
+    json: Annotated[bool, typer.Option("--json", help="the profile as one JSON object")] = False,
+) -> None:
+    """One customer's profile: live from a worker (TOUCHSTREAM_WORKER_URL, default
+    http://127.0.0.1:<TOUCHSTREAM_WEB_PORT>), else from ClickHouse's customer_profile."""
+    import orjson
+
+    from sinks import SinkUnavailable, open_sink
+    from sinks.base import one_line
+    from touchstream.output import render
+    from touchstream.till import WorkerUnreachable, from_clickhouse, from_worker
+
+    s = Settings()
+    base = s.worker_url or f"http://127.0.0.1:{s.web_port}"
+    try:
+        answer = from_worker(base, customer_id)
+    except WorkerUnreachable as e:
+        try:
+            with open_sink(s.clickhouse_url) as sink:
+                answer = from_clickhouse(sink, customer_id, str(e))
+        except SinkUnavailable as e2:
+            _fail(f"{e}; and {e2}")
+        except Exception as e2:  # a SQL error (no migrate yet?): ClickHouse's words
+            _fail(f"{e}; and ClickHouse: {one_line(e2)}")
+    err.print(f"[dim]{answer.source}[/]", highlight=False)
+    if answer.profile is None:
+        _fail(f"no customer {customer_id!r}", code=1)
+    if json:
+        sys.stdout.write(orjson.dumps(answer.profile).decode() + "\n")
+        return
+    cols = list(answer.profile)
+    sys.stdout.write(render("vertical", cols, [list(answer.profile.values())])
+                     .split("\n", 2)[2])  # one customer: no "Row 1:" heading
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="the HTML file to write")] = Path("report.html"),
+) -> None:
+    """Write one self-contained HTML report (inline SVG charts) and print its key tables."""
+    from sinks import SinkUnavailable, open_sink
+    from sinks.base import one_line
+    from touchstream.report import print_tables, write_report
+
+    try:
+        with open_sink(Settings().clickhouse_url) as sink:
+            r = write_report(sink, out)
+    except SinkUnavailable as e:
+        _fail(str(e))
+    except Exception as e:  # a ClickHouse error: its words (views missing: say why)
+        missing = any(m in one_line(e) for m in ("Code: 60.", "Code: 81.", "UNKNOWN_"))
+        _fail(one_line(e) + (" (has `touchstream migrate` run on this database?)"
+                             if missing else ""))
+    print_tables(r, console)
+    console.print(f"report: {out.resolve()}")
 
 
 @app.command()
@@ -302,13 +396,26 @@ def alerts(
     follow: Annotated[
         bool, typer.Option(help="keep waiting for new alerts until Ctrl-C")
     ] = True,
+    kind: Annotated[list[str] | None, typer.Option(
+        help="only this kind (churn_risk, decline, churned, recovered); repeat for more")
+    ] = None,
+    min_severity: Annotated[str, typer.Option(
+        help="only alerts at least this severe: 1-4 or low, medium, high, critical")] = "1",
+    json: Annotated[bool, typer.Option(
+        "--json", help="one alert per line as the topic's JSON (docs/alerts.md); the "
+                       "status lines go to stderr")] = False,
 ) -> None:
     """Show churn alerts as they arrive, one coloured line each (docs/alerts.md)."""
-    from touchstream.alerts_tail import tail
+    from touchstream.alerts_tail import AlertFilter, tail
     from touchstream.kafka import BrokerUnavailable
 
     try:
-        tail(Settings(), from_beginning, follow, console)
+        wanted = AlertFilter.of(kind or (), min_severity)
+    except ValueError as e:
+        _fail(str(e))
+    try:
+        tail(Settings(), from_beginning, follow, console, wanted=wanted, as_json=json,
+             status=err if json else console)
     except BrokerUnavailable as e:
         _fail(str(e))
 

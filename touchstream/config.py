@@ -59,7 +59,13 @@ class Settings(BaseSettings):
     # The R/F segment map of customer_scores, 5 rows (R = 1..5) of 5 names (F = 1..5), as
     # JSON; applied by `migrate` (and the worker's start). Default: scoring.DEFAULT_SEGMENTS.
     rfm_segments: list[list[str]] | None = None
-    web_port: int = Field(6066, description="Faust web port (0 = any free port)")
+    web_port: int = Field(6066, description="the worker's web port: GET /customers/{id}")
+    web_host: str | None = Field(
+        None, description="the host name other workers and `touchstream customer` reach this "
+        "worker's web server by (its canonical URL); default: the machine's host name")
+    worker_url: str | None = Field(
+        None, description="a worker's web address for `touchstream customer`; default "
+        "http://127.0.0.1:<web_port>")
 
     @property
     def bootstrap(self) -> str:

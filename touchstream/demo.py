@@ -4,7 +4,8 @@ Tansu broker (free port) -> `touchstream worker` (a real Faust worker process) -
 Streams CDNOW (69,659 real purchases) plus a synthetic sample of every touchpoint type
 and a few malformed messages, waits until the worker has committed every offset, stops
 it, then shows what an analyst wants first: customers, revenue, RFM figures, lifecycle
-stages, segments and churn alerts.
+stages, segments and churn alerts; writes the HTML report (touchstream report) and
+prints where the database is and the exact command that queries it.
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ def run_demo(workdir: Path, sample_customers: int, console: Console) -> None:
         env = {**os.environ, "TOUCHSTREAM_BROKER": settings.broker,
                "TOUCHSTREAM_CUTOFF_INTERVAL_S": "1",
                "TOUCHSTREAM_CLICKHOUSE_URL": settings.clickhouse_url,
-               "TOUCHSTREAM_DATA_DIR": settings.data_dir}
+               "TOUCHSTREAM_DATA_DIR": settings.data_dir,
+               "TOUCHSTREAM_WEB_PORT": str(settings.web_port),
+               "TOUCHSTREAM_WEB_HOST": "127.0.0.1"}
         log = (workdir / "worker.log").open("wb")
         worker = subprocess.Popen([sys.executable, "-m", "touchstream.cli", "worker"],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -92,6 +95,28 @@ def run_demo(workdir: Path, sample_customers: int, console: Console) -> None:
     console.print(f"{report.sent + len(BAD_SAMPLES)} messages through the pipeline "
                   f"in {elapsed:.1f}s (worker log: {workdir / 'worker.log'})")
     show_summary(settings.clickhouse_url, console)
+    show_where(settings.clickhouse_url, workdir, console)
+
+
+def show_where(clickhouse_url: str, workdir: Path, console: Console) -> None:
+    """Write the report and say where the demo's database is, with the exact commands
+    that read it (a plain `touchstream query` reads ./var/chdb, not the demo's)."""
+    import shlex
+
+    from sinks import open_sink
+    from touchstream.report import write_report
+
+    out = (workdir / "report.html").resolve()
+    with open_sink(clickhouse_url) as sink:
+        write_report(sink, out)
+    env = f"TOUCHSTREAM_CLICKHOUSE_URL={shlex.quote(clickhouse_url)}"
+    sql = "SELECT * FROM touchstream.customer_profile WHERE visits_this_month > 0 LIMIT 3"
+    console.print(f"report: {out}", soft_wrap=True)
+    console.print(f"the demo's database: {clickhouse_url}; query it with", soft_wrap=True)
+    console.print(f"  {env} touchstream query {shlex.quote(sql)} --format vertical",
+                  soft_wrap=True, highlight=False, markup=False)
+    console.print(f"  {env} touchstream report --out report.html", soft_wrap=True,
+                  highlight=False, markup=False)
 
 
 def wait_until_processed(s: Settings, end: dict[int, int], worker: subprocess.Popen[bytes],

@@ -16,7 +16,7 @@ import pytest
 from touchstream.config import Settings
 from touchstream.demo import wait_until_processed
 from touchstream.kafka import ensure_topics
-from touchstream.localstack import ClickHouseServer, Tansu, stop_process
+from touchstream.localstack import ClickHouseServer, Tansu, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ def worker_env(s: Settings) -> dict[str, str]:
     for field in ("broker", "clickhouse_url", "app_id", "input_topic", "dlq_topic",
                   "alerts_topic", "transitions_topic", "partitions", "data_dir",
                   "batch_within_s", "cutoff_interval_s", "producer_max_batch_size",
-                  "idle_s", "tick_s"):
+                  "idle_s", "tick_s", "web_port", "web_host"):
         if getattr(s, field) is not None:
             env[f"TOUCHSTREAM_{field.upper()}"] = str(getattr(s, field))
     return env
@@ -64,9 +64,13 @@ def worker_env(s: Settings) -> dict[str, str]:
 
 @contextmanager
 def running_worker(s: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `touchstream worker` process; stopped (SIGTERM, then kill) on exit."""
+    """A real `touchstream worker` process; stopped (SIGTERM, then kill) on exit. Its web
+    server gets a free port unless the settings name one."""
+    env = worker_env(s)
+    if s.web_port == Settings.model_fields["web_port"].default:
+        env["TOUCHSTREAM_WEB_PORT"] = str(free_port())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "touchstream.cli", "worker"], env=worker_env(s), cwd=ROOT,
+        [sys.executable, "-m", "touchstream.cli", "worker"], env=env, cwd=ROOT,
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )
     try:

@@ -92,3 +92,30 @@ def test_an_unreachable_broker_raises_broker_unavailable() -> None:
     s = Settings(broker=f"kafka://127.0.0.1:{free_port()}")
     with pytest.raises(BrokerUnavailable, match="cannot reach a Kafka broker"):
         tail(s, from_beginning=True, follow=False, console=Console(file=io.StringIO()))
+
+
+def test_tail_keeps_only_the_kinds_and_severities_asked_for_as_json_lines(
+    tmp_path: Path,
+) -> None:
+    from touchstream.alerts_tail import AlertFilter
+
+    with Tansu(tmp_path) as t:
+        topic = "touchpoints.alerts"
+        ensure_topics(t.bootstrap, {topic: 1})
+        sent = [alert("A", "decline", 3, "A declines"), alert("B", "decline", 1, "B declines"),
+                alert("C", "churn_risk", 4, "C at risk"), alert("D", "churned", 4, "D gone")]
+        producer = KafkaProducer(bootstrap_servers=t.bootstrap, acks="all")
+        for a in sent:
+            producer.send(topic, key=a.customer_id.encode(), value=orjson.dumps(a.to_json()))
+        producer.flush()
+        producer.close()
+        out, status = io.StringIO(), io.StringIO()
+        shown = tail(Settings(broker=t.url, alerts_topic=topic), from_beginning=True,
+                     follow=False, console=Console(file=out, width=200),
+                     idle_timeout_ms=3_000, wanted=AlertFilter.of(["decline", "churned"], "high"),
+                     as_json=True, status=Console(file=status, width=200))
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert shown == 2
+    assert [(m["customer_id"], m["kind"], m["severity"]) for m in lines] == [
+        ("A", "decline", 3), ("D", "churned", 4)]
+    assert "2 alerts" in status.getvalue()  # the status lines stay out of the JSON

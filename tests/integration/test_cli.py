@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +105,63 @@ def test_query_prints_a_table_and_reports_sql_errors_plainly(
     assert r.returncode == 0 and "answer" in r.stdout and "42" in r.stdout
     bad = touchstream("query", "SELECT nope FROM nowhere", env=env)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    # the server's whole message, on one line, without its stack trace
+    assert bad.stderr.strip().count("\n") == 0
+    assert "Code: 60" in bad.stderr and "nowhere doesn't exist" in bad.stderr
+    assert "Stack trace" not in bad.stderr
+
+
+WIDE_SQL = ("SELECT " + ", ".join(f"toString({i}) || '-value' AS column_number_{i}"
+                                  for i in range(40)) + ", toDateTime('2024-03-20 12:00:00', "
+            "'UTC') AS at, toDecimal64(12.5, 4) AS amount, CAST(NULL AS Nullable(String)) AS "
+            "missing, 'a,b \"c\"' AS text")
+
+
+@pytest.fixture(params=["server", "chdb"])
+def query_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    if request.param == "server":
+        server: ClickHouseServer = request.getfixturevalue("clickhouse")
+        return {"TOUCHSTREAM_CLICKHOUSE_URL": server.url("default")}
+    return {"TOUCHSTREAM_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}"}
+
+
+def test_query_in_a_pipe_prints_every_column_of_a_wide_row_whole(
+    query_env: dict[str, str],
+) -> None:
+    r = touchstream("query", WIDE_SQL, env=query_env)
+    assert r.returncode == 0, r.stderr
+    header, _, row = r.stdout.splitlines()
+    for i in range(40):
+        assert f"column_number_{i}" in header and f"{i}-value" in row
+    assert "2024-03-20 12:00:00" in row and "NULL" in row
+
+
+@pytest.mark.parametrize("fmt, expected", [
+    ("csv", 'amount,missing,text\n12.5,,"a,b ""c"""\n'),
+    ("tsv", 'amount\tmissing\ttext\n12.5\t\\N\ta,b "c"\n'),
+    ("json", '{"amount": 12.5, "missing": null, "text": "a,b \\"c\\""}\n'),
+    ("vertical", 'Row 1:\n──────\namount:  12.5\nmissing: NULL\ntext:    a,b "c"\n'),
+])
+def test_query_formats_are_alike_on_a_server_and_on_chdb(
+    query_env: dict[str, str], fmt: str, expected: str,
+) -> None:
+    sql = ("SELECT toDecimal64(12.5, 2) AS amount, CAST(NULL AS Nullable(String)) AS missing, "
+           "'a,b \"c\"' AS text;")  # a trailing semicolon, as people type it
+    r = touchstream("query", "--format", fmt, sql, env=query_env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+
+
+def test_a_format_clause_passes_through_on_chdb_and_is_refused_plainly_by_a_server(
+    clickhouse: ClickHouseServer, tmp_path: Path,
+) -> None:
+    sql = "SELECT 1 AS a, 'x' AS b FORMAT CSVWithNames"
+    embedded = touchstream("query", sql, env={
+        "TOUCHSTREAM_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}"})
+    assert embedded.returncode == 0 and embedded.stdout == '"a","b"\n1,"x"\n'
+    server = touchstream("query", sql, env={
+        "TOUCHSTREAM_CLICKHOUSE_URL": clickhouse.url("default")})
+    assert server.returncode == 2 and "use --format" in server.stderr
 
 
 def test_the_demo_runs_on_embedded_defaults_and_its_cdnow_results_match_lifetimes(
@@ -114,6 +172,15 @@ def test_the_demo_runs_on_embedded_defaults_and_its_cdnow_results_match_lifetime
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for title in ("Customers and revenue", "RFM", "Top customers", "Dead letters"):
         assert title in r.stdout
+    url = f"chdb://{(workdir / 'chdb').resolve()}"
+    assert f"report: {(workdir / 'report.html').resolve()}" in r.stdout
+    assert (workdir / "report.html").stat().st_size > 10_000
+    command = next(line.strip() for line in r.stdout.splitlines()
+                   if "touchstream query" in line)
+    assert command.startswith(f"TOUCHSTREAM_CLICKHOUSE_URL={url} touchstream query ")
+    rest = command.partition(" touchstream ")[2]
+    shown = touchstream(*shlex.split(rest), env={"TOUCHSTREAM_CLICKHOUSE_URL": url})
+    assert shown.returncode == 0 and "visits_this_month" in shown.stdout, shown.stderr
     with open_sink(f"chdb://{workdir / 'chdb'}") as sink:
         _, rows = sink.query(RFM_SQL.format(db=sink.database))
         dead = sink.query(f"SELECT count() FROM {sink.database}.dead_letters FINAL")[1]

@@ -125,24 +125,21 @@ def test_every_table_is_a_replacing_merge_tree_on_a_version_column(table):
     assert dict(table.columns)["version"] == "UInt64"
 
 
-def test_migrations_create_data_tables_if_missing_and_only_views_are_recreated():
-    from sinks.tables import VIEWS
+def test_migrations_create_data_tables_if_missing_and_replace_views_in_place():
+    from sinks.tables import VIEWS, view_definitions
 
     statements = migrations("analytics")
-    assert len(statements) >= 1 + len(TABLES)
-    for sql in statements:
-        dropped = re.match(r"^DROP TABLE IF EXISTS analytics\.(\w+)$", sql)
-        if dropped:
-            assert dropped.group(1) in VIEWS, "only views (no data) may be dropped"
-            continue
-        assert re.match(r"^CREATE (DATABASE|TABLE|VIEW) IF NOT EXISTS ", sql), sql
-    for view in VIEWS:
-        drop = statements.index(f"DROP TABLE IF EXISTS analytics.{view}")
-        assert any(f"CREATE VIEW IF NOT EXISTS analytics.{view} AS" in sql
-                   for sql in statements[drop + 1:])
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS analytics"
+    for sql in statements:
+        assert not sql.startswith("DROP"), "nothing is dropped: views are replaced in place"
+        assert re.match(r"^CREATE (DATABASE IF NOT EXISTS|TABLE IF NOT EXISTS|OR REPLACE VIEW) ",
+                        sql), sql
     for table in TABLES:
         assert any(f"IF NOT EXISTS analytics.{table.name} (" in sql for sql in statements)
+    views = list(view_definitions("analytics"))
+    assert views[:len(VIEWS)] == list(VIEWS)
+    assert [s.split()[4] for s in statements if " VIEW " in s] == [
+        f"analytics.{v}" for v in views]
 
 
 def test_a_configured_segment_map_goes_into_the_scores_view():
