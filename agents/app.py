@@ -43,6 +43,7 @@ from sinks.rows import sketch_row
 from touchstream.config import Settings
 from touchstream.domain.lifecycle import Rules
 from touchstream.domain.scoring import RfmSketches
+from touchstream.security import faust_credentials
 
 log = logging.getLogger("touchstream.worker")
 
@@ -136,6 +137,7 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         web_stats_enabled=False,
         table_standby_replicas=0,
         broker_max_poll_records=settings.batch_max,
+        broker_credentials=faust_credentials(settings),  # TLS / SASL (touchstream.security)
         **(
             {"producer_max_batch_size": settings.producer_max_batch_size}
             if settings.producer_max_batch_size else {}

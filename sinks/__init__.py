@@ -8,8 +8,9 @@ __all__ = ["BatchingWriter", "Row", "Sink", "SinkUnavailable", "open_sink"]
 
 
 def open_sink(url: str) -> Sink:
-    """``clickhouse://user:pass@host:9000/db`` for a server, ``chdb://PATH`` for embedded."""
-    if url.startswith("clickhouse://"):
+    """``clickhouse://user:pass@host:9000/db`` (``clickhouses://`` TLS) for a server,
+    ``chdb://PATH`` for embedded."""
+    if url.startswith(("clickhouse://", "clickhouses://")):
         from sinks.clickhouse import ClickHouseSink
 
         return ClickHouseSink(url)

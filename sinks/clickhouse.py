@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qsl, unquote, urlparse
 
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
@@ -17,30 +18,63 @@ _DATETIMES = {
 }
 
 
+# UNKNOWN_USER, WRONG_PASSWORD (18.16), AUTHENTICATION_FAILED (current servers)
+_AUTH_FAILED = {192, 193, 516}
+
+
+def _first_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def _tls_failure(e: BaseException) -> bool:
+    while e is not None:
+        if isinstance(e, ssl.SSLError) or "SSL" in str(e) or "certificate" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 class ClickHouseSink(Sink):
-    """``clickhouse://user:password@host:9000/database``"""
+    """``clickhouse://user:password@host:9000/database``, or ``clickhouses://`` for TLS
+    (port 9440; ``?ca_certs=PATH`` from TOUCHSTREAM_CLICKHOUSE_CA_FILE)."""
 
     def __init__(self, url: str, connect_timeout: float = 5.0) -> None:
         u = urlparse(url)
+        secure = u.scheme == "clickhouses"  # TLS: verified, against ca_certs or system CAs
         self.database = (u.path or "/").strip("/") or "touchstream"
         self.host = u.hostname or "localhost"
-        self.port = u.port or 9000
-        self.url_for_humans = f"clickhouse://{self.host}:{self.port}/{self.database}"
+        self.port = u.port or (9440 if secure else 9000)
+        self.user = unquote(u.username or "default")
+        self.url_for_humans = f"{u.scheme}://{self.host}:{self.port}/{self.database}"
+        ca_certs = dict(parse_qsl(u.query)).get("ca_certs")
         # The database may not exist yet (migrate creates it): connect to `default`.
         self.client = Client(
             host=self.host,
             port=self.port,
-            user=unquote(u.username or "default"),
+            user=self.user,
             password=unquote(u.password or ""),
             database="default",
             connect_timeout=connect_timeout,
             send_receive_timeout=300,
+            **({"secure": True, "verify": True, "ca_certs": ca_certs} if secure else {}),
         )
         try:
             self.client.execute("SELECT 1")
+        except ch_errors.ServerException as e:
+            if e.code in _AUTH_FAILED:
+                raise SinkUnavailable(
+                    f"ClickHouse at {self.url_for_humans} refused authentication for user "
+                    f"{self.user!r}: check the user and TOUCHSTREAM_CLICKHOUSE_PASSWORD(_FILE) "
+                    "or the password in TOUCHSTREAM_CLICKHOUSE_URL") from e
+            raise
         except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as e:
+            if _tls_failure(e):
+                raise SinkUnavailable(
+                    f"TLS to ClickHouse at {self.url_for_humans} failed: {_first_line(e)}. "
+                    "Does TOUCHSTREAM_CLICKHOUSE_CA_FILE hold the CA that signed the "
+                    "server's certificate, and is the host name in it?") from e
             raise SinkUnavailable(
-                f"cannot reach ClickHouse at {self.url_for_humans}: {e}. "
+                f"cannot reach ClickHouse at {self.url_for_humans}: {_first_line(e)}. "
                 "Is the server running and is TOUCHSTREAM_CLICKHOUSE_URL right?"
             ) from e
 

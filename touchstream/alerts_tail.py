@@ -20,6 +20,7 @@ from rich.text import Text
 from touchstream.config import Settings
 from touchstream.domain.alerts import KINDS, SEVERITY_LABELS
 from touchstream.kafka import BrokerUnavailable
+from touchstream.security import kafka_options
 
 SEVERITY_STYLES = {1: "cyan", 2: "yellow", 3: "bold dark_orange", 4: "bold red"}
 KIND_STYLES = {
@@ -108,6 +109,7 @@ def tail(
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
         consumer_timeout_ms=float("inf") if follow else idle_timeout_ms,
+        **kafka_options(settings),
     )
     if "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG:  # newer kafka-python
         config["bootstrap_timeout_ms"] = BOOTSTRAP_TIMEOUT_MS  # fail fast, not after 30 s

@@ -427,7 +427,15 @@ def main() -> None:
     # kafka-python logs slow-loop warnings and a cancelled metadata refresh at close; the
     # commands report an unreachable broker themselves.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    app()
+    from touchstream.security import ConfigError
+
+    try:
+        app()
+    except ConfigError as e:  # a secret file or security setting: one line, not a traceback
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(' '.join(str(e).split()))}", highlight=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

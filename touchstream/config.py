@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from touchstream import security
 
 
 class Settings(BaseSettings):
@@ -66,6 +68,36 @@ class Settings(BaseSettings):
     worker_url: str | None = Field(
         None, description="a worker's web address for `touchstream customer`; default "
         "http://127.0.0.1:<web_port>")
+    # Security (docs/operations.md, Security). Any setting may come from a file instead:
+    # TOUCHSTREAM_<NAME>_FILE=/run/secrets/... (touchstream.security).
+    clickhouse_password: str | None = Field(
+        None, description="the ClickHouse password, when it is left out of the URL")
+    clickhouse_ca_file: str | None = Field(
+        None, description="CA bundle to verify a clickhouses:// server (default: system CAs)")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = Field(
+        None, description="CA bundle to verify the brokers (default: system CAs)")
+    kafka_ssl_certfile: str | None = Field(None, description="client certificate (mTLS)")
+    kafka_ssl_keyfile: str | None = Field(None, description="the client certificate's key")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, security.SecretFilesSource(settings_cls), env_settings,
+                dotenv_settings, file_secret_settings)
+
+    @model_validator(mode="after")
+    def _clickhouse_credentials(self) -> Settings:
+        self.clickhouse_url = security.clickhouse_url_with(
+            self.clickhouse_url, self.clickhouse_password, self.clickhouse_ca_file)
+        return self
 
     @property
     def bootstrap(self) -> str:

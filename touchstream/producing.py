@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from schemas.decode import Rejected, decode_obj
 from touchstream.config import Settings
 from touchstream.kafka import producer
+from touchstream.security import kafka_options
 
 
 @dataclass
@@ -32,7 +33,7 @@ def send_events(
     """Send each valid object keyed by its customer_id. ``raw_extra`` are (key, value)
     pairs sent unvalidated (the demo's bad samples, to show the dead letters)."""
     report = SendReport()
-    p = producer(s.bootstrap)
+    p = producer(s.bootstrap, kafka_options(s))
     futures = []
     bar = Progress(
         TextColumn("producing"), BarColumn(), MofNCompleteColumn(), console=progress,

@@ -291,3 +291,16 @@ def test_without_the_embedded_extra_a_chdb_url_says_what_to_install(monkeypatch)
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(SinkUnavailable, match=r"pip install 'touchstream\[embedded\]'"):
         open_sink("chdb:///tmp/nowhere")
+
+
+def test_clickhouse_has_a_read_only_analyst_whose_password_is_a_secret_file(compose, services):
+    ch = services["clickhouse"]
+    assert "clickhouse_analyst_password" in ch["secrets"]
+    assert compose["secrets"]["clickhouse_analyst_password"]["file"].startswith("./secrets/")
+    mount = next(v for v in ch["volumes"] if v.endswith(":/docker-entrypoint-initdb.d:ro"))
+    script = (ROOT / mount.split(":")[0] / "10-analyst.sh").read_text()
+    assert "/run/secrets/clickhouse_analyst_password" in script
+    assert "SETTINGS PROFILE 'readonly'" in script
+    grants = [line for line in script.splitlines() if line.startswith("GRANT")]
+    assert grants == ["GRANT SELECT ON touchstream.* TO analyst;"]
+    assert "CLICKHOUSE_ANALYST" not in str(ch.get("environment", {}))  # not in the env
