@@ -76,7 +76,7 @@ def secure_env(tmp_path: Path, proxy: TlsProxy, ch: ClickHouseServer, ca_file: P
         "TOUCHSTREAM_TRANSITIONS_TOPIC": f"{name}.transitions",
         "TOUCHSTREAM_PARTITIONS": str(partitions), "TOUCHSTREAM_DATA_DIR": str(tmp_path / "w"),
         "TOUCHSTREAM_BATCH_WITHIN_S": "0.2", "TOUCHSTREAM_PRODUCER_MAX_BATCH_SIZE": "1",
-        "TOUCHSTREAM_WEB_PORT": "0",
+        "TOUCHSTREAM_WEB_PORT": str(free_port()),
     }
 
 
