@@ -99,8 +99,13 @@ def event_row(
     )
 
 
-def state_row(s: CustomerState | Working, quick_days: float = DEFAULT_RULES.quick_resolution_days
-              ) -> Row:
+_UNSCORED = (None, None, None, None, 0, None)
+
+
+def state_row(s: CustomerState | Working, quick_days: float = DEFAULT_RULES.quick_resolution_days,
+              scores: tuple[Any, ...] = _UNSCORED) -> Row:
+    """``scores``: the churn model's (p_alive, churn_probability_90d,
+    expected_purchases_90d, predicted_clv_365d, model_version, scored_at ms)."""
     days = s.purchase_days
     frequency = len(days) - 1 if days else 0  # the summary properties, inlined
     return (
@@ -128,6 +133,7 @@ def state_row(s: CustomerState | Working, quick_days: float = DEFAULT_RULES.quic
         s.alert_level,
         s.next_deadline_ms,
         complaint_outcome(s.complaints, quick_days) if s.complaints else "none",
+        *scores,
     )
 
 
@@ -157,7 +163,8 @@ def alert_row(a: Alert) -> Row:
         a.alert_id, a.customer_id, a.at_ms, a.kind, a.episode, a.stage,
         a.previous_stage or "", a.defection_type, a.confidence, a.severity, a.severity_label,
         a.net_spend, orjson.dumps(list(a.evidence)).decode(), a.message, ALERT_SCHEMA_VERSION,
-        a.version, orjson.dumps(list(a.open_issues)).decode(),
+        a.version, orjson.dumps(list(a.open_issues)).decode(), a.churn_probability_90d,
+        a.value_at_risk,
     )
 
 

@@ -45,6 +45,10 @@ class Alert:
     message: str
     version: int  # the customer state version that raised it
     open_issues: tuple[str, ...] = ()  # churn_risk: the live, unresolved trouble that raised it
+    # With a churn model loaded (touchstream.domain.btyd): P(no purchase in 90 days) and
+    # the predicted 365-day value at stake, as of the alert.
+    churn_probability_90d: float | None = None
+    value_at_risk: float | None = None
 
     @property
     def severity_label(self) -> str:
@@ -72,6 +76,8 @@ class Alert:
             "evidence": list(self.evidence),
             "open_issues": list(self.open_issues),
             "message": self.message,
+            "churn_probability_90d": self.churn_probability_90d,
+            "value_at_risk": self.value_at_risk,
         }
 
 
