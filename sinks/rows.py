@@ -203,3 +203,25 @@ def sketch_row(partition: int, sketches: RfmSketches, published_at: datetime) ->
         partition, orjson.dumps(sketches.to_record()).decode(), sketches.count, published_at,
         int(published_at.timestamp() * 1e9),
     )
+
+
+def model_params_row(
+    version: int, model: str, chosen: bool, params: dict[str, float],
+    spend: tuple[float, float, float] | None, calibration: tuple[float, ...] | None,
+    fitted_at_ms: int, as_of_ms: int, log_likelihood: float, n_customers: int,
+    holdout_days: int, holdout_customers: int, holdout_log_loss: float | None,
+    holdout_predicted: float | None, holdout_actual: float | None, choice: str,
+) -> Row:
+    """One model of one fit (sinks.tables.MODEL_PARAMS); ``params`` in the model's order.
+    Missing holdout figures are NaN; without a spend model p, q, v are 0 (q <= 1: unusable)."""
+    nan = float("nan")
+    p = list(params.values())
+    return (
+        version, model, int(chosen), orjson.dumps(params).decode(), *p,
+        *(spend or (0.0, 0.0, 0.0)), int(calibration is not None),
+        *(calibration or (0.0,) * 6), fitted_at_ms, as_of_ms, log_likelihood, n_customers,
+        holdout_days, holdout_customers,
+        nan if holdout_log_loss is None else holdout_log_loss,
+        nan if holdout_predicted is None else holdout_predicted,
+        nan if holdout_actual is None else holdout_actual, choice,
+    )

@@ -256,6 +256,17 @@ WHERE purchases > 0""",
     ]
 
 
+MODEL_COLUMNS = ("version AS model_version", "model", "p1", "p2", "p3", "p4", "spend_p",
+                 "spend_q", "spend_v", "calibrated", *(f"w{i}" for i in range(6)))
+
+
+def chosen_model_sql(db: str) -> str:
+    """The columns and FROM of the model the stream and customer_churn use: the latest
+    version's chosen row (the worker loads it with this very query)."""
+    return (f"{', '.join(MODEL_COLUMNS)} FROM {db}.model_params FINAL WHERE chosen = 1 "
+            "ORDER BY version DESC LIMIT 1")
+
+
 def churn_view(db: str) -> str:
     """The churn model's four values per buyer as of stream time, computed at query time
     from the summary and the latest chosen model_params row (sinks/btyd_sql.py): NULL
@@ -277,12 +288,7 @@ def churn_view(db: str) -> str:
     FROM {db}.customer_state FINAL
     WHERE purchases > 0
   ) AS s ANY LEFT JOIN (
-    SELECT 1 AS k_, version AS model_version, model, p1, p2, p3, p4, spend_p, spend_q,
-      spend_v, calibrated, {weights}
-    FROM {db}.model_params FINAL
-    WHERE chosen = 1
-    ORDER BY version DESC
-    LIMIT 1
+    SELECT 1 AS k_, {chosen_model_sql(db)}
   ) AS mp USING k_"""
     keep = ("customer_id, stage, net_spend, first_purchase_at, last_purchase_at, frequency, "
             "recency, toInt32(T) AS T, monetary_value, toInt32(T - tx) AS recency_days, as_of")

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     # The R/F segment map of customer_scores, 5 rows (R = 1..5) of 5 names (F = 1..5), as
     # JSON; applied by `migrate` (and the worker's start). Default: scoring.DEFAULT_SEGMENTS.
     rfm_segments: list[list[str]] | None = None
+    fit_interval_s: float = Field(
+        3600.0, ge=0, description="how often the worker that owns input partition 0 fits the "
+        "churn models (touchstream fit) when the latest fit is older; 0 = never")
+    model_poll_s: float = Field(
+        30.0, gt=0, description="how often every worker looks for a new chosen model version")
     web_port: int = Field(6066, description="Faust web port (0 = any free port)")
 
     @property

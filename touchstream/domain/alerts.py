@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -133,3 +133,14 @@ def sentence(
     if kind == "churned":
         return f"{who} has churned{silent}: {why}.{ev}"
     return f"{who} is back ({stage}){silent}."
+
+
+def with_churn(alert: Alert, churn_probability_90d: float, value_at_risk: float | None
+               ) -> Alert:
+    """The alert with the churn model's view of the customer (touchstream.domain.btyd), in
+    its fields and at the end of its sentence."""
+    value = "" if value_at_risk is None else f"; predicted 365-day value {value_at_risk:.2f}"
+    return replace(alert, churn_probability_90d=churn_probability_90d,
+                   value_at_risk=value_at_risk,
+                   message=f"{alert.message} Churn probability (no purchase in 90 days) "
+                           f"{churn_probability_90d:.2f}{value}.")
