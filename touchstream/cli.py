@@ -173,12 +173,13 @@ def fit() -> None:
                   else f"{c.holdout_predicted:.0f} / {c.holdout_actual:.0f}",
                   "yes" if c.chosen else "", )
     console.print(t)
-    console.print(f"chosen: {r.chosen.fit.name} ({r.chosen.choice}); spend: "
+    console.print(f"version {fitted.version}: chosen {r.chosen.fit.name} ({r.chosen.choice}); "
+                  "spend: "
                   + ("none" if r.spend is None else
                      f"Gamma-Gamma p {r.spend.p:.4g}, q {r.spend.q:.4g}, v {r.spend.v:.4g}")
                   + "; churn calibration: "
                   + ("none" if r.calibration is None else
-                     f"holdout log loss {r.calibrated_log_loss:.4f}"))
+                     f"holdout log loss {r.calibrated_log_loss:.4f}"), soft_wrap=True)
 
 
 @app.command()
