@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_right
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -140,7 +140,16 @@ def with_churn(alert: Alert, churn_probability_90d: float, value_at_risk: float 
     """The alert with the churn model's view of the customer (touchstream.domain.btyd), in
     its fields and at the end of its sentence."""
     value = "" if value_at_risk is None else f"; predicted 365-day value {value_at_risk:.2f}"
-    return replace(alert, churn_probability_90d=churn_probability_90d,
-                   value_at_risk=value_at_risk,
-                   message=f"{alert.message} Churn probability (no purchase in 90 days) "
-                           f"{churn_probability_90d:.2f}{value}.")
+    out = _new(Alert)  # dataclasses.replace, without its per-field machinery
+    for f in _ALERT_FIELDS:
+        _set(out, f, getattr(alert, f))
+    _set(out, "churn_probability_90d", churn_probability_90d)
+    _set(out, "value_at_risk", value_at_risk)
+    _set(out, "message", f"{alert.message} Churn probability (no purchase in 90 days) "
+                         f"{churn_probability_90d:.2f}{value}.")
+    return out
+
+
+_set = object.__setattr__
+_new = object.__new__
+_ALERT_FIELDS: tuple[str, ...] = Alert.__slots__  # type: ignore[attr-defined]

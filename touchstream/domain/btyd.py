@@ -341,8 +341,12 @@ class Calibration:
                              f"({', '.join(CALIBRATION_FEATURES)}), got {len(self.weights)}")
 
     def apply(self, churn: float, x: float, recency_days: float, T: float) -> float:
-        f = calibration_features(churn, x, recency_days, T)
-        return sigmoid(sum(w * v for w, v in zip(self.weights, f, strict=True)))
+        """sigmoid(weights . calibration_features(churn, x, recency_days, T)), inlined."""
+        w0, w1, w2, w3, w4, w5 = self.weights
+        c = _P_MIN if churn < _P_MIN else 1 - _P_MIN if churn > 1 - _P_MIN else churn
+        lr, lx = _log(1 + recency_days), _log(1 + x)
+        return sigmoid(w0 + w1 * _log(c / (1 - c)) + w2 * lr + w3 * lx + w4 * lr * lx
+                       + w5 * _log(1 + T))
 
 
 class Scores(NamedTuple):
