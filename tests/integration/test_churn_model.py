@@ -202,3 +202,29 @@ def test_the_worker_owning_partition_0_fits_on_schedule_and_loads_the_result(
                                    f"WHERE version = {version}")
         assert sorted(m[0] for m in models) == sorted(btyd.MODELS)
         _wait_for(log, f"churn model: version {version} (")
+
+
+def test_migrate_adds_the_churn_columns_to_tables_of_the_previous_release(
+    clickhouse: ClickHouseServer,
+) -> None:
+    from sinks.tables import ALERTS, CUSTOMER_STATE, Table
+
+    new = {"p_alive", "churn_probability_90d", "expected_purchases_90d", "predicted_clv_365d",
+           "model_version", "scored_at", "value_at_risk"}
+    with open_sink(clickhouse.url(unique("old"))) as sink:
+        db = sink.database
+        sink.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+        for t in (CUSTOMER_STATE, ALERTS):
+            old = Table(t.name, tuple(c for c in t.columns if c[0] not in new), t.engine)
+            sink.execute(old.ddl(db))
+        statements = sink.migrate()
+        added = [sql for sql in statements if "ADD COLUMN" in sql]
+        assert len(added) == 6 + 2  # customer_state, alerts
+        _, cols = sink.query(f"SELECT table, name FROM system.columns WHERE database = '{db}' "
+                             "AND table IN ('customer_state', 'alerts')")
+        by_table: dict[str, list[str]] = {}
+        for table, name in cols:
+            by_table.setdefault(table, []).append(name)
+        assert by_table["customer_state"] == list(CUSTOMER_STATE.column_names)
+        assert by_table["alerts"] == list(ALERTS.column_names)
+        assert not any("ADD COLUMN" in sql for sql in sink.migrate())
