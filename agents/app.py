@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -40,9 +42,12 @@ from agents.web import add_customer_page
 from schemas.events import epoch_ms
 from sinks import BatchingWriter, Sink
 from sinks.rows import sketch_row
+from touchstream import model_store
 from touchstream.config import Settings
+from touchstream.domain.btyd import Model
 from touchstream.domain.lifecycle import Rules
 from touchstream.domain.scoring import RfmSketches
+from touchstream.model_store import latest_version, load_chosen
 from touchstream.security import faust_credentials
 
 log = logging.getLogger("touchstream.worker")
@@ -168,7 +173,7 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
                "alerts": alerts.get_topic_name()}
     changelog = customers.changelog_topic.get_topic_name()
     emitter = KafkaEmitter(app)
-    processor = Processor(rules_of(settings), settings.partitions)
+    processor = Processor(rules_of(settings), settings.partitions, model=_load_model(sink))
     writer = BatchingWriter(sink)
     # One thread owns the ClickHouse connection, so a slow insert never blocks the loop.
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
@@ -365,6 +370,46 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
 
         await effects_in_order.then(publish)
 
+    # The churn model: every worker scores with the latest chosen version in model_params
+    # (loaded at start, polled); the worker that owns input partition 0 fits a new one
+    # when the latest is older than fit_interval_s (docs/churn-probability.md).
+    @app.timer(interval=settings.model_poll_s)
+    async def poll_model() -> None:
+        loop = asyncio.get_running_loop()
+        current = processor.model.version if processor.model is not None else 0
+        try:
+            latest = await loop.run_in_executor(io, latest_version, sink)
+            if latest <= current:
+                return
+            model = await loop.run_in_executor(io, load_chosen, sink)
+        except Exception as e:  # ClickHouse away: keep scoring with the model we have
+            log.warning("churn model: cannot look for a new version (%s)", e)
+            return
+        if model is not None:
+            async with lock:  # between batches
+                processor.model = model
+            log.info("churn model: version %d (%s) loaded", model.version,
+                     model.purchases.name)
+
+    if settings.fit_interval_s > 0:
+
+        @app.timer(interval=min(settings.fit_interval_s, 60.0))
+        async def scheduled_fit() -> None:
+            owns_first = any(tp.topic == settings.input_topic and tp.partition == 0
+                             for tp in app.assignor.assigned_actives())
+            if not owns_first:
+                return
+            loop = asyncio.get_running_loop()
+            try:
+                latest = await loop.run_in_executor(io, latest_version, sink)
+            except Exception as e:
+                log.warning("churn model: cannot read model_params (%s)", e)
+                return
+            if time.time() * 1000 - latest < settings.fit_interval_s * 1000:
+                return
+            await run_fit(settings, loop, io, sink)
+            await poll_model()
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         async with lock:  # a batch in flight finishes (and is acked) first
@@ -381,6 +426,38 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         log.info("totals %s", totals)
 
     return Worker(app, process, customers, outputs, totals, emitter)
+
+
+def _load_model(sink: Sink) -> Model | None:
+    try:
+        return load_chosen(sink)
+    except Exception as e:  # no table yet, or ClickHouse away: the poll tries again
+        log.warning("churn model: none loaded at start (%s)", e)
+        return None
+
+
+async def run_fit(settings: Settings, loop: asyncio.AbstractEventLoop, io: ThreadPoolExecutor,
+                  sink: Sink) -> None:
+    """``touchstream fit`` in a child process (its own connection, its own core, and a
+    failure cannot stop the worker); with embedded chdb, which one process at a time may
+    open, in the ClickHouse thread (the writes wait for it)."""
+    if settings.clickhouse_url.startswith("chdb://"):
+        try:
+            fitted = await loop.run_in_executor(io, model_store.fit, sink)
+            log.info("churn model: fitted version %d", fitted.version)
+        except Exception as e:  # a fit that fails leaves the current model in place
+            log.warning("churn model: fit failed (%s)", e)
+        return
+    env = {**os.environ, "TOUCHSTREAM_CLICKHOUSE_URL": settings.clickhouse_url}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "touchstream.cli", "fit", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    lines = out.decode(errors="replace").strip().splitlines()
+    if proc.returncode:
+        log.warning("churn model: fit failed: %s", lines[-1] if lines else proc.returncode)
+    else:
+        log.info("churn model: %s", lines[-1] if lines else "fitted")
 
 
 def rules_of(settings: Settings) -> Rules:

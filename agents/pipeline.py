@@ -40,7 +40,8 @@ from sinks.rows import (
     transition_row,
 )
 from touchstream.domain import codec
-from touchstream.domain.alerts import Alert
+from touchstream.domain.alerts import Alert, with_churn
+from touchstream.domain.btyd import Model
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules, Transition
 from touchstream.domain.rfm import CustomerState, Working, advance_working, apply
 from touchstream.domain.scoring import (
@@ -214,8 +215,11 @@ class Processor:
     changed, and a batch that fails half-way leaves no stale entry behind."""
 
     def __init__(self, rules: Rules = DEFAULT_RULES, partitions: int | None = None,
-                 state_cache: int = STATE_CACHE) -> None:
+                 state_cache: int = STATE_CACHE, model: Model | None = None) -> None:
         self.rules = rules
+        # The churn model (model_params' chosen version): each changed customer's values
+        # go into its customer_state row, and into its alerts (score_state).
+        self.model = model
         # With the topic's partition count, a message on another partition than its key's
         # (a producer with a non-default partitioner) is dead-lettered: its customer's state
         # lives with the key's partition, and mixing would split it across workers.
@@ -428,7 +432,7 @@ class _Batch:
         self.events_rows.append(event_row(ev, c.work.version, p, offset, t))  # type: ignore[arg-type]
         if r[1]:
             for o in r[1]:
-                self.emit(o)  # type: ignore[arg-type]
+                self.emit(o, c.work)  # type: ignore[arg-type]
         return None
 
     def restore(self, c: _Customer) -> None:
@@ -439,12 +443,17 @@ class _Batch:
             ev = decode(value)
             apply(c.work, ev, epoch_ms(ev.occurred_at), self.rules)  # type: ignore[union-attr]
 
-    def emit(self, o: Transition | Alert) -> None:
+    def emit(self, o: Transition | Alert, work: Working | None = None) -> None:
         key = o.customer_id.encode()
         if isinstance(o, Transition):
             self.transition_rows.append(transition_row(o))
             self.out.transitions.append((key, orjson.dumps(transition_json(o))))
         else:
+            model = self.proc.model
+            if model is not None and work is not None:
+                scores = score_state(model, work, o.at_ms)
+                if scores is not None:
+                    o = with_churn(o, scores[1], scores[3])
             self.alert_rows.append(alert_row(o))
             self.out.alerts.append((key, orjson.dumps(o.to_json())))
 
@@ -476,7 +485,7 @@ class _Batch:
             self.out.deadlines_fired += 1
             c.changed = c.touched = True
             for o in outputs:
-                self.emit(o)  # type: ignore[arg-type]
+                self.emit(o, c.work)  # type: ignore[arg-type]
         # Indexed again only now: a customer fires at most once per batch and partition.
         for cid, c in fired:
             index.set(cid, c.work.next_deadline_ms)
@@ -511,9 +520,11 @@ class _Batch:
                             "changed (a table changed behind the worker?); counted afresh", p)
                 sketches[p] = sk.move(ds, strict=False)
         quick = self.rules.quick_resolution_days
+        model = self.proc.model
         out.rows = {
             "events": self.events_rows,
-            "customer_state": [state_row(c.work, quick) for _, c in changed],
+            "customer_state": [state_row(c.work, quick) for _, c in changed] if model is None
+            else [state_row(c.work, quick, scored_row(model, c.work)) for _, c in changed],
             "transitions": self.transition_rows,
             "alerts": self.alert_rows,
             "dead_letters": self.dead_rows,
@@ -536,6 +547,32 @@ class _Batch:
         if len(cache) > size:
             for cid in list(islice(cache, len(cache) - size)):
                 del cache[cid]
+
+
+def score_state(model: Model, w: Working, as_of_ms: int | None = None
+                ) -> tuple[float, float, float, float | None] | None:
+    """The churn model's four values for a customer's state as of ``as_of_ms`` (default:
+    its latest event or stage change, so a replay scores the same), or None before its
+    first purchase. ``T`` never goes before the last purchase day."""
+    days = w.purchase_days
+    if not days:
+        return None
+    if as_of_ms is None:
+        as_of_ms = max(w.last_event_ms, w.stage_since_ms)
+    first, last = days[0], days[-1]
+    x = len(days) - 1
+    day = as_of_ms // 86_400_000
+    m = float((w.purchase_total - w.first_day_spend) / x) if x else 0.0
+    return model.score(x, last - first, (day if day > last else last) - first, m)
+
+
+def scored_row(model: Model, w: Working) -> tuple[Any, ...]:
+    """customer_state's model columns (sinks.rows.state_row ``scores``)."""
+    as_of = max(w.last_event_ms, w.stage_since_ms)
+    s = score_state(model, w, as_of)
+    if s is None:
+        return (None, None, None, None, model.version, None)
+    return (*s, model.version, as_of)
 
 
 _LONG = 24  # purchase days: a longer list is kept as an array while cached

@@ -99,8 +99,13 @@ def event_row(
     )
 
 
-def state_row(s: CustomerState | Working, quick_days: float = DEFAULT_RULES.quick_resolution_days
-              ) -> Row:
+_UNSCORED = (None, None, None, None, 0, None)
+
+
+def state_row(s: CustomerState | Working, quick_days: float = DEFAULT_RULES.quick_resolution_days,
+              scores: tuple[Any, ...] = _UNSCORED) -> Row:
+    """``scores``: the churn model's (p_alive, churn_probability_90d,
+    expected_purchases_90d, predicted_clv_365d, model_version, scored_at ms)."""
     days = s.purchase_days
     frequency = len(days) - 1 if days else 0  # the summary properties, inlined
     return (
@@ -128,6 +133,7 @@ def state_row(s: CustomerState | Working, quick_days: float = DEFAULT_RULES.quic
         s.alert_level,
         s.next_deadline_ms,
         complaint_outcome(s.complaints, quick_days) if s.complaints else "none",
+        *scores,
     )
 
 
@@ -157,7 +163,8 @@ def alert_row(a: Alert) -> Row:
         a.alert_id, a.customer_id, a.at_ms, a.kind, a.episode, a.stage,
         a.previous_stage or "", a.defection_type, a.confidence, a.severity, a.severity_label,
         a.net_spend, orjson.dumps(list(a.evidence)).decode(), a.message, ALERT_SCHEMA_VERSION,
-        a.version, orjson.dumps(list(a.open_issues)).decode(),
+        a.version, orjson.dumps(list(a.open_issues)).decode(), a.churn_probability_90d,
+        a.value_at_risk,
     )
 
 
@@ -195,4 +202,26 @@ def sketch_row(partition: int, sketches: RfmSketches, published_at: datetime) ->
     return (
         partition, orjson.dumps(sketches.to_record()).decode(), sketches.count, published_at,
         int(published_at.timestamp() * 1e9),
+    )
+
+
+def model_params_row(
+    version: int, model: str, chosen: bool, params: dict[str, float],
+    spend: tuple[float, float, float] | None, calibration: tuple[float, ...] | None,
+    fitted_at_ms: int, as_of_ms: int, log_likelihood: float, n_customers: int,
+    holdout_days: int, holdout_customers: int, holdout_log_loss: float | None,
+    holdout_predicted: float | None, holdout_actual: float | None, choice: str,
+) -> Row:
+    """One model of one fit (sinks.tables.MODEL_PARAMS); ``params`` in the model's order.
+    Missing holdout figures are NaN; without a spend model p, q, v are 0 (q <= 1: unusable)."""
+    nan = float("nan")
+    p = list(params.values())
+    return (
+        version, model, int(chosen), orjson.dumps(params).decode(), *p,
+        *(spend or (0.0, 0.0, 0.0)), int(calibration is not None),
+        *(calibration or (0.0,) * 6), fitted_at_ms, as_of_ms, log_likelihood, n_customers,
+        holdout_days, holdout_customers,
+        nan if holdout_log_loss is None else holdout_log_loss,
+        nan if holdout_predicted is None else holdout_predicted,
+        nan if holdout_actual is None else holdout_actual, choice,
     )

@@ -51,6 +51,13 @@ EVENTS = Table(
     "validated events, one row per (customer_id, event_id)",
 )
 
+CHURN_COLUMNS = (
+    ("p_alive", "Nullable(Float64)"),
+    ("churn_probability_90d", "Nullable(Float64)"),
+    ("expected_purchases_90d", "Nullable(Float64)"),
+    ("predicted_clv_365d", "Nullable(Float64)"),
+)
+
 CUSTOMER_STATE = Table(
     "customer_state",
     (
@@ -79,6 +86,11 @@ CUSTOMER_STATE = Table(
         ("next_deadline", f"Nullable({DT})"),
         # none | unresolved | resolved | resolved_quickly: the latest complaint's outcome
         ("complaint_outcome", "String"),
+        # The churn model's values as the stream scored them at scored_at (NULL without a
+        # model); customer_churn has them as of stream time (docs/churn-probability.md).
+        *CHURN_COLUMNS,
+        ("model_version", "UInt64"),  # model_params.version that scored them (0: none)
+        ("scored_at", f"Nullable({DT})"),
     ),
     "ReplacingMergeTree(version) ORDER BY customer_id",
     "current state per customer; the highest version wins",
@@ -148,6 +160,8 @@ ALERTS = Table(
         ("schema_version", "UInt16"),
         ("version", "UInt64"),
         ("open_issues", "String"),  # JSON array: churn_risk's live trouble
+        ("churn_probability_90d", "Nullable(Float64)"),  # with a churn model loaded
+        ("value_at_risk", "Nullable(Float64)"),  # predicted_clv_365d, likewise
     ),
     "ReplacingMergeTree(version) ORDER BY (customer_id, alert_id)",
     "churn alerts, as sent to the alerts topic",
@@ -183,9 +197,35 @@ RFM_SKETCHES = Table(
     "each input partition's RFM population sketch, as last published by its worker",
 )
 
+MODEL_PARAMS = Table(
+    "model_params",
+    (
+        ("version", "UInt64"),  # the fit: its wall-clock time in epoch ms
+        ("model", "String"),  # bgnbd | mbgnbd | pareto_nbd
+        ("chosen", "UInt8"),  # the one the stream and customer_churn use
+        ("params", "String"),  # JSON, days: {"r", "alpha", "a", "b"} or {"r", "alpha", "s", "beta"}
+        ("p1", "Float64"), ("p2", "Float64"), ("p3", "Float64"), ("p4", "Float64"),
+        ("spend_p", "Float64"), ("spend_q", "Float64"), ("spend_v", "Float64"),  # Gamma-Gamma
+        ("calibrated", "UInt8"),  # the chosen row: churn calibration weights w0..w5 apply
+        *((f"w{i}", "Float64") for i in range(6)),
+        ("fitted_at", DT),
+        ("as_of", DT),  # stream time of the summary it was fitted on
+        ("log_likelihood", "Float64"),  # on the whole summary, summed
+        ("n_customers", "UInt64"),
+        ("holdout_days", "UInt32"),  # the calibration split the choice was made on
+        ("holdout_customers", "UInt64"),
+        ("holdout_log_loss", "Float64"),  # of P(no purchase in holdout_days), per customer
+        ("holdout_predicted", "Float64"),  # repeat purchase days predicted in the holdout
+        ("holdout_actual", "Float64"),  # ... and made
+        ("choice", "String"),  # why this row is (not) chosen, for a person
+    ),
+    "ReplacingMergeTree(version) ORDER BY (version, model)",
+    "buy-till-you-die model fits, one row per model per fit; chosen = 1 marks the one used",
+)
+
 TABLES: tuple[Table, ...] = (
     EVENTS, CUSTOMER_STATE, TRANSITIONS, ALERTS, DEAD_LETTERS, STREAM_CLOCK, RFM_CUTOFFS,
-    RFM_SKETCHES,
+    RFM_SKETCHES, MODEL_PARAMS,
 )
 BY_NAME = {t.name: t for t in TABLES}
 
@@ -212,8 +252,48 @@ FROM (
   SELECT *, (SELECT max(stream_time) FROM {db}.stream_clock FINAL) AS as_of
   FROM {db}.customer_state FINAL
 )
-WHERE purchases > 0"""
+WHERE purchases > 0""",
+        churn_view(db),
     ]
+
+
+MODEL_COLUMNS = ("version AS model_version", "model", "p1", "p2", "p3", "p4", "spend_p",
+                 "spend_q", "spend_v", "calibrated", *(f"w{i}" for i in range(6)))
+
+
+def chosen_model_sql(db: str) -> str:
+    """The columns and FROM of the model the stream and customer_churn use: the latest
+    version's chosen row (the worker loads it with this very query)."""
+    return (f"{', '.join(MODEL_COLUMNS)} FROM {db}.model_params FINAL WHERE chosen = 1 "
+            "ORDER BY version DESC LIMIT 1")
+
+
+def churn_view(db: str) -> str:
+    """The churn model's four values per buyer as of stream time, computed at query time
+    from the summary and the latest chosen model_params row (sinks/btyd_sql.py): NULL
+    (model_version 0) before the first fit."""
+    from sinks.btyd_sql import churn_select
+
+    weights = ", ".join(f"w{i}" for i in range(6))
+    base = f"""SELECT customer_id, stage, net_spend, first_purchase_at, last_purchase_at,
+    frequency, recency, monetary_value, as_of,
+    toFloat64(frequency) AS x, toFloat64(recency) AS tx,
+    toFloat64(assumeNotNull(toRelativeDayNum(as_of)
+      - toRelativeDayNum(assumeNotNull(first_purchase_at)))) AS T,
+    monetary_value AS m,
+    model_version, model, p1, p2, p3, p4, spend_p, spend_q, spend_v, calibrated, {weights}
+  FROM (
+    SELECT customer_id, stage, net_spend, first_purchase_at, last_purchase_at, frequency,
+      recency, monetary_value,
+      (SELECT max(stream_time) FROM {db}.stream_clock FINAL) AS as_of, 1 AS k_
+    FROM {db}.customer_state FINAL
+    WHERE purchases > 0
+  ) AS s ANY LEFT JOIN (
+    SELECT 1 AS k_, {chosen_model_sql(db)}
+  ) AS mp USING k_"""
+    keep = ("customer_id, stage, net_spend, first_purchase_at, last_purchase_at, frequency, "
+            "recency, toInt32(T) AS T, monetary_value, toInt32(T - tx) AS recency_days, as_of")
+    return f"CREATE VIEW IF NOT EXISTS {db}.customer_churn AS\n{churn_select(base, keep)}"
 
 
 def _segment_sql(score_pair: str, segment_map: Sequence[Sequence[str]] | None) -> str:
@@ -265,7 +345,8 @@ SELECT
     AND purchase_days >= {k.key_days} AND stage NOT IN ({k.declining}) AS key_account,
   purchase_days = 1 AND stream_day - first_purchase_day >= {k.one_off_days}
     AS transaction_buyer,
-  cutoffs_as_of, population
+  cutoffs_as_of, population,
+  p_alive, churn_probability_90d, expected_purchases_90d, predicted_clv_365d, model_version
 FROM (
   SELECT *,
     {_score_sql("last_purchase_day", "r")} AS r_score,
@@ -278,9 +359,9 @@ FROM (
     SELECT customer_id, stage, net_spend, frequency + 1 AS purchase_days,
       toUInt32(toDate(assumeNotNull(first_purchase_at))) AS first_purchase_day,
       toUInt32(toDate(assumeNotNull(last_purchase_at))) AS last_purchase_day,
-      (SELECT toUInt32(toDate(max(stream_time))) FROM {db}.stream_clock FINAL) AS stream_day
-    FROM {db}.customer_state FINAL
-    WHERE purchases > 0
+      (SELECT toUInt32(toDate(max(stream_time))) FROM {db}.stream_clock FINAL) AS stream_day,
+      p_alive, churn_probability_90d, expected_purchases_90d, predicted_clv_365d, model_version
+    FROM {db}.customer_churn
   ) AS s
   CROSS JOIN (
     SELECT as_of AS cutoffs_as_of, population, r1, r2, r3, r4, f1, f2, f3, f4,
@@ -290,7 +371,7 @@ FROM (
 )"""
 
 
-VIEWS = ("customer_rfm", "customer_scores")
+VIEWS = ("customer_rfm", "customer_churn", "customer_scores")
 _VIEW_HEAD = re.compile(r"CREATE VIEW IF NOT EXISTS \S+\.(\w+) AS\n")
 
 

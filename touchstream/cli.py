@@ -166,6 +166,47 @@ def tick(
                   f"deadlines up to {at.isoformat()} fire")
 
 
+@app.command()
+def fit() -> None:
+    """Fit the churn models (BG/NBD, MBG/NBD, Pareto/NBD, Gamma-Gamma) on the stream's
+    summary in ClickHouse, choose one on a holdout split, write the version to
+    model_params (docs/churn-probability.md). Workers pick it up."""
+    from sinks import SinkUnavailable, open_sink
+    from sinks.tables import MODEL_PARAMS
+    from touchstream.fitting import FitError
+    from touchstream.model_store import fit as fit_models
+
+    s = Settings()
+    try:
+        with open_sink(s.clickhouse_url) as sink:
+            sink.execute(MODEL_PARAMS.ddl(sink.database))  # the rest: `touchstream migrate`
+            fitted = fit_models(sink)
+    except (SinkUnavailable, FitError) as e:
+        _fail(str(e))
+    from datetime import UTC, datetime
+
+    r = fitted.report
+    as_of = datetime.fromtimestamp(fitted.as_of_ms / 1000, UTC).isoformat()
+    t = Table("model", "params (days)", "log-likelihood", "customers", "holdout log loss",
+              "holdout predicted / actual", "chosen", title=f"model_params version "
+              f"{fitted.version}, as of stream time {as_of}", title_justify="left")
+    for c in r.candidates:
+        t.add_row(c.fit.name, ", ".join(f"{k} {v:.4g}" for k, v in c.fit.params.items()),
+                  f"{c.fit.log_likelihood:.1f}", str(c.fit.n),
+                  "-" if c.holdout_log_loss is None else f"{c.holdout_log_loss:.4f}",
+                  "-" if c.holdout_predicted is None
+                  else f"{c.holdout_predicted:.0f} / {c.holdout_actual:.0f}",
+                  "yes" if c.chosen else "", )
+    console.print(t)
+    console.print(f"version {fitted.version}: chosen {r.chosen.fit.name} ({r.chosen.choice}); "
+                  "spend: "
+                  + ("none" if r.spend is None else
+                     f"Gamma-Gamma p {r.spend.p:.4g}, q {r.spend.q:.4g}, v {r.spend.v:.4g}")
+                  + "; churn calibration: "
+                  + ("none" if r.calibration is None else
+                     f"holdout log loss {r.calibrated_log_loss:.4f}"), soft_wrap=True)
+
+
 _OWN_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 
 

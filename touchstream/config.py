@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         self.clickhouse_url = security.clickhouse_url_with(
             self.clickhouse_url, self.clickhouse_password, self.clickhouse_ca_file)
         return self
+    fit_interval_s: float = Field(
+        3600.0, ge=0, description="how often the worker that owns input partition 0 fits the "
+        "churn models (touchstream fit) when the latest fit is older; 0 = never")
+    model_poll_s: float = Field(
+        30.0, gt=0, description="how often every worker looks for a new chosen model version")
 
     @property
     def bootstrap(self) -> str:

@@ -45,6 +45,7 @@ def settings_for(broker: Tansu, clickhouse_url: str, tmp: Path, partitions: int 
         input_topic=f"{name}.in", dlq_topic=f"{name}.dlq", alerts_topic=f"{name}.alerts",
         transitions_topic=f"{name}.transitions", partitions=partitions,
         data_dir=str(tmp / f"worker-{name}"), batch_within_s=0.2,
+        fit_interval_s=0,  # no scheduled churn model fit unless a test asks for one
     )
     ensure_topics(s.bootstrap, {t: partitions for t in (
         s.input_topic, s.dlq_topic, s.alerts_topic, s.transitions_topic)})
@@ -56,7 +57,8 @@ def worker_env(s: Settings) -> dict[str, str]:
     for field in ("broker", "clickhouse_url", "app_id", "input_topic", "dlq_topic",
                   "alerts_topic", "transitions_topic", "partitions", "data_dir",
                   "batch_within_s", "cutoff_interval_s", "producer_max_batch_size",
-                  "idle_s", "tick_s", "web_port", "web_host"):
+                  "idle_s", "tick_s", "web_port", "web_host", "fit_interval_s",
+                  "model_poll_s"):
         if getattr(s, field) is not None:
             env[f"TOUCHSTREAM_{field.upper()}"] = str(getattr(s, field))
     return env

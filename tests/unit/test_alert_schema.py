@@ -122,6 +122,8 @@ def test_a_decline_alert_is_valid() -> None:
              previous_stage=CHURNED, defection_type="unknown", confidence=0.0, evidence=(),
              severity=1, net_spend=Decimal("-5")),
         dict(last_purchase_ms=None, previous_stage=None, severity=4, net_spend=Decimal("1E+3")),
+        dict(churn_probability_90d=0.83, value_at_risk=120.5),
+        dict(churn_probability_90d=0.4, value_at_risk=None),
     ],
 )
 def test_every_kind_and_the_optional_values_are_valid(changes: dict[str, Any]) -> None:
@@ -158,6 +160,8 @@ def test_the_enums_follow_the_domain() -> None:
         {"evidence": [1]},
         {"schema_version": 2},
         {"unexpected": 1},
+        {"churn_probability_90d": 1.2},
+        {"value_at_risk": "12"},
     ],
 )
 def test_the_validator_rejects_what_the_schema_forbids(bad: dict[str, Any]) -> None:

