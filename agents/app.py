@@ -158,7 +158,8 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
     changelog = customers.changelog_topic.get_topic_name()
     emitter = KafkaEmitter(app)
     processor = Processor(
-        Rules(allowed_lateness_ms=int(settings.lateness_s * 1000)), settings.partitions
+        Rules(allowed_lateness_ms=int(settings.lateness_s * 1000)), settings.partitions,
+        max_future_skew_ms=int(settings.max_future_skew_s * 1000),
     )
     writer = BatchingWriter(sink)
     # One thread owns the ClickHouse connection, so a slow insert never blocks the loop.

@@ -27,7 +27,7 @@ import orjson
 from kafka.partitioner.default import murmur2
 
 from schemas.decode import Rejected, decode
-from schemas.events import epoch_ms
+from schemas.events import Purchase, Refund, epoch_ms
 from sinks.base import Row
 from sinks.rows import (
     alert_row,
@@ -39,6 +39,7 @@ from sinks.rows import (
     transition_json,
     transition_row,
 )
+from sinks.tables import MONEY, MONEY_LIMIT
 from touchstream.domain import codec
 from touchstream.domain.alerts import Alert
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules, Transition
@@ -193,8 +194,12 @@ class Processor:
     changed, and a batch that fails half-way leaves no stale entry behind."""
 
     def __init__(self, rules: Rules = DEFAULT_RULES, partitions: int | None = None,
-                 state_cache: int = STATE_CACHE) -> None:
+                 state_cache: int = STATE_CACHE, max_future_skew_ms: int | None = None) -> None:
         self.rules = rules
+        # An event dated more than this after its batch's received_at is dead-lettered
+        # (the worker passes TOUCHSTREAM_MAX_FUTURE_SKEW_S); None: no such bound, for
+        # offline replays whose received_at means nothing.
+        self.max_future_skew_ms = max_future_skew_ms
         # With the topic's partition count, a message on another partition than its key's
         # (a producer with a non-default partitioner) is dead-lettered: its customer's state
         # lives with the key's partition, and mixing would split it across workers.
@@ -295,6 +300,8 @@ class _Batch:
     def __init__(self, proc: Processor, load: Load, received_at: datetime) -> None:
         self.proc, self.load = proc, load
         self.received_ms = epoch_ms(received_at)  # DateTime values in rows are epoch ms
+        self.skew = proc.max_future_skew_ms
+        self.not_ahead_of = None if self.skew is None else self.received_ms
         self.rules, self.stream_time = proc.rules, proc.stream_time
         self.out = BatchResult()
         self.events_rows: list[Row] = []
@@ -330,7 +337,7 @@ class _Batch:
         )
 
     def message(self, m: RawMessage) -> None:
-        ev = decode(m.value)
+        ev = decode(m.value, self.not_ahead_of, self.skew or 0)
         if ev.__class__ is Rejected:
             return self.reject(m, ev.reason)  # type: ignore[union-attr]
         key = m.key.decode("utf-8", "replace") if m.key is not None else None
@@ -371,6 +378,16 @@ class _Batch:
             if not fresh:
                 self.restore(c)
             return self.reject(m, f"could not be processed: {e!r}")
+        if r is not None and (ev.__class__ is Purchase or ev.__class__ is Refund) and (
+                c.work.purchase_total >= MONEY_LIMIT or c.work.refund_total >= MONEY_LIMIT):
+            # Stored, the total would be rounded or refused by ClickHouse: park the event.
+            total = "purchase_total" if ev.__class__ is Purchase else "refund_total"
+            reason = (f"{ev.type} of {ev.amount} would take customer {cid!r}'s {total} to "  # type: ignore[union-attr]
+                      f"{getattr(c.work, total)}, beyond what ClickHouse {MONEY} holds "
+                      f"(under {MONEY_LIMIT:,}): not applied; check this customer's amounts")
+            if not fresh:
+                self.restore(c)
+            return self.reject(m, reason)
         if fresh:
             self.customers[cid] = c
         c.partition, c.offset, c.touched = p, offset, True

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 DT = "DateTime('UTC')"
 MONEY = "Decimal(18, 4)"
+# MONEY holds 18 digits, 4 after the point: a value must stay under this to be stored
+# exactly (clickhouse-driver rounds a larger one to 18 digits; chdb refuses it).
+MONEY_LIMIT = Decimal(10) ** 14
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     lateness_s: float = Field(3600.0, ge=0, description="how late an event may arrive and "
                               "still count before its customer's silence deadline fires")
     tick_s: float = Field(5.0, gt=0, description="live mode: how often the wall clock ticks")
+    max_future_skew_s: float = Field(
+        86_400.0, ge=0, description="an event dated more than this after the time its batch "
+        "was received is dead-lettered (a producer clock off by days, a wrong time zone)")
     producer_max_batch_size: int | None = Field(
         None, ge=1, description="Faust producer batch bytes (None: Faust's default). The local "
         "Tansu broker reports a wrong log end for multi-record batches, which makes table "

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from agents.pipeline import BatchResult, Processor, RawMessage, Stored
 from schemas.events import epoch_ms
 from sinks.tables import CUSTOMER_STATE, DEAD_LETTERS, EVENTS, STREAM_CLOCK
+from touchstream.domain import codec
 from touchstream.domain.rfm import CustomerState
 
 TOPIC = "touchpoints"
@@ -503,3 +504,60 @@ def test_a_state_rolled_back_behind_the_workers_back_does_not_stop_the_batch(cap
     assert result.accepted == 1 and table.state("a").purchases == 2
     assert proc.population().count >= 1
     assert "counted afresh" in caplog.text
+
+
+# -- values the sinks cannot store -----------------------------------------------------------
+
+
+def test_an_event_dated_more_than_the_skew_after_its_batch_was_received_is_dead_lettered():
+    table, proc = Table(), Processor(max_future_skew_ms=86_400_000)
+    ahead = {**event("a", "e2"), "occurred_at": "2024-03-03T00:00:00.001Z"}  # RECEIVED + 1 day
+    result = table.run(proc, [msg(event("a", "e1"), 0), msg(ahead, 1)])
+    assert (result.accepted, result.rejected) == (1, 1)
+    reason = orjson.loads(result.dead_letters[0][1])["reason"]
+    assert "2024-03-03T00:00:00.001Z" in reason and "clock" in reason
+    assert result.rows["dead_letters"][0][2] == 1  # the offset of the message
+    assert table.state("a").purchases == 1
+    # Offline replays (no bound) take the same event.
+    assert Table().run(Processor(), [msg(ahead, 1)]).accepted == 1
+
+
+def near_the_limit(table: Table, cid: str, total: str, refunds: str = "0") -> None:
+    """Store ``cid`` as a customer whose totals are already ``total`` and ``refunds``."""
+    table.run(Processor(), [msg(event(cid, "seed"), 0)])
+    work, partition, offset = codec.decode(table.data[cid])
+    work.purchase_total, work.refund_total = Decimal(total), Decimal(refunds)
+    table.data[cid] = codec.encode(work, partition, offset)
+
+
+def test_a_purchase_that_would_take_the_total_past_what_clickhouse_stores_is_dead_lettered():
+    table, proc = Table(), Processor()
+    near_the_limit(table, "a", "99990000000000.0000")
+    before = table.data["a"]
+    big = {**event("a", "e1", 1), "amount": "10000000000"}  # total 10^14: one too many digits
+    result = table.run(proc, [msg(big, 1), msg(event("a", "e2", 2, amount="0.99"), 2)])
+    assert (result.accepted, result.rejected) == (1, 1)
+    reason = orjson.loads(result.dead_letters[0][1])["reason"]
+    assert "purchase_total" in reason and "100000000000000" in reason and "'a'" in reason
+    assert table.state("a").purchase_total == Decimal("99990000000000.99")
+    assert table.data["a"] != before and table.state("a").purchases == 2
+    [row] = result.rows["customer_state"]
+    purchase_total, net_spend = row[5], row[8]
+    assert purchase_total == net_spend == Decimal("99990000000000.99")  # exact, storable
+
+
+def test_a_refund_that_would_take_the_refund_total_past_the_limit_is_dead_lettered():
+    table, proc = Table(), Processor()
+    near_the_limit(table, "a", "10.00", refunds="99999999999999.0000")
+    refund = {**event("a", "r1", 1), "type": "refund", "amount": "1", "reason": "other"}
+    result = table.run(proc, [msg(refund, 1)])
+    assert (result.accepted, result.rejected) == (0, 1)
+    assert "refund_total" in orjson.loads(result.dead_letters[0][1])["reason"]
+    assert table.state("a").refund_total == Decimal("99999999999999.0000")
+
+
+def test_a_duplicate_of_an_event_counted_before_the_limit_is_a_duplicate_not_a_dead_letter():
+    table, proc = Table(), Processor()
+    near_the_limit(table, "a", "99999999999999.0000")
+    result = table.run(proc, [msg(event("a", "seed"), 1)])  # the seed's id again
+    assert (result.duplicates, result.rejected) == (1, 0)
