@@ -37,6 +37,7 @@ from agents.fastpath import BatchApp, KafkaEmitter
 from agents.pipeline import BatchResult, Processor, Stored, cutoffs_row_for
 from schemas.events import epoch_ms
 from sinks import BatchingWriter, Sink
+from sinks.errors import SinkFatal, classify
 from sinks.rows import sketch_row
 from touchstream.config import Settings
 from touchstream.domain.lifecycle import Rules
@@ -55,6 +56,7 @@ class Totals:
     redelivered: int = 0
     rejected: int = 0
     rows: int = 0
+    rows_refused: int = 0  # by ClickHouse, set aside in dead_letters
     deadlines_fired: int = 0
 
     def add(self, r: BatchResult) -> None:
@@ -74,6 +76,7 @@ class Worker:
     outputs: dict[str, str]  # "dead_letters", "transitions", "alerts" -> topic name
     totals: Totals
     emitter: KafkaEmitter  # every record the worker produces goes through it
+    stopped_because: str | None = None  # a fatal ClickHouse error stopped the worker
 
 
 class InOrder:
@@ -96,21 +99,28 @@ class InOrder:
 
 
 async def flush_with_retry(
-    loop: asyncio.AbstractEventLoop, io: ThreadPoolExecutor, writer: BatchingWriter
+    loop: asyncio.AbstractEventLoop, io: ThreadPoolExecutor, writer: BatchingWriter,
+    fatal: Callable[[str], Awaitable[None]],
 ) -> int:
     """Write the batch, retrying while ClickHouse is down: the partition waits (and its
-    offsets stay uncommitted) instead of the worker crashing or dropping rows."""
+    offsets stay uncommitted) instead of the worker crashing or dropping rows. Rows it
+    refuses are set aside by the writer; a configuration error stops the worker
+    (``fatal``), as retrying cannot help."""
     delay = 0.5
     while True:
         try:
             return await loop.run_in_executor(io, writer.flush)
-        except Exception as e:  # any driver error: the rows stay buffered for the retry
+        except SinkFatal as e:
+            await fatal(f"ClickHouse refused the worker's writes: {e}")
+        except Exception as e:  # any other error: the rows stay buffered for the retry
             log.error("ClickHouse write failed (%s); retrying in %.1fs", e, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
 
-def build_app(settings: Settings, sink: Sink) -> Worker:
+def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = None) -> Worker:
+    """``stop``: how a fatal ClickHouse error stops the worker (default: stop the app);
+    the command line stops the whole process, as a SIGTERM does."""
     datadir = Path(settings.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     app = BatchApp(
@@ -162,6 +172,7 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         max_future_skew_ms=int(settings.max_future_skew_s * 1000),
     )
     writer = BatchingWriter(sink)
+    worker: Worker  # set below; the closures read it
     # One thread owns the ClickHouse connection, so a slow insert never blocks the loop.
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
     # The agent's batches and the live clock's ticks both read and write customers.
@@ -223,7 +234,9 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
                 writer.add(table, rows)
             unwritten.clear()
             if writer.pending:
-                totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer)
+                totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer,
+                                                      fatal)
+                totals.rows_refused = writer.rows_refused
 
         sent = send_outputs(result)
 
@@ -301,12 +314,19 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         async def publish() -> None:  # in the effects chain: the writer is used in order
             loop = asyncio.get_running_loop()
             writer.add("rfm_sketches", sketches)
-            totals.rows += await flush_with_retry(loop, io, writer)
-            population = await loop.run_in_executor(io, merged_population)
+            totals.rows += await flush_with_retry(loop, io, writer, fatal)
+            try:
+                population = await loop.run_in_executor(io, merged_population)
+            except Exception as e:  # a failed step would fail every batch after it
+                err = classify(e)
+                if isinstance(err, SinkFatal):
+                    await fatal(f"ClickHouse refused the worker's query: {err}")
+                log.warning("RFM cut-offs not published this time: %s", err)
+                return
             row = cutoffs_row_for(population, stream_time, settings)
             if row is not None:
                 writer.add("rfm_cutoffs", [row])
-                totals.rows += await flush_with_retry(loop, io, writer)
+                totals.rows += await flush_with_retry(loop, io, writer, fatal)
 
         await effects_in_order.then(publish)
 
@@ -322,7 +342,19 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
     async def report() -> None:
         log.info("totals %s", totals)
 
-    return Worker(app, process, customers, outputs, totals, emitter)
+    async def fatal(reason: str) -> None:
+        """Stop the worker, saying why in one line; nothing more is written or acked."""
+        if worker.stopped_because is None:
+            worker.stopped_because = reason
+            log.critical("%s; the worker stops: fix that and start it again", reason)
+            if stop is not None:
+                stop()
+            else:
+                asyncio.ensure_future(app.stop())
+        await asyncio.Future()  # never done: the stop cancels it
+
+    worker = Worker(app, process, customers, outputs, totals, emitter)
+    return worker
 
 
 def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:

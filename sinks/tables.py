@@ -29,6 +29,19 @@ class Table:
     def column_names(self) -> tuple[str, ...]:
         return tuple(c for c, _ in self.columns)
 
+    @property
+    def partition_column(self) -> str | None:
+        """The DateTime column of ``PARTITION BY toYYYYMM(column)``, if any."""
+        if "PARTITION BY toYYYYMM(" not in self.engine:
+            return None
+        return self.engine.split("PARTITION BY toYYYYMM(", 1)[1].split(")", 1)[0]
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The natural key: the ORDER BY columns of the engine."""
+        order_by = self.engine.split("ORDER BY", 1)[1].strip().strip("()")
+        return tuple(c.strip() for c in order_by.split(","))
+
     def ddl(self, db: str) -> str:
         cols = ",\n  ".join(f"`{c}` {t}" for c, t in self.columns)
         return f"CREATE TABLE IF NOT EXISTS {db}.{self.name} (\n  {cols}\n) ENGINE = {self.engine}"
