@@ -58,7 +58,8 @@ log = logging.getLogger("touchstream.pipeline")
 
 @functools.lru_cache(maxsize=1 << 16)
 def key_partition(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2; pure Python, so cached per key)."""
+    """Kafka's default partitioner (murmur2; pure Python, so cached per key), for the
+    worker's own output records. Input may come partitioned by any partitioner."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 Load = Callable[[str], bytes | None]
 Scan = Callable[[int], Iterable[tuple[str, bytes]]]
@@ -200,9 +201,9 @@ class Processor:
         # (the worker passes TOUCHSTREAM_MAX_FUTURE_SKEW_S); None: no such bound, for
         # offline replays whose received_at means nothing.
         self.max_future_skew_ms = max_future_skew_ms
-        # With the topic's partition count, a message on another partition than its key's
-        # (a producer with a non-default partitioner) is dead-lettered: its customer's state
-        # lives with the key's partition, and mixing would split it across workers.
+        # The input topic's partition count, when known. Any partitioner is accepted (Java
+        # and kafka-python hash keys with murmur2, librdkafka clients with CRC32): what the
+        # state needs is that a customer stays on one partition, checked per message.
         self.partitions = partitions
         # Deadlines fire when stream time passes them by this much, so an event that
         # arrives up to this late is still applied before its customer's deadline.
@@ -278,14 +279,13 @@ class _Customer:
     """A customer's state during one batch: a working copy, updated in place by every
     event and deadline of the batch and encoded once at its end."""
 
-    __slots__ = ("work", "partition", "offset", "raw", "before", "home", "applied",
-                 "changed", "touched")
+    __slots__ = ("work", "partition", "offset", "raw", "before", "applied", "changed",
+                 "touched")
 
     def __init__(self, work: Working, partition: int, offset: int, raw: bytes | None,
                  before: PointKeys | None) -> None:
         self.work, self.partition, self.offset, self.raw = work, partition, offset, raw
         self.before = before  # the sketch keys of the state as loaded (point_keys)
-        self.home = partition  # ... in the sketch of this partition
         self.applied: list[bytes] = []  # the values of the events this batch applied
         self.changed = False  # the state moved: a new state row
         self.touched = False  # ... or only its stored offset: a table write
@@ -346,21 +346,16 @@ class _Batch:
             return self.reject(m, f"message key {key!r} is not the customer_id "
                                   f"{cid!r}: key each message by its customer_id")
         p, offset = m.partition, m.offset
-        n = self.proc.partitions
-        if n and m.key is not None and key_partition(m.key, n) != p:
-            return self.reject(m, f"message on partition {p}, but its key hashes to "
-                                  f"{key_partition(m.key, n)} of {n}: produce with "
-                                  "Kafka's default (murmur2) partitioner")
         c = self.customers.get(cid, _UNSEEN)
         if c is _UNSEEN:
             c = self.stored(cid)
-        if c is not None and c.partition != p and not n:
-            # Without the partition count, the customer's first partition is its home: a
-            # second one would split its state (and its sketch point) across partitions.
+        if c is not None and c.partition != p:
+            # The customer's first partition is its home: a second one would split its
+            # state (and its sketch point) across partitions and workers.
             return self.reject(m, f"message on partition {p}, but customer {cid!r} is on "
                                   f"partition {c.partition}: produce each customer's "
-                                  "messages to one partition (key them by customer_id, "
-                                  "default partitioner)")
+                                  "messages to one partition (key them by customer_id, with "
+                                  "the same partitioner in every producer)")
         if c is not None and c.partition == p and offset <= c.offset:
             self.out.redelivered += 1
             return None
@@ -465,12 +460,7 @@ class _Batch:
         deltas: dict[int, list[tuple[PointKeys | None, PointKeys | None]]] = {}
         for _, c in changed:
             keys = point_keys(c.work)
-            if c.home == c.partition or c.before is None:
-                deltas.setdefault(c.partition, []).append((c.before, keys))
-            else:  # moved to the partition its key hashes to now (more partitions)
-                if c.home in self.proc.sketches:  # else another worker's partition
-                    deltas.setdefault(c.home, []).append((c.before, None))
-                deltas.setdefault(c.partition, []).append((None, keys))
+            deltas.setdefault(c.partition, []).append((c.before, keys))  # a customer never moves
             c.before = keys  # for the cache: the keys of the state as stored now
         sketches = self.proc.sketches
         for p, ds in deltas.items():

@@ -64,11 +64,16 @@ def worker(loglevel: str = "info") -> None:
     from agents.app import build_app
     from sinks import SinkUnavailable, open_sink
     from sinks.errors import SinkError
-    from touchstream.kafka import BrokerUnavailable, ensure_topics
+    from touchstream.kafka import BrokerUnavailable, ensure_topics, partition_count
 
     s = Settings()
     try:
         ensure_topics(s.bootstrap, _topics(s), s.replication_factor)
+        n = partition_count(s.bootstrap, s.input_topic)
+        if n != s.partitions:
+            # The table, its changelog and the outputs are laid out for s.partitions.
+            _fail(f"topic {s.input_topic!r} has {n} partitions but TOUCHSTREAM_PARTITIONS is "
+                  f"{s.partitions}: set TOUCHSTREAM_PARTITIONS={n} for this topic")
         sink = open_sink(s.clickhouse_url)
         sink.migrate(s.rfm_segments)
     except SinkError as e:

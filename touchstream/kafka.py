@@ -46,6 +46,18 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], replication: int = 1) 
         a.close()
 
 
+def partition_count(bootstrap: str, topic: str) -> int | None:
+    """The topic's partition count as the broker has it (None: no such topic)."""
+    a = admin(bootstrap)
+    try:
+        [described] = a.describe_topics([topic])
+    except (KafkaError, OSError) as e:
+        raise _unreachable(bootstrap, e) from e
+    finally:
+        a.close()
+    return len(described["partitions"]) if described["error_code"] == 0 else None
+
+
 def producer(bootstrap: str) -> KafkaProducer:
     try:
         return KafkaProducer(

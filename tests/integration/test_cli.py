@@ -85,6 +85,17 @@ def test_an_unreachable_broker_gives_a_clear_error_not_a_traceback(tmp_path: Pat
     assert "Traceback" not in r.stderr
 
 
+def test_a_worker_refuses_to_start_when_the_input_topic_has_another_partition_count(
+    broker: Tansu, clickhouse: ClickHouseServer, tmp_path: Path
+) -> None:
+    s = make_settings(broker, clickhouse.url(unique("parts")), tmp_path, partitions=3)
+    r = touchstream("worker", env=worker_env(s) | {"TOUCHSTREAM_PARTITIONS": "4"}, timeout=60)
+    assert r.returncode == 2
+    [line] = r.stderr.strip().splitlines()
+    assert f"topic '{s.input_topic}' has 3 partitions but TOUCHSTREAM_PARTITIONS is 4" in line
+    assert "Traceback" not in r.stderr
+
+
 def test_produce_validates_first_and_names_the_bad_lines(
     broker: Tansu, clickhouse: ClickHouseServer, tmp_path: Path
 ) -> None:
