@@ -252,8 +252,13 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
 
     in_flight: deque[asyncio.Future[None]] = deque()  # effects of the latest batches
 
-    async def handle(messages: Any) -> asyncio.Future[None]:
+    async def handle(messages: Any, current: Callable[[], bool] = lambda: True
+                     ) -> asyncio.Future[None] | None:
         async with lock:
+            if not current():
+                # A rebalance began while this batch waited for the lock (the revocation
+                # holds it): its partitions may be another worker's now.
+                return None
             done = apply(processor.process(messages, load, datetime.now(UTC), scan))
         in_flight.append(done)
         # Up to EFFECTS_IN_FLIGHT batches' effects go out behind the one being processed:
@@ -273,7 +278,9 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
     @app.agent(source, name="touchpoints")
     async def process(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            await (await handle([e.message for e in events]))
+            done = await handle([e.message for e in events])
+            if done is not None:
+                await done
 
     if settings.clock == "live":
 
