@@ -27,7 +27,7 @@ import orjson
 from kafka.partitioner.default import murmur2
 
 from schemas.decode import Rejected, decode
-from schemas.events import Purchase, Refund, epoch_ms
+from schemas.events import Purchase, Refund, ahead_of_received, epoch_ms
 from sinks.base import Row
 from sinks.rows import (
     alert_row,
@@ -301,7 +301,6 @@ class _Batch:
         self.proc, self.load = proc, load
         self.received_ms = epoch_ms(received_at)  # DateTime values in rows are epoch ms
         self.skew = proc.max_future_skew_ms
-        self.not_ahead_of = None if self.skew is None else self.received_ms
         self.rules, self.stream_time = proc.rules, proc.stream_time
         self.out = BatchResult()
         self.events_rows: list[Row] = []
@@ -337,7 +336,7 @@ class _Batch:
         )
 
     def message(self, m: RawMessage) -> None:
-        ev = decode(m.value, self.not_ahead_of, self.skew or 0)
+        ev = decode(m.value)
         if ev.__class__ is Rejected:
             return self.reject(m, ev.reason)  # type: ignore[union-attr]
         key = m.key.decode("utf-8", "replace") if m.key is not None else None
@@ -360,6 +359,9 @@ class _Batch:
             self.out.redelivered += 1
             return None
         t = epoch_ms(ev.occurred_at)  # type: ignore[union-attr]
+        if self.skew is not None and t - self.received_ms > self.skew:
+            # The contract's future bound (decode can check it too), on the t at hand.
+            return self.reject(m, ahead_of_received(t, self.received_ms, self.skew))  # type: ignore[arg-type]
         clocks = self.clocks
         if t > clocks.get(p, self.stream_time.get(p, 0)):
             clocks[p] = t
