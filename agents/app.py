@@ -41,6 +41,7 @@ from agents.pipeline import BatchResult, Processor, Stored, cutoffs_row_for
 from agents.web import add_customer_page
 from schemas.events import epoch_ms
 from sinks import BatchingWriter, Sink
+from sinks.errors import SinkFatal, classify
 from sinks.rows import sketch_row
 from touchstream import model_store
 from touchstream.config import Settings
@@ -63,6 +64,7 @@ class Totals:
     redelivered: int = 0
     rejected: int = 0
     rows: int = 0
+    rows_refused: int = 0  # by ClickHouse, set aside in dead_letters
     deadlines_fired: int = 0
 
     def add(self, r: BatchResult) -> None:
@@ -82,6 +84,7 @@ class Worker:
     outputs: dict[str, str]  # "dead_letters", "transitions", "alerts" -> topic name
     totals: Totals
     emitter: KafkaEmitter  # every record the worker produces goes through it
+    stopped_because: str | None = None  # a fatal ClickHouse error stopped the worker
 
 
 class InOrder:
@@ -104,21 +107,28 @@ class InOrder:
 
 
 async def flush_with_retry(
-    loop: asyncio.AbstractEventLoop, io: ThreadPoolExecutor, writer: BatchingWriter
+    loop: asyncio.AbstractEventLoop, io: ThreadPoolExecutor, writer: BatchingWriter,
+    fatal: Callable[[str], Awaitable[None]],
 ) -> int:
     """Write the batch, retrying while ClickHouse is down: the partition waits (and its
-    offsets stay uncommitted) instead of the worker crashing or dropping rows."""
+    offsets stay uncommitted) instead of the worker crashing or dropping rows. Rows it
+    refuses are set aside by the writer; a configuration error stops the worker
+    (``fatal``), as retrying cannot help."""
     delay = 0.5
     while True:
         try:
             return await loop.run_in_executor(io, writer.flush)
-        except Exception as e:  # any driver error: the rows stay buffered for the retry
+        except SinkFatal as e:
+            await fatal(f"ClickHouse refused the worker's writes: {e}")
+        except Exception as e:  # any other error: the rows stay buffered for the retry
             log.error("ClickHouse write failed (%s); retrying in %.1fs", e, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
 
-def build_app(settings: Settings, sink: Sink) -> Worker:
+def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = None) -> Worker:
+    """``stop``: how a fatal ClickHouse error stops the worker (default: stop the app);
+    the command line stops the whole process, as a SIGTERM does."""
     datadir = Path(settings.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     app = BatchApp(
@@ -173,8 +183,10 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
                "alerts": alerts.get_topic_name()}
     changelog = customers.changelog_topic.get_topic_name()
     emitter = KafkaEmitter(app)
-    processor = Processor(rules_of(settings), settings.partitions, model=_load_model(sink))
+    processor = Processor(rules_of(settings), settings.partitions, model=_load_model(sink),
+                          max_future_skew_ms=int(settings.max_future_skew_s * 1000))
     writer = BatchingWriter(sink)
+    worker: Worker  # set below; the closures read it
     # One thread owns the ClickHouse connection, so a slow insert never blocks the loop.
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
     # The agent's batches and the live clock's ticks both read and write customers.
@@ -236,7 +248,9 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
                 writer.add(table, rows)
             unwritten.clear()
             if writer.pending:
-                totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer)
+                totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer,
+                                                      fatal)
+                totals.rows_refused = writer.rows_refused
 
         sent = send_outputs(result)
 
@@ -254,11 +268,16 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
     started = time.monotonic()
     last_message: dict[int, float] = {}  # partition -> when it last had a message (monotonic)
 
-    async def handle(messages: Any) -> asyncio.Future[None]:
+    async def handle(messages: Any, current: Callable[[], bool] = lambda: True
+                     ) -> asyncio.Future[None] | None:
         now = time.monotonic()
         for m in messages:
             last_message[m.partition] = now
         async with lock:
+            if not current():
+                # A rebalance began while this batch waited for the lock (the revocation
+                # holds it): its partitions may be another worker's now.
+                return None
             done = apply(processor.process(messages, load, datetime.now(UTC), scan))
         in_flight.append(done)
         # Up to EFFECTS_IN_FLIGHT batches' effects go out behind the one being processed:
@@ -278,7 +297,9 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
     @app.agent(source, name="touchpoints")
     async def process(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            await (await handle([e.message for e in events]))
+            done = await handle([e.message for e in events])
+            if done is not None:
+                await done
 
     if settings.clock == "live":
 
@@ -361,12 +382,19 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
         async def publish() -> None:  # in the effects chain: the writer is used in order
             loop = asyncio.get_running_loop()
             writer.add("rfm_sketches", sketches)
-            totals.rows += await flush_with_retry(loop, io, writer)
-            population = await loop.run_in_executor(io, merged_population)
+            totals.rows += await flush_with_retry(loop, io, writer, fatal)
+            try:
+                population = await loop.run_in_executor(io, merged_population)
+            except Exception as e:  # a failed step would fail every batch after it
+                err = classify(e)
+                if isinstance(err, SinkFatal):
+                    await fatal(f"ClickHouse refused the worker's query: {err}")
+                log.warning("RFM cut-offs not published this time: %s", err)
+                return
             row = cutoffs_row_for(population, stream_time, settings)
             if row is not None:
                 writer.add("rfm_cutoffs", [row])
-                totals.rows += await flush_with_retry(loop, io, writer)
+                totals.rows += await flush_with_retry(loop, io, writer, fatal)
 
         await effects_in_order.then(publish)
 
@@ -425,7 +453,19 @@ def build_app(settings: Settings, sink: Sink) -> Worker:
     async def report() -> None:
         log.info("totals %s", totals)
 
-    return Worker(app, process, customers, outputs, totals, emitter)
+    async def fatal(reason: str) -> None:
+        """Stop the worker, saying why in one line; nothing more is written or acked."""
+        if worker.stopped_because is None:
+            worker.stopped_because = reason
+            log.critical("%s; the worker stops: fix that and start it again", reason)
+            if stop is not None:
+                stop()
+            else:
+                asyncio.ensure_future(app.stop())
+        await asyncio.Future()  # never done: the stop cancels it
+
+    worker = Worker(app, process, customers, outputs, totals, emitter)
+    return worker
 
 
 def _load_model(sink: Sink) -> Model | None:

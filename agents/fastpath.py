@@ -12,6 +12,12 @@ takes the records as the consumer fetched them instead:
   through Faust's own ack bookkeeping, so Faust's commit logic, gaps and
   rebalances work as before. Records of every other topic (table changelogs during
   recovery) still take Faust's normal path.
+- Rebalances: records fetched in one generation are handled and acked only in that
+  generation, with the flow running. A rebalance restarts every partition from its
+  committed offset (aiokafka makes a new assignment, positions included, each time), so
+  records dropped while one is under way are read again; records of a partition Faust
+  has paused (its table is still recovering) are dropped and the partition is sought
+  back to them.
 - ``KafkaEmitter`` sends many records with the producer's batch API and waits for their
   delivery, instead of one ``send`` (a future, a buffer, a task hop) per record.
 
@@ -23,18 +29,25 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from agents.pipeline import key_partition
 
+log = logging.getLogger("touchstream.fastpath")
+
 # Gets a fetch's records (aiokafka ConsumerRecords: topic, partition, offset, key, value)
-# and returns a future that is done when their effects are; then they are acked.
-BatchHandler = Callable[[Sequence[Any]], Awaitable[asyncio.Future[None]]]
+# and ``current``, true while they may still be processed (call it once the handler holds
+# whatever a rebalance waits for); returns a future that is done when their effects are,
+# then they are acked, or None if it dropped them because ``current()`` was false.
+BatchHandler = Callable[
+    [Sequence[Any], Callable[[], bool]], Awaitable[asyncio.Future[None] | None]]
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -65,26 +78,41 @@ class BatchConsumer(faust_aiokafka.Consumer):
         records, active = await self._wait_next_records(timeout)
         if records is None or self.should_stop:
             return
-        if not self.flow_active:
-            # Rebalancing: as the base class, go back to the committed offsets.
-            await self.perform_seek()
-            return
         generation = self.app.consumer_generation_id
+
+        def current() -> bool:
+            return self.flow_active and self.app.consumer_generation_id == generation
+
+        if not current():
+            # A rebalance is under way: its new assignment starts each partition at its
+            # committed offset, so these records are read again. No seek here (Faust's
+            # getmany seeks back): one racing the rebalance failed on a partition no
+            # longer assigned, and its late bookkeeping pinned the committed offset of a
+            # partition that came back below where its data was acked.
+            return
         batches: dict[str, list[Any]] = {}
-        others = []
+        others, paused = [], []
         for tp, recs in records.items():
             if active is not None and tp not in active and tp not in self._buffered_partitions:
+                if tp.topic in handlers and recs:
+                    paused.append((tp, recs[0].offset))
                 continue
             if tp.topic in handlers:
-                await self._track(tp, recs)
                 batches.setdefault(tp.topic, []).extend(recs)
             else:
                 others.append((tp, recs))
+        for tp, offset in paused:
+            # Paused since the fetch (its table recovers): dropped, so read it again from
+            # here, or its next records would be acked past them (no commit yet: lost;
+            # with one: the committed offset stuck below a gap).
+            await self._seek_back(tp, offset, current)
         for topic, batch in batches.items():
-            if self.app.consumer_generation_id != generation:
-                return  # revoked meanwhile: the new owner reads from the committed offset
-            done = await handlers[topic](batch)
-            done.add_done_callback(functools.partial(self._ack_when_done, batch))
+            if not current():
+                return
+            self._track(batch)
+            done = await handlers[topic](batch, current)
+            if done is not None:
+                done.add_done_callback(functools.partial(self._ack_when_done, batch, current))
         to_message = self._to_message
         for tp, recs in others:
             for rec in recs:
@@ -92,20 +120,56 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     return
                 yield tp, to_message(tp, rec)
 
-    async def _track(self, tp: Any, recs: Sequence[Any]) -> None:
+    def _track(self, batch: Sequence[Any]) -> None:
         """What the base drain loop does per message: the read offset, and gaps (offsets
-        a compacted or transactional topic skips) so that commits can pass them."""
-        prev = self._read_offset[tp]
-        for rec in recs:
-            if prev is not None and rec.offset - prev > 1:
-                await self._add_gap(tp, prev + 1, rec.offset - 1)
-            prev = rec.offset
-        self._read_offset[tp] = prev
+        a compacted or transactional topic skips) so that commits can pass them. No await
+        inside: the bookkeeping belongs to the generation just checked."""
+        prev: dict[Any, int | None] = {}
+        for rec in batch:
+            tp = TP(rec.topic, rec.partition)
+            last = prev[tp] if tp in prev else self._read_offset[tp]
+            if last is not None and rec.offset - last > 1:
+                self._gap_sync(tp, last + 1, rec.offset - 1)
+            prev[tp] = rec.offset
+        self._read_offset.update(prev)
 
-    def _ack_when_done(self, batch: Sequence[Any], done: asyncio.Future[None]) -> None:
-        # A failed batch stays unacked: the handler raises it with the next batch.
-        if not done.cancelled() and done.exception() is None:
+    def _gap_sync(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        """``Consumer._add_gap`` without its ``sleep(0)``."""
+        committed = self._committed_offset[tp]
+        if committed is not None:
+            offset_from = max(offset_from, committed + 1)
+        if offset_from <= offset_to:
+            gaps = self._gap[tp]
+            gaps.addi(offset_from, offset_to + 1)
+            gaps.merge_overlaps()
+
+    async def _seek_back(self, tp: Any, offset: int, current: Callable[[], bool]) -> None:
+        if not current():
+            return  # a rebalance restarts the partition anyway
+        try:
+            await self.seek(tp, offset)
+        except (IllegalStateError, AssertionError) as e:  # no longer assigned: not ours
+            log.info("partition %s not sought back to %d: %s", tp, offset, e)
+
+    def _ack_when_done(self, batch: Sequence[Any], current: Callable[[], bool],
+                       done: asyncio.Future[None]) -> None:
+        # A failed batch stays unacked: the handler raises it with the next batch. A batch
+        # done after its generation ended is not acked either: Faust dropped the acks of
+        # revoked partitions, and these would be read as a later generation's.
+        if not done.cancelled() and done.exception() is None and current():
             self._ack_all(batch)
+
+    async def on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
+        # Every assigned partition starts again at its committed offset: acks and gaps
+        # kept from an earlier generation (a batch finished during the revocation) would
+        # only be wrong now.
+        handlers = getattr(self.app, "batch_handlers", {})
+        for tp in assigned:
+            if tp.topic in handlers:
+                self._acked.pop(tp, None)
+                self._acked_index.pop(tp, None)
+                self._gap.pop(tp, None)
+        await super().on_partitions_assigned(assigned, generation_id)
 
     def _ack_all(self, batch: Sequence[Any]) -> None:
         """``Consumer.ack`` for a whole batch: offsets into the acked lists the committer

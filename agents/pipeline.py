@@ -27,7 +27,7 @@ import orjson
 from kafka.partitioner.default import murmur2
 
 from schemas.decode import Rejected, decode
-from schemas.events import epoch_ms
+from schemas.events import Purchase, Refund, ahead_of_received, epoch_ms
 from sinks.base import Row
 from sinks.rows import (
     alert_row,
@@ -39,6 +39,7 @@ from sinks.rows import (
     transition_json,
     transition_row,
 )
+from sinks.tables import MONEY, MONEY_LIMIT
 from touchstream.domain import codec
 from touchstream.domain.alerts import Alert, with_churn
 from touchstream.domain.btyd import Model
@@ -58,7 +59,8 @@ log = logging.getLogger("touchstream.pipeline")
 
 @functools.lru_cache(maxsize=1 << 16)
 def key_partition(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2; pure Python, so cached per key)."""
+    """Kafka's default partitioner (murmur2; pure Python, so cached per key), for the
+    worker's own output records. Input may come partitioned by any partitioner."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 Load = Callable[[str], bytes | None]
 
@@ -215,14 +217,19 @@ class Processor:
     changed, and a batch that fails half-way leaves no stale entry behind."""
 
     def __init__(self, rules: Rules = DEFAULT_RULES, partitions: int | None = None,
-                 state_cache: int = STATE_CACHE, model: Model | None = None) -> None:
+                 state_cache: int = STATE_CACHE, model: Model | None = None,
+                 max_future_skew_ms: int | None = None) -> None:
         self.rules = rules
         # The churn model (model_params' chosen version): each changed customer's values
         # go into its customer_state row, and into its alerts (score_state).
         self.model = model
-        # With the topic's partition count, a message on another partition than its key's
-        # (a producer with a non-default partitioner) is dead-lettered: its customer's state
-        # lives with the key's partition, and mixing would split it across workers.
+        # An event dated more than this after its batch's received_at is dead-lettered
+        # (the worker passes TOUCHSTREAM_MAX_FUTURE_SKEW_S); None: no such bound, for
+        # offline replays whose received_at means nothing.
+        self.max_future_skew_ms = max_future_skew_ms
+        # The input topic's partition count, when known. Any partitioner is accepted (Java
+        # and kafka-python hash keys with murmur2, librdkafka clients with CRC32): what the
+        # state needs is that a customer stays on one partition, checked per message.
         self.partitions = partitions
         # Deadlines fire when stream time passes them by this much, so an event that
         # arrives up to this late is still applied before its customer's deadline.
@@ -309,14 +316,13 @@ class _Customer:
     """A customer's state during one batch: a working copy, updated in place by every
     event and deadline of the batch and encoded once at its end."""
 
-    __slots__ = ("work", "partition", "offset", "raw", "before", "home", "applied",
-                 "changed", "touched")
+    __slots__ = ("work", "partition", "offset", "raw", "before", "applied", "changed",
+                 "touched")
 
     def __init__(self, work: Working, partition: int, offset: int, raw: bytes | None,
                  before: PointKeys | None) -> None:
         self.work, self.partition, self.offset, self.raw = work, partition, offset, raw
         self.before = before  # the sketch keys of the state as loaded (point_keys)
-        self.home = partition  # ... in the sketch of this partition
         self.applied: list[bytes] = []  # the values of the events this batch applied
         self.changed = False  # the state moved: a new state row
         self.touched = False  # ... or only its stored offset: a table write
@@ -331,6 +337,7 @@ class _Batch:
     def __init__(self, proc: Processor, load: Load, received_at: datetime) -> None:
         self.proc, self.load = proc, load
         self.received_ms = epoch_ms(received_at)  # DateTime values in rows are epoch ms
+        self.skew = proc.max_future_skew_ms
         self.rules, self.stream_time = proc.rules, proc.stream_time
         self.out = BatchResult()
         self.events_rows: list[Row] = []
@@ -389,25 +396,23 @@ class _Batch:
             return self.reject(m, f"message key {key!r} is not the customer_id "
                                   f"{cid!r}: key each message by its customer_id")
         p, offset = m.partition, m.offset
-        n = self.proc.partitions
-        if n and m.key is not None and key_partition(m.key, n) != p:
-            return self.reject(m, f"message on partition {p}, but its key hashes to "
-                                  f"{key_partition(m.key, n)} of {n}: produce with "
-                                  "Kafka's default (murmur2) partitioner")
         c = self.customers.get(cid, _UNSEEN)
         if c is _UNSEEN:
             c = self.stored(cid)
-        if c is not None and c.partition != p and not n:
-            # Without the partition count, the customer's first partition is its home: a
-            # second one would split its state (and its sketch point) across partitions.
+        if c is not None and c.partition != p:
+            # The customer's first partition is its home: a second one would split its
+            # state (and its sketch point) across partitions and workers.
             return self.reject(m, f"message on partition {p}, but customer {cid!r} is on "
                                   f"partition {c.partition}: produce each customer's "
-                                  "messages to one partition (key them by customer_id, "
-                                  "default partitioner)")
+                                  "messages to one partition (key them by customer_id, with "
+                                  "the same partitioner in every producer)")
         if c is not None and c.partition == p and offset <= c.offset:
             self.out.redelivered += 1
             return None
         t = epoch_ms(ev.occurred_at)  # type: ignore[union-attr]
+        if self.skew is not None and t - self.received_ms > self.skew:
+            # The contract's future bound (decode can check it too), on the t at hand.
+            return self.reject(m, ahead_of_received(t, self.received_ms, self.skew))  # type: ignore[arg-type]
         clocks = self.clocks
         if t > clocks.get(p, self.stream_time.get(p, 0)):
             clocks[p] = t
@@ -421,6 +426,16 @@ class _Batch:
             if not fresh:
                 self.restore(c)
             return self.reject(m, f"could not be processed: {e!r}")
+        if r is not None and (ev.__class__ is Purchase or ev.__class__ is Refund) and (
+                c.work.purchase_total >= MONEY_LIMIT or c.work.refund_total >= MONEY_LIMIT):
+            # Stored, the total would be rounded or refused by ClickHouse: park the event.
+            total = "purchase_total" if ev.__class__ is Purchase else "refund_total"
+            reason = (f"{ev.type} of {ev.amount} would take customer {cid!r}'s {total} to "  # type: ignore[union-attr]
+                      f"{getattr(c.work, total)}, beyond what ClickHouse {MONEY} holds "
+                      f"(under {MONEY_LIMIT:,}): not applied; check this customer's amounts")
+            if not fresh:
+                self.restore(c)
+            return self.reject(m, reason)
         if fresh:
             self.customers[cid] = c
         c.partition, c.offset, c.touched = p, offset, True
@@ -503,12 +518,7 @@ class _Batch:
         deltas: dict[int, list[tuple[PointKeys | None, PointKeys | None]]] = {}
         for _, c in changed:
             keys = point_keys(c.work)
-            if c.home == c.partition or c.before is None:
-                deltas.setdefault(c.partition, []).append((c.before, keys))
-            else:  # moved to the partition its key hashes to now (more partitions)
-                if c.home in self.proc.sketches:  # else another worker's partition
-                    deltas.setdefault(c.home, []).append((c.before, None))
-                deltas.setdefault(c.partition, []).append((None, keys))
+            deltas.setdefault(c.partition, []).append((c.before, keys))  # a customer never moves
             c.before = keys  # for the cache: the keys of the state as stored now
         sketches = self.proc.sketches
         for p, ds in deltas.items():

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from schemas.events import EVENT_ADAPTER, Event
+from schemas.events import EVENT_ADAPTER, MAX_FUTURE_SKEW_MS, Event, ahead_of_received, epoch_ms
 
 CLOUDEVENTS_TYPE_PREFIX = "com.touchstream."
 # The adapter's core validator, called directly: TypeAdapter.validate_python only adds
@@ -62,7 +62,10 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def decode_obj(obj: Any) -> Event | Rejected:
+def decode_obj(obj: Any, received_ms: int | None = None,
+               max_future_skew_ms: int = MAX_FUTURE_SKEW_MS) -> Event | Rejected:
+    """``received_ms``: when the message was received (epoch ms, passed in by the caller);
+    an event dated more than ``max_future_skew_ms`` after it is rejected. None: no check."""
     if not isinstance(obj, dict):
         return Rejected(f"expected a JSON object, got {type(obj).__name__}")
     if "specversion" in obj:
@@ -71,17 +74,24 @@ def decode_obj(obj: Any) -> Event | Rejected:
         except ValueError as e:
             return Rejected(f"invalid CloudEvent: {e}")
     try:
-        return _validate(obj)  # type: ignore[no-any-return]
+        ev: Event = _validate(obj)
     except ValidationError as e:
         return Rejected(f"invalid event: {_describe(e)}")
+    if received_ms is not None:
+        why = ahead_of_received(epoch_ms(ev.occurred_at), received_ms, max_future_skew_ms)
+        if why is not None:
+            return Rejected(why)
+    return ev
 
 
-def decode(raw: bytes | None) -> Event | Rejected:
-    """One Kafka message value -> an event, or the reason it is rejected."""
+def decode(raw: bytes | None, received_ms: int | None = None,
+           max_future_skew_ms: int = MAX_FUTURE_SKEW_MS) -> Event | Rejected:
+    """One Kafka message value -> an event, or the reason it is rejected (``received_ms``
+    as in ``decode_obj``)."""
     if raw is None:
         return Rejected("empty message (no value)")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         return Rejected(f"not valid JSON: {e}")
-    return decode_obj(obj)
+    return decode_obj(obj, received_ms, max_future_skew_ms)

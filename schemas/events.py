@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic_core import PydanticCustomError
 
 SATISFACTION_LEVELS: dict[str, int] = {
     # The seven-level scale of the CSM index (domain.md), with its item scores.
@@ -23,7 +24,44 @@ SATISFACTION_LEVELS: dict[str, int] = {
     "very_dissatisfied": -90,
 }
 
-Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
+# What the sinks can store (sinks/tables.py): DateTime('UTC') is UInt32 seconds, 1970 to
+# 2106-02-07. Events end before 2100, so the silence deadlines the lifecycle derives from
+# them (up to a year later) fit too; the first day of 1970 is left out as a margin.
+OCCURRED_MIN = datetime(1970, 1, 2, tzinfo=UTC)
+OCCURRED_END = datetime(2100, 1, 1, tzinfo=UTC)  # exclusive
+# One amount: at most ten billion. Customer totals live in Decimal(18, 4) columns (under
+# 10^14); with this cap a customer needs 10,000 maximal purchases to reach that, and the
+# worker dead-letters the event that would (agents/pipeline.py).
+AMOUNT_MAX = Decimal(10) ** 10
+# How far ahead of the time its batch was received an event may be dated (default of
+# TOUCHSTREAM_MAX_FUTURE_SKEW_S): producers' clocks drift, but not by days.
+MAX_FUTURE_SKEW_MS = 86_400_000
+
+
+def _storable(t: datetime) -> datetime:
+    if not OCCURRED_MIN <= t < OCCURRED_END:
+        raise PydanticCustomError(
+            "occurred_at_range",
+            "must be from 1970-01-02T00:00:00Z to before 2100-01-01T00:00:00Z (what the "
+            "ClickHouse tables store)",
+        )
+    return t
+
+
+OccurredAt = Annotated[
+    AwareDatetime,
+    AfterValidator(_storable),
+    Field(description="RFC 3339 with an offset or Z, from 1970-01-02T00:00:00Z to before "
+          "2100-01-01T00:00:00Z, and at most TOUCHSTREAM_MAX_FUTURE_SKEW_S (default one "
+          "day) after the worker received it",
+          # ajv-formats' keywords: validators that know them check the range too.
+          json_schema_extra={"formatMinimum": "1970-01-02T00:00:00Z",
+                             "formatExclusiveMaximum": "2100-01-01T00:00:00Z"}),
+]
+Money = Annotated[Decimal, Field(
+    ge=0, le=AMOUNT_MAX, max_digits=18, decimal_places=4,
+    description="a decimal from 0 to 10000000000 (ten billion) with at most 4 decimal "
+    "places, as a string (exact) or a JSON number")]
 
 
 class _Event(BaseModel):
@@ -31,7 +69,7 @@ class _Event(BaseModel):
 
     event_id: str = Field(min_length=1, max_length=256)
     customer_id: str = Field(min_length=1, max_length=128)
-    occurred_at: AwareDatetime
+    occurred_at: OccurredAt
     source: str | None = Field(default=None, max_length=256)
 
 
@@ -105,3 +143,18 @@ def epoch_ms(t: datetime) -> int:
     some times and truncates towards zero before 1970.
     """
     return (t - _EPOCH) // _MS
+
+
+def ahead_of_received(t_ms: int, received_ms: int, max_skew_ms: int) -> str | None:
+    """Why an event dated ``t_ms`` cannot be taken from a batch received at
+    ``received_ms``, or None. Time is passed in: the contract never reads a clock."""
+    if t_ms - received_ms <= max_skew_ms:
+        return None
+    return (f"occurred_at {_iso(t_ms)} is more than {max_skew_ms / 1000:g} s after the time "
+            f"the worker received it ({_iso(received_ms)}, TOUCHSTREAM_MAX_FUTURE_SKEW_S): "
+            "check the sending system's clock and time zone")
+
+
+def _iso(ms: int) -> str:
+    t = _EPOCH + timedelta(milliseconds=ms)
+    return t.isoformat(timespec="milliseconds" if ms % 1000 else "seconds")[:-6] + "Z"

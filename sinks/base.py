@@ -7,21 +7,36 @@ the table; values are str, int, float, Decimal, aware datetime or None. A DateTi
 column also takes an int: milliseconds since the epoch (the worker's rows use that: no
 datetime object per value on either side).
 
+A failed call raises one of sinks/errors.py's kinds: ``SinkTransient`` (retry later),
+``RowsRefused`` (some rows' values are refused) or ``SinkFatal`` (configuration: stop).
+
 ``BatchingWriter`` sits in front of a sink: it collects rows per table and writes each
-table's rows in one insert per flush (like Quix Streams' BatchingSink).
+table's rows in one insert per flush (like Quix Streams' BatchingSink), split only where
+one insert would touch more partitions than a server takes. Rows a server refuses are
+found by halving the insert and go to ``dead_letters`` instead; the others are written.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from sinks.errors import RowsRefused, classify
 from sinks.tables import BY_NAME, TABLES, table_migrations, view_definitions
 
 Row = tuple[Any, ...]
+log = logging.getLogger("touchstream.sinks")
+
+# Current servers refuse an insert block touching more partitions than this (setting
+# max_partitions_per_insert_block, Code 252); 18.16 has no such limit. Split, not set:
+# 18.16's driver silently drops a setting it does not know.
+MAX_PARTITIONS_PER_INSERT = 100
 
 
 class SinkUnavailable(RuntimeError):
@@ -137,13 +152,52 @@ class Sink(ABC):
         self.close()
 
 
-class BatchingWriter:
-    """Collects rows per table; ``flush`` writes each table once and empties the buffer."""
+def _month(v: Any) -> int:
+    """The YYYYMM partition of a DateTime value (epoch ms or an aware datetime) as a
+    month number."""
+    if v.__class__ is int:
+        t = time.gmtime(v // 1000)
+        return t.tm_year * 12 + t.tm_mon - 1
+    t = v.astimezone(UTC)
+    return int(t.year * 12 + t.month - 1)
 
-    def __init__(self, sink: Sink) -> None:
+
+def insert_blocks(table: str, rows: Sequence[Row], limit: int = MAX_PARTITIONS_PER_INSERT
+                  ) -> list[Sequence[Row]]:
+    """``rows`` as inserts of at most ``limit`` partitions each (one, unless a table
+    partitioned by month gets rows of more months than that: a backfill). A month's rows
+    stay in one insert, in their order."""
+    column = BY_NAME[table].partition_column
+    if column is None or len(rows) <= limit:
+        return [rows]
+    i = BY_NAME[table].column_names.index(column)
+    values = [r[i] for r in rows]
+    if all(v.__class__ is int for v in values) and \
+            _month(max(values)) - _month(min(values)) < limit:
+        return [rows]  # the usual case: a few months at most
+    months = [_month(v) for v in values]
+    block_of = {m: n // limit for n, m in enumerate(sorted(set(months)))}
+    blocks: list[list[Row]] = [[] for _ in range(max(block_of.values()) + 1)]
+    for row, m in zip(rows, months, strict=True):
+        blocks[block_of[m]].append(row)
+    return list(blocks)
+
+
+class BatchingWriter:
+    """Collects rows per table; ``flush`` writes each table once and empties the buffer.
+
+    A row the server refuses (``RowsRefused``) is isolated by halving the insert until
+    only refused rows are left; each goes to ``dead_letters`` with the server's reason,
+    its table and its key, and the other rows are written. ``clock`` dates those dead
+    letters."""
+
+    def __init__(self, sink: Sink,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.sink = sink
+        self.clock = clock
         self._rows: dict[str, list[Row]] = {}
         self.rows_written = 0
+        self.rows_refused = 0
 
     def add(self, table: str, rows: Sequence[Row]) -> None:
         if table not in BY_NAME:
@@ -156,17 +210,50 @@ class BatchingWriter:
         return sum(len(r) for r in self._rows.values())
 
     def flush(self) -> int:
-        """Write everything buffered. If an insert fails, the tables not yet written stay
+        """Write everything buffered; returns the rows written. If an insert fails with
+        ``SinkTransient`` or ``SinkFatal`` (raised), the tables not yet written stay
         buffered, so calling flush again resumes (rows are versioned: a rewrite is safe)."""
         written = 0
         for table in list(self._rows):
             rows = self._rows[table]
-            self.sink.insert(table, rows)
+            refused: list[tuple[Row, str]] = []
+            for block in insert_blocks(table, rows):
+                refused += self._insert(table, block)
+            if refused:
+                self._set_aside(table, refused)
             del self._rows[table]
-            written += len(rows)
+            written += len(rows) - len(refused)
         self.rows_written += written
         return written
 
+    def _insert(self, table: str, rows: Sequence[Row]) -> list[tuple[Row, str]]:
+        """Insert ``rows``; returns those refused, each with the server's reason."""
+        try:
+            self.sink.insert(table, rows)
+            return []
+        except Exception as e:
+            err = classify(e)
+            if not isinstance(err, RowsRefused):
+                raise err from e
+            if len(rows) == 1:
+                return [(rows[0], str(err))]
+        half = len(rows) // 2  # about log2(rows) inserts per refused row
+        return self._insert(table, rows[:half]) + self._insert(table, rows[half:])
+
+    def _set_aside(self, table: str, refused: list[tuple[Row, str]]) -> None:
+        from sinks.rows import refused_row, row_key  # sinks.rows imports this module
+
+        self.rows_refused += len(refused)
+        for row, reason in refused:
+            log.error("ClickHouse refused the %s row %s; it goes to dead_letters: %s",
+                      table, row_key(table, row), reason)
+        if table == "dead_letters":
+            log.error("dead letters refused by ClickHouse cannot be stored: %s", refused)
+            return
+        at = self.clock()
+        lost = self._insert("dead_letters", [refused_row(table, r, why, at) for r, why in refused])
+        if lost:
+            log.error("dead letters refused by ClickHouse cannot be stored: %s", lost)
 
 def one_line(e: BaseException) -> str:
     """A ClickHouse error (either sink) as one line: the server's whole message, without

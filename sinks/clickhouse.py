@@ -10,6 +10,7 @@ from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
 from sinks.base import Row, Sink, SinkUnavailable
+from sinks.errors import SinkFatal, classify
 from sinks.tables import BY_NAME
 
 _DATETIMES = {
@@ -77,9 +78,20 @@ class ClickHouseSink(Sink):
                 f"cannot reach ClickHouse at {self.url_for_humans}: {_first_line(e)}. "
                 "Is the server running and is TOUCHSTREAM_CLICKHOUSE_URL right?"
             ) from e
+        except ch_errors.Error as e:
+            err = classify(e)
+            raise SinkUnavailable(
+                f"ClickHouse at {self.url_for_humans} refused the connection: {err}. "
+                "Check the user and password in TOUCHSTREAM_CLICKHOUSE_URL"
+                if isinstance(err, SinkFatal) else
+                f"ClickHouse at {self.url_for_humans} did not answer: {err}"
+            ) from e
 
     def execute(self, sql: str) -> None:
-        self.client.execute(sql)
+        try:
+            self.client.execute(sql)
+        except Exception as e:
+            raise classify(e) from e
 
     def insert(self, table: str, rows: Sequence[Row]) -> None:
         if not rows:
@@ -91,10 +103,13 @@ class ClickHouseSink(Sink):
             # Epoch milliseconds -> the seconds clickhouse-driver takes as they are.
             columns[i] = [v // 1000 if type(v) is int else v for v in columns[i]]
         # Values travel in native blocks, never inside the SQL text.
-        self.client.execute(
-            f"INSERT INTO {self.database}.{t.name} ({cols}) VALUES", columns, types_check=False,
-            columnar=True,
-        )
+        try:
+            self.client.execute(
+                f"INSERT INTO {self.database}.{t.name} ({cols}) VALUES", columns,
+                types_check=False, columnar=True,
+            )
+        except Exception as e:
+            raise classify(e) from e
 
     def query(self, sql: str) -> tuple[list[str], list[Row]]:
         rows, cols = self.client.execute(sql, with_column_types=True)

@@ -14,6 +14,7 @@ import orjson
 import pyarrow as pa
 
 from sinks.base import Row, Sink, SinkUnavailable
+from sinks.errors import classify
 from sinks.tables import BY_NAME
 
 _SIMPLE = {
@@ -71,21 +72,27 @@ class ChdbSink(Sink):
         self.session.query("SET output_format_json_quote_64bit_integers = 0")
 
     def execute(self, sql: str) -> None:
-        self.session.query(sql)
+        try:
+            self.session.query(sql)
+        except Exception as e:
+            raise classify(e) from e
 
     def insert(self, table: str, rows: Sequence[Row]) -> None:
         if not rows:
             return
         schema = _SCHEMAS[table]
         columns = list(zip(*rows, strict=True))
-        tbl = pa.table(  # noqa: F841 - chdb's Python() table function finds it by name
-            [pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)],
-            schema=schema,
-        )
-        cols = ", ".join(f"`{c}`" for c in schema.names)
-        self.session.query(
-            f"INSERT INTO {self.database}.{table} ({cols}) SELECT * FROM Python(tbl)"
-        )
+        try:
+            tbl = pa.table(  # noqa: F841 - chdb's Python() table function finds it by name
+                [pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)],
+                schema=schema,
+            )
+            cols = ", ".join(f"`{c}`" for c in schema.names)
+            self.session.query(
+                f"INSERT INTO {self.database}.{table} ({cols}) SELECT * FROM Python(tbl)"
+            )
+        except Exception as e:
+            raise classify(e) from e
 
     def query(self, sql: str) -> tuple[list[str], list[Row]]:
         # JSONCompact keeps ClickHouse's own rendering of dates and decimals. The SQL is

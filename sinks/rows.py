@@ -7,6 +7,7 @@ JSON has its own ISO text (``iso_ms``)."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from decimal import Decimal
 from math import isfinite
@@ -17,6 +18,7 @@ import orjson
 
 from schemas.events import EVENT_TYPES, Event, Purchase, Refund, _Event, epoch_ms
 from sinks.base import Row
+from sinks.tables import BY_NAME
 from touchstream.domain.alerts import ALERT_SCHEMA_VERSION, Alert, iso_ms
 from touchstream.domain.issues import outcome as complaint_outcome
 from touchstream.domain.lifecycle import DEFAULT_RULES, Transition
@@ -183,6 +185,32 @@ def dead_letter_row(
         received_at,
         1,
     )
+
+
+def row_key(table: str, row: Row) -> str:
+    """A row's natural key as text: ``customer_id=C42 event_id=ord-1``."""
+    t = BY_NAME[table]
+    return " ".join(f"{c}={row[t.column_names.index(c)]}" for c in t.key)
+
+
+def refused_row(table: str, row: Row, reason: str, received_at: datetime | int) -> Row:
+    """The dead_letters row for a row ClickHouse refused: topic ``clickhouse:<table>``,
+    partition 0, offset a hash of the row's key and version (a retry rewrites the same
+    dead letter), key the row's key, raw the row as JSON (DateTime values in ISO form)."""
+    t = BY_NAME[table]
+    values = dict(zip(t.column_names, row, strict=True))
+    for name, ty in t.columns:
+        if "DateTime" in ty and values[name].__class__ is int:
+            try:
+                values[name] = iso_ms(values[name])
+            except (OverflowError, ValueError):  # beyond any datetime: kept as epoch ms
+                pass
+    key = row_key(table, row)
+    digest = hashlib.blake2b(f"{key}\0{values.get('version')}".encode(), digest_size=8)
+    return dead_letter_row(
+        f"clickhouse:{table}", 0, int.from_bytes(digest.digest()) >> 1, key.encode(),
+        orjson.dumps(values, default=str), f"ClickHouse refused this {table} row: {reason}",
+        received_at)
 
 
 def clock_row(partition: int, stream_time_ms: int) -> Row:

@@ -10,9 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 DT = "DateTime('UTC')"
 MONEY = "Decimal(18, 4)"
+# MONEY holds 18 digits, 4 after the point: a value must stay under this to be stored
+# exactly (clickhouse-driver rounds a larger one to 18 digits; chdb refuses it).
+MONEY_LIMIT = Decimal(10) ** 14
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,19 @@ class Table:
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c for c, _ in self.columns)
+
+    @property
+    def partition_column(self) -> str | None:
+        """The DateTime column of ``PARTITION BY toYYYYMM(column)``, if any."""
+        if "PARTITION BY toYYYYMM(" not in self.engine:
+            return None
+        return self.engine.split("PARTITION BY toYYYYMM(", 1)[1].split(")", 1)[0]
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The natural key: the ORDER BY columns of the engine."""
+        order_by = self.engine.split("ORDER BY", 1)[1].strip().strip("()")
+        return tuple(c.strip() for c in order_by.split(","))
 
     def ddl(self, db: str) -> str:
         cols = ",\n  ".join(f"`{c}` {t}" for c, t in self.columns)

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     unresolved_after_days: float = Field(
         7.0, gt=0, description="a complaint or call problem still open this long is live "
         "trouble that can raise churn_risk")
+    max_future_skew_s: float = Field(
+        86_400.0, ge=0, description="an event dated more than this after the time its batch "
+        "was received is dead-lettered (a producer clock off by days, a wrong time zone)")
     producer_max_batch_size: int | None = Field(
         None, ge=1, description="Faust producer batch bytes (None: Faust's default). The local "
         "Tansu broker reports a wrong log end for multi-record batches, which makes table "

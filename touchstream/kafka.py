@@ -70,6 +70,19 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], replication: int = 1,
         a.close()
 
 
+def partition_count(bootstrap: str, topic: str,
+                    options: Mapping[str, Any] | None = None) -> int | None:
+    """The topic's partition count as the broker has it (None: no such topic)."""
+    a = admin(bootstrap, options)
+    try:
+        [described] = a.describe_topics([topic])
+    except (KafkaError, OSError) as e:
+        raise _unreachable(bootstrap, e) from e
+    finally:
+        a.close()
+    return len(described["partitions"]) if described["error_code"] == 0 else None
+
+
 def producer(bootstrap: str, options: Mapping[str, Any] | None = None) -> KafkaProducer:
     options = client_options(options)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from schemas.decode import Rejected, decode_obj
+from schemas.events import epoch_ms
 from touchstream.config import Settings
 from touchstream.kafka import producer
 from touchstream.security import kafka_options
@@ -33,6 +35,8 @@ def send_events(
     """Send each valid object keyed by its customer_id. ``raw_extra`` are (key, value)
     pairs sent unvalidated (the demo's bad samples, to show the dead letters)."""
     report = SendReport()
+    # The worker's own future bound, against the time of sending: caught here, not later.
+    now_ms, skew_ms = epoch_ms(datetime.now(UTC)), int(s.max_future_skew_s * 1000)
     p = producer(s.bootstrap, kafka_options(s))
     futures = []
     bar = Progress(
@@ -45,7 +49,7 @@ def send_events(
             if isinstance(obj, Exception):
                 report.rejected.append((line, f"not valid JSON: {obj}"))
                 continue
-            ev = decode_obj(obj)
+            ev = decode_obj(obj, now_ms, skew_ms)
             if isinstance(ev, Rejected):
                 report.rejected.append((line, ev.reason))
                 continue

@@ -127,3 +127,24 @@ def test_behind_a_slow_clickhouse_insert_alerts_go_out_at_once_and_later_batches
     assert events == [1, 3]  # the second insert carries the second and third batches
     assert {k for _, k, _ in harness.changelog} == {b"c1", b"c2", b"c3"}
     assert harness.rows("SELECT count() FROM {db}.events FINAL") == [(4,)]
+
+
+def test_a_batch_of_purchases_in_120_months_lands_whole_in_chdb(harness) -> None:
+    # A backfill: one batch touching more months (events partitions) than chdb's engine
+    # takes in one insert (100).
+    from agents.pipeline import RawMessage
+
+    handle = next(iter(harness.worker.app.batch_handlers.values()))
+    batch = [RawMessage("t", part(b"c1"), i, b"c1", purchase(
+        f"e{i}", "c1", f"{2010 + i // 12}-{i % 12 + 1:02d}-15", "10")) for i in range(120)]
+
+    async def go() -> None:
+        import asyncio
+
+        await asyncio.wait_for(await handle(batch), 60)  # a refused insert is retried forever
+
+    run(go())
+    assert harness.rows("SELECT count(), uniqExact(toYYYYMM(occurred_at)) FROM {db}.events") \
+        == [(120, 120)]
+    assert harness.rows("SELECT purchases FROM {db}.customer_state FINAL") == [(120,)]
+    assert harness.worker.totals.rows_refused == 0

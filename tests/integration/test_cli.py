@@ -54,6 +54,28 @@ def test_an_unreachable_clickhouse_gives_a_clear_error_not_a_traceback(tmp_path:
     assert "Traceback" not in r.stderr
 
 
+def test_a_wrong_clickhouse_password_gives_a_one_line_error_not_a_traceback(
+    clickhouse: ClickHouseServer,
+) -> None:
+    url = clickhouse.url("x").replace("default:@", "default:wrong@")
+    r = touchstream("migrate", "--no-topics", env={"TOUCHSTREAM_CLICKHOUSE_URL": url})
+    assert r.returncode == 2
+    [line] = r.stderr.strip().splitlines()
+    assert "refused the connection" in line and "password" in line.lower()
+    assert "Traceback" not in r.stderr
+
+
+def test_a_readonly_clickhouse_user_fails_the_migration_in_one_line(
+    clickhouse: ClickHouseServer,
+) -> None:
+    url = clickhouse.url(unique("ro")).replace("default:@", "analyst:analyst@")
+    r = touchstream("migrate", "--no-topics", env={"TOUCHSTREAM_CLICKHOUSE_URL": url})
+    assert r.returncode == 2
+    [line] = r.stderr.strip().splitlines()
+    assert "ClickHouse refused the migration: Code: 164." in line
+    assert "Traceback" not in r.stderr
+
+
 def test_an_unreachable_broker_gives_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     f = tmp_path / "e.jsonl"
     f.write_text('{"event_id":"1","customer_id":"c","type":"account","change":"moved",'
@@ -61,6 +83,17 @@ def test_an_unreachable_broker_gives_a_clear_error_not_a_traceback(tmp_path: Pat
     r = touchstream("produce", str(f), env={"TOUCHSTREAM_BROKER": f"kafka://127.0.0.1:{free_port()}"})
     assert r.returncode == 2
     assert "cannot reach a Kafka broker" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_worker_refuses_to_start_when_the_input_topic_has_another_partition_count(
+    broker: Tansu, clickhouse: ClickHouseServer, tmp_path: Path
+) -> None:
+    s = make_settings(broker, clickhouse.url(unique("parts")), tmp_path, partitions=3)
+    r = touchstream("worker", env=worker_env(s) | {"TOUCHSTREAM_PARTITIONS": "4"}, timeout=60)
+    assert r.returncode == 2
+    [line] = r.stderr.strip().splitlines()
+    assert f"topic '{s.input_topic}' has 3 partitions but TOUCHSTREAM_PARTITIONS is 4" in line
     assert "Traceback" not in r.stderr
 
 

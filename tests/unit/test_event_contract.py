@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from schemas.decode import Rejected, decode
 from schemas.events import (
+    AMOUNT_MAX,
     SATISFACTION_LEVELS,
     Account,
     Call,
@@ -204,6 +205,73 @@ def test_a_currency_that_is_not_three_uppercase_letters_is_rejected(currency):
 @pytest.mark.parametrize("level", ["happy", "SATISFIED", "very satisfied", "", "5"])
 def test_a_survey_satisfaction_outside_the_seven_levels_is_rejected(level):
     assert "satisfaction" in rejected(message("survey", satisfaction=level))
+
+
+# -- what the sinks can store --------------------------------------------------------
+
+
+@pytest.mark.parametrize("occurred_at", [
+    "0001-01-01T00:00:00Z", "1900-01-01T00:00:00Z", "1969-12-31T23:59:59Z",
+    "1970-01-01T00:00:01Z", "2100-01-01T00:00:00Z", "2106-02-07T06:28:15Z",
+    "9999-12-31T23:59:59-05:00",
+])
+def test_an_occurred_at_a_clickhouse_datetime_cannot_hold_is_rejected_naming_the_range(
+        occurred_at):
+    reason = rejected(message(occurred_at=occurred_at))
+    assert "occurred_at" in reason
+    assert "1970-01-02T00:00:00Z" in reason and "2100-01-01T00:00:00Z" in reason
+
+
+@pytest.mark.parametrize("occurred_at", [
+    "1970-01-02T00:00:00Z", "1970-01-02T01:00:00+01:00", "2099-12-31T23:59:59.999Z",
+    "2100-01-01T00:59:59+01:00",
+])
+def test_an_occurred_at_at_the_edges_of_the_range_is_accepted(occurred_at):
+    assert isinstance(decode(raw(message(occurred_at=occurred_at))), Purchase)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.datetimes(
+    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+    timezones=st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m))),
+))
+def test_every_accepted_occurred_at_and_a_year_after_it_fit_a_clickhouse_datetime(t):
+    ev = decode(raw(message(occurred_at=t.isoformat())))
+    if isinstance(ev, Purchase):
+        seconds = epoch_ms(ev.occurred_at) // 1000
+        # DateTime is UInt32 seconds; deadlines derived from an event come up to a year later.
+        assert 0 < seconds and seconds + 366 * 86_400 < 2**32
+    else:
+        assert "occurred_at" in ev.reason
+
+
+@pytest.mark.parametrize("type_", ["purchase", "refund"])
+def test_an_amount_above_ten_billion_is_rejected_and_ten_billion_is_accepted(type_):
+    assert AMOUNT_MAX == Decimal(10) ** 10
+    assert decode(raw(message(type_, amount="10000000000"))).amount == AMOUNT_MAX
+    reason = rejected(message(type_, amount="10000000000.0001"))
+    assert "amount" in reason and "10000000000" in reason
+    assert "amount" in rejected(message(type_, amount="99999999999999.9999"))
+
+
+def test_an_event_more_than_the_skew_after_its_received_time_is_rejected_naming_both_times():
+    received = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+    day = 86_400_000
+    body = raw(message(occurred_at="2024-03-02T09:00:00.001Z"))
+    reason = decode(body, epoch_ms(received), day)
+    assert isinstance(reason, Rejected)
+    assert "2024-03-02T09:00:00.001Z" in reason.reason and "2024-03-01T09:00:00Z" in reason.reason
+    assert "TOUCHSTREAM_MAX_FUTURE_SKEW_S" in reason.reason and "clock" in reason.reason
+    at_the_bound = raw(message(occurred_at="2024-03-02T09:00:00Z"))
+    assert isinstance(decode(at_the_bound, epoch_ms(received), day), Purchase)
+    assert isinstance(decode(body, epoch_ms(received), 2 * day), Purchase)
+    assert isinstance(decode(body), Purchase)  # no received time: nothing to compare with
+
+
+def test_a_cloudevent_dated_too_far_ahead_is_rejected_like_the_plain_form():
+    received = epoch_ms(datetime(2024, 1, 1, tzinfo=UTC))
+    result = decode(raw(cloudevent()), received, 60_000)
+    assert isinstance(result, Rejected) and "occurred_at" in result.reason
 
 
 # -- CloudEvents ---------------------------------------------------------------------

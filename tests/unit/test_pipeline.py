@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import base64
 import json
+import zlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.pipeline import BatchResult, Processor, RawMessage, Stored
 from schemas.events import epoch_ms
 from sinks.tables import CUSTOMER_STATE, DEAD_LETTERS, EVENTS, STREAM_CLOCK
+from touchstream.domain import codec
 from touchstream.domain.rfm import CustomerState
 
 TOPIC = "touchpoints"
@@ -278,16 +281,48 @@ def test_redelivering_a_tail_of_the_stream_changes_no_state(messages, data):
     assert result.rows["events"] == result.rows["customer_state"] == []
 
 
-def test_a_message_on_another_partition_than_its_keys_is_dead_lettered_when_partitions_are_known():
+def crc32_partition(key: bytes, n: int) -> int:
+    """librdkafka's consistent / consistent_random partitioner (confluent-kafka, Go, .NET,
+    kcat by default) for a keyed message."""
+    return zlib.crc32(key) % n
+
+
+def test_a_stream_partitioned_by_crc32_as_librdkafka_clients_do_is_accepted_whole():
     from kafka.partitioner.default import murmur2
 
-    e = event("a", "e1", 0)
-    right = (murmur2(b"a") & 0x7FFFFFFF) % 4
+    customers = [f"c{i}" for i in range(40)]
+    elsewhere = [c for c in customers
+                 if crc32_partition(c.encode(), 4) != (murmur2(c.encode()) & 0x7FFFFFFF) % 4]
+    assert len(elsewhere) > 20  # most land where murmur2 would not put them
+    offsets = [0] * 4
+    messages = []
+    for i in range(200):
+        cid = customers[i % len(customers)]
+        p = crc32_partition(cid.encode(), 4)
+        messages.append(msg(event(cid, f"e{i}", i), offsets[p], partition=p))
+        offsets[p] += 1
     table, proc = Table(), Processor(partitions=4)
-    ok = table.run(proc, [msg(e, 0, partition=right)])
-    wrong = table.run(proc, [msg({**e, "event_id": "e2"}, 1, partition=(right + 1) % 4)])
-    assert ok.accepted == 1 and wrong.rejected == 1
-    assert "murmur2" in orjson.loads(wrong.dead_letters[0][1])["reason"]
+    result = table.run(proc, messages[:120])
+    result2 = table.run(proc, messages[120:])
+    assert result.rejected == result2.rejected == 0
+    assert result.accepted + result2.accepted == 200
+    assert {Stored.decode(table.data[c]).partition for c in customers} == {0, 1, 2, 3}
+    assert proc.population().count == 40
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.dictionaries(st.sampled_from("abcdefgh"), st.integers(0, 3), min_size=1),
+       st.lists(st.sampled_from("abcdefgh"), min_size=1, max_size=40))
+def test_any_partitioner_that_keeps_each_customer_on_one_partition_is_accepted(home, order):
+    order = [c for c in order if c in home]
+    offsets = [0] * 4
+    messages = []
+    for i, cid in enumerate(order):
+        p = home[cid]
+        messages.append(msg(event(cid, f"e{i}", i), offsets[p], partition=p))
+        offsets[p] += 1
+    result = Table().run(Processor(partitions=4), messages)
+    assert (result.accepted, result.rejected) == (len(order), 0)
 
 
 def test_an_event_the_domain_cannot_process_is_dead_lettered_not_raised(monkeypatch):
@@ -450,8 +485,9 @@ def test_a_long_purchase_history_is_cached_as_an_array_and_worked_on_as_a_list()
 # -- a customer on two partitions ----------------------------------------------------------
 
 
-def test_without_the_partition_count_a_customers_second_partition_is_dead_lettered_not_raised():
-    table, proc = Table(), Processor()  # partitions=None
+@pytest.mark.parametrize("partitions", [None, 4])
+def test_a_customers_message_on_a_second_partition_is_dead_lettered_naming_both(partitions):
+    table, proc = Table(), Processor(partitions=partitions)
     table.run(proc, [msg(event("a", "e1", 1), 0, partition=0)])
     before = table.data["a"]
     result = table.run(proc, [msg(event("a", "e2", 2), 0, partition=1),
@@ -472,7 +508,7 @@ def test_a_new_customer_on_two_partitions_in_one_batch_keeps_the_first():
     assert proc.population().count == 1
 
 
-def test_a_customer_moved_by_a_new_partition_count_moves_its_point_between_sketches():
+def test_a_customer_whose_key_moved_with_a_new_partition_count_stays_on_its_partition():
     from kafka.partitioner.default import murmur2
 
     def scan_of(table: Table):
@@ -485,12 +521,15 @@ def test_a_customer_moved_by_a_new_partition_count_moves_its_point_between_sketc
     table = Table()
     table.data.update(Processor(partitions=4).process(
         [msg(event(cid, "e1", 1), 0, partition=old)], table.load, RECEIVED).states)
+    before = table.data[cid]
     proc = Processor(partitions=8)  # restarted after the topic got 8 partitions
     result = proc.process([msg(event(cid, "e2", 2), 0, partition=new)], table.load, RECEIVED,
                           scan_of(table), partitions=[old])
-    assert result.accepted == 1
-    assert proc.sketches[old].count == 0 and proc.sketches[new].count == 1
-    assert Stored.decode(result.states[cid]).partition == new
+    assert (result.accepted, result.rejected) == (0, 1)
+    assert f"but customer {cid!r} is on partition {old}" in orjson.loads(
+        result.dead_letters[0][1])["reason"]
+    assert cid not in result.states and table.data[cid] == before
+    assert proc.sketches[old].count == 1 and proc.population().count == 1
 
 
 def test_a_state_rolled_back_behind_the_workers_back_does_not_stop_the_batch(caplog):
@@ -503,3 +542,60 @@ def test_a_state_rolled_back_behind_the_workers_back_does_not_stop_the_batch(cap
     assert result.accepted == 1 and table.state("a").purchases == 2
     assert proc.population().count >= 1
     assert "counted afresh" in caplog.text
+
+
+# -- values the sinks cannot store -----------------------------------------------------------
+
+
+def test_an_event_dated_more_than_the_skew_after_its_batch_was_received_is_dead_lettered():
+    table, proc = Table(), Processor(max_future_skew_ms=86_400_000)
+    ahead = {**event("a", "e2"), "occurred_at": "2024-03-03T00:00:00.001Z"}  # RECEIVED + 1 day
+    result = table.run(proc, [msg(event("a", "e1"), 0), msg(ahead, 1)])
+    assert (result.accepted, result.rejected) == (1, 1)
+    reason = orjson.loads(result.dead_letters[0][1])["reason"]
+    assert "2024-03-03T00:00:00.001Z" in reason and "clock" in reason
+    assert result.rows["dead_letters"][0][2] == 1  # the offset of the message
+    assert table.state("a").purchases == 1
+    # Offline replays (no bound) take the same event.
+    assert Table().run(Processor(), [msg(ahead, 1)]).accepted == 1
+
+
+def near_the_limit(table: Table, cid: str, total: str, refunds: str = "0") -> None:
+    """Store ``cid`` as a customer whose totals are already ``total`` and ``refunds``."""
+    table.run(Processor(), [msg(event(cid, "seed"), 0)])
+    work, partition, offset = codec.decode(table.data[cid])
+    work.purchase_total, work.refund_total = Decimal(total), Decimal(refunds)
+    table.data[cid] = codec.encode(work, partition, offset)
+
+
+def test_a_purchase_that_would_take_the_total_past_what_clickhouse_stores_is_dead_lettered():
+    table, proc = Table(), Processor()
+    near_the_limit(table, "a", "99990000000000.0000")
+    before = table.data["a"]
+    big = {**event("a", "e1", 1), "amount": "10000000000"}  # total 10^14: one too many digits
+    result = table.run(proc, [msg(big, 1), msg(event("a", "e2", 2, amount="0.99"), 2)])
+    assert (result.accepted, result.rejected) == (1, 1)
+    reason = orjson.loads(result.dead_letters[0][1])["reason"]
+    assert "purchase_total" in reason and "100000000000000" in reason and "'a'" in reason
+    assert table.state("a").purchase_total == Decimal("99990000000000.99")
+    assert table.data["a"] != before and table.state("a").purchases == 2
+    [row] = result.rows["customer_state"]
+    purchase_total, net_spend = row[5], row[8]
+    assert purchase_total == net_spend == Decimal("99990000000000.99")  # exact, storable
+
+
+def test_a_refund_that_would_take_the_refund_total_past_the_limit_is_dead_lettered():
+    table, proc = Table(), Processor()
+    near_the_limit(table, "a", "10.00", refunds="99999999999999.0000")
+    refund = {**event("a", "r1", 1), "type": "refund", "amount": "1", "reason": "other"}
+    result = table.run(proc, [msg(refund, 1)])
+    assert (result.accepted, result.rejected) == (0, 1)
+    assert "refund_total" in orjson.loads(result.dead_letters[0][1])["reason"]
+    assert table.state("a").refund_total == Decimal("99999999999999.0000")
+
+
+def test_a_duplicate_of_an_event_counted_before_the_limit_is_a_duplicate_not_a_dead_letter():
+    table, proc = Table(), Processor()
+    near_the_limit(table, "a", "99999999999999.0000")
+    result = table.run(proc, [msg(event("a", "seed"), 1)])  # the seed's id again
+    assert (result.duplicates, result.rejected) == (1, 0)

@@ -1,0 +1,181 @@
+"""agents/fastpath.py's batch consumer around rebalances: what it does with records fetched
+while the group rebalances, with records of a partition paused since the fetch, and with
+batches done after their generation ended. A real (unstarted) Faust consumer; only the
+fetch and the seek, which would need a broker, are stand-ins."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiokafka.errors import IllegalStateError
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from agents.fastpath import BatchApp
+
+IN = TP("in", 0)
+IN1 = TP("in", 1)
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes = b"k"
+    value: bytes = b"v"
+
+
+def records(tp: TP, *offsets: int) -> list[Record]:
+    return [Record(tp.topic, tp.partition, o) for o in offsets]
+
+
+class Harness:
+    def __init__(self, fetched: dict[TP, list[Record]], active: set[TP] | None = None) -> None:
+        self.app = BatchApp("t", broker="kafka://127.0.0.1:9", store="memory://",
+                            web_enabled=False)
+        self.consumer = c = self.app.consumer
+        self.handled: list[list[Record]] = []
+        self.sought: list[tuple[TP, int]] = []
+        self.futures: list[asyncio.Future[None]] = []
+        self.on_handle: Callable[[Callable[[], bool]], None] = lambda current: None
+
+        async def wait_next_records(timeout: float) -> Any:
+            return fetched, active if active is not None else set(fetched)
+
+        async def seek(tp: TP, offset: int) -> None:
+            self.sought.append((tp, offset))
+
+        async def perform_seek() -> None:  # what crashed a worker when a rebalance raced it
+            raise IllegalStateError(f"No current assignment for partition {IN}")
+
+        c._wait_next_records = wait_next_records
+        c._seek = seek
+        c.perform_seek = perform_seek
+
+        async def handler(batch: list[Record], current: Callable[[], bool]) -> Any:
+            self.on_handle(current)
+            if not current():
+                return None
+            self.handled.append(list(batch))
+            f = asyncio.get_running_loop().create_future()
+            self.futures.append(f)
+            return f
+
+        self.app.batch_handlers["in"] = handler
+
+    async def fetch(self) -> list[Any]:
+        return [m async for m in self.consumer.getmany(1.0)]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_records_fetched_while_the_group_rebalances_are_dropped_without_a_seek():
+    h = Harness({IN: records(IN, 5, 6)})
+    h.consumer.stop_flow()
+    run(h.fetch())  # no IllegalStateError from a seek racing the rebalance
+    assert h.handled == [] and h.sought == []
+    assert dict(h.consumer._read_offset) == {} and dict(h.consumer._committed_offset) == {}
+
+
+def test_a_fetch_is_handled_as_one_batch_and_acked_when_its_effects_are_done():
+    h = Harness({IN: records(IN, 5, 6), IN1: records(IN1, 0)})
+
+    async def go() -> None:
+        await h.fetch()
+        assert [[r.offset for r in b] for b in h.handled] == [[5, 6, 0]]
+        assert h.consumer._acked[IN] == []
+        h.futures[0].set_result(None)
+        await asyncio.sleep(0)
+
+    run(go())
+    assert h.consumer._acked[IN] == [5, 6] and h.consumer._acked[IN1] == [0]
+    assert h.consumer._read_offset[IN] == 6
+
+
+def test_records_of_a_partition_paused_since_the_fetch_are_sought_back_to_be_read_again():
+    h = Harness({IN: records(IN, 5, 6), IN1: records(IN1, 40, 41)}, active={IN})
+    run(h.fetch())
+    assert [[r.offset for r in b] for b in h.handled] == [[5, 6]]
+    assert h.sought == [(IN1, 40)]
+
+
+def test_a_seek_back_on_a_partition_no_longer_assigned_is_not_an_error():
+    h = Harness({IN1: records(IN1, 40)}, active=set())
+
+    async def refuse(tp: TP, offset: int) -> None:
+        raise IllegalStateError(f"No current assignment for partition {tp}")
+
+    h.consumer._seek = refuse
+    run(h.fetch())
+    assert h.handled == []
+
+
+def test_a_batch_done_after_its_generation_ended_is_not_acked():
+    h = Harness({IN: records(IN, 5, 6)})
+
+    async def go() -> None:
+        await h.fetch()
+        h.app.consumer_generation_id += 1  # a rebalance while its effects went out
+        h.futures[0].set_result(None)
+        await asyncio.sleep(0)
+
+    run(go())
+    assert h.consumer._acked[IN] == [] and h.consumer._n_acked == 0
+
+
+def test_a_batch_done_while_the_flow_is_stopped_for_a_rebalance_is_not_acked():
+    h = Harness({IN: records(IN, 5, 6)})
+
+    async def go() -> None:
+        await h.fetch()
+        h.consumer.stop_flow()  # revoked: Faust has dropped this partition's acks already
+        h.futures[0].set_result(None)
+        await asyncio.sleep(0)
+
+    run(go())
+    assert h.consumer._acked[IN] == []
+
+
+def test_a_batch_that_waited_past_a_rebalance_is_neither_processed_nor_acked():
+    h = Harness({IN: records(IN, 5, 6)})
+
+    def rebalance_meanwhile(current: Callable[[], bool]) -> None:
+        h.app.consumer_generation_id += 1  # while the handler waited for its lock
+
+    h.on_handle = rebalance_meanwhile
+    run(h.fetch())
+    assert h.handled == [] and h.consumer._acked[IN] == []
+
+
+def test_a_partition_assigned_again_keeps_no_acks_or_gaps_of_an_earlier_generation(
+        monkeypatch):
+    async def faust_assigned(self: Any, assigned: Any, generation_id: int = 0) -> None:
+        pass  # Faust's own callback chain (tables, recovery) needs a running app
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "on_partitions_assigned", faust_assigned)
+    h = Harness({})
+    c = h.consumer
+    changelog = TP("t-customers-changelog", 0)
+    for tp in (IN, changelog):
+        c._acked[tp].extend([7, 8])
+        c._acked_index[tp].update([7, 8])
+        c._gap[tp].addi(3, 5)
+    run(c.on_partitions_assigned({IN, changelog}, 2))
+    assert IN not in c._acked and IN not in c._acked_index and IN not in c._gap
+    assert c._acked[changelog] == [7, 8]  # Faust's own topics: left as they are
+
+
+@pytest.mark.parametrize("gap", [True, False])
+def test_offsets_a_topic_skips_are_tracked_as_gaps_so_commits_pass_them(gap):
+    offsets = (5, 9) if gap else (5, 6)
+    h = Harness({IN: records(IN, *offsets)})
+    h.consumer._read_offset[IN] = 4
+    run(h.fetch())
+    assert bool(h.consumer._gap[IN]) is gap
