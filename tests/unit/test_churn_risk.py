@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from schemas.events import Call, Complaint, Purchase, Survey, epoch_ms
 from touchstream.domain import issues as iss
-from touchstream.domain.alerts import Alert
 from touchstream.domain.lifecycle import Rules
-from touchstream.domain.rfm import DAY_MS, CustomerState, advance, step, step_many
+from touchstream.domain.rfm import DAY_MS, advance, step, step_many
 
-from .test_alerts import common, ms  # one customer's days from 2024-01-01, noon
+# One customer's days from 2024-01-01 at noon, and folding its events through step.
+from .test_alerts import alerts, common, kinds, ms, run
 
 
 def purchase(day: float) -> Purchase:
@@ -40,22 +40,6 @@ def survey(day: float, level="very_dissatisfied") -> Survey:
 
 def regular(days=(0, 10, 20, 30, 40)):
     return [purchase(d) for d in days]
-
-
-def run(events, state: CustomerState | None = None):
-    outs: list = []
-    for e in events:
-        state, o = step(state, e)
-        outs.extend(o)
-    return state, outs
-
-
-def alerts(outs) -> list[Alert]:
-    return [o for o in outs if isinstance(o, Alert)]
-
-
-def kinds(outs) -> list[str]:
-    return [a.kind for a in alerts(outs)]
 
 
 # -- the complaint lifecycle -----------------------------------------------------------
