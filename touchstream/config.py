@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from touchstream import security
+from touchstream.domain.lifecycle import DEFAULT_RULES
 
 
 class Settings(BaseSettings):
@@ -35,17 +36,21 @@ class Settings(BaseSettings):
         description="event: only event time moves stream time (replays, demos); live: the "
         "wall clock also fires silence deadlines on quiet partitions (production)",
     )
-    lateness_s: float = Field(3600.0, ge=0, description="how late an event may arrive and "
-                              "still count before its customer's silence deadline fires")
+    # The domain's defaults (lifecycle.Rules) are the settings' defaults: one source each.
+    lateness_s: float = Field(
+        DEFAULT_RULES.allowed_lateness_ms / 1000, ge=0, description="how late an event may "
+        "arrive and still count before its customer's silence deadline fires")
     tick_s: float = Field(5.0, gt=0, description="live mode: how often the wall clock ticks")
     idle_s: float = Field(
         30.0, ge=0, description="event mode: a partition without messages this long (wall "
         "clock) while others move on is advanced to the latest stream time of the others "
         "(less the lateness), so its deadlines fire; 0 = never")
     quick_resolution_days: float = Field(
-        3.0, gt=0, description="a complaint resolved within this many days is resolved quickly")
+        DEFAULT_RULES.quick_resolution_days, gt=0,
+        description="a complaint resolved within this many days is resolved quickly")
     unresolved_after_days: float = Field(
-        7.0, gt=0, description="a complaint or call problem still open this long is live "
+        DEFAULT_RULES.unresolved_after_days, gt=0,
+        description="a complaint or call problem still open this long is live "
         "trouble that can raise churn_risk")
     max_future_skew_s: float = Field(
         86_400.0, ge=0, description="an event dated more than this after the time its batch "
