@@ -41,7 +41,7 @@ from sinks.rows import (
 )
 from sinks.tables import MONEY, MONEY_LIMIT
 from touchstream.domain import codec
-from touchstream.domain.alerts import Alert, with_churn
+from touchstream.domain.alerts import Alert, iso_ms, with_churn
 from touchstream.domain.btyd import Model
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules, Transition
 from touchstream.domain.rfm import CustomerState, Working, advance_working, apply
@@ -71,8 +71,6 @@ CLOCK_KEY = b"__touchstream_clock__"
 
 
 def clock_value(until_ms: int) -> bytes:
-    from touchstream.domain.alerts import iso_ms
-
     return orjson.dumps({"clock": iso_ms(until_ms)})
 
 

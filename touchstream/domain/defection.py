@@ -93,7 +93,7 @@ def _weights(code: str) -> dict[str, float]:
     if kind == "complaint":
         category, _, severity = rest.partition(":")
         return {} if category == "other" else {category: 1.0 + int(severity or 3) / 2.5}
-    if kind in ("complaint_open", "complaint_rejected", "call_unresolved"):
+    if kind in ("complaint_open", "complaint_rejected"):
         return {"service": 1.0}
     return {}
 
