@@ -107,7 +107,9 @@ class InOrder:
 
 
 async def flush_with_retry(
-    loop: asyncio.AbstractEventLoop, io: ThreadPoolExecutor, writer: BatchingWriter,
+    loop: asyncio.AbstractEventLoop,
+    io: ThreadPoolExecutor,
+    writer: BatchingWriter,
     fatal: Callable[[str], Awaitable[None]],
 ) -> int:
     """Write the batch, retrying while ClickHouse is down: the partition waits (and its
@@ -155,7 +157,8 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
         broker_credentials=faust_credentials(settings),  # TLS / SASL (touchstream.security)
         **(
             {"producer_max_batch_size": settings.producer_max_batch_size}
-            if settings.producer_max_batch_size else {}
+            if settings.producer_max_batch_size
+            else {}
         ),
     )
     source = app.topic(
@@ -179,12 +182,19 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
     )
     alerts = _raw_topic(app, settings.alerts_topic, settings.partitions)
     transitions = _raw_topic(app, settings.transitions_topic, settings.partitions)
-    outputs = {"dead_letters": dlq.get_topic_name(), "transitions": transitions.get_topic_name(),
-               "alerts": alerts.get_topic_name()}
+    outputs = {
+        "dead_letters": dlq.get_topic_name(),
+        "transitions": transitions.get_topic_name(),
+        "alerts": alerts.get_topic_name(),
+    }
     changelog = customers.changelog_topic.get_topic_name()
     emitter = KafkaEmitter(app)
-    processor = Processor(rules_of(settings), settings.partitions, model=_load_model(sink),
-                          max_future_skew_ms=int(settings.max_future_skew_s * 1000))
+    processor = Processor(
+        rules_of(settings),
+        settings.partitions,
+        model=_load_model(sink),
+        max_future_skew_ms=int(settings.max_future_skew_s * 1000),
+    )
     writer = BatchingWriter(sink)
     worker: Worker  # set below; the closures read it
     # One thread owns the ClickHouse connection, so a slow insert never blocks the loop.
@@ -211,10 +221,14 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
         """Send the batch's dead letters, transitions and alerts now, behind only the
         previous batch's output records (so each topic partition keeps batch order), not
         behind its ClickHouse insert: an alert reaches its readers one batch sooner."""
+
         async def send() -> None:
-            await asyncio.gather(*(
-                emitter.send(topic, [(None, k, v) for k, v in getattr(result, name)])
-                for name, topic in outputs.items()))
+            await asyncio.gather(
+                *(
+                    emitter.send(topic, [(None, k, v) for k, v in getattr(result, name)])
+                    for name, topic in outputs.items()
+                )
+            )
 
         sent = sending.then(send)
         # A failure surfaces through the effects chain that awaits it (the worker stops);
@@ -248,8 +262,7 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
                 writer.add(table, rows)
             unwritten.clear()
             if writer.pending:
-                totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer,
-                                                      fatal)
+                totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer, fatal)
                 totals.rows_refused = writer.rows_refused
 
         sent = send_outputs(result)
@@ -268,8 +281,9 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
     started = time.monotonic()
     last_message: dict[int, float] = {}  # partition -> when it last had a message (monotonic)
 
-    async def handle(messages: Any, current: Callable[[], bool] = lambda: True
-                     ) -> asyncio.Future[None] | None:
+    async def handle(
+        messages: Any, current: Callable[[], bool] = lambda: True
+    ) -> asyncio.Future[None] | None:
         now = time.monotonic()
         for m in messages:
             last_message[m.partition] = now
@@ -309,18 +323,21 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
             # fires their deadlines. Bound: lateness_s + tick_s after the deadline.
             now = datetime.now(UTC)
             assigned = {
-                tp.partition for tp in app.assignor.assigned_actives()
+                tp.partition
+                for tp in app.assignor.assigned_actives()
                 if tp.topic == settings.input_topic
             }
             async with lock:
-                done = apply(processor.process(
-                    [], load, now, scan, wall_ms=epoch_ms(now), partitions=assigned))
+                done = apply(
+                    processor.process(
+                        [], load, now, scan, wall_ms=epoch_ms(now), partitions=assigned
+                    )
+                )
             await done
 
     def cluster_stream_time() -> int:
         """The latest stream time any worker has written (stream_clock), epoch ms."""
-        _, rows = sink.query(
-            f"SELECT toUInt64(max(stream_time)) FROM {sink.database}.stream_clock")
+        _, rows = sink.query(f"SELECT toUInt64(max(stream_time)) FROM {sink.database}.stream_clock")
         return int(rows[0][0] or 0) * 1000 if rows else 0
 
     if settings.clock == "event" and settings.idle_s > 0:
@@ -333,30 +350,36 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
             # sources: its customers' deadlines fire as if its events had kept coming.
             now = time.monotonic()
             assigned = {
-                tp.partition for tp in app.assignor.assigned_actives()
+                tp.partition
+                for tp in app.assignor.assigned_actives()
                 if tp.topic == settings.input_topic
             }
-            idle = [p for p in assigned
-                    if now - last_message.get(p, started) >= settings.idle_s]
+            idle = [p for p in assigned if now - last_message.get(p, started) >= settings.idle_s]
             if not idle:
                 return
             try:
-                latest = await asyncio.get_running_loop().run_in_executor(
-                    io, cluster_stream_time)
+                latest = await asyncio.get_running_loop().run_in_executor(io, cluster_stream_time)
             except Exception as e:  # ClickHouse away: this worker's own partitions still count
                 log.warning("stream time of the other workers unavailable (%s)", e)
                 latest = 0
             latest = max(latest, *processor.stream_time.values(), 0)
             mark = latest - processor.lateness_ms
-            marks = {p: mark for p in idle if processor.watermark.get(p, 0) < mark
-                     and processor.stream_time.get(p, 0) - processor.lateness_ms < mark}
+            marks = {
+                p: mark
+                for p in idle
+                if processor.watermark.get(p, 0) < mark
+                and processor.stream_time.get(p, 0) - processor.lateness_ms < mark
+            }
             if not marks:
                 return
-            log.info("partitions %s idle for %.0fs: advanced to %s", sorted(marks),
-                     settings.idle_s, datetime.fromtimestamp(mark / 1000, UTC).isoformat())
+            log.info(
+                "partitions %s idle for %.0fs: advanced to %s",
+                sorted(marks),
+                settings.idle_s,
+                datetime.fromtimestamp(mark / 1000, UTC).isoformat(),
+            )
             async with lock:
-                done = apply(processor.process(
-                    [], load, datetime.now(UTC), scan, watermarks=marks))
+                done = apply(processor.process([], load, datetime.now(UTC), scan, watermarks=marks))
             await done
 
     # Each worker publishes its partitions' RFM sketches to ClickHouse (rfm_sketches, one
@@ -416,15 +439,16 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
         if model is not None:
             async with lock:  # between batches
                 processor.model = model
-            log.info("churn model: version %d (%s) loaded", model.version,
-                     model.purchases.name)
+            log.info("churn model: version %d (%s) loaded", model.version, model.purchases.name)
 
     if settings.fit_interval_s > 0:
 
         @app.timer(interval=min(settings.fit_interval_s, 60.0))
         async def scheduled_fit() -> None:
-            owns_first = any(tp.topic == settings.input_topic and tp.partition == 0
-                             for tp in app.assignor.assigned_actives())
+            owns_first = any(
+                tp.topic == settings.input_topic and tp.partition == 0
+                for tp in app.assignor.assigned_actives()
+            )
             if not owns_first:
                 return
             loop = asyncio.get_running_loop()
@@ -443,11 +467,14 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
         async with lock:  # a batch in flight finishes (and is acked) first
             if effects_in_order.tail is not None:
                 await asyncio.wait([effects_in_order.tail])
-            processor.forget(
-                {tp.partition for tp in revoked if tp.topic == settings.input_topic})
+            processor.forget({tp.partition for tp in revoked if tp.topic == settings.input_topic})
 
-    add_customer_page(app, customers, lambda: max(processor.stream_time.values(), default=0),
-                      settings.quick_resolution_days)
+    add_customer_page(
+        app,
+        customers,
+        lambda: max(processor.stream_time.values(), default=0),
+        settings.quick_resolution_days,
+    )
 
     @app.timer(interval=10.0)
     async def report() -> None:
@@ -476,8 +503,9 @@ def _load_model(sink: Sink) -> Model | None:
         return None
 
 
-async def run_fit(settings: Settings, loop: asyncio.AbstractEventLoop, io: ThreadPoolExecutor,
-                  sink: Sink) -> None:
+async def run_fit(
+    settings: Settings, loop: asyncio.AbstractEventLoop, io: ThreadPoolExecutor, sink: Sink
+) -> None:
     """``touchstream fit`` in a child process (its own connection, its own core, and a
     failure cannot stop the worker); with embedded chdb, which one process at a time may
     open, in the ClickHouse thread (the writes wait for it)."""
@@ -490,8 +518,14 @@ async def run_fit(settings: Settings, loop: asyncio.AbstractEventLoop, io: Threa
         return
     env = {**os.environ, "TOUCHSTREAM_CLICKHOUSE_URL": settings.clickhouse_url}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "touchstream.cli", "fit", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "touchstream.cli",
+        "fit",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await proc.communicate()
     lines = out.decode(errors="replace").strip().splitlines()
     if proc.returncode:
@@ -502,9 +536,11 @@ async def run_fit(settings: Settings, loop: asyncio.AbstractEventLoop, io: Threa
 
 def rules_of(settings: Settings) -> Rules:
     """The domain rules the settings choose."""
-    return Rules(allowed_lateness_ms=int(settings.lateness_s * 1000),
-                 quick_resolution_days=settings.quick_resolution_days,
-                 unresolved_after_days=settings.unresolved_after_days)
+    return Rules(
+        allowed_lateness_ms=int(settings.lateness_s * 1000),
+        quick_resolution_days=settings.quick_resolution_days,
+        unresolved_after_days=settings.unresolved_after_days,
+    )
 
 
 def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:

@@ -46,8 +46,7 @@ log = logging.getLogger("touchstream.fastpath")
 # and ``current``, true while they may still be processed (call it once the handler holds
 # whatever a rebalance waits for); returns a future that is done when their effects are,
 # then they are acked, or None if it dropped them because ``current()`` was false.
-BatchHandler = Callable[
-    [Sequence[Any], Callable[[], bool]], Awaitable[asyncio.Future[None] | None]]
+BatchHandler = Callable[[Sequence[Any], Callable[[], bool]], Awaitable[asyncio.Future[None] | None]]
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -151,8 +150,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         except (IllegalStateError, AssertionError) as e:  # no longer assigned: not ours
             log.info("partition %s not sought back to %d: %s", tp, offset, e)
 
-    def _ack_when_done(self, batch: Sequence[Any], current: Callable[[], bool],
-                       done: asyncio.Future[None]) -> None:
+    def _ack_when_done(
+        self, batch: Sequence[Any], current: Callable[[], bool], done: asyncio.Future[None]
+    ) -> None:
         # A failed batch stays unacked: the handler raises it with the next batch. A batch
         # done after its generation ended is not acked either: Faust dropped the acks of
         # revoked partitions, and these would be read as a later generation's.

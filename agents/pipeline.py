@@ -62,6 +62,8 @@ def key_partition(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2; pure Python, so cached per key), for the
     worker's own output records. Input may come partitioned by any partitioner."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 Load = Callable[[str], bytes | None]
 
 # A clock message closes a period: key CLOCK_KEY, value {"clock": RFC 3339 time}, sent to
@@ -80,7 +82,8 @@ def _clock_time(value: bytes | None) -> int | str:
         obj = orjson.loads(value or b"")
         return epoch_ms(datetime.fromisoformat(obj["clock"].replace("Z", "+00:00")))
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
-        return f"invalid clock message ({e}): send {{\"clock\": \"<RFC 3339 time>\"}}"
+        return f'invalid clock message ({e}): send {{"clock": "<RFC 3339 time>"}}'
+
 
 Scan = Callable[[int], Iterable[tuple[str, bytes]]]
 
@@ -214,9 +217,14 @@ class Processor:
     the cache and puts its working copies back at its end: nothing in the cache is ever
     changed, and a batch that fails half-way leaves no stale entry behind."""
 
-    def __init__(self, rules: Rules = DEFAULT_RULES, partitions: int | None = None,
-                 state_cache: int = STATE_CACHE, model: Model | None = None,
-                 max_future_skew_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        rules: Rules = DEFAULT_RULES,
+        partitions: int | None = None,
+        state_cache: int = STATE_CACHE,
+        model: Model | None = None,
+        max_future_skew_ms: int | None = None,
+    ) -> None:
         self.rules = rules
         # The churn model (model_params' chosen version): each changed customer's values
         # go into its customer_state row, and into its alerts (score_state).
@@ -244,8 +252,9 @@ class Processor:
         self.state_cache = state_cache
         self._cache: dict[str, tuple[bytes, Working, int, int, PointKeys | None]] = {}
 
-    def _index(self, partition: int, scan: Scan, loaded: Mapping[str, object] = {}
-               ) -> DeadlineIndex:
+    def _index(
+        self, partition: int, scan: Scan, loaded: Mapping[str, object] = {}
+    ) -> DeadlineIndex:
         index = self._deadlines.get(partition)
         if index is None:
             heap, points = [], []
@@ -256,8 +265,9 @@ class Processor:
                     heap.append((state.next_deadline_ms, cid))
                 keys = point_keys(state)
                 points.append((None, keys))
-                if room > 0 and raw.__class__ is bytes and cid not in cache \
-                        and cid not in loaded:  # the batch puts those back itself
+                if (
+                    room > 0 and raw.__class__ is bytes and cid not in cache and cid not in loaded
+                ):  # the batch puts those back itself
                     cache[cid] = (raw, _compact(state), p, offset, keys)  # for the next batches
                     room -= 1
             index = self._deadlines[partition] = DeadlineIndex(heap)
@@ -314,11 +324,16 @@ class _Customer:
     """A customer's state during one batch: a working copy, updated in place by every
     event and deadline of the batch and encoded once at its end."""
 
-    __slots__ = ("work", "partition", "offset", "raw", "before", "applied", "changed",
-                 "touched")
+    __slots__ = ("work", "partition", "offset", "raw", "before", "applied", "changed", "touched")
 
-    def __init__(self, work: Working, partition: int, offset: int, raw: bytes | None,
-                 before: PointKeys | None) -> None:
+    def __init__(
+        self,
+        work: Working,
+        partition: int,
+        offset: int,
+        raw: bytes | None,
+        before: PointKeys | None,
+    ) -> None:
         self.work, self.partition, self.offset, self.raw = work, partition, offset, raw
         self.before = before  # the sketch keys of the state as loaded (point_keys)
         self.applied: list[bytes] = []  # the values of the events this batch applied
@@ -366,8 +381,9 @@ class _Batch:
         self.out.rejected += 1
         self.out.dead_letters.append((m.key, dead_letter_envelope(m, reason)))
         self.dead_rows.append(
-            dead_letter_row(m.topic, m.partition, m.offset, m.key, m.value, reason,
-                            self.received_ms)
+            dead_letter_row(
+                m.topic, m.partition, m.offset, m.key, m.value, reason, self.received_ms
+            )
         )
 
     def clock(self, m: RawMessage) -> None:
@@ -391,8 +407,11 @@ class _Batch:
         key = m.key.decode("utf-8", "replace") if m.key is not None else None
         cid = ev.customer_id  # type: ignore[union-attr]
         if key != cid:
-            return self.reject(m, f"message key {key!r} is not the customer_id "
-                                  f"{cid!r}: key each message by its customer_id")
+            return self.reject(
+                m,
+                f"message key {key!r} is not the customer_id "
+                f"{cid!r}: key each message by its customer_id",
+            )
         p, offset = m.partition, m.offset
         c = self.customers.get(cid, _UNSEEN)
         if c is _UNSEEN:
@@ -400,10 +419,13 @@ class _Batch:
         if c is not None and c.partition != p:
             # The customer's first partition is its home: a second one would split its
             # state (and its sketch point) across partitions and workers.
-            return self.reject(m, f"message on partition {p}, but customer {cid!r} is on "
-                                  f"partition {c.partition}: produce each customer's "
-                                  "messages to one partition (key them by customer_id, with "
-                                  "the same partitioner in every producer)")
+            return self.reject(
+                m,
+                f"message on partition {p}, but customer {cid!r} is on "
+                f"partition {c.partition}: produce each customer's "
+                "messages to one partition (key them by customer_id, with "
+                "the same partitioner in every producer)",
+            )
         if c is not None and c.partition == p and offset <= c.offset:
             self.out.redelivered += 1
             return None
@@ -424,13 +446,18 @@ class _Batch:
             if not fresh:
                 self.restore(c)
             return self.reject(m, f"could not be processed: {e!r}")
-        if r is not None and (ev.__class__ is Purchase or ev.__class__ is Refund) and (
-                c.work.purchase_total >= MONEY_LIMIT or c.work.refund_total >= MONEY_LIMIT):
+        if (
+            r is not None
+            and (ev.__class__ is Purchase or ev.__class__ is Refund)
+            and (c.work.purchase_total >= MONEY_LIMIT or c.work.refund_total >= MONEY_LIMIT)
+        ):
             # Stored, the total would be rounded or refused by ClickHouse: park the event.
             total = "purchase_total" if ev.__class__ is Purchase else "refund_total"
-            reason = (f"{ev.type} of {ev.amount} would take customer {cid!r}'s {total} to "  # type: ignore[union-attr]
-                      f"{getattr(c.work, total)}, beyond what ClickHouse {MONEY} holds "
-                      f"(under {MONEY_LIMIT:,}): not applied; check this customer's amounts")
+            reason = (
+                f"{ev.type} of {ev.amount} would take customer {cid!r}'s {total} to "  # type: ignore[union-attr]
+                f"{getattr(c.work, total)}, beyond what ClickHouse {MONEY} holds "
+                f"(under {MONEY_LIMIT:,}): not applied; check this customer's amounts"
+            )
             if not fresh:
                 self.restore(c)
             return self.reject(m, reason)
@@ -479,7 +506,8 @@ class _Batch:
             for cid, c in self.customers.items():
                 if c is not None and c.changed:
                     self._updated_by_partition.setdefault(c.partition, []).append(
-                        (cid, c.work.next_deadline_ms))
+                        (cid, c.work.next_deadline_ms)
+                    )
         for cid, deadline in self._updated_by_partition.get(partition, ()):
             index.set(cid, deadline)
         fired: list[tuple[str, _Customer]] = []
@@ -524,14 +552,18 @@ class _Batch:
             try:
                 sketches[p] = sk.move(ds)
             except ValueError:  # not the population this worker knew: never stop for it
-                log.warning("partition %d: the RFM population missed customers this batch "
-                            "changed (a table changed behind the worker?); counted afresh", p)
+                log.warning(
+                    "partition %d: the RFM population missed customers this batch "
+                    "changed (a table changed behind the worker?); counted afresh",
+                    p,
+                )
                 sketches[p] = sk.move(ds, strict=False)
         quick = self.rules.quick_resolution_days
         model = self.proc.model
         out.rows = {
             "events": self.events_rows,
-            "customer_state": [state_row(c.work, quick) for _, c in changed] if model is None
+            "customer_state": [state_row(c.work, quick) for _, c in changed]
+            if model is None
             else [state_row(c.work, quick, scored_row(model, c.work)) for _, c in changed],
             "transitions": self.transition_rows,
             "alerts": self.alert_rows,
@@ -550,15 +582,21 @@ class _Batch:
         for cid, c in self.customers.items():
             if c is not None:
                 raw = states.get(cid) or c.raw
-                cache[cid] = (raw if raw.__class__ is bytes else bytes(raw),  # type: ignore[union-attr, arg-type]
-                              _compact(c.work), c.partition, c.offset, c.before)
+                cache[cid] = (
+                    raw if raw.__class__ is bytes else bytes(raw),  # type: ignore[union-attr, arg-type]
+                    _compact(c.work),
+                    c.partition,
+                    c.offset,
+                    c.before,
+                )
         if len(cache) > size:
             for cid in list(islice(cache, len(cache) - size)):
                 del cache[cid]
 
 
-def score_state(model: Model, w: Working, as_of_ms: int | None = None
-                ) -> tuple[float, float, float, float | None] | None:
+def score_state(
+    model: Model, w: Working, as_of_ms: int | None = None
+) -> tuple[float, float, float, float | None] | None:
     """The churn model's four values for a customer's state as of ``as_of_ms`` (default:
     its latest event or stage change, so a replay scores the same), or None before its
     first purchase. ``T`` never goes before the last purchase day."""
@@ -609,11 +647,18 @@ def cutoffs_row_for(
     if population.count == 0 or not stream_time:
         return None
     as_of = max(stream_time.values())
-    fixed = (settings.rfm_fixed_recency_days, settings.rfm_fixed_frequency,
-             settings.rfm_fixed_monetary)
+    fixed = (
+        settings.rfm_fixed_recency_days,
+        settings.rfm_fixed_frequency,
+        settings.rfm_fixed_monetary,
+    )
     if all(fixed):
-        cut = Cutoffs.fixed(recency_days=fixed[0], frequency=fixed[1], monetary=fixed[2],
-                            as_of_day=as_of // 86_400_000)
+        cut = Cutoffs.fixed(
+            recency_days=fixed[0],
+            frequency=fixed[1],
+            monetary=fixed[2],
+            as_of_day=as_of // 86_400_000,
+        )
     else:
         cut = cutoffs_from(population)
     rate, amount = medians_from(population)

@@ -22,8 +22,9 @@ from touchstream.profile import live_profile
 PATH = "/customers/{customer_id}"
 
 
-def add_customer_page(app: faust.App, table: Any, stream_time: Callable[[], int],
-                      quick_days: float) -> type[View]:
+def add_customer_page(
+    app: faust.App, table: Any, stream_time: Callable[[], int], quick_days: float
+) -> type[View]:
     """Register the page. ``stream_time``: the worker's stream time, epoch ms."""
     store = table.data  # read without a changelog round trip: the batch wrote it there
     url = str(app.conf.canonical_url)
@@ -34,8 +35,9 @@ def add_customer_page(app: faust.App, table: Any, stream_time: Callable[[], int]
         async def get(self, request: Request, customer_id: str) -> Response:
             raw = store.get(customer_id.encode())
             if raw is None:
-                return self.json({"error": f"no customer {customer_id!r}", "worker": url},
-                                 status=404)
+                return self.json(
+                    {"error": f"no customer {customer_id!r}", "worker": url}, status=404
+                )
             profile = live_profile(Stored.decode(raw).state, stream_time(), quick_days)
             return self.json({**profile, "source": "worker", "worker": url})
 

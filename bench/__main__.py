@@ -61,8 +61,15 @@ from bench.common import (
 from bench.extra import EXTRA_JOBS, details, run_extra
 
 ROOT = Path(__file__).resolve().parents[1]
-JOBS = ("raw", "faust-naive", "quix", "touchstream", "touchstream-ch", "touchstream-2w",
-        "processor")
+JOBS = (
+    "raw",
+    "faust-naive",
+    "quix",
+    "touchstream",
+    "touchstream-ch",
+    "touchstream-2w",
+    "processor",
+)
 console = Console(width=None if sys.stdout.isatty() else 130)
 
 
@@ -113,9 +120,13 @@ async def _raw(bootstrap: str, topic: str, total: int) -> Run:
     from aiokafka import AIOKafkaConsumer
 
     c = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest", enable_auto_commit=False,
-        session_timeout_ms=10_000, heartbeat_interval_ms=3_000,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=3_000,
     )
     t_start = time.monotonic()
     await c.start()
@@ -137,10 +148,15 @@ async def _raw(bootstrap: str, topic: str, total: int) -> Run:
         await c.stop()
     assert first is not None
     if total - counted < total / 2:  # input too small for the first fetch to be left out
-        return Run(total / (last - t_start), "consumer start to last (small input)",
-                   wall_s=last - t_start)
-    return Run((total - counted) / (last - first), "after the first fetch, to the last",
-               wall_s=last - t_start, cpu_us_per_event=(cpu1 - cpu0) / (total - counted) * 1e6)
+        return Run(
+            total / (last - t_start), "consumer start to last (small input)", wall_s=last - t_start
+        )
+    return Run(
+        (total - counted) / (last - first),
+        "after the first fetch, to the last",
+        wall_s=last - t_start,
+        cpu_us_per_event=(cpu1 - cpu0) / (total - counted) * 1e6,
+    )
 
 
 def job_raw(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
@@ -148,13 +164,20 @@ def job_raw(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
 
 
 def _spawn(cmd: list[str], env: dict[str, str] | None, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
-def _measure(ctx: Ctx, name: str, i: int, cmd: list[str],
-             env: dict[str, str] | None | list[dict[str, str]],
-             group: str, topic: str, end: dict[int, int], log: Path) -> Run:
+def _measure(
+    ctx: Ctx,
+    name: str,
+    i: int,
+    cmd: list[str],
+    env: dict[str, str] | None | list[dict[str, str]],
+    group: str,
+    topic: str,
+    end: dict[int, int],
+    log: Path,
+) -> Run:
     """Spawn the job (one process per env when ``env`` is a list: workers of one group)
     and time it by its group's commits."""
     total = sum(end.values())
@@ -164,43 +187,81 @@ def _measure(ctx: Ctx, name: str, i: int, cmd: list[str],
     procs = [_spawn(cmd, e, lg) for e, lg in zip(envs, logs, strict=True)]
     try:
         with console.status(f"{name} run {i + 1}: starting") as status:
+
             def show(done: int, total: int) -> None:
-                status.update(f"{name} run {i + 1}: {done:,} / {total:,} committed, "
-                              f"{time.monotonic() - started:.0f}s")
-            prog = wait_committed(ctx.bootstrap, group, topic, end, procs, started,
-                                  ctx.timeout, logs[0], on_progress=show)
+                status.update(
+                    f"{name} run {i + 1}: {done:,} / {total:,} committed, "
+                    f"{time.monotonic() - started:.0f}s"
+                )
+
+            prog = wait_committed(
+                ctx.bootstrap,
+                group,
+                topic,
+                end,
+                procs,
+                started,
+                ctx.timeout,
+                logs[0],
+                on_progress=show,
+            )
     finally:
         for proc in procs:
             stop(proc)
     rate, method = prog.rate(total)
     assert prog.done is not None
-    return Run(rate, method, wall_s=prog.done - started,
-               peak_rss_mb=prog.peak_rss / 2**20 if prog.peak_rss else None,
-               cpu_us_per_event=prog.cpu_us_per_event(total))
+    return Run(
+        rate,
+        method,
+        wall_s=prog.done - started,
+        peak_rss_mb=prog.peak_rss / 2**20 if prog.peak_rss else None,
+        cpu_us_per_event=prog.cpu_us_per_event(total),
+    )
 
 
 def job_faust_naive(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
     run_dir = ctx.workdir / f"faust-naive-{i}"
     run_dir.mkdir(parents=True)
     app_id = f"bench-faust-naive-{uuid.uuid4().hex[:8]}"
-    cmd = [sys.executable, "-m", "bench.faust_naive", "--broker", ctx.broker_url,
-           "--topic", topic, "--app-id", app_id, "--datadir", str(run_dir / "data"),
-           "--partitions", str(ctx.inp.partitions)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.faust_naive",
+        "--broker",
+        ctx.broker_url,
+        "--topic",
+        topic,
+        "--app-id",
+        app_id,
+        "--datadir",
+        str(run_dir / "data"),
+        "--partitions",
+        str(ctx.inp.partitions),
+    ]
     return _measure(ctx, "faust-naive", i, cmd, None, app_id, topic, end, run_dir / "log")
 
 
 def quix_unavailable(python: str) -> str | None:
     """Why Quix Streams cannot run under ``python`` (None: it can)."""
-    r = subprocess.run([python, "-c", "import quixstreams, confluent_kafka; "
-                        "print(quixstreams.__version__, confluent_kafka.libversion()[0])"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            python,
+            "-c",
+            "import quixstreams, confluent_kafka; "
+            "print(quixstreams.__version__, confluent_kafka.libversion()[0])",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["?"])[-1]
-        return (f"quixstreams does not import under {python} ({last}). It pins "
-                "pydantic<2.14 and pydantic-settings<2.16, which touchstream's environment "
-                "does not accept: install it in its own venv (python -m venv /tmp/venv-quix"
-                " && /tmp/venv-quix/bin/pip install quixstreams) and pass --quix-python "
-                "/tmp/venv-quix/bin/python")
+        return (
+            f"quixstreams does not import under {python} ({last}). It pins "
+            "pydantic<2.14 and pydantic-settings<2.16, which touchstream's environment "
+            "does not accept: install it in its own venv (python -m venv /tmp/venv-quix"
+            " && /tmp/venv-quix/bin/pip install quixstreams) and pass --quix-python "
+            "/tmp/venv-quix/bin/python"
+        )
     return None
 
 
@@ -208,40 +269,77 @@ def job_quix(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
     run_dir = ctx.workdir / f"quix-{i}"
     run_dir.mkdir(parents=True)
     group = f"bench-quix-{uuid.uuid4().hex[:8]}"
-    cmd = [ctx.quix_python, str(ROOT / "bench" / "quix_job.py"), "--bootstrap", ctx.bootstrap,
-           "--topic", topic, "--group", group, "--state-dir", str(run_dir / "state")]
+    cmd = [
+        ctx.quix_python,
+        str(ROOT / "bench" / "quix_job.py"),
+        "--bootstrap",
+        ctx.bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--state-dir",
+        str(run_dir / "state"),
+    ]
     return _measure(ctx, "quix", i, cmd, None, group, topic, end, run_dir / "log")
 
 
 def touchstream_env(s: object) -> dict[str, str]:
     """TOUCHSTREAM_* for a worker process (as tests/integration/conftest.worker_env)."""
     env = dict(os.environ)
-    for f in ("broker", "clickhouse_url", "app_id", "input_topic", "dlq_topic",
-              "alerts_topic", "transitions_topic", "partitions", "data_dir"):
+    for f in (
+        "broker",
+        "clickhouse_url",
+        "app_id",
+        "input_topic",
+        "dlq_topic",
+        "alerts_topic",
+        "transitions_topic",
+        "partitions",
+        "data_dir",
+    ):
         env[f"TOUCHSTREAM_{f.upper()}"] = str(getattr(s, f))
     return env
 
 
-def _touchstream(ctx: Ctx, topic: str, end: dict[int, int], i: int, label: str,
-                 sink: str = "chdb", workers: int = 1) -> Run:
+def _touchstream(
+    ctx: Ctx,
+    topic: str,
+    end: dict[int, int],
+    i: int,
+    label: str,
+    sink: str = "chdb",
+    workers: int = 1,
+) -> Run:
     from touchstream.config import Settings
     from touchstream.kafka import ensure_topics
 
     name = f"bench-ts-{uuid.uuid4().hex[:8]}"
     run_dir = ctx.workdir / f"{label}-{i}"
     run_dir.mkdir(parents=True)
-    url = (f"chdb://{(run_dir / 'chdb').resolve()}" if sink == "chdb"
-           else ctx.clickhouse_server().url(name.replace("-", "_")))
-    s = Settings(
-        broker=ctx.broker_url, clickhouse_url=url,
-        app_id=name, input_topic=topic, dlq_topic=f"{name}.dlq",
-        alerts_topic=f"{name}.alerts", transitions_topic=f"{name}.transitions",
-        partitions=ctx.inp.partitions, data_dir=str(run_dir / "worker"),
+    url = (
+        f"chdb://{(run_dir / 'chdb').resolve()}"
+        if sink == "chdb"
+        else ctx.clickhouse_server().url(name.replace("-", "_"))
     )
-    ensure_topics(s.bootstrap, {t: s.partitions for t in (
-        s.dlq_topic, s.alerts_topic, s.transitions_topic)})
-    envs = [touchstream_env(s.model_copy(update={"data_dir": f"{s.data_dir}-{k}"}))
-            for k in range(workers)]
+    s = Settings(
+        broker=ctx.broker_url,
+        clickhouse_url=url,
+        app_id=name,
+        input_topic=topic,
+        dlq_topic=f"{name}.dlq",
+        alerts_topic=f"{name}.alerts",
+        transitions_topic=f"{name}.transitions",
+        partitions=ctx.inp.partitions,
+        data_dir=str(run_dir / "worker"),
+    )
+    ensure_topics(
+        s.bootstrap, {t: s.partitions for t in (s.dlq_topic, s.alerts_topic, s.transitions_topic)}
+    )
+    envs = [
+        touchstream_env(s.model_copy(update={"data_dir": f"{s.data_dir}-{k}"}))
+        for k in range(workers)
+    ]
     cmd = [sys.executable, "-m", "touchstream.cli", "worker"]
     return _measure(ctx, label, i, cmd, envs, s.app_id, topic, end, run_dir / "log")
 
@@ -258,8 +356,9 @@ def job_touchstream_two(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Ru
     return _touchstream(ctx, topic, end, i, "touchstream-2w", sink="server", workers=2)
 
 
-def replay_processor(inp: Input, batch: int = 5000, profiler: Any = None
-                     ) -> tuple[float, dict[str, bytes], int, float]:
+def replay_processor(
+    inp: Input, batch: int = 5000, profiler: Any = None
+) -> tuple[float, dict[str, bytes], int, float]:
     """The worker's hot path in process over the input, batches of ``batch`` (the
     worker's batch_max), a dict as the table: (events/s, table, rows produced, CPU
     microseconds per event)."""
@@ -274,12 +373,14 @@ def replay_processor(inp: Input, batch: int = 5000, profiler: Any = None
     def scan(p: int):  # noqa: ANN202
         return [(c, raw) for c, raw in table.items() if Stored.partition_of(raw) == p]
 
-    msgs = [RawMessage("touchpoints", p, o, k, v)
-            for (k, v), (p, o) in zip(inp.messages, inp.placement, strict=True)]
+    msgs = [
+        RawMessage("touchpoints", p, o, k, v)
+        for (k, v), (p, o) in zip(inp.messages, inp.placement, strict=True)
+    ]
     rows = rejected = 0
     cpu0, t0 = time.process_time(), time.perf_counter()
     for j in range(0, len(msgs), batch):
-        chunk, now = msgs[j:j + batch], datetime.now(UTC)
+        chunk, now = msgs[j : j + batch], datetime.now(UTC)
         if profiler is not None:
             profiler.enable()
         r = proc.process(chunk, table.get, now, scan)
@@ -304,9 +405,13 @@ def job_processor(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
 
 
 RUNNERS: dict[str, Callable[[Ctx, str, dict[int, int], int], Run]] = {
-    "raw": job_raw, "faust-naive": job_faust_naive, "quix": job_quix,
-    "touchstream": job_touchstream, "touchstream-ch": job_touchstream_server,
-    "touchstream-2w": job_touchstream_two, "processor": job_processor,
+    "raw": job_raw,
+    "faust-naive": job_faust_naive,
+    "quix": job_quix,
+    "touchstream": job_touchstream,
+    "touchstream-ch": job_touchstream_server,
+    "touchstream-2w": job_touchstream_two,
+    "processor": job_processor,
 }
 
 
@@ -316,9 +421,11 @@ def naive_state_bytes(inp: Input) -> float:
     for _, v in inp.messages:
         e = orjson.loads(v)
         s = agg.get(e["customer_id"]) or {"count": 0, "sum": 0.0, "last": ""}
-        agg[e["customer_id"]] = {"count": s["count"] + 1,  # type: ignore[operator]
-                                 "sum": s["sum"] + float(e.get("amount") or 0),  # type: ignore[operator]
-                                 "last": max(s["last"], e["occurred_at"])}  # type: ignore[type-var]
+        agg[e["customer_id"]] = {
+            "count": s["count"] + 1,  # type: ignore[operator]
+            "sum": s["sum"] + float(e.get("amount") or 0),  # type: ignore[operator]
+            "last": max(s["last"], e["occurred_at"]),
+        }  # type: ignore[type-var]
     return sum(len(orjson.dumps(a)) for a in agg.values()) / max(1, len(agg))
 
 
@@ -338,10 +445,21 @@ def report(results: dict[str, JobResult], inp: Input, extra: dict[str, object]) 
     naive = results.get("faust-naive")
     base_raw = raw.median if raw else None
     base_naive = naive.median if naive else None
-    t = Table(title=f"events/s, {inp.n:,} events, {inp.customers:,} customers, "
-                    f"{inp.partitions} partitions, mix {inp.mix}", title_justify="left")
-    for col in ("job", "median events/s", "vs raw", "vs faust-naive", "runs (events/s)",
-                "CPU µs/event", "wall s (incl. start)", "peak RSS MB"):
+    t = Table(
+        title=f"events/s, {inp.n:,} events, {inp.customers:,} customers, "
+        f"{inp.partitions} partitions, mix {inp.mix}",
+        title_justify="left",
+    )
+    for col in (
+        "job",
+        "median events/s",
+        "vs raw",
+        "vs faust-naive",
+        "runs (events/s)",
+        "CPU µs/event",
+        "wall s (incl. start)",
+        "peak RSS MB",
+    ):
         t.add_column(col, justify="left" if col in ("job", "runs (events/s)") else "right")
     for name, r in results.items():
         if r.skipped:
@@ -350,12 +468,16 @@ def report(results: dict[str, JobResult], inp: Input, extra: dict[str, object]) 
         walls = [x.wall_s for x in r.runs if x.wall_s is not None]
         rss = [x.peak_rss_mb for x in r.runs if x.peak_rss_mb is not None]
         cpu = [x.cpu_us_per_event for x in r.runs if x.cpu_us_per_event is not None]
-        t.add_row(name, fmt_rate(r.median), fmt_ratio(r.median, base_raw),
-                  fmt_ratio(r.median, base_naive),
-                  ", ".join(fmt_rate(x.events_per_s) for x in r.runs),
-                  f"{median(cpu):.0f}" if cpu else "-",
-                  f"{median(walls):.1f}" if walls else "-",
-                  f"{max(rss):.0f}" if rss else "-")
+        t.add_row(
+            name,
+            fmt_rate(r.median),
+            fmt_ratio(r.median, base_raw),
+            fmt_ratio(r.median, base_naive),
+            ", ".join(fmt_rate(x.events_per_s) for x in r.runs),
+            f"{median(cpu):.0f}" if cpu else "-",
+            f"{median(walls):.1f}" if walls else "-",
+            f"{max(rss):.0f}" if rss else "-",
+        )
     console.print(t)
     for name, r in results.items():
         if r.skipped:
@@ -375,29 +497,64 @@ def report(results: dict[str, JobResult], inp: Input, extra: dict[str, object]) 
 @click.option("--events", default=200_000, show_default=True, help="input messages")
 @click.option("--customers", default=20_000, show_default=True, help="distinct customers")
 @click.option("--partitions", default=8, show_default=True, help="partitions of each topic")
-@click.option("--runs", default=3, show_default=True,
-              help="runs per job (processor: 1, it is deterministic CPU work)")
-@click.option("--only", default="", help=f"comma list of jobs: {','.join(JOBS)}; "
-              f"opt-in: {','.join(EXTRA_JOBS)}")
-@click.option("--mix", type=click.Choice(["purchase", "sim"]), default="purchase",
-              show_default=True, help="purchase: uniform purchases; sim: touchstream "
-              "simulate's realistic mix (first N events of --customers customers)")
-@click.option("--quix-python", default=lambda: os.environ.get("BENCH_QUIX_PYTHON",
-                                                              sys.executable),
-              help="interpreter with quixstreams installed [env BENCH_QUIX_PYTHON; "
-              "default: this one]")
+@click.option(
+    "--runs",
+    default=3,
+    show_default=True,
+    help="runs per job (processor: 1, it is deterministic CPU work)",
+)
+@click.option(
+    "--only",
+    default="",
+    help=f"comma list of jobs: {','.join(JOBS)}; opt-in: {','.join(EXTRA_JOBS)}",
+)
+@click.option(
+    "--mix",
+    type=click.Choice(["purchase", "sim"]),
+    default="purchase",
+    show_default=True,
+    help="purchase: uniform purchases; sim: touchstream "
+    "simulate's realistic mix (first N events of --customers customers)",
+)
+@click.option(
+    "--quix-python",
+    default=lambda: os.environ.get("BENCH_QUIX_PYTHON", sys.executable),
+    help="interpreter with quixstreams installed [env BENCH_QUIX_PYTHON; default: this one]",
+)
 @click.option("--timeout", default=0.0, help="seconds per run (0: 120 + events/250)")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-              help="also write the results as JSON here")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="also write the results as JSON here",
+)
 @click.option("--keep", is_flag=True, help="keep the work directory (logs, stores)")
-@click.option("--rate", default=0.0, help="latency job: offered events/s (0: half of the "
-              "touchstream-ch job's median in this run, else the touchstream job's)")
+@click.option(
+    "--rate",
+    default=0.0,
+    help="latency job: offered events/s (0: half of the "
+    "touchstream-ch job's median in this run, else the touchstream job's)",
+)
 @click.option("--seconds", default=60.0, show_default=True, help="latency job: seconds sent")
-@click.option("--scale-customers", default=1_000_000, show_default=True,
-              help="scale job: customers")
-def main(events: int, customers: int, partitions: int, runs: int, only: str, mix: str,
-         quix_python: str, timeout: float, json_out: str | None, keep: bool,
-         rate: float, seconds: float, scale_customers: int) -> None:
+@click.option(
+    "--scale-customers", default=1_000_000, show_default=True, help="scale job: customers"
+)
+def main(
+    events: int,
+    customers: int,
+    partitions: int,
+    runs: int,
+    only: str,
+    mix: str,
+    quix_python: str,
+    timeout: float,
+    json_out: str | None,
+    keep: bool,
+    rate: float,
+    seconds: float,
+    scale_customers: int,
+) -> None:
     """Throughput of touchstream against the practical limit (raw) and its peers."""
     import touchstream  # noqa: F401  (puts this repository first on sys.path)
     from touchstream.localstack import Tansu
@@ -405,18 +562,21 @@ def main(events: int, customers: int, partitions: int, runs: int, only: str, mix
     selected = [j.strip() for j in only.split(",") if j.strip()] or list(JOBS)
     unknown = set(selected) - set(JOBS) - set(EXTRA_JOBS)
     if unknown:
-        raise click.BadParameter(f"unknown job(s) {sorted(unknown)}; known: "
-                                 f"{JOBS + EXTRA_JOBS}")
+        raise click.BadParameter(f"unknown job(s) {sorted(unknown)}; known: {JOBS + EXTRA_JOBS}")
     selected = [j for j in JOBS + EXTRA_JOBS if j in selected]
     t_bench = time.monotonic()
     m = machine()
-    console.print(f"[bold]machine[/] {m['nproc']} cores, {m['memory']}, {m['cpu']}, "
-                  f"Python {m['python']}, Linux {m['kernel']}")
+    console.print(
+        f"[bold]machine[/] {m['nproc']} cores, {m['memory']}, {m['cpu']}, "
+        f"Python {m['python']}, Linux {m['kernel']}"
+    )
     t0 = time.monotonic()
     inp = make_input(events, customers, partitions, mix)
-    console.print(f"input: {inp.n:,} {mix} events of {inp.customers:,} customers, "
-                  f"{inp.mean_value_bytes:.0f} bytes per value on average, made in "
-                  f"{time.monotonic() - t0:.1f}s")
+    console.print(
+        f"input: {inp.n:,} {mix} events of {inp.customers:,} customers, "
+        f"{inp.mean_value_bytes:.0f} bytes per value on average, made in "
+        f"{time.monotonic() - t0:.1f}s"
+    )
     timeout = timeout or 120 + inp.n / 250
     results: dict[str, JobResult] = {}
     notes: dict[str, float] = {}
@@ -425,21 +585,35 @@ def main(events: int, customers: int, partitions: int, runs: int, only: str, mix
     try:
         with Tansu(workdir / "broker") as broker:
             version = tail(broker.log_path, 200).splitlines()[:1]
-            console.print(f"broker: {' '.join(version) or 'tansu'} at {broker.bootstrap}; "
-                          f"work dir {workdir}")
-            ctx = Ctx(broker.bootstrap, broker.url, inp, workdir, timeout, quix_python,
-                      notes)
+            console.print(
+                f"broker: {' '.join(version) or 'tansu'} at {broker.bootstrap}; work dir {workdir}"
+            )
+            ctx = Ctx(broker.bootstrap, broker.url, inp, workdir, timeout, quix_python, notes)
             for name in selected:
                 res = results[name] = JobResult(name)
                 if name in EXTRA_JOBS:
                     # The latency job's worker writes to a ClickHouse server: half of
                     # that job's max when it ran, else of the chdb one.
-                    ts_res = next((results[j] for j in ("touchstream-ch", "touchstream")
-                                   if j in results and results[j].median), None)
+                    ts_res = next(
+                        (
+                            results[j]
+                            for j in ("touchstream-ch", "touchstream")
+                            if j in results and results[j].median
+                        ),
+                        None,
+                    )
                     try:
-                        res.notes = run_extra(name, broker.url, workdir,
-                                              ts_res.median if ts_res else None, rate,
-                                              seconds, scale_customers, partitions, console)
+                        res.notes = run_extra(
+                            name,
+                            broker.url,
+                            workdir,
+                            ts_res.median if ts_res else None,
+                            rate,
+                            seconds,
+                            scale_customers,
+                            partitions,
+                            console,
+                        )
                     except Exception as e:  # one job failing must not lose the others
                         res.skipped = f"{type(e).__name__}: {e}".splitlines()[0][:300]
                         console.print(f"[red]{name} failed:[/] {e}")
@@ -454,8 +628,10 @@ def main(events: int, customers: int, partitions: int, runs: int, only: str, mix
                     create_topic(broker.bootstrap, topic, partitions)
                     t0 = time.monotonic()
                     end = produce(broker.bootstrap, topic, inp)
-                    console.print(f"{name}: produced {inp.n:,} messages to {topic} in "
-                                  f"{time.monotonic() - t0:.1f}s")
+                    console.print(
+                        f"{name}: produced {inp.n:,} messages to {topic} in "
+                        f"{time.monotonic() - t0:.1f}s"
+                    )
                 for i in range(1 if name == "processor" else runs):
                     try:
                         run = RUNNERS[name](ctx, topic, end, i)
@@ -468,10 +644,13 @@ def main(events: int, customers: int, partitions: int, runs: int, only: str, mix
                     res.runs.append(run)
                     rss = f", peak RSS {run.peak_rss_mb:.0f} MB" if run.peak_rss_mb else ""
                     wall = f", wall {run.wall_s:.1f}s" if run.wall_s else ""
-                    cpu = (f", {run.cpu_us_per_event:.0f} CPU µs/event"
-                           if run.cpu_us_per_event else "")
-                    console.print(f"{name} run {i + 1}: {run.events_per_s:,.0f} events/s "
-                                  f"({run.method}){cpu}{wall}{rss}")
+                    cpu = (
+                        f", {run.cpu_us_per_event:.0f} CPU µs/event" if run.cpu_us_per_event else ""
+                    )
+                    console.print(
+                        f"{name} run {i + 1}: {run.events_per_s:,.0f} events/s "
+                        f"({run.method}){cpu}{wall}{rss}"
+                    )
     finally:
         if ctx is not None and ctx.clickhouse is not None:
             ctx.clickhouse.stop()
@@ -488,24 +667,32 @@ def main(events: int, customers: int, partitions: int, runs: int, only: str, mix
     if "state_bytes" in notes:
         extra["state bytes per customer (Stored encoding)"] = f"{notes['state_bytes']:.0f}"
         extra["ClickHouse rows per event (processor)"] = f"{notes['rows_per_event']:.2f}"
-    extra["peers' state bytes per customer (JSON count/sum/last)"] = (
-        f"{naive_state_bytes(inp):.0f}")
+    extra["peers' state bytes per customer (JSON count/sum/last)"] = f"{naive_state_bytes(inp):.0f}"
     measured = details({k: v.notes for k, v in results.items() if k in EXTRA_JOBS})
     if not measured:
         extra["latency event-to-ClickHouse p50/p99"] = "not measured (--only ...,latency)"
         extra["latency event-to-alert p50/p99"] = "not measured (--only ...,latency)"
     extra.update(measured)
-    report({k: v for k, v in results.items() if k not in EXTRA_JOBS or v.skipped}, inp,
-           extra)
+    report({k: v for k, v in results.items() if k not in EXTRA_JOBS or v.skipped}, inp, extra)
     elapsed = time.monotonic() - t_bench
     console.print(f"bench run time {elapsed:.0f}s")
     if json_out:
-        Path(json_out).write_text(json.dumps({
-            "machine": m, "events": inp.n, "customers": inp.customers, "mix": mix,
-            "partitions": partitions, "runs": runs, "run_time_s": elapsed,
-            "results": {k: {**asdict(v), "median": v.median} for k, v in results.items()},
-            "details": extra,
-        }, indent=2))
+        Path(json_out).write_text(
+            json.dumps(
+                {
+                    "machine": m,
+                    "events": inp.n,
+                    "customers": inp.customers,
+                    "mix": mix,
+                    "partitions": partitions,
+                    "runs": runs,
+                    "run_time_s": elapsed,
+                    "results": {k: {**asdict(v), "median": v.median} for k, v in results.items()},
+                    "details": extra,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,12 @@ class BtydResult:
 def model(name: str) -> Any:
     from touchstream.domain import btyd
 
-    return btyd.Model(1, btyd.purchase_model(name, FITS[name]), btyd.GammaGamma(*SPEND),
-                      btyd.Calibration(CALIBRATION))
+    return btyd.Model(
+        1,
+        btyd.purchase_model(name, FITS[name]),
+        btyd.GammaGamma(*SPEND),
+        btyd.Calibration(CALIBRATION),
+    )
 
 
 def replay(inp: Any, m: Any, batch: int = 5000) -> tuple[float, list[tuple], int]:
@@ -63,15 +67,17 @@ def replay(inp: Any, m: Any, batch: int = 5000) -> tuple[float, list[tuple], int
     def scan(p: int) -> list[tuple[str, bytes]]:
         return [(c, raw) for c, raw in table.items() if Stored.partition_of(raw) == p]
 
-    msgs = [RawMessage("touchpoints", p, o, k, v)
-            for (k, v), (p, o) in zip(inp.messages, inp.placement, strict=True)]
+    msgs = [
+        RawMessage("touchpoints", p, o, k, v)
+        for (k, v), (p, o) in zip(inp.messages, inp.placement, strict=True)
+    ]
     rows: list[tuple] = []
     alerts = 0
     now = datetime(2000, 1, 1, tzinfo=UTC)
     cpu = 0.0
     for j in range(0, len(msgs), batch):
         t0 = time.process_time()
-        r = proc.process(msgs[j:j + batch], table.get, now, scan)
+        r = proc.process(msgs[j : j + batch], table.get, now, scan)
         cpu += time.process_time() - t0
         table.update(r.states)
         rows.extend(r.rows["customer_state"])
@@ -100,8 +106,11 @@ def run_btyd(runs: int = 3, console: Any = None) -> BtydResult:
     rows, res.alerts = base[0][1], base[0][2]
     res.updates = len(rows)
     day = 86_400_000
-    updates = [(r[i_f], r[i_r], max(r[i_last], r[i_stage]) // day - r[i_first] // day, r[i_m])
-               for r in rows if r[i_first] is not None]
+    updates = [
+        (r[i_f], r[i_r], max(r[i_last], r[i_stage]) // day - r[i_first] // day, r[i_m])
+        for r in rows
+        if r[i_first] is not None
+    ]
     for name in FITS:
         cold, warm = [], []
         for _ in range(runs):
@@ -118,24 +127,37 @@ def run_btyd(runs: int = 3, console: Any = None) -> BtydResult:
         with console.status(f"btyd: replaying with {name}"):
             cpu = median([replay(inp, model(name))[0] for _ in range(runs)])
         res.replay_cpu_s[name] = cpu
-        res.added_us_per_update[name] = ((cpu - res.replay_cpu_s["none"])
-                                         / (res.updates + res.alerts) * 1e6)
+        res.added_us_per_update[name] = (
+            (cpu - res.replay_cpu_s["none"]) / (res.updates + res.alerts) * 1e6
+        )
     return res
 
 
 def report(res: BtydResult, console: Any) -> None:
     from rich.table import Table
 
-    t = Table(title=f"churn model cost: {res.events:,} CDNOW events, {res.updates:,} customer "
-              f"updates (customer_state rows) and {res.alerts:,} alerts scored, CPU µs",
-              title_justify="left")
-    for col in ("model", "scorer, memo empty", "scorer, memo warm", "batch path CPU s",
-                "added per scored update or alert"):
+    t = Table(
+        title=f"churn model cost: {res.events:,} CDNOW events, {res.updates:,} customer "
+        f"updates (customer_state rows) and {res.alerts:,} alerts scored, CPU µs",
+        title_justify="left",
+    )
+    for col in (
+        "model",
+        "scorer, memo empty",
+        "scorer, memo warm",
+        "batch path CPU s",
+        "added per scored update or alert",
+    ):
         t.add_column(col, justify="right")
     t.add_row("none", "", "", f"{res.replay_cpu_s['none']:.2f}", "")
     for name in FITS:
-        t.add_row(name, f"{res.scorer_cold_us[name]:.1f}", f"{res.scorer_warm_us[name]:.1f}",
-                  f"{res.replay_cpu_s[name]:.2f}", f"{res.added_us_per_update[name]:.1f}")
+        t.add_row(
+            name,
+            f"{res.scorer_cold_us[name]:.1f}",
+            f"{res.scorer_warm_us[name]:.1f}",
+            f"{res.replay_cpu_s[name]:.2f}",
+            f"{res.added_us_per_update[name]:.1f}",
+        )
     console.print(t)
 
 

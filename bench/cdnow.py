@@ -47,8 +47,9 @@ class CdnowResult:
     poll_period_s: float = 0.2
 
 
-def run_cdnow(broker_url: str, workdir: Path, partitions: int = 8, timeout: float = 1800,
-              console: Any = None) -> CdnowResult:
+def run_cdnow(
+    broker_url: str, workdir: Path, partitions: int = 8, timeout: float = 1800, console: Any = None
+) -> CdnowResult:
     from rich.console import Console
 
     from bench.common import _produce, input_of
@@ -61,17 +62,22 @@ def run_cdnow(broker_url: str, workdir: Path, partitions: int = 8, timeout: floa
     with live_worker(broker_url, workdir, partitions) as lw:
         with console.status("cdnow: starting ClickHouse, migrate, worker, warm-up"):
             res.worker_ready_s = warm_up(lw)
-        console.print(f"cdnow: worker ready {res.worker_ready_s:.1f}s after spawn; "
-                      f"producing {inp.n:,} events")
+        console.print(
+            f"cdnow: worker ready {res.worker_ready_s:.1f}s after spawn; producing {inp.n:,} events"
+        )
         cpu0 = process_figures(lw.proc.pid)["cpu_s"]
         with OffsetPoller(lw, res.poll_period_s) as poller:
             t0 = time.monotonic()
             end = asyncio.run(_produce(lw.settings.bootstrap, lw.settings.input_topic, inp))
             res.produce_s = time.monotonic() - t0
             with console.status("cdnow: processing") as st:
+
                 def show(done: int) -> None:
-                    st.update(f"cdnow: {done:,} / {sum(end.values()):,} offsets in ClickHouse, "
-                              f"{time.monotonic() - t0:.0f}s")
+                    st.update(
+                        f"cdnow: {done:,} / {sum(end.values()):,} offsets in ClickHouse, "
+                        f"{time.monotonic() - t0:.0f}s"
+                    )
+
                 t_done = poller.wait_covers(end, timeout, show)
             if t_done is not None:
                 # One insert spans several monthly parts of the events table, and they
@@ -84,15 +90,16 @@ def run_cdnow(broker_url: str, workdir: Path, partitions: int = 8, timeout: floa
         res.queryable_s = t_done - t0
         res.events_per_s = inp.n / res.queryable_s
         if cpu0 is not None and res.worker.get("cpu_s") is not None:
-            res.worker_cpu_us_per_event = (
-                (res.worker["cpu_s"] - cpu0) / inp.n * 1e6)  # type: ignore[operator]
+            res.worker_cpu_us_per_event = (res.worker["cpu_s"] - cpu0) / inp.n * 1e6  # type: ignore[operator]
         client = lw.client()
         try:
             db = lw.database
-            res.distinct_event_ids = client.execute(
-                f"SELECT uniqExact(event_id) FROM {db}.events")[0][0]
+            res.distinct_event_ids = client.execute(f"SELECT uniqExact(event_id) FROM {db}.events")[
+                0
+            ][0]
             res.customers_in_state = client.execute(
-                f"SELECT uniqExact(customer_id) FROM {db}.customer_state")[0][0]
+                f"SELECT uniqExact(customer_id) FROM {db}.customer_state"
+            )[0][0]
         finally:
             client.disconnect()
     return res
@@ -115,25 +122,33 @@ def _wait_counted(lw: Any, n: int, timeout: float, poll_s: float = 0.2) -> float
 def report(res: CdnowResult, console: Any) -> None:
     from rich.table import Table
 
-    t = Table(title="CDNOW replay: first produce -> every event queryable in ClickHouse",
-              title_justify="left", show_header=False)
+    t = Table(
+        title="CDNOW replay: first produce -> every event queryable in ClickHouse",
+        title_justify="left",
+        show_header=False,
+    )
     t.add_column("what")
     t.add_column("value", justify="right")
-    ok = (res.distinct_event_ids == CDNOW_EVENTS and res.customers_in_state == CDNOW_CUSTOMERS)
+    ok = res.distinct_event_ids == CDNOW_EVENTS and res.customers_in_state == CDNOW_CUSTOMERS
     rows = [
         ("events produced", f"{res.events:,}"),
         ("first produce -> all produced (acked)", f"{res.produce_s:.1f}s"),
-        ("first produce -> all queryable", f"{res.queryable_s:.1f}s" if res.queryable_s
-         else "-"),
+        ("first produce -> all queryable", f"{res.queryable_s:.1f}s" if res.queryable_s else "-"),
         ("events/s end to end", f"{res.events_per_s:,.0f}" if res.events_per_s else "-"),
-        ("distinct event_ids / customers in ClickHouse",
-         f"{res.distinct_event_ids:,} / {res.customers_in_state:,}"
-         f"{'' if ok else ' (expected 69,659 / 23,570)'}"),
+        (
+            "distinct event_ids / customers in ClickHouse",
+            f"{res.distinct_event_ids:,} / {res.customers_in_state:,}"
+            f"{'' if ok else ' (expected 69,659 / 23,570)'}",
+        ),
         ("worker ready after spawn (not in the figure)", f"{res.worker_ready_s or 0:.1f}s"),
-        ("worker RSS / peak RSS at the end", f"{res.worker.get('rss_mb') or 0:.0f} / "
-         f"{res.worker.get('peak_rss_mb') or 0:.0f} MB"),
-        ("worker CPU µs per event (all threads)",
-         f"{res.worker_cpu_us_per_event:.0f}" if res.worker_cpu_us_per_event else "-"),
+        (
+            "worker RSS / peak RSS at the end",
+            f"{res.worker.get('rss_mb') or 0:.0f} / {res.worker.get('peak_rss_mb') or 0:.0f} MB",
+        ),
+        (
+            "worker CPU µs per event (all threads)",
+            f"{res.worker_cpu_us_per_event:.0f}" if res.worker_cpu_us_per_event else "-",
+        ),
         ("resolution", f"poll every {res.poll_period_s:.1f}s"),
     ]
     for k, v in rows:
@@ -156,6 +171,7 @@ def main(partitions: int, timeout: float, json_out: str | None, keep: bool) -> N
         res = run_cdnow(broker.url, workdir / "live", partitions, timeout, console)
     report(res, console)
     standalone_end(console, m, json_out, "cdnow", asdict(res))
+
 
 if __name__ == "__main__":
     main()

@@ -61,15 +61,17 @@ def purchases(n: int, customers: int, seed: int = 1) -> list[dict[str, object]]:
     out = []
     for i in range(n):
         t = START_S + (i * YEAR_S) // max(1, n)
-        out.append({
-            "event_id": f"bench-{i:09d}",
-            "customer_id": f"C{rng.randrange(customers):06d}",
-            "type": "purchase",
-            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)),
-            "amount": round(rng.uniform(5.0, 250.0), 2),
-            "currency": "USD",
-            "channel": "web",
-        })
+        out.append(
+            {
+                "event_id": f"bench-{i:09d}",
+                "customer_id": f"C{rng.randrange(customers):06d}",
+                "type": "purchase",
+                "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)),
+                "amount": round(rng.uniform(5.0, 250.0), 2),
+                "currency": "USD",
+                "channel": "web",
+            }
+        )
     return out
 
 
@@ -117,8 +119,16 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     try:
-        admin.create_topics([NewTopic(name, partitions, 1, topic_configs={
-            "retention.ms": "-1", "retention.bytes": "-1"})])
+        admin.create_topics(
+            [
+                NewTopic(
+                    name,
+                    partitions,
+                    1,
+                    topic_configs={"retention.ms": "-1", "retention.bytes": "-1"},
+                )
+            ]
+        )
     finally:
         admin.close()
 
@@ -126,8 +136,13 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
 async def _produce(bootstrap: str, topic: str, inp: Input) -> dict[int, int]:
     from aiokafka import AIOKafkaProducer
 
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20,
-                         max_batch_size=256 * 1024, max_request_size=4 * 1024 * 1024)
+    p = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks=1,
+        linger_ms=20,
+        max_batch_size=256 * 1024,
+        max_request_size=4 * 1024 * 1024,
+    )
     await p.start()
     try:
         batches: dict[int, object] = {}
@@ -137,13 +152,23 @@ async def _produce(bootstrap: str, topic: str, inp: Input) -> dict[int, int]:
             if b is None:
                 b = batches[part] = p.create_batch()
             if b.append(key=k, value=v, timestamp=None) is None:  # type: ignore[attr-defined]
-                sent.append((part, b.record_count(),  # type: ignore[attr-defined]
-                             await p.send_batch(b, topic, partition=part)))
+                sent.append(
+                    (
+                        part,
+                        b.record_count(),  # type: ignore[attr-defined]
+                        await p.send_batch(b, topic, partition=part),
+                    )
+                )
                 b = batches[part] = p.create_batch()
                 b.append(key=k, value=v, timestamp=None)  # type: ignore[attr-defined]
         for part, b in batches.items():
-            sent.append((part, b.record_count(),  # type: ignore[attr-defined]
-                         await p.send_batch(b, topic, partition=part)))
+            sent.append(
+                (
+                    part,
+                    b.record_count(),  # type: ignore[attr-defined]
+                    await p.send_batch(b, topic, partition=part),
+                )
+            )
         # Tansu quirk: ListOffsets(latest) is wrong, so the end of each partition comes
         # from the producer's RecordMetadata (base offset + records in the batch).
         end: dict[int, int] = {}
@@ -160,8 +185,9 @@ def produce(bootstrap: str, topic: str, inp: Input) -> dict[int, int]:
     per-partition batches; the end offset of each partition, from the broker's answers."""
     end = asyncio.run(_produce(bootstrap, topic, inp))
     if end != inp.end_offsets():
-        raise RuntimeError(f"{topic}: the broker placed the input unlike expected: "
-                           f"{end} != {inp.end_offsets()}")
+        raise RuntimeError(
+            f"{topic}: the broker placed the input unlike expected: {end} != {inp.end_offsets()}"
+        )
     return end
 
 
@@ -182,8 +208,7 @@ class Progress:
                 out.append((t, c, cpu))
         return out
 
-    def window(self, total: int) -> tuple[tuple[float, int, float], tuple[float, int, float],
-                                          str]:
+    def window(self, total: int) -> tuple[tuple[float, int, float], tuple[float, int, float], str]:
         """The two samples the rate is taken between (see ``rate``)."""
         assert self.done is not None
         moves = self.commits()
@@ -246,10 +271,18 @@ def current_rss(pid: int) -> int | None:
         return None
 
 
-def wait_committed(bootstrap: str, group: str, topic: str, end: dict[int, int],
-                   proc: subprocess.Popen[bytes] | Sequence[subprocess.Popen[bytes]],
-                   started: float, timeout: float,
-                   log: Path, poll_s: float = 0.2, on_progress=None) -> Progress:
+def wait_committed(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    end: dict[int, int],
+    proc: subprocess.Popen[bytes] | Sequence[subprocess.Popen[bytes]],
+    started: float,
+    timeout: float,
+    log: Path,
+    poll_s: float = 0.2,
+    on_progress=None,
+) -> Progress:
     """Poll ``group``'s committed offsets on ``topic`` (one OffsetFetch per poll) until
     each partition reached ``end``. Fails if a process exits or time runs out. With
     several processes (workers of one group), CPU is their sum and RSS their largest."""
@@ -265,14 +298,18 @@ def wait_committed(bootstrap: str, group: str, topic: str, end: dict[int, int],
         while time.monotonic() < deadline:
             for p in procs:
                 if p.poll() is not None:
-                    raise RuntimeError(f"the job exited with code {p.returncode}; log "
-                                       f"{log}:\n{tail(log)}")
+                    raise RuntimeError(
+                        f"the job exited with code {p.returncode}; log {log}:\n{tail(log)}"
+                    )
             try:
                 offsets = admin.list_group_offsets(group).get(group, {})
             except Exception:  # the group does not exist before its first join
                 offsets = {}
-            done = {tp.partition: om.offset for tp, om in offsets.items()
-                    if tp.topic == topic and om.offset >= 0}
+            done = {
+                tp.partition: om.offset
+                for tp, om in offsets.items()
+                if tp.topic == topic and om.offset >= 0
+            }
             now = time.monotonic()
             committed = sum(min(done.get(p, 0), e) for p, e in end.items())
             prog.samples.append((now, committed, sum(cpu_seconds(p.pid) for p in procs)))
@@ -285,8 +322,10 @@ def wait_committed(bootstrap: str, group: str, topic: str, end: dict[int, int],
                 prog.peak_rss = max(peaks) or sampled_rss or None
                 return prog
             time.sleep(poll_s)
-        raise TimeoutError(f"{group} did not commit every offset of {topic} in {timeout:.0f}s"
-                           f"; log {log}:\n{tail(log)}")
+        raise TimeoutError(
+            f"{group} did not commit every offset of {topic} in {timeout:.0f}s"
+            f"; log {log}:\n{tail(log)}"
+        )
     finally:
         admin.close()
 
@@ -317,8 +356,13 @@ def machine() -> dict[str, str]:
         mem = f"{kb / 1024 / 1024:.1f} GiB"
     except (OSError, ValueError, IndexError):
         pass
-    return {"nproc": str(os.cpu_count()), "memory": mem, "cpu": cpu,
-            "python": platform.python_version(), "kernel": platform.release()}
+    return {
+        "nproc": str(os.cpu_count()),
+        "memory": mem,
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
 
 
 def median(xs: Sequence[float]) -> float:
@@ -341,8 +385,10 @@ def standalone_start() -> tuple[Any, dict[str, str]]:
 
     console = Console(width=None if sys.stdout.isatty() else 130)
     m = machine()
-    console.print(f"[bold]machine[/] {m['nproc']} cores, {m['memory']}, {m['cpu']}, "
-                  f"Python {m['python']}; load average {loadavg()}")
+    console.print(
+        f"[bold]machine[/] {m['nproc']} cores, {m['memory']}, {m['cpu']}, "
+        f"Python {m['python']}; load average {loadavg()}"
+    )
     return console, m
 
 
@@ -362,8 +408,9 @@ def broker_workdir(prefix: str, keep: bool, console: Any) -> Iterator[tuple[Path
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def standalone_end(console: Any, m: dict[str, str], json_out: str | None, key: str,
-                   result: Any) -> None:
+def standalone_end(
+    console: Any, m: dict[str, str], json_out: str | None, key: str, result: Any
+) -> None:
     """The load average at the end, and the machine and ``result`` as JSON if asked."""
     console.print(f"load average at the end {loadavg()}")
     if json_out:

@@ -15,8 +15,9 @@ import argparse
 import sys
 
 
-def build(broker: str, topic: str, app_id: str, datadir: str, partitions: int,
-          commit_interval: float):  # noqa: ANN201 (faust.App)
+def build(
+    broker: str, topic: str, app_id: str, datadir: str, partitions: int, commit_interval: float
+):  # noqa: ANN201 (faust.App)
     import faust
     import orjson
 
@@ -34,8 +35,14 @@ def build(broker: str, topic: str, app_id: str, datadir: str, partitions: int,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
     )
-    source = app.topic(topic, partitions=partitions, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
+    source = app.topic(
+        topic,
+        partitions=partitions,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     customers = app.Table("customers", default=None, partitions=partitions)
 
     @app.agent(source, name="aggregate")

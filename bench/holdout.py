@@ -63,9 +63,15 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict[str, 
     order = np.argsort(p, kind="stable")
     out = []
     for chunk in np.array_split(order, bins):
-        out.append({"predicted": float(p[chunk].mean()), "observed": float(y[chunk].mean()),
-                    "customers": int(len(chunk)), "lowest": float(p[chunk].min()),
-                    "highest": float(p[chunk].max())})
+        out.append(
+            {
+                "predicted": float(p[chunk].mean()),
+                "observed": float(y[chunk].mean()),
+                "customers": int(len(chunk)),
+                "lowest": float(p[chunk].min()),
+                "highest": float(p[chunk].max()),
+            }
+        )
     return out
 
 
@@ -90,8 +96,14 @@ class HoldoutResult:
     stored_scored: int = 0
 
 
-def _replay(events: list[dict[str, Any]], until: str, partitions: int, model: Any = None,
-            sink: Any = None, batch: int = 5000) -> dict[str, tuple[Any, ...]]:
+def _replay(
+    events: list[dict[str, Any]],
+    until: str,
+    partitions: int,
+    model: Any = None,
+    sink: Any = None,
+    batch: int = 5000,
+) -> dict[str, tuple[Any, ...]]:
     """The worker's batch path over ``events`` then a clock message at ``until`` on every
     partition; rows to ``sink`` if given. Returns the last customer_state row per customer."""
     from kafka.partitioner.default import murmur2
@@ -143,17 +155,23 @@ def _lifetimes_reference(cal: list[dict[str, Any]], ids: list[str]) -> dict[str,
     from lifetimes import BetaGeoFitter
     from lifetimes.utils import summary_data_from_transaction_data
 
-    df = pd.DataFrame({"cid": [e["customer_id"] for e in cal],
-                       "date": pd.to_datetime([e["occurred_at"][:10] for e in cal]),
-                       "amount": [float(e["amount"]) for e in cal]})
-    s = summary_data_from_transaction_data(df, "cid", "date", monetary_value_col="amount",
-                                           observation_period_end=CAL_END, freq="D")
+    df = pd.DataFrame(
+        {
+            "cid": [e["customer_id"] for e in cal],
+            "date": pd.to_datetime([e["occurred_at"][:10] for e in cal]),
+            "amount": [float(e["amount"]) for e in cal],
+        }
+    )
+    s = summary_data_from_transaction_data(
+        df, "cid", "date", monetary_value_col="amount", observation_period_end=CAL_END, freq="D"
+    )
     s = s.reindex(ids)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bgf = BetaGeoFitter().fit(s.frequency, s.recency, s["T"])
         e = bgf.conditional_expected_number_of_purchases_up_to_time(
-            HOLDOUT_DAYS, s.frequency, s.recency, s["T"])
+            HOLDOUT_DAYS, s.frequency, s.recency, s["T"]
+        )
         pa = bgf.conditional_probability_alive(s.frequency, s.recency, s["T"])
     return {"expected": np.asarray(e, dtype=float), "p_alive": np.asarray(pa, dtype=float)}
 
@@ -188,16 +206,24 @@ def run_holdout(workdir: Path, partitions: int = 8, console: Any = None) -> Hold
     report = fitted.report
     res.version, res.chosen = fitted.version, report.chosen.fit.name
     for c in report.candidates:
-        res.fits.append({"model": c.fit.name, "params": c.fit.params,
-                         "log_likelihood": c.fit.log_likelihood, "customers": c.fit.n,
-                         "holdout_log_loss": c.holdout_log_loss,
-                         "holdout_predicted": c.holdout_predicted,
-                         "holdout_actual": c.holdout_actual, "chosen": c.chosen})
+        res.fits.append(
+            {
+                "model": c.fit.name,
+                "params": c.fit.params,
+                "log_likelihood": c.fit.log_likelihood,
+                "customers": c.fit.n,
+                "holdout_log_loss": c.holdout_log_loss,
+                "holdout_predicted": c.holdout_predicted,
+                "holdout_actual": c.holdout_actual,
+                "chosen": c.chosen,
+            }
+        )
     db = sink.database
     _, rows = sink.query(
         f"SELECT c.customer_id, frequency, recency, T, monetary_value, p_alive, "
         f"churn_probability_90d, expected_purchases_90d, predicted_clv_365d, model_version, "
-        f"recency_days, stage FROM {db}.customer_churn AS c ORDER BY c.customer_id")
+        f"recency_days, stage FROM {db}.customer_churn AS c ORDER BY c.customer_id"
+    )
     sink.close()
     ids = [r[0] for r in rows]
     res.customers = len(ids)
@@ -205,17 +231,22 @@ def run_holdout(workdir: Path, partitions: int = 8, console: Any = None) -> Hold
     tx = np.array([r[2] for r in rows], dtype=float)
     T = np.array([r[3] for r in rows], dtype=float)
     m = np.array([r[4] for r in rows], dtype=float)
-    view = np.array([[r[5], r[6], r[7], r[8] if r[8] is not None else np.nan] for r in rows],
-                    dtype=float)
+    view = np.array(
+        [[r[5], r[6], r[7], r[8] if r[8] is not None else np.nan] for r in rows], dtype=float
+    )
     res.scored_by_view = int(np.sum(~np.isnan(view[:, 1])))
     model = fitted.model
     cust = list(zip(x.tolist(), tx.tolist(), T.tolist(), strict=True))  # Python floats
-    py = np.array([list(model.score(*c, mv)) for c, mv in zip(cust, m.tolist(), strict=True)],
-                  dtype=float)
+    py = np.array(
+        [list(model.score(*c, mv)) for c, mv in zip(cust, m.tolist(), strict=True)], dtype=float
+    )
     res.sql_vs_python_max_diff = float(np.nanmax(np.abs(py - view) / np.maximum(1, np.abs(py))))
     y = np.array([0 if later.get(c) else 1 for c in ids])
-    cut90 = (datetime.fromisoformat(CAL_END) + __import__("datetime").timedelta(days=90)
-             ).date().isoformat()
+    cut90 = (
+        (datetime.fromisoformat(CAL_END) + __import__("datetime").timedelta(days=90))
+        .date()
+        .isoformat()
+    )
     y90 = np.array([0 if any(d <= cut90 for d in later.get(c, ())) else 1 for c in ids])
     res.inactive_share, res.inactive_90d_share = float(y.mean()), float(y90.mean())
     churn = view[:, 1]
@@ -231,12 +262,16 @@ def run_holdout(workdir: Path, partitions: int = 8, console: Any = None) -> Hold
         full = btyd.Model(0, btyd.purchase_model(c.fit.name, c.fit.params))
         raw = np.array([full.churn_raw(*v) for v in cust])
         scores[f"{c.fit.name} raw"] = raw
-        on_split = btyd.Model(0, btyd.purchase_model(
-            c.fit.name, fitting.fit_purchases(c.fit.name, hs).params))
+        on_split = btyd.Model(
+            0, btyd.purchase_model(c.fit.name, fitting.fit_purchases(c.fit.name, hs).params)
+        )
         cal_w = fitting.fit_calibration(fitting.calibration_matrix(on_split, hs, 90), quiet)
-        scores[f"{c.fit.name} calibrated"] = np.array([
-            cal_w.apply(q, a, c_ - b, c_) for q, (a, b, c_) in zip(raw.tolist(), cust,
-                                                                    strict=True)])
+        scores[f"{c.fit.name} calibrated"] = np.array(
+            [
+                cal_w.apply(q, a, c_ - b, c_)
+                for q, (a, b, c_) in zip(raw.tolist(), cust, strict=True)
+            ]
+        )
         pa = np.array([full.purchases.p_alive(*v) for v in cust])
         scores[f"{c.fit.name} 1 - P(alive)"] = 1 - pa
     ref = _lifetimes_reference(cal, ids)
@@ -252,17 +287,39 @@ def run_holdout(workdir: Path, partitions: int = 8, console: Any = None) -> Hold
             res.brier_holdout[k] = brier(v, y)
     res.reliability = reliability(churn, y90)
     # predicted vs actual repeat purchase days in the holdout, by calibration frequency
-    expected = np.array([model.purchases.p_alive(a, b, c) * model.purchases.expected_alive(
-        a, c, HOLDOUT_DAYS) for a, b, c in cust])
+    expected = np.array(
+        [
+            model.purchases.p_alive(a, b, c) * model.purchases.expected_alive(a, c, HOLDOUT_DAYS)
+            for a, b, c in cust
+        ]
+    )
     actual = np.array([len(later.get(c, ())) for c in ids], dtype=float)
-    for lo, hi, label in ((0, 0, "0"), (1, 1, "1"), (2, 2, "2"), (3, 3, "3"), (4, 4, "4"),
-                          (5, 6, "5-6"), (7, 10 ** 9, "7+")):
+    for lo, hi, label in (
+        (0, 0, "0"),
+        (1, 1, "1"),
+        (2, 2, "2"),
+        (3, 3, "3"),
+        (4, 4, "4"),
+        (5, 6, "5-6"),
+        (7, 10**9, "7+"),
+    ):
         sel = (x >= lo) & (x <= hi)
-        res.purchases.append({"frequency": label, "customers": int(sel.sum()),
-                              "predicted": float(expected[sel].mean()),
-                              "actual": float(actual[sel].mean())})
-    res.purchases.append({"frequency": "all", "customers": len(x),
-                          "predicted": float(expected.sum()), "actual": float(actual.sum())})
+        res.purchases.append(
+            {
+                "frequency": label,
+                "customers": int(sel.sum()),
+                "predicted": float(expected[sel].mean()),
+                "actual": float(actual[sel].mean()),
+            }
+        )
+    res.purchases.append(
+        {
+            "frequency": "all",
+            "customers": len(x),
+            "predicted": float(expected.sum()),
+            "actual": float(actual.sum()),
+        }
+    )
     res.lifetimes_bgnbd_predicted = float(ref["expected"].sum())
     # the stream's own values (customer_state), scored at each customer's last change
     with console.status("holdout: replaying again with the model loaded"):
@@ -270,8 +327,10 @@ def run_holdout(workdir: Path, partitions: int = 8, console: Any = None) -> Hold
     from sinks.tables import CUSTOMER_STATE
 
     i = CUSTOMER_STATE.column_names.index("churn_probability_90d")
-    sv = np.array([stored[c][i] if stored.get(c) and stored[c][i] is not None else np.nan
-                   for c in ids], dtype=float)
+    sv = np.array(
+        [stored[c][i] if stored.get(c) and stored[c][i] is not None else np.nan for c in ids],
+        dtype=float,
+    )
     res.stored_scored = int(np.sum(~np.isnan(sv)))
     res.auc["stored at the last change (customer_state)"] = auc(np.nan_to_num(sv, nan=1.0), y)
     return res
@@ -280,54 +339,86 @@ def run_holdout(workdir: Path, partitions: int = 8, console: Any = None) -> Hold
 def report(res: HoldoutResult, console: Any) -> None:
     from rich.table import Table
 
-    console.print(f"CDNOW, calibration to {CAL_END}, holdout to {OBS_END}: {res.customers:,} "
-                  f"customers, {res.inactive_share:.1%} inactive in the holdout, "
-                  f"{res.inactive_90d_share:.1%} in its first 90 days; replay "
-                  f"{res.replay_s:.1f}s, fit {res.fit_s:.1f}s")
+    console.print(
+        f"CDNOW, calibration to {CAL_END}, holdout to {OBS_END}: {res.customers:,} "
+        f"customers, {res.inactive_share:.1%} inactive in the holdout, "
+        f"{res.inactive_90d_share:.1%} in its first 90 days; replay "
+        f"{res.replay_s:.1f}s, fit {res.fit_s:.1f}s"
+    )
     t = Table(title="fits (days) on the calibration summary", title_justify="left")
-    for col in ("model", "params", "log-likelihood", "split log loss",
-                "split predicted / actual", "chosen"):
+    for col in (
+        "model",
+        "params",
+        "log-likelihood",
+        "split log loss",
+        "split predicted / actual",
+        "chosen",
+    ):
         t.add_column(col)
     for f in res.fits:
-        t.add_row(f["model"], ", ".join(f"{k} {v:.4g}" for k, v in f["params"].items()),
-                  f"{f['log_likelihood']:.1f}",
-                  "-" if f["holdout_log_loss"] is None else f"{f['holdout_log_loss']:.4f}",
-                  "-" if f["holdout_predicted"] is None
-                  else f"{f['holdout_predicted']:.0f} / {f['holdout_actual']:.0f}",
-                  "yes" if f["chosen"] else "")
+        t.add_row(
+            f["model"],
+            ", ".join(f"{k} {v:.4g}" for k, v in f["params"].items()),
+            f"{f['log_likelihood']:.1f}",
+            "-" if f["holdout_log_loss"] is None else f"{f['holdout_log_loss']:.4f}",
+            "-"
+            if f["holdout_predicted"] is None
+            else f"{f['holdout_predicted']:.0f} / {f['holdout_actual']:.0f}",
+            "yes" if f["chosen"] else "",
+        )
     console.print(t)
-    t = Table(title="ROC AUC for 'no purchase in the 39-week holdout'; Brier scores",
-              title_justify="left")
+    t = Table(
+        title="ROC AUC for 'no purchase in the 39-week holdout'; Brier scores", title_justify="left"
+    )
     t.add_column("score")
     t.add_column("AUC", justify="right")
     t.add_column("Brier, 90 days", justify="right")
     t.add_column("Brier, holdout", justify="right")
     for k, v in sorted(res.auc.items(), key=lambda kv: -kv[1]):
-        t.add_row(k, f"{v:.4f}", f"{res.brier_90d[k]:.4f}" if k in res.brier_90d else "",
-                  f"{res.brier_holdout[k]:.4f}" if k in res.brier_holdout else "")
+        t.add_row(
+            k,
+            f"{v:.4f}",
+            f"{res.brier_90d[k]:.4f}" if k in res.brier_90d else "",
+            f"{res.brier_holdout[k]:.4f}" if k in res.brier_holdout else "",
+        )
     console.print(t)
-    t = Table(title="reliability of churn_probability_90d (deciles; target: no purchase in "
-              "90 days)", title_justify="left")
+    t = Table(
+        title="reliability of churn_probability_90d (deciles; target: no purchase in 90 days)",
+        title_justify="left",
+    )
     for col in ("decile", "range", "predicted", "observed", "customers"):
         t.add_column(col, justify="right")
     for i, b in enumerate(res.reliability, 1):
-        t.add_row(str(i), f"{b['lowest']:.3f}-{b['highest']:.3f}", f"{b['predicted']:.3f}",
-                  f"{b['observed']:.3f}", str(b["customers"]))
+        t.add_row(
+            str(i),
+            f"{b['lowest']:.3f}-{b['highest']:.3f}",
+            f"{b['predicted']:.3f}",
+            f"{b['observed']:.3f}",
+            str(b["customers"]),
+        )
     console.print(t)
-    t = Table(title=f"repeat purchase days in the holdout, {res.chosen} (mean per customer; "
-              "'all': total)", title_justify="left")
+    t = Table(
+        title=f"repeat purchase days in the holdout, {res.chosen} (mean per customer; "
+        "'all': total)",
+        title_justify="left",
+    )
     for col in ("calibration frequency", "customers", "predicted", "actual"):
         t.add_column(col, justify="right")
     for b in res.purchases:
-        t.add_row(b["frequency"], str(b["customers"]), f"{b['predicted']:.3f}",
-                  f"{b['actual']:.3f}")
+        t.add_row(
+            b["frequency"], str(b["customers"]), f"{b['predicted']:.3f}", f"{b['actual']:.3f}"
+        )
     console.print(t)
-    console.print(f"lifetimes' BG/NBD on the same summary predicts "
-                  f"{res.lifetimes_bgnbd_predicted:,.0f} holdout repeat purchase days in all")
-    console.print(f"customer_churn scored {res.scored_by_view:,} of {res.customers:,} "
-                  f"customers; SQL vs the stream's Python: max relative difference "
-                  f"{res.sql_vs_python_max_diff:.1e}; customer_state (the stream, scored at "
-                  f"each customer's last change) {res.stored_scored:,}")
+    console.print(
+        f"lifetimes' BG/NBD on the same summary predicts "
+        f"{res.lifetimes_bgnbd_predicted:,.0f} holdout repeat purchase days in all"
+    )
+    console.print(
+        f"customer_churn scored {res.scored_by_view:,} of {res.customers:,} "
+        f"customers; SQL vs the stream's Python: max relative difference "
+        f"{res.sql_vs_python_max_diff:.1e}; customer_state (the stream, scored at "
+        f"each customer's last change) {res.stored_scored:,}"
+    )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

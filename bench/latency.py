@@ -70,8 +70,9 @@ class Workload:
     """The latency job's events, in send order (module doc). ``event(i)`` returns the
     event and whether it closes an account."""
 
-    def __init__(self, customers: int, close_share: float, seed: int = 1,
-                 prefix: str = "lat") -> None:
+    def __init__(
+        self, customers: int, close_share: float, seed: int = 1, prefix: str = "lat"
+    ) -> None:
         self.customers, self.close_share, self.prefix = customers, close_share, prefix
         self.rng = random.Random(seed)
         self.open: list[str] = []  # purchased, not closed
@@ -98,9 +99,14 @@ class Workload:
         if cid not in self.purchased:
             self.purchased.add(cid)
             self.open.append(cid)
-        return {**base, "customer_id": cid, "type": "purchase",
-                "amount": round(rng.uniform(5.0, 250.0), 2), "currency": "USD",
-                "channel": "web"}, False
+        return {
+            **base,
+            "customer_id": cid,
+            "type": "purchase",
+            "amount": round(rng.uniform(5.0, 250.0), 2),
+            "currency": "USD",
+            "channel": "web",
+        }, False
 
 
 @dataclass
@@ -128,18 +134,30 @@ class LatencyResult:
     notes: list[str] = field(default_factory=list)
 
 
-async def _drive(lw: LiveWorker, poller: OffsetPoller, wl: Workload, rate: float,
-                 seconds: float, drain: float, tick: float, res: LatencyResult,
-                 status: Any) -> tuple[dict[tuple[int, int], float], dict[str, float],
-                                       dict[str, float], float]:
+async def _drive(
+    lw: LiveWorker,
+    poller: OffsetPoller,
+    wl: Workload,
+    rate: float,
+    seconds: float,
+    drain: float,
+    tick: float,
+    res: LatencyResult,
+    status: Any,
+) -> tuple[dict[tuple[int, int], float], dict[str, float], dict[str, float], float]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     s = lw.settings
     producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks=1, linger_ms=0)
     # A short fetch wait: Tansu holds every fetch for its full max wait even when records
     # are there (aiokafka's default, 500 ms, would be counted as alert latency).
-    consumer = AIOKafkaConsumer(s.alerts_topic, bootstrap_servers=s.bootstrap, group_id=None,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=20)
+    consumer = AIOKafkaConsumer(
+        s.alerts_topic,
+        bootstrap_servers=s.bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+    )
     await producer.start()
     await consumer.start()
     arrivals: dict[str, float] = {}
@@ -195,8 +213,10 @@ async def _drive(lw: LiveWorker, poller: OffsetPoller, wl: Workload, rate: float
             n = sum(1 for q, _ in sends if q == p)
             first = min(o for q, o in sends if q == p)
             if e - first != n:
-                res.notes.append(f"partition {p}: offsets {first}..{e - 1} for {n} events "
-                                 "(not contiguous: RecordMetadata offsets look wrong)")
+                res.notes.append(
+                    f"partition {p}: offsets {first}..{e - 1} for {n} events "
+                    "(not contiguous: RecordMetadata offsets look wrong)"
+                )
         deadline = time.monotonic() + drain
         while time.monotonic() < deadline:
             lw.check_alive()
@@ -204,9 +224,11 @@ async def _drive(lw: LiveWorker, poller: OffsetPoller, wl: Workload, rate: float
                 break
             seen = poller.latest()
             left = sum(max(0, e - 1 - seen.get(p, -1)) for p, e in end.items())
-            status.update(f"latency: draining, {left:,} events not in ClickHouse yet, "
-                          f"{len(set(closed_sent) - set(arrivals))} alerts not arrived, "
-                          f"{time.monotonic() - t_end:.0f}s")
+            status.update(
+                f"latency: draining, {left:,} events not in ClickHouse yet, "
+                f"{len(set(closed_sent) - set(arrivals))} alerts not arrived, "
+                f"{time.monotonic() - t_end:.0f}s"
+            )
             await asyncio.sleep(0.05)
         return sends, closed_sent, arrivals, t_end
     finally:
@@ -216,10 +238,19 @@ async def _drive(lw: LiveWorker, poller: OffsetPoller, wl: Workload, rate: float
         await producer.stop()
 
 
-def run_latency(broker_url: str, workdir: Path, rate: float, seconds: float,
-                partitions: int = 8, customers: int = 50_000, close_share: float = 0.02,
-                drain: float = 120, poll_s: float = 0.05, batch_within: float | None = None,
-                console: Any = None) -> LatencyResult:
+def run_latency(
+    broker_url: str,
+    workdir: Path,
+    rate: float,
+    seconds: float,
+    partitions: int = 8,
+    customers: int = 50_000,
+    close_share: float = 0.02,
+    drain: float = 120,
+    poll_s: float = 0.05,
+    batch_within: float | None = None,
+    console: Any = None,
+) -> LatencyResult:
     from rich.console import Console
 
     console = console or Console()
@@ -229,18 +260,26 @@ def run_latency(broker_url: str, workdir: Path, rate: float, seconds: float,
     wl = Workload(customers, close_share, prefix=f"lat-{uuid.uuid4().hex[:6]}")
     with live_worker(broker_url, workdir, partitions, batch_within) as lw:
         s = lw.settings
-        res.settings = {"partitions": s.partitions, "batch_max": s.batch_max,
-                        "batch_within_s": s.batch_within_s, "clock": s.clock,
-                        "customers": customers, "close_share": close_share,
-                        "clickhouse": "server (clickhouse-driver)"}
+        res.settings = {
+            "partitions": s.partitions,
+            "batch_max": s.batch_max,
+            "batch_within_s": s.batch_within_s,
+            "clock": s.clock,
+            "customers": customers,
+            "close_share": close_share,
+            "clickhouse": "server (clickhouse-driver)",
+        }
         with console.status("latency: starting ClickHouse, migrate, worker, warm-up"):
             res.worker_ready_s = warm_up(lw)
-        console.print(f"latency: worker ready {res.worker_ready_s:.1f}s after spawn; sending "
-                      f"{rate:,.0f} events/s for {seconds:.0f}s")
+        console.print(
+            f"latency: worker ready {res.worker_ready_s:.1f}s after spawn; sending "
+            f"{rate:,.0f} events/s for {seconds:.0f}s"
+        )
         cpu0 = process_figures(lw.proc.pid)["cpu_s"]
         with OffsetPoller(lw, poll_s) as poller, console.status("latency: sending") as st:
             sends, closed_sent, arrivals, t_end = asyncio.run(
-                _drive(lw, poller, wl, rate, seconds, drain, 0.01, res, st))
+                _drive(lw, poller, wl, rate, seconds, drain, 0.01, res, st)
+            )
         res.worker = process_figures(lw.proc.pid)
         polls = list(poller.polls)
     if res.worker.get("cpu_s") is not None and cpu0 is not None and res.sent:
@@ -254,11 +293,13 @@ def run_latency(broker_url: str, workdir: Path, rate: float, seconds: float,
     res.to_alert_ms["n"] = len(alert_lat)
     res.backlog_at_end = backlog_at(sends, polls, t_end)
     last_offsets = _ends(sends)
-    done = [t for t, maxes in polls if t >= t_end and all(
-        maxes.get(p, -1) >= o for p, o in last_offsets.items())]
+    done = [
+        t
+        for t, maxes in polls
+        if t >= t_end and all(maxes.get(p, -1) >= o for p, o in last_offsets.items())
+    ]
     res.drain_s = done[0] - t_end if done else None
-    res.poll_query_ms_median = (percentiles(poller.query_s)["p50"] * 1000
-                                if poller.query_s else None)
+    res.poll_query_ms_median = percentiles(poller.query_s)["p50"] * 1000 if poller.query_s else None
     by_send = sorted(sends.items(), key=lambda kv: kv[1])
     third = len(by_send) // 3
     if third:
@@ -270,9 +311,12 @@ def run_latency(broker_url: str, workdir: Path, rate: float, seconds: float,
             res.p50_last_third_ms = percentiles(last)["p50"] * 1000
     p99_s = res.to_clickhouse_ms.get("p99", 0) / 1000
     res.kept_up = bool(
-        res.not_in_clickhouse == 0 and res.backlog_at_end <= rate * (p99_s + 1)
-        and res.p50_first_third_ms is not None and res.p50_last_third_ms is not None
-        and res.p50_last_third_ms <= 2 * res.p50_first_third_ms + 500)
+        res.not_in_clickhouse == 0
+        and res.backlog_at_end <= rate * (p99_s + 1)
+        and res.p50_first_third_ms is not None
+        and res.p50_last_third_ms is not None
+        and res.p50_last_third_ms <= 2 * res.p50_first_third_ms + 500
+    )
     return res
 
 
@@ -291,16 +335,24 @@ def _ms(d: Mapping[str, float], k: str) -> str:
 def report(res: LatencyResult, console: Any) -> None:
     from rich.table import Table
 
-    t = Table(title=f"latency at {res.rate_offered:,.0f} events/s offered for "
-                    f"{res.seconds:.0f}s (ms)", title_justify="left")
+    t = Table(
+        title=f"latency at {res.rate_offered:,.0f} events/s offered for {res.seconds:.0f}s (ms)",
+        title_justify="left",
+    )
     for col in ("path", "events", "p50", "p95", "p99", "max", "missing"):
         t.add_column(col, justify="left" if col == "path" else "right")
-    t.add_row("event -> ClickHouse (queryable)", f"{res.to_clickhouse_ms.get('n', 0):,.0f}",
-              *(_ms(res.to_clickhouse_ms, k) for k in ("p50", "p95", "p99", "max")),
-              f"{res.not_in_clickhouse:,}")
-    t.add_row("account closed -> decline alert", f"{res.to_alert_ms.get('n', 0):,.0f}",
-              *(_ms(res.to_alert_ms, k) for k in ("p50", "p95", "p99", "max")),
-              f"{res.closed - res.alerts_seen:,}")
+    t.add_row(
+        "event -> ClickHouse (queryable)",
+        f"{res.to_clickhouse_ms.get('n', 0):,.0f}",
+        *(_ms(res.to_clickhouse_ms, k) for k in ("p50", "p95", "p99", "max")),
+        f"{res.not_in_clickhouse:,}",
+    )
+    t.add_row(
+        "account closed -> decline alert",
+        f"{res.to_alert_ms.get('n', 0):,.0f}",
+        *(_ms(res.to_alert_ms, k) for k in ("p50", "p95", "p99", "max")),
+        f"{res.closed - res.alerts_seen:,}",
+    )
     console.print(t)
     d = Table(title="latency details", title_justify="left", show_header=False)
     d.add_column("what")
@@ -310,18 +362,29 @@ def report(res: LatencyResult, console: Any) -> None:
         ("events sent (account closed among them)", f"{res.sent:,} ({res.closed:,})"),
         ("achieved send rate", f"{res.achieved_rate:,.1f} events/s"),
         ("kept up (no growing queue; see the module doc)", "yes" if res.kept_up else "NO"),
-        ("backlog when sending stopped", f"{res.backlog_at_end:,} events "
-         f"({res.backlog_at_end / max(1e-9, res.rate_offered):.1f}s of input)"),
+        (
+            "backlog when sending stopped",
+            f"{res.backlog_at_end:,} events "
+            f"({res.backlog_at_end / max(1e-9, res.rate_offered):.1f}s of input)",
+        ),
         ("sending stopped -> all in ClickHouse", drain),
-        ("p50 event -> ClickHouse, first / last third",
-         f"{res.p50_first_third_ms or 0:,.0f} / {res.p50_last_third_ms or 0:,.0f} ms"),
-        ("resolution (poll period + median query)",
-         f"{res.poll_period_ms:.0f} + {res.poll_query_ms_median or 0:.1f} ms"),
+        (
+            "p50 event -> ClickHouse, first / last third",
+            f"{res.p50_first_third_ms or 0:,.0f} / {res.p50_last_third_ms or 0:,.0f} ms",
+        ),
+        (
+            "resolution (poll period + median query)",
+            f"{res.poll_period_ms:.0f} + {res.poll_query_ms_median or 0:.1f} ms",
+        ),
         ("worker ready after spawn (warm-up)", f"{res.worker_ready_s or 0:.1f}s"),
-        ("worker RSS / peak RSS at the end", f"{res.worker.get('rss_mb') or 0:.0f} / "
-         f"{res.worker.get('peak_rss_mb') or 0:.0f} MB"),
-        ("worker CPU µs per event (all threads)",
-         f"{res.worker_cpu_us_per_event:.0f}" if res.worker_cpu_us_per_event else "-"),
+        (
+            "worker RSS / peak RSS at the end",
+            f"{res.worker.get('rss_mb') or 0:.0f} / {res.worker.get('peak_rss_mb') or 0:.0f} MB",
+        ),
+        (
+            "worker CPU µs per event (all threads)",
+            f"{res.worker_cpu_us_per_event:.0f}" if res.worker_cpu_us_per_event else "-",
+        ),
         ("worker settings", ", ".join(f"{k} {v}" for k, v in res.settings.items())),
     ]
     for k, v in rows:
@@ -336,32 +399,67 @@ def as_json(res: LatencyResult) -> dict[str, object]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--rate", type=float, required=True,
-              help="offered load, events/s. The issue's rule: half of touchstream's measured "
-              "max (python -m bench --only touchstream,latency does that for you)")
+@click.option(
+    "--rate",
+    type=float,
+    required=True,
+    help="offered load, events/s. The issue's rule: half of touchstream's measured "
+    "max (python -m bench --only touchstream,latency does that for you)",
+)
 @click.option("--seconds", default=60.0, show_default=True, help="how long to send")
 @click.option("--partitions", default=8, show_default=True)
-@click.option("--customers", default=50_000, show_default=True,
-              help="customers the purchases are drawn from")
-@click.option("--close-share", default=0.02, show_default=True,
-              help="share of events that close an account (one decline alert each)")
-@click.option("--drain", default=120.0, show_default=True,
-              help="longest wait after sending for the last events and alerts")
-@click.option("--batch-within", type=float, default=None,
-              help="TOUCHSTREAM_BATCH_WITHIN_S for the worker (default: the worker's, 0.5)")
+@click.option(
+    "--customers", default=50_000, show_default=True, help="customers the purchases are drawn from"
+)
+@click.option(
+    "--close-share",
+    default=0.02,
+    show_default=True,
+    help="share of events that close an account (one decline alert each)",
+)
+@click.option(
+    "--drain",
+    default=120.0,
+    show_default=True,
+    help="longest wait after sending for the last events and alerts",
+)
+@click.option(
+    "--batch-within",
+    type=float,
+    default=None,
+    help="TOUCHSTREAM_BATCH_WITHIN_S for the worker (default: the worker's, 0.5)",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
 @click.option("--keep", is_flag=True, help="keep the work directory (logs, data)")
-def main(rate: float, seconds: float, partitions: int, customers: int, close_share: float,
-         drain: float, batch_within: float | None, json_out: str | None, keep: bool) -> None:
+def main(
+    rate: float,
+    seconds: float,
+    partitions: int,
+    customers: int,
+    close_share: float,
+    drain: float,
+    batch_within: float | None,
+    json_out: str | None,
+    keep: bool,
+) -> None:
     """Event-to-ClickHouse and event-to-alert latency at a fixed offered load."""
     import touchstream  # noqa: F401  (puts this repository first on sys.path)
     from bench.common import broker_workdir, standalone_end, standalone_start
 
     console, m = standalone_start()
     with broker_workdir("touchstream-latency-", keep, console) as (workdir, broker):
-        res = run_latency(broker.url, workdir / "live", rate, seconds, partitions,
-                          customers, close_share, drain, batch_within=batch_within,
-                          console=console)
+        res = run_latency(
+            broker.url,
+            workdir / "live",
+            rate,
+            seconds,
+            partitions,
+            customers,
+            close_share,
+            drain,
+            batch_within=batch_within,
+            console=console,
+        )
     report(res, console)
     standalone_end(console, m, json_out, "latency", as_json(res))
 

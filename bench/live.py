@@ -67,8 +67,9 @@ def _by_partition(sends: Mapping[tuple[int, int], float]) -> dict[int, list[tupl
     return parts
 
 
-def coverage_latencies(sends: Mapping[tuple[int, int], float], polls: Sequence[Poll]
-                       ) -> tuple[dict[tuple[int, int], float], int]:
+def coverage_latencies(
+    sends: Mapping[tuple[int, int], float], polls: Sequence[Poll]
+) -> tuple[dict[tuple[int, int], float], int]:
     """For each sent event ((partition, offset) -> send time), the first poll whose max
     offset of that partition reached its offset, minus its send time; and how many events
     no poll covered."""
@@ -113,31 +114,50 @@ class LiveWorker:
     def client(self) -> Any:
         from clickhouse_driver import Client
 
-        return Client(host="127.0.0.1", port=self.ch_port, database=self.database,
-                      connect_timeout=5, send_receive_timeout=60)
+        return Client(
+            host="127.0.0.1",
+            port=self.ch_port,
+            database=self.database,
+            connect_timeout=5,
+            send_receive_timeout=60,
+        )
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
             from bench.common import tail
 
-            raise RuntimeError(f"the worker exited with code {self.proc.returncode}; log "
-                               f"{self.log}:\n{tail(self.log)}")
+            raise RuntimeError(
+                f"the worker exited with code {self.proc.returncode}; log "
+                f"{self.log}:\n{tail(self.log)}"
+            )
 
 
 def worker_env(s: Any) -> dict[str, str]:
     """TOUCHSTREAM_* for the worker and migrate (as tests/integration/conftest.worker_env),
     and the event clock."""
     env = dict(os.environ)
-    for f in ("broker", "clickhouse_url", "app_id", "input_topic", "dlq_topic",
-              "alerts_topic", "transitions_topic", "partitions", "data_dir",
-              "batch_within_s", "clock", "web_port"):
+    for f in (
+        "broker",
+        "clickhouse_url",
+        "app_id",
+        "input_topic",
+        "dlq_topic",
+        "alerts_topic",
+        "transitions_topic",
+        "partitions",
+        "data_dir",
+        "batch_within_s",
+        "clock",
+        "web_port",
+    ):
         env[f"TOUCHSTREAM_{f.upper()}"] = str(getattr(s, f))
     return env
 
 
 @contextmanager
-def live_worker(broker_url: str, workdir: Path, partitions: int = 8,
-                batch_within_s: float | None = None) -> Iterator[LiveWorker]:
+def live_worker(
+    broker_url: str, workdir: Path, partitions: int = 8, batch_within_s: float | None = None
+) -> Iterator[LiveWorker]:
     """A ClickHouse server, ``touchstream migrate``, one worker process; all stopped on
     exit. The worker's log is ``workdir / "worker.log"``."""
     from bench.common import tail
@@ -151,27 +171,48 @@ def live_worker(broker_url: str, workdir: Path, partitions: int = 8,
         if batch_within_s is not None:
             extra["batch_within_s"] = batch_within_s
         s = Settings(
-            broker=broker_url, clickhouse_url=ch.url(name), app_id=name.replace("_", "-"),
-            input_topic=f"{name}.in", dlq_topic=f"{name}.dlq", alerts_topic=f"{name}.alerts",
-            transitions_topic=f"{name}.transitions", partitions=partitions,
-            data_dir=str(workdir / "worker"), clock="event", web_port=free_port(), **extra,
+            broker=broker_url,
+            clickhouse_url=ch.url(name),
+            app_id=name.replace("_", "-"),
+            input_topic=f"{name}.in",
+            dlq_topic=f"{name}.dlq",
+            alerts_topic=f"{name}.alerts",
+            transitions_topic=f"{name}.transitions",
+            partitions=partitions,
+            data_dir=str(workdir / "worker"),
+            clock="event",
+            web_port=free_port(),
+            **extra,
         )
         env = worker_env(s)
-        r = subprocess.run([sys.executable, "-m", "touchstream.cli", "migrate"], env=env,
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [sys.executable, "-m", "touchstream.cli", "migrate"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if r.returncode != 0:
             raise RuntimeError(f"touchstream migrate failed:\n{r.stdout}\n{r.stderr}")
         log = workdir / "worker.log"
         spawned = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "touchstream.cli", "worker"], env=env,
-                                cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "touchstream.cli", "worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         try:
             yield LiveWorker(s, proc, log, ch.port, name, spawned)
         finally:
             stop_process(proc, 30)
             if proc.returncode not in (0, -15):
-                print(f"worker exit code {proc.returncode}; log tail:\n{tail(log, 1500)}",
-                      file=sys.stderr)
+                print(
+                    f"worker exit code {proc.returncode}; log tail:\n{tail(log, 1500)}",
+                    file=sys.stderr,
+                )
 
 
 def keys_by_partition(partitions: int, prefix: str = "warmup") -> dict[int, bytes]:
@@ -187,8 +228,7 @@ def keys_by_partition(partitions: int, prefix: str = "warmup") -> dict[int, byte
     return out
 
 
-async def _send_raw(bootstrap: str, topic: str, items: Sequence[tuple[bytes, bytes]]
-                    ) -> list[Any]:
+async def _send_raw(bootstrap: str, topic: str, items: Sequence[tuple[bytes, bytes]]) -> list[Any]:
     from aiokafka import AIOKafkaProducer
 
     p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1)
@@ -205,8 +245,11 @@ def warm_up(lw: LiveWorker, timeout: float = 180) -> float:
     letters. Seconds from the worker's spawn to then."""
     s = lw.settings
     keys = keys_by_partition(s.partitions)
-    asyncio.run(_send_raw(s.bootstrap, s.input_topic,
-                          [(k, b"bench warm-up: not an event") for k in keys.values()]))
+    asyncio.run(
+        _send_raw(
+            s.bootstrap, s.input_topic, [(k, b"bench warm-up: not an event") for k in keys.values()]
+        )
+    )
     client = lw.client()
     deadline = time.monotonic() + timeout
     try:
@@ -214,7 +257,8 @@ def warm_up(lw: LiveWorker, timeout: float = 180) -> float:
             lw.check_alive()
             rows = client.execute(
                 f"SELECT DISTINCT partition FROM {lw.database}.dead_letters "
-                f"WHERE topic = '{s.input_topic}'")
+                f"WHERE topic = '{s.input_topic}'"
+            )
             if len(rows) >= s.partitions:
                 return time.monotonic() - lw.spawned
             time.sleep(0.1)
@@ -222,8 +266,9 @@ def warm_up(lw: LiveWorker, timeout: float = 180) -> float:
         client.disconnect()
     from bench.common import tail
 
-    raise TimeoutError(f"the worker wrote no warm-up dead letters in {timeout:.0f}s; log "
-                       f"{lw.log}:\n{tail(lw.log)}")
+    raise TimeoutError(
+        f"the worker wrote no warm-up dead letters in {timeout:.0f}s; log {lw.log}:\n{tail(lw.log)}"
+    )
 
 
 class OffsetPoller:
@@ -236,8 +281,10 @@ class OffsetPoller:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="offset-poller", daemon=True)
-        self.sql = (f"SELECT kafka_partition, max(kafka_offset) FROM {lw.database}.events "
-                    "GROUP BY kafka_partition")
+        self.sql = (
+            f"SELECT kafka_partition, max(kafka_offset) FROM {lw.database}.events "
+            "GROUP BY kafka_partition"
+        )
 
     def _run(self) -> None:
         client = self.lw.client()
@@ -272,8 +319,9 @@ class OffsetPoller:
         self._stop.set()
         self._thread.join(10)
 
-    def wait_covers(self, end: Mapping[int, int], timeout: float,
-                    on_progress: Any = None) -> float | None:
+    def wait_covers(
+        self, end: Mapping[int, int], timeout: float, on_progress: Any = None
+    ) -> float | None:
         """Block until ``covers(end)``: the time of the first poll that saw it (None: not
         within ``timeout``). Fails if the worker exits."""
         deadline = time.monotonic() + timeout
@@ -292,8 +340,7 @@ def process_figures(pid: int) -> dict[str, float | None]:
     """The worker's VmRSS and VmHWM (MB) and CPU seconds so far."""
     from bench.common import cpu_seconds
 
-    out: dict[str, float | None] = {"rss_mb": None, "peak_rss_mb": None,
-                                    "cpu_s": cpu_seconds(pid)}
+    out: dict[str, float | None] = {"rss_mb": None, "peak_rss_mb": None, "cpu_s": cpu_seconds(pid)}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):

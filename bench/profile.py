@@ -15,8 +15,12 @@ import click
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--events", default=30_000, show_default=True)
-@click.option("--customers", default=2_000, show_default=True,
-              help="customers (sim: simulated customers, the first --events events kept)")
+@click.option(
+    "--customers",
+    default=2_000,
+    show_default=True,
+    help="customers (sim: simulated customers, the first --events events kept)",
+)
 @click.option("--partitions", default=8, show_default=True)
 @click.option("--mix", type=click.Choice(["purchase", "sim"]), default="sim", show_default=True)
 @click.option("--top", default=10, show_default=True)
@@ -35,11 +39,13 @@ def main(events: int, customers: int, partitions: int, mix: str, top: int, sort:
     st = pstats.Stats(prof, stream=out)
     st.sort_stats(sort).print_stats(top)
     total = st.total_tt  # type: ignore[attr-defined]
-    print(f"{inp.n:,} {mix} events of {inp.customers:,} customers, batches of 5,000: "
-          f"{rate:,.0f} events/s unprofiled ({cpu_us:.0f} CPU µs/event), "
-          f"{sum(map(len, table.values())) / max(1, len(table)):.0f} state bytes per "
-          f"customer, {rows / inp.n:.2f} ClickHouse rows per event; profiled total "
-          f"{total:.2f}s")
+    print(
+        f"{inp.n:,} {mix} events of {inp.customers:,} customers, batches of 5,000: "
+        f"{rate:,.0f} events/s unprofiled ({cpu_us:.0f} CPU µs/event), "
+        f"{sum(map(len, table.values())) / max(1, len(table)):.0f} state bytes per "
+        f"customer, {rows / inp.n:.2f} ClickHouse rows per event; profiled total "
+        f"{total:.2f}s"
+    )
     print(out.getvalue())
 
 

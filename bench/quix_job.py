@@ -37,11 +37,14 @@ def main(argv: list[str] | None = None) -> None:
 
     def aggregate(e: dict[str, Any], state: State) -> None:
         s = state.get("agg") or {"count": 0, "sum": 0.0, "last": None}
-        state.set("agg", {
-            "count": s["count"] + 1,
-            "sum": s["sum"] + float(e.get("amount") or 0),
-            "last": max(s["last"] or "", e["occurred_at"]),
-        })
+        state.set(
+            "agg",
+            {
+                "count": s["count"] + 1,
+                "sum": s["sum"] + float(e.get("amount") or 0),
+                "last": max(s["last"] or "", e["occurred_at"]),
+            },
+        )
 
     sdf.update(aggregate, stateful=True)
     app.run()

@@ -74,11 +74,20 @@ def purchase_stream(customers: int, events: int, seed: int = 1):  # noqa: ANN201
     for j in range(events):
         cid = f"S{(j if j < customers else rng.randrange(customers)):07d}"
         t = START_S + (j * YEAR_S) // max(1, events)
-        yield cid, orjson.dumps({
-            "event_id": f"scale-{j:09d}", "customer_id": cid, "type": "purchase",
-            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)),
-            "amount": round(rng.uniform(5.0, 250.0), 2), "currency": "USD", "channel": "web",
-        })
+        yield (
+            cid,
+            orjson.dumps(
+                {
+                    "event_id": f"scale-{j:09d}",
+                    "customer_id": cid,
+                    "type": "purchase",
+                    "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)),
+                    "amount": round(rng.uniform(5.0, 250.0), 2),
+                    "currency": "USD",
+                    "channel": "web",
+                }
+            ),
+        )
 
 
 @dataclass
@@ -122,9 +131,15 @@ def malloc_trim() -> None:
         pass
 
 
-def run_scale(customers: int, events_per_customer: float = 1.5, partitions: int = 8,
-              batch: int = 5000, on_progress: Any = None,
-              copy_values: bool = False, max_rss_mb: float = 14_000) -> ScaleResult:
+def run_scale(
+    customers: int,
+    events_per_customer: float = 1.5,
+    partitions: int = 8,
+    batch: int = 5000,
+    on_progress: Any = None,
+    copy_values: bool = False,
+    max_rss_mb: float = 14_000,
+) -> ScaleResult:
     import aiokafka  # noqa: F401  (a worker's imports: a comparable baseline)
     import clickhouse_driver  # noqa: F401
     import faust  # noqa: F401
@@ -134,8 +149,9 @@ def run_scale(customers: int, events_per_customer: float = 1.5, partitions: int 
     from touchstream.domain.lifecycle import Rules
 
     n_events = max(customers, round(customers * events_per_customer))
-    res = ScaleResult(customers, n_events, partitions, copy_values=copy_values,
-                      orjson_version=orjson.__version__)
+    res = ScaleResult(
+        customers, n_events, partitions, copy_values=copy_values, orjson_version=orjson.__version__
+    )
     lateness = Settings.model_fields["lateness_s"].default
     proc = Processor(Rules(allowed_lateness_ms=int(lateness * 1000)), partitions)
     table: dict[bytes, bytes] = {}  # Faust's memory store: raw key -> raw value
@@ -175,8 +191,10 @@ def run_scale(customers: int, events_per_customer: float = 1.5, partitions: int 
         if on_progress is not None:
             on_progress(done, n_events, len(table))
         if (rss := memory_status()["VmRSS"]) > max_rss_mb:
-            res.notes.append(f"stopped after {done:,} events ({len(table):,} customers): RSS "
-                             f"{rss:,.0f} MiB passed --max-rss-mb {max_rss_mb:,.0f}")
+            res.notes.append(
+                f"stopped after {done:,} events ({len(table):,} customers): RSS "
+                f"{rss:,.0f} MiB passed --max-rss-mb {max_rss_mb:,.0f}"
+            )
             break
     res.seconds = time.perf_counter() - t0
     res.events = done
@@ -190,8 +208,8 @@ def run_scale(customers: int, events_per_customer: float = 1.5, partitions: int 
     res.growth_bytes_per_customer = (after["VmRSS"] - before["VmRSS"]) * 2**20 / n
     res.state_value_bytes_per_customer = sum(map(len, table.values())) / n
     res.table_python_bytes_per_customer = (
-        sys.getsizeof(table) + sum(sys.getsizeof(k) + sys.getsizeof(v)
-                                   for k, v in table.items())) / n
+        sys.getsizeof(table) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in table.items())
+    ) / n
     res.deadline_heap_entries = sum(len(ix) for ix in proc._deadlines.values())
     res.rows_per_event = rows / n_events
     res.alerts = alerts
@@ -199,7 +217,8 @@ def run_scale(customers: int, events_per_customer: float = 1.5, partitions: int 
     res.rss_trimmed_mb = memory_status()["VmRSS"]
     res.live_bytes_per_customer = (res.rss_trimmed_mb - res.rss_before_mb) * 2**20 / n
     res.projected_rss_mb_at_target = res.rss_after_mb + (
-        res.live_bytes_per_customer * max(0, TARGET_CUSTOMERS - n) / 2**20)
+        res.live_bytes_per_customer * max(0, TARGET_CUSTOMERS - n) / 2**20
+    )
     res.meets_target = res.projected_rss_mb_at_target < TARGET_RSS_MB
     if not copy_values:
         for k, v in table.items():
@@ -208,47 +227,68 @@ def run_scale(customers: int, events_per_customer: float = 1.5, partitions: int 
         malloc_trim()
         res.rss_right_sized_mb = memory_status()["VmRSS"]
         res.live_right_sized_bytes_per_customer = (
-            (res.rss_right_sized_mb - res.rss_before_mb) * 2**20 / n)
+            (res.rss_right_sized_mb - res.rss_before_mb) * 2**20 / n
+        )
     return res
 
 
 def report(res: ScaleResult, console: Any) -> None:
     from rich.table import Table
 
-    t = Table(title=f"state memory, {res.customers:,} customers, {res.events:,} purchases, "
-                    f"{res.partitions} partitions (in process)", title_justify="left",
-              show_header=False)
+    t = Table(
+        title=f"state memory, {res.customers:,} customers, {res.events:,} purchases, "
+        f"{res.partitions} partitions (in process)",
+        title_justify="left",
+        show_header=False,
+    )
     t.add_column("what")
     t.add_column("value", justify="right")
     verdict = "under" if res.meets_target else "OVER"
     proj = "measured" if res.customers >= TARGET_CUSTOMERS else "projected"
     mib = "MiB"
     rows = [
-        ("values stored as", "right-sized copies (--copy-values)" if res.copy_values
-         else "Stored.encode results (as the worker)"),
-        ("RSS before (worker imports) -> after the replay",
-         f"{res.rss_before_mb:,.0f} -> {res.rss_after_mb:,.0f} {mib}"),
+        (
+            "values stored as",
+            "right-sized copies (--copy-values)"
+            if res.copy_values
+            else "Stored.encode results (as the worker)",
+        ),
+        (
+            "RSS before (worker imports) -> after the replay",
+            f"{res.rss_before_mb:,.0f} -> {res.rss_after_mb:,.0f} {mib}",
+        ),
         ("peak RSS (VmHWM)", f"{res.peak_rss_mb:,.0f} {mib}"),
         ("RSS growth per customer", f"{res.growth_bytes_per_customer:,.0f} bytes"),
-        ("RSS after malloc_trim (live objects); per customer",
-         f"{res.rss_trimmed_mb:,.0f} {mib}; {res.live_bytes_per_customer:,.0f} bytes"),
+        (
+            "RSS after malloc_trim (live objects); per customer",
+            f"{res.rss_trimmed_mb:,.0f} {mib}; {res.live_bytes_per_customer:,.0f} bytes",
+        ),
     ]
     if res.rss_right_sized_mb is not None:
-        rows.append(("... with every value copied right-sized; per customer",
-                     f"{res.rss_right_sized_mb:,.0f} {mib}; "
-                     f"{res.live_right_sized_bytes_per_customer or 0:,.0f} bytes"))
+        rows.append(
+            (
+                "... with every value copied right-sized; per customer",
+                f"{res.rss_right_sized_mb:,.0f} {mib}; "
+                f"{res.live_right_sized_bytes_per_customer or 0:,.0f} bytes",
+            )
+        )
     rows += [
-        ("state value per customer (len of the Stored encoding)",
-         f"{res.state_value_bytes_per_customer:,.0f} bytes"),
-        ("table per customer (key + value + dict slot, by length)",
-         f"{res.table_python_bytes_per_customer:,.0f} bytes"),
+        (
+            "state value per customer (len of the Stored encoding)",
+            f"{res.state_value_bytes_per_customer:,.0f} bytes",
+        ),
+        (
+            "table per customer (key + value + dict slot, by length)",
+            f"{res.table_python_bytes_per_customer:,.0f} bytes",
+        ),
         ("deadline heap entries", f"{res.deadline_heap_entries:,}"),
-        (f"RSS for 1,000,000 customers ({proj})",
-         f"{res.projected_rss_mb_at_target:,.0f} {mib} ({verdict} the target, "
-         f"1.5 GB = {TARGET_RSS_MB:,.0f} {mib})"),
+        (
+            f"RSS for 1,000,000 customers ({proj})",
+            f"{res.projected_rss_mb_at_target:,.0f} {mib} ({verdict} the target, "
+            f"1.5 GB = {TARGET_RSS_MB:,.0f} {mib})",
+        ),
         ("replay speed", f"{res.events_per_s:,.0f} events/s ({res.seconds:.0f}s)"),
-        ("ClickHouse rows per event; alerts raised",
-         f"{res.rows_per_event:.2f}; {res.alerts:,}"),
+        ("ClickHouse rows per event; alerts raised", f"{res.rows_per_event:.2f}; {res.alerts:,}"),
     ]
     for k, v in rows:
         t.add_row(k, v)
@@ -259,30 +299,58 @@ def report(res: ScaleResult, console: Any) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--customers", default=TARGET_CUSTOMERS, show_default=True)
-@click.option("--events-per-customer", default=1.5, show_default=True,
-              help="purchases per customer on average (at least 1 each)")
+@click.option(
+    "--events-per-customer",
+    default=1.5,
+    show_default=True,
+    help="purchases per customer on average (at least 1 each)",
+)
 @click.option("--partitions", default=8, show_default=True)
-@click.option("--copy-values", is_flag=True,
-              help="store right-sized copies of the values (what a fix would do)")
-@click.option("--max-rss-mb", default=14_000.0, show_default=True,
-              help="stop the replay early (and report) past this RSS: the machine is shared")
+@click.option(
+    "--copy-values",
+    is_flag=True,
+    help="store right-sized copies of the values (what a fix would do)",
+)
+@click.option(
+    "--max-rss-mb",
+    default=14_000.0,
+    show_default=True,
+    help="stop the replay early (and report) past this RSS: the machine is shared",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
-def main(customers: int, events_per_customer: float, partitions: int, copy_values: bool,
-         max_rss_mb: float, json_out: str | None) -> None:
+def main(
+    customers: int,
+    events_per_customer: float,
+    partitions: int,
+    copy_values: bool,
+    max_rss_mb: float,
+    json_out: str | None,
+) -> None:
     """State bytes per customer and RSS of a worker's state for N customers."""
     import touchstream  # noqa: F401  (puts this repository first on sys.path)
     from bench.common import standalone_end, standalone_start
 
     console, m = standalone_start()
     with console.status("scale: starting") as st:
+
         def show(done: int, total: int, n: int) -> None:
             if done % 50_000 < 5000 or done == total:
-                st.update(f"scale: {done:,} / {total:,} events, {n:,} customers, "
-                          f"RSS {memory_status()['VmRSS']:,.0f} MiB")
-        res = run_scale(customers, events_per_customer, partitions, on_progress=show,
-                        copy_values=copy_values, max_rss_mb=max_rss_mb)
+                st.update(
+                    f"scale: {done:,} / {total:,} events, {n:,} customers, "
+                    f"RSS {memory_status()['VmRSS']:,.0f} MiB"
+                )
+
+        res = run_scale(
+            customers,
+            events_per_customer,
+            partitions,
+            on_progress=show,
+            copy_values=copy_values,
+            max_rss_mb=max_rss_mb,
+        )
     report(res, console)
     standalone_end(console, m, json_out, "scale", asdict(res))
+
 
 if __name__ == "__main__":
     main()

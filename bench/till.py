@@ -43,10 +43,16 @@ class TillResult:
 
 
 def purchase(cid: str, i: int, t: int) -> bytes:
-    return orjson.dumps({
-        "event_id": f"till-{i}", "customer_id": cid, "type": "purchase",
-        "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)),
-        "amount": "12.50", "currency": "EUR"})
+    return orjson.dumps(
+        {
+            "event_id": f"till-{i}",
+            "customer_id": cid,
+            "type": "purchase",
+            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)),
+            "amount": "12.50",
+            "currency": "EUR",
+        }
+    )
 
 
 async def _drive(lw: LiveWorker, res: TillResult, console: Any) -> None:
@@ -64,8 +70,9 @@ async def _drive(lw: LiveWorker, res: TillResult, console: Any) -> None:
     try:
         last = None
         for n, cid in enumerate(ids):  # every customer exists before the first request
-            last = await producer.send(s.input_topic, purchase(cid, n, base_t + n),
-                                       key=cid.encode())
+            last = await producer.send(
+                s.input_topic, purchase(cid, n, base_t + n), key=cid.encode()
+            )
         await last
         sent = len(ids)
         console.print(f"{len(ids)} customers sent; waiting until the worker has them")
@@ -75,9 +82,12 @@ async def _drive(lw: LiveWorker, res: TillResult, console: Any) -> None:
         tps = [TopicPartition(s.input_topic, p) for p in range(s.partitions)]
         end = {tp.partition: o for tp, o in c.end_offsets(tps).items()}
         c.close()
-        await asyncio.get_running_loop().run_in_executor(None, lambda: wait_committed(
-            s.bootstrap, s.app_id, s.input_topic, end, lw.proc, time.monotonic(), 300,
-            lw.log))
+        await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: wait_committed(
+                s.bootstrap, s.app_id, s.input_topic, end, lw.proc, time.monotonic(), 300, lw.log
+            ),
+        )
 
         rnd = random.Random(1)
         url = f"http://127.0.0.1:{s.web_port}/customers/"
@@ -96,12 +106,14 @@ async def _drive(lw: LiveWorker, res: TillResult, console: Any) -> None:
                 if due > now:
                     await asyncio.sleep(due - now)
                 cid = ids[rnd.randrange(len(ids))]
-                await producer.send(s.input_topic, purchase(cid, sent, base_t + sent),
-                                    key=cid.encode())
+                await producer.send(
+                    s.input_topic, purchase(cid, sent, base_t + sent), key=cid.encode()
+                )
                 sent += 1
                 i += 1
 
         async with aiohttp.ClientSession() as http:
+
             async def ask(due: float, cid: str) -> None:
                 try:
                     async with http.get(url + cid) as r:
@@ -137,8 +149,16 @@ async def _drive(lw: LiveWorker, res: TillResult, console: Any) -> None:
         await producer.stop()
 
 
-def run_till(broker_url: str, workdir: Path, rate: float, seconds: float, event_rate: float,
-             customers: int, partitions: int, console: Any) -> TillResult:
+def run_till(
+    broker_url: str,
+    workdir: Path,
+    rate: float,
+    seconds: float,
+    event_rate: float,
+    customers: int,
+    partitions: int,
+    console: Any,
+) -> TillResult:
     res = TillResult(rate, seconds, event_rate, customers)
     with live_worker(broker_url, workdir, partitions) as lw:
         warm_up(lw)
@@ -153,28 +173,38 @@ def report(res: TillResult, console: Any) -> None:
         f"while {res.event_rate:.0f} purchases/s stream in ({res.customers} customers): "
         f"{res.requests} requests, {res.errors} errors {res.statuses}; latency p50 "
         f"{lat.get('p50')} ms, p95 {lat.get('p95')} ms, p99 {lat.get('p99')} ms, max "
-        f"{res.max_ms} ms (target p99 < 10 ms)")
+        f"{res.max_ms} ms (target p99 < 10 ms)"
+    )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--rate", default=200.0, show_default=True, help="requests per second")
 @click.option("--seconds", default=60.0, show_default=True)
-@click.option("--event-rate", default=1000.0, show_default=True,
-              help="purchases per second sent meanwhile")
+@click.option(
+    "--event-rate", default=1000.0, show_default=True, help="purchases per second sent meanwhile"
+)
 @click.option("--customers", default=20_000, show_default=True)
 @click.option("--partitions", default=8, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
 @click.option("--keep", is_flag=True, help="keep the work directory (logs, data)")
-def main(rate: float, seconds: float, event_rate: float, customers: int, partitions: int,
-         json_out: str | None, keep: bool) -> None:
+def main(
+    rate: float,
+    seconds: float,
+    event_rate: float,
+    customers: int,
+    partitions: int,
+    json_out: str | None,
+    keep: bool,
+) -> None:
     """GET /customers/{id} latency at a steady request rate under a steady event load."""
     import touchstream  # noqa: F401  (puts this repository first on sys.path)
     from bench.common import broker_workdir, standalone_end, standalone_start
 
     console, m = standalone_start()
     with broker_workdir("touchstream-till-", keep, console) as (workdir, broker):
-        res = run_till(broker.url, workdir / "live", rate, seconds, event_rate, customers,
-                       partitions, console)
+        res = run_till(
+            broker.url, workdir / "live", rate, seconds, event_rate, customers, partitions, console
+        )
     report(res, console)
     standalone_end(console, m, json_out, "till", asdict(res))
 

@@ -62,8 +62,9 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def decode_obj(obj: Any, received_ms: int | None = None,
-               max_future_skew_ms: int = MAX_FUTURE_SKEW_MS) -> Event | Rejected:
+def decode_obj(
+    obj: Any, received_ms: int | None = None, max_future_skew_ms: int = MAX_FUTURE_SKEW_MS
+) -> Event | Rejected:
     """``received_ms``: when the message was received (epoch ms, passed in by the caller);
     an event dated more than ``max_future_skew_ms`` after it is rejected. None: no check."""
     if not isinstance(obj, dict):
@@ -84,8 +85,9 @@ def decode_obj(obj: Any, received_ms: int | None = None,
     return ev
 
 
-def decode(raw: bytes | None, received_ms: int | None = None,
-           max_future_skew_ms: int = MAX_FUTURE_SKEW_MS) -> Event | Rejected:
+def decode(
+    raw: bytes | None, received_ms: int | None = None, max_future_skew_ms: int = MAX_FUTURE_SKEW_MS
+) -> Event | Rejected:
     """One Kafka message value -> an event, or the reason it is rejected (``received_ms``
     as in ``decode_obj``)."""
     if raw is None:

@@ -51,17 +51,28 @@ def _storable(t: datetime) -> datetime:
 OccurredAt = Annotated[
     AwareDatetime,
     AfterValidator(_storable),
-    Field(description="RFC 3339 with an offset or Z, from 1970-01-02T00:00:00Z to before "
-          "2100-01-01T00:00:00Z, and at most TOUCHSTREAM_MAX_FUTURE_SKEW_S (default one "
-          "day) after the worker received it",
-          # ajv-formats' keywords: validators that know them check the range too.
-          json_schema_extra={"formatMinimum": "1970-01-02T00:00:00Z",
-                             "formatExclusiveMaximum": "2100-01-01T00:00:00Z"}),
+    Field(
+        description="RFC 3339 with an offset or Z, from 1970-01-02T00:00:00Z to before "
+        "2100-01-01T00:00:00Z, and at most TOUCHSTREAM_MAX_FUTURE_SKEW_S (default one "
+        "day) after the worker received it",
+        # ajv-formats' keywords: validators that know them check the range too.
+        json_schema_extra={
+            "formatMinimum": "1970-01-02T00:00:00Z",
+            "formatExclusiveMaximum": "2100-01-01T00:00:00Z",
+        },
+    ),
 ]
-Money = Annotated[Decimal, Field(
-    ge=0, le=AMOUNT_MAX, max_digits=18, decimal_places=4,
-    description="a decimal from 0 to 10000000000 (ten billion) with at most 4 decimal "
-    "places, as a string (exact) or a JSON number")]
+Money = Annotated[
+    Decimal,
+    Field(
+        ge=0,
+        le=AMOUNT_MAX,
+        max_digits=18,
+        decimal_places=4,
+        description="a decimal from 0 to 10000000000 (ten billion) with at most 4 decimal "
+        "places, as a string (exact) or a JSON number",
+    ),
+]
 
 
 class _Event(BaseModel):
@@ -150,9 +161,11 @@ def ahead_of_received(t_ms: int, received_ms: int, max_skew_ms: int) -> str | No
     ``received_ms``, or None. Time is passed in: the contract never reads a clock."""
     if t_ms - received_ms <= max_skew_ms:
         return None
-    return (f"occurred_at {_iso(t_ms)} is more than {max_skew_ms / 1000:g} s after the time "
-            f"the worker received it ({_iso(received_ms)}, TOUCHSTREAM_MAX_FUTURE_SKEW_S): "
-            "check the sending system's clock and time zone")
+    return (
+        f"occurred_at {_iso(t_ms)} is more than {max_skew_ms / 1000:g} s after the time "
+        f"the worker received it ({_iso(received_ms)}, TOUCHSTREAM_MAX_FUTURE_SKEW_S): "
+        "check the sending system's clock and time zone"
+    )
 
 
 def _iso(ms: int) -> str:

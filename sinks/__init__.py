@@ -20,7 +20,10 @@ def open_sink(url: str) -> Sink:
         except ImportError as e:
             raise SinkUnavailable(
                 f"chdb:// needs the embedded ClickHouse ({e.name} is not installed): "
-                "pip install 'touchstream[embedded]', or use a clickhouse:// server") from e
+                "pip install 'touchstream[embedded]', or use a clickhouse:// server"
+            ) from e
 
         return ChdbSink(url)
-    raise SinkUnavailable(f"unsupported ClickHouse URL {url!r}: use clickhouse://... or chdb://PATH")
+    raise SinkUnavailable(
+        f"unsupported ClickHouse URL {url!r}: use clickhouse://... or chdb://PATH"
+    )

@@ -75,8 +75,9 @@ class Sink(ABC):
             self.execute(sql)
         defs = view_definitions(db, segment_map)
         if self.replaces_views():
-            views = [f"CREATE OR REPLACE VIEW {db}.{name} AS\n{select}"
-                     for name, select in defs.items()]
+            views = [
+                f"CREATE OR REPLACE VIEW {db}.{name} AS\n{select}" for name, select in defs.items()
+            ]
             for sql in views:
                 self.execute(sql)
         else:
@@ -104,8 +105,9 @@ class Sink(ABC):
             tmp = f"{name}__next_{suffix}"
             self.execute(f"CREATE VIEW {db}.{tmp} AS\n{select}")
             try:
-                if name in existing and self._definition(name) == self._definition(
-                        tmp).replace(f"{db}.{tmp}", f"{db}.{name}", 1):
+                if name in existing and self._definition(name) == self._definition(tmp).replace(
+                    f"{db}.{tmp}", f"{db}.{name}", 1
+                ):
                     continue
                 swap = [f"DROP TABLE IF EXISTS {db}.{name}"] if name in existing else []
                 swap.append(f"RENAME TABLE {db}.{tmp} TO {db}.{name}")
@@ -135,14 +137,17 @@ class Sink(ABC):
         (CREATE TABLE IF NOT EXISTS leaves an existing table as it was; 18.16 has no
         ADD COLUMN IF NOT EXISTS). New columns are only ever appended."""
         _, rows = self.query(
-            f"SELECT table, name FROM system.columns WHERE database = '{self.database}'")
+            f"SELECT table, name FROM system.columns WHERE database = '{self.database}'"
+        )
         have: dict[str, set[str]] = {}
         for table, name in rows:
             have.setdefault(table, set()).add(name)
         return [
             f"ALTER TABLE {self.database}.{t.name} ADD COLUMN `{c}` {ctype}"
-            for t in TABLES if t.name in have
-            for c, ctype in t.columns if c not in have[t.name]
+            for t in TABLES
+            if t.name in have
+            for c, ctype in t.columns
+            if c not in have[t.name]
         ]
 
     def __enter__(self) -> Sink:
@@ -162,8 +167,9 @@ def _month(v: Any) -> int:
     return int(t.year * 12 + t.month - 1)
 
 
-def insert_blocks(table: str, rows: Sequence[Row], limit: int = MAX_PARTITIONS_PER_INSERT
-                  ) -> list[Sequence[Row]]:
+def insert_blocks(
+    table: str, rows: Sequence[Row], limit: int = MAX_PARTITIONS_PER_INSERT
+) -> list[Sequence[Row]]:
     """``rows`` as inserts of at most ``limit`` partitions each (one, unless a table
     partitioned by month gets rows of more months than that: a backfill). A month's rows
     stay in one insert, in their order."""
@@ -172,8 +178,10 @@ def insert_blocks(table: str, rows: Sequence[Row], limit: int = MAX_PARTITIONS_P
         return [rows]
     i = BY_NAME[table].column_names.index(column)
     values = [r[i] for r in rows]
-    if all(v.__class__ is int for v in values) and \
-            _month(max(values)) - _month(min(values)) < limit:
+    if (
+        all(v.__class__ is int for v in values)
+        and _month(max(values)) - _month(min(values)) < limit
+    ):
         return [rows]  # the usual case: a few months at most
     months = [_month(v) for v in values]
     block_of = {m: n // limit for n, m in enumerate(sorted(set(months)))}
@@ -191,8 +199,9 @@ class BatchingWriter:
     its table and its key, and the other rows are written. ``clock`` dates those dead
     letters."""
 
-    def __init__(self, sink: Sink,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self, sink: Sink, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self.sink = sink
         self.clock = clock
         self._rows: dict[str, list[Row]] = {}
@@ -245,8 +254,12 @@ class BatchingWriter:
 
         self.rows_refused += len(refused)
         for row, reason in refused:
-            log.error("ClickHouse refused the %s row %s; it goes to dead_letters: %s",
-                      table, row_key(table, row), reason)
+            log.error(
+                "ClickHouse refused the %s row %s; it goes to dead_letters: %s",
+                table,
+                row_key(table, row),
+                reason,
+            )
         if table == "dead_letters":
             log.error("dead letters refused by ClickHouse cannot be stored: %s", refused)
             return
@@ -254,6 +267,7 @@ class BatchingWriter:
         lost = self._insert("dead_letters", [refused_row(table, r, why, at) for r, why in refused])
         if lost:
             log.error("dead letters refused by ClickHouse cannot be stored: %s", lost)
+
 
 def one_line(e: BaseException) -> str:
     """A ClickHouse error (either sink) as one line: the server's whole message, without

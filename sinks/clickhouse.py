@@ -14,8 +14,7 @@ from sinks.errors import SinkFatal, classify
 from sinks.tables import BY_NAME
 
 _DATETIMES = {
-    t.name: [i for i, (_, ty) in enumerate(t.columns) if "DateTime" in ty]
-    for t in BY_NAME.values()
+    t.name: [i for i, (_, ty) in enumerate(t.columns) if "DateTime" in ty] for t in BY_NAME.values()
 }
 
 
@@ -66,14 +65,16 @@ class ClickHouseSink(Sink):
                 raise SinkUnavailable(
                     f"ClickHouse at {self.url_for_humans} refused authentication for user "
                     f"{self.user!r}: check the user and TOUCHSTREAM_CLICKHOUSE_PASSWORD(_FILE) "
-                    "or the password in TOUCHSTREAM_CLICKHOUSE_URL") from e
+                    "or the password in TOUCHSTREAM_CLICKHOUSE_URL"
+                ) from e
             raise
         except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as e:
             if _tls_failure(e):
                 raise SinkUnavailable(
                     f"TLS to ClickHouse at {self.url_for_humans} failed: {_first_line(e)}. "
                     "Does TOUCHSTREAM_CLICKHOUSE_CA_FILE hold the CA that signed the "
-                    "server's certificate, and is the host name in it?") from e
+                    "server's certificate, and is the host name in it?"
+                ) from e
             raise SinkUnavailable(
                 f"cannot reach ClickHouse at {self.url_for_humans}: {_first_line(e)}. "
                 "Is the server running and is TOUCHSTREAM_CLICKHOUSE_URL right?"
@@ -83,8 +84,8 @@ class ClickHouseSink(Sink):
             raise SinkUnavailable(
                 f"ClickHouse at {self.url_for_humans} refused the connection: {err}. "
                 "Check the user and password in TOUCHSTREAM_CLICKHOUSE_URL"
-                if isinstance(err, SinkFatal) else
-                f"ClickHouse at {self.url_for_humans} did not answer: {err}"
+                if isinstance(err, SinkFatal)
+                else f"ClickHouse at {self.url_for_humans} did not answer: {err}"
             ) from e
 
     def execute(self, sql: str) -> None:
@@ -105,8 +106,10 @@ class ClickHouseSink(Sink):
         # Values travel in native blocks, never inside the SQL text.
         try:
             self.client.execute(
-                f"INSERT INTO {self.database}.{t.name} ({cols}) VALUES", columns,
-                types_check=False, columnar=True,
+                f"INSERT INTO {self.database}.{t.name} ({cols}) VALUES",
+                columns,
+                types_check=False,
+                columnar=True,
             )
         except Exception as e:
             raise classify(e) from e

@@ -36,17 +36,84 @@ class SinkFatal(SinkError):
     """A configuration error: nothing can be written until it is fixed."""
 
 
-TRANSIENT_CODES = frozenset({
-    3, 23, 24, 32, 159, 160, 173, 201, 202, 203, 209, 210, 225, 236, 241, 242, 243, 252,
-    285, 286, 319, 394, 425, 439, 999, 1000,
-})
-ROW_CODES = frozenset({
-    6, 25, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 349, 407, 469, 691,
-})
-FATAL_CODES = frozenset({
-    8, 10, 16, 20, 44, 46, 47, 48, 50, 60, 62, 73, 81, 115, 164, 192, 193, 194, 195, 291,
-    497, 516,
-})
+TRANSIENT_CODES = frozenset(
+    {
+        3,
+        23,
+        24,
+        32,
+        159,
+        160,
+        173,
+        201,
+        202,
+        203,
+        209,
+        210,
+        225,
+        236,
+        241,
+        242,
+        243,
+        252,
+        285,
+        286,
+        319,
+        394,
+        425,
+        439,
+        999,
+        1000,
+    }
+)
+ROW_CODES = frozenset(
+    {
+        6,
+        25,
+        26,
+        27,
+        38,
+        41,
+        53,
+        69,
+        70,
+        72,
+        117,
+        131,
+        190,
+        321,
+        349,
+        407,
+        469,
+        691,
+    }
+)
+FATAL_CODES = frozenset(
+    {
+        8,
+        10,
+        16,
+        20,
+        44,
+        46,
+        47,
+        48,
+        50,
+        60,
+        62,
+        73,
+        81,
+        115,
+        164,
+        192,
+        193,
+        194,
+        195,
+        291,
+        497,
+        516,
+    }
+)
 
 _CODE = re.compile(r"Code:\s*(\d+)")
 _MAX_REASON = 400
@@ -89,4 +156,6 @@ def _is_arrow_value_error(e: BaseException) -> bool:
     # pyarrow refusing a value while building a column (chdb's inserts): ArrowInvalid
     # ("... does not fit into precision", "Integer value out of bounds"), ArrowTypeError.
     return type(e).__module__.startswith("pyarrow") and type(e).__name__ in (
-        "ArrowInvalid", "ArrowTypeError")
+        "ArrowInvalid",
+        "ArrowTypeError",
+    )

@@ -51,7 +51,9 @@ def _attribute_fields(cls: type[_Event]) -> tuple[tuple[str, bool], ...] | None:
 # Per event type: the amount and currency columns, and the attributes' fields.
 _ROW_SHAPE = {
     cls: (
-        "amount" in cls.model_fields, "currency" in cls.model_fields, _attribute_fields(cls),
+        "amount" in cls.model_fields,
+        "currency" in cls.model_fields,
+        _attribute_fields(cls),
     )
     for cls in EVENT_TYPES
 }
@@ -85,7 +87,10 @@ def event_row(
 ) -> Row:
     """``occurred_ms``: ``epoch_ms(ev.occurred_at)`` when the caller has it already."""
     has_amount, has_currency, fields = _ROW_SHAPE.get(type(ev)) or (
-        isinstance(ev, Purchase | Refund), isinstance(ev, Purchase), None)
+        isinstance(ev, Purchase | Refund),
+        isinstance(ev, Purchase),
+        None,
+    )
     return (
         ev.event_id,
         ev.customer_id,
@@ -104,8 +109,11 @@ def event_row(
 _UNSCORED = (None, None, None, None, 0, None)
 
 
-def state_row(s: CustomerState | Working, quick_days: float = DEFAULT_RULES.quick_resolution_days,
-              scores: tuple[Any, ...] = _UNSCORED) -> Row:
+def state_row(
+    s: CustomerState | Working,
+    quick_days: float = DEFAULT_RULES.quick_resolution_days,
+    scores: tuple[Any, ...] = _UNSCORED,
+) -> Row:
     """``scores``: the churn model's (p_alive, churn_probability_90d,
     expected_purchases_90d, predicted_clv_365d, model_version, scored_at ms)."""
     days = s.purchase_days
@@ -155,23 +163,49 @@ def transition_json(t: Transition) -> dict[str, Any]:
 
 def transition_row(t: Transition) -> Row:
     return (
-        t.customer_id, t.seq, t.at_ms, t.from_stage or "", t.to_stage, t.reason,
-        t.relationship, t.pattern or "", t.seq,
+        t.customer_id,
+        t.seq,
+        t.at_ms,
+        t.from_stage or "",
+        t.to_stage,
+        t.reason,
+        t.relationship,
+        t.pattern or "",
+        t.seq,
     )
 
 
 def alert_row(a: Alert) -> Row:
     return (
-        a.alert_id, a.customer_id, a.at_ms, a.kind, a.episode, a.stage,
-        a.previous_stage or "", a.defection_type, a.confidence, a.severity, a.severity_label,
-        a.net_spend, orjson.dumps(list(a.evidence)).decode(), a.message, ALERT_SCHEMA_VERSION,
-        a.version, orjson.dumps(list(a.open_issues)).decode(), a.churn_probability_90d,
+        a.alert_id,
+        a.customer_id,
+        a.at_ms,
+        a.kind,
+        a.episode,
+        a.stage,
+        a.previous_stage or "",
+        a.defection_type,
+        a.confidence,
+        a.severity,
+        a.severity_label,
+        a.net_spend,
+        orjson.dumps(list(a.evidence)).decode(),
+        a.message,
+        ALERT_SCHEMA_VERSION,
+        a.version,
+        orjson.dumps(list(a.open_issues)).decode(),
+        a.churn_probability_90d,
         a.value_at_risk,
     )
 
 
 def dead_letter_row(
-    topic: str, partition: int, offset: int, key: bytes | None, raw: bytes | None, reason: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    raw: bytes | None,
+    reason: str,
     received_at: datetime | int,
 ) -> Row:
     """``received_at``: an aware datetime or epoch milliseconds."""
@@ -208,9 +242,14 @@ def refused_row(table: str, row: Row, reason: str, received_at: datetime | int) 
     key = row_key(table, row)
     digest = hashlib.blake2b(f"{key}\0{values.get('version')}".encode(), digest_size=8)
     return dead_letter_row(
-        f"clickhouse:{table}", 0, int.from_bytes(digest.digest()) >> 1, key.encode(),
-        orjson.dumps(values, default=str), f"ClickHouse refused this {table} row: {reason}",
-        received_at)
+        f"clickhouse:{table}",
+        0,
+        int.from_bytes(digest.digest()) >> 1,
+        key.encode(),
+        orjson.dumps(values, default=str),
+        f"ClickHouse refused this {table} row: {reason}",
+        received_at,
+    )
 
 
 def clock_row(partition: int, stream_time_ms: int) -> Row:
@@ -219,7 +258,14 @@ def clock_row(partition: int, stream_time_ms: int) -> Row:
 
 def cutoffs_row(c: Cutoffs, rate_median: float, amount_median: float, as_of_ms: int) -> Row:
     return (
-        as_of_ms, c.kind, c.population, *c.r, *c.f, *c.m, rate_median, amount_median,
+        as_of_ms,
+        c.kind,
+        c.population,
+        *c.r,
+        *c.f,
+        *c.m,
+        rate_median,
+        amount_median,
         as_of_ms,
     )
 
@@ -228,28 +274,53 @@ def sketch_row(partition: int, sketches: RfmSketches, published_at: datetime) ->
     # version: publication time in ns, so a partition's newest sketch wins whichever worker
     # owns it now (shell metadata, not a result: the wall clock is fine here).
     return (
-        partition, orjson.dumps(sketches.to_record()).decode(), sketches.count, published_at,
+        partition,
+        orjson.dumps(sketches.to_record()).decode(),
+        sketches.count,
+        published_at,
         int(published_at.timestamp() * 1e9),
     )
 
 
 def model_params_row(
-    version: int, model: str, chosen: bool, params: dict[str, float],
-    spend: tuple[float, float, float] | None, calibration: tuple[float, ...] | None,
-    fitted_at_ms: int, as_of_ms: int, log_likelihood: float, n_customers: int,
-    holdout_days: int, holdout_customers: int, holdout_log_loss: float | None,
-    holdout_predicted: float | None, holdout_actual: float | None, choice: str,
+    version: int,
+    model: str,
+    chosen: bool,
+    params: dict[str, float],
+    spend: tuple[float, float, float] | None,
+    calibration: tuple[float, ...] | None,
+    fitted_at_ms: int,
+    as_of_ms: int,
+    log_likelihood: float,
+    n_customers: int,
+    holdout_days: int,
+    holdout_customers: int,
+    holdout_log_loss: float | None,
+    holdout_predicted: float | None,
+    holdout_actual: float | None,
+    choice: str,
 ) -> Row:
     """One model of one fit (sinks.tables.MODEL_PARAMS); ``params`` in the model's order.
     Missing holdout figures are NaN; without a spend model p, q, v are 0 (q <= 1: unusable)."""
     nan = float("nan")
     p = list(params.values())
     return (
-        version, model, int(chosen), orjson.dumps(params).decode(), *p,
-        *(spend or (0.0, 0.0, 0.0)), int(calibration is not None),
-        *(calibration or (0.0,) * 6), fitted_at_ms, as_of_ms, log_likelihood, n_customers,
-        holdout_days, holdout_customers,
+        version,
+        model,
+        int(chosen),
+        orjson.dumps(params).decode(),
+        *p,
+        *(spend or (0.0, 0.0, 0.0)),
+        int(calibration is not None),
+        *(calibration or (0.0,) * 6),
+        fitted_at_ms,
+        as_of_ms,
+        log_likelihood,
+        n_customers,
+        holdout_days,
+        holdout_customers,
         nan if holdout_log_loss is None else holdout_log_loss,
         nan if holdout_predicted is None else holdout_predicted,
-        nan if holdout_actual is None else holdout_actual, choice,
+        nan if holdout_actual is None else holdout_actual,
+        choice,
     )

@@ -221,8 +221,13 @@ MODEL_PARAMS = Table(
         ("model", "String"),  # bgnbd | mbgnbd | pareto_nbd
         ("chosen", "UInt8"),  # the one the stream and customer_churn use
         ("params", "String"),  # JSON, days: {"r", "alpha", "a", "b"} or {"r", "alpha", "s", "beta"}
-        ("p1", "Float64"), ("p2", "Float64"), ("p3", "Float64"), ("p4", "Float64"),
-        ("spend_p", "Float64"), ("spend_q", "Float64"), ("spend_v", "Float64"),  # Gamma-Gamma
+        ("p1", "Float64"),
+        ("p2", "Float64"),
+        ("p3", "Float64"),
+        ("p4", "Float64"),
+        ("spend_p", "Float64"),
+        ("spend_q", "Float64"),
+        ("spend_v", "Float64"),  # Gamma-Gamma
         ("calibrated", "UInt8"),  # the chosen row: churn calibration weights w0..w5 apply
         *((f"w{i}", "Float64") for i in range(6)),
         ("fitted_at", DT),
@@ -241,8 +246,15 @@ MODEL_PARAMS = Table(
 )
 
 TABLES: tuple[Table, ...] = (
-    EVENTS, CUSTOMER_STATE, TRANSITIONS, ALERTS, DEAD_LETTERS, STREAM_CLOCK, RFM_CUTOFFS,
-    RFM_SKETCHES, MODEL_PARAMS,
+    EVENTS,
+    CUSTOMER_STATE,
+    TRANSITIONS,
+    ALERTS,
+    DEAD_LETTERS,
+    STREAM_CLOCK,
+    RFM_CUTOFFS,
+    RFM_SKETCHES,
+    MODEL_PARAMS,
 )
 BY_NAME = {t.name: t for t in TABLES}
 
@@ -274,15 +286,28 @@ WHERE purchases > 0""",
     ]
 
 
-MODEL_COLUMNS = ("version AS model_version", "model", "p1", "p2", "p3", "p4", "spend_p",
-                 "spend_q", "spend_v", "calibrated", *(f"w{i}" for i in range(6)))
+MODEL_COLUMNS = (
+    "version AS model_version",
+    "model",
+    "p1",
+    "p2",
+    "p3",
+    "p4",
+    "spend_p",
+    "spend_q",
+    "spend_v",
+    "calibrated",
+    *(f"w{i}" for i in range(6)),
+)
 
 
 def chosen_model_sql(db: str) -> str:
     """The columns and FROM of the model the stream and customer_churn use: the latest
     version's chosen row (the worker loads it with this very query)."""
-    return (f"{', '.join(MODEL_COLUMNS)} FROM {db}.model_params FINAL WHERE chosen = 1 "
-            "ORDER BY version DESC LIMIT 1")
+    return (
+        f"{', '.join(MODEL_COLUMNS)} FROM {db}.model_params FINAL WHERE chosen = 1 "
+        "ORDER BY version DESC LIMIT 1"
+    )
 
 
 def churn_view(db: str) -> str:
@@ -308,8 +333,10 @@ def churn_view(db: str) -> str:
   ) AS s ANY LEFT JOIN (
     SELECT 1 AS k_, {chosen_model_sql(db)}
   ) AS mp USING k_"""
-    keep = ("customer_id, stage, net_spend, first_purchase_at, last_purchase_at, frequency, "
-            "recency, toInt32(T) AS T, monetary_value, toInt32(T - tx) AS recency_days, as_of")
+    keep = (
+        "customer_id, stage, net_spend, first_purchase_at, last_purchase_at, frequency, "
+        "recency, toInt32(T) AS T, monetary_value, toInt32(T - tx) AS recency_days, as_of"
+    )
     return f"CREATE VIEW IF NOT EXISTS {db}.customer_churn AS\n{churn_select(base, keep)}"
 
 
@@ -318,8 +345,10 @@ def _segment_sql(score_pair: str, segment_map: Sequence[Sequence[str]] | None) -
 
     keys = [r * 10 + f for r in range(1, 6) for f in range(1, 6)]
     names = [segment(k // 10, k % 10, segment_map or DEFAULT_SEGMENTS) for k in keys]
-    return (f"transform({score_pair}, [{', '.join(map(str, keys))}], "
-            f"[{', '.join(repr(n) for n in names)}], '')")
+    return (
+        f"transform({score_pair}, [{', '.join(map(str, keys))}], "
+        f"[{', '.join(repr(n) for n in names)}], '')"
+    )
 
 
 class _Constants:
@@ -331,7 +360,8 @@ class _Constants:
 
         # QUADRANTS in its order: both high, frequent only, high spend only, neither
         self.best, self.frequent_low_spend, self.rare_high_spend, self.uncertain = (
-            f"'{q}'" for q in sc.QUADRANTS)
+            f"'{q}'" for q in sc.QUADRANTS
+        )
         self.key_m = sc.KEY_ACCOUNT_MIN_M_SCORE
         self.key_tenure = sc.KEY_ACCOUNT_MIN_TENURE_DAYS
         self.key_days = sc.KEY_ACCOUNT_MIN_PURCHASE_DAYS
@@ -398,8 +428,7 @@ def table_migrations(db: str) -> list[str]:
     return [f"CREATE DATABASE IF NOT EXISTS {db}", *(t.ddl(db) for t in TABLES)]
 
 
-def view_definitions(db: str, segment_map: Sequence[Sequence[str]] | None = None
-                     ) -> dict[str, str]:
+def view_definitions(db: str, segment_map: Sequence[Sequence[str]] | None = None) -> dict[str, str]:
     """Every view, name -> its SELECT, in the order they are created (a view may read
     the ones before it): customer_rfm, customer_scores, then sinks/views.py's."""
     from sinks.views import analyst_views
@@ -408,7 +437,7 @@ def view_definitions(db: str, segment_map: Sequence[Sequence[str]] | None = None
     for sql in (*views(db), scores_view(db, segment_map)):
         head = _VIEW_HEAD.match(sql)
         assert head, sql[:80]
-        defs[head.group(1)] = sql[head.end():]
+        defs[head.group(1)] = sql[head.end() :]
     return defs | analyst_views(db, segment_map)
 
 
@@ -420,6 +449,8 @@ def migrations(db: str, segment_map: Sequence[Sequence[str]] | None = None) -> l
     REPLACE VIEW: Sink.migrate swaps its views instead (sinks/base.py)."""
     return [
         *table_migrations(db),
-        *(f"CREATE OR REPLACE VIEW {db}.{name} AS\n{select}"
-          for name, select in view_definitions(db, segment_map).items()),
+        *(
+            f"CREATE OR REPLACE VIEW {db}.{name} AS\n{select}"
+            for name, select in view_definitions(db, segment_map).items()
+        ),
     ]

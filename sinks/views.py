@@ -33,8 +33,15 @@ from touchstream.domain.issues import OUTCOMES
 from touchstream.domain.scoring import QUADRANTS
 
 # The customer_scores columns customer_profile takes (the rest are customer_state's).
-PROFILE_SCORE_COLUMNS = ("r_score", "f_score", "m_score", "segment", "quadrant",
-                         "key_account", "transaction_buyer")
+PROFILE_SCORE_COLUMNS = (
+    "r_score",
+    "f_score",
+    "m_score",
+    "segment",
+    "quadrant",
+    "key_account",
+    "transaction_buyer",
+)
 # A customer who had not bought before the month began has no segment at its start.
 NO_SEGMENT_YET = "(none yet)"
 LONG_TERM_RETENTION = "long_term_retention"
@@ -142,8 +149,10 @@ def customer_months(db: str, segment_map: Sequence[Sequence[str]] | None = None)
 def _segment_at_month_start(db: str, segment_map: Sequence[Sequence[str]] | None) -> str:
     """(customer_id, prev_month, segment): join on prev_month = the previous month to get
     the segment a customer was in when a month began."""
-    return (f"SELECT customer_id, month AS prev_month, segment "
-            f"FROM ({customer_months(db, segment_map)})")
+    return (
+        f"SELECT customer_id, month AS prev_month, segment "
+        f"FROM ({customer_months(db, segment_map)})"
+    )
 
 
 def segment_monthly(db: str, segment_map: Sequence[Sequence[str]] | None = None) -> str:
@@ -154,15 +163,18 @@ GROUP BY month, segment
 ORDER BY month, segment"""
 
 
-def _left_joins(base: str, columns: Sequence[str],
-                joins: Sequence[tuple[str, Sequence[str]]]) -> str:
+def _left_joins(
+    base: str, columns: Sequence[str], joins: Sequence[tuple[str, Sequence[str]]]
+) -> str:
     """``base`` LEFT JOIN each of ``joins`` (a SELECT and the columns it adds) USING
     (customer_id), one join per SELECT (ClickHouse 18.16 takes no more)."""
     sql, cols = base, list(columns)
     for i, (sub, more) in enumerate(joins):
         cols += more
-        sql = (f"SELECT {', '.join(cols)} FROM ({sql}) AS l{i} "
-               f"LEFT JOIN ({sub}) AS r{i} USING (customer_id)")
+        sql = (
+            f"SELECT {', '.join(cols)} FROM ({sql}) AS l{i} "
+            f"LEFT JOIN ({sub}) AS r{i} USING (customer_id)"
+        )
     return sql
 
 
@@ -176,25 +188,34 @@ def customer_profile(db: str, where: str = "") -> str:
     cond = f" AND ({where})" if where else ""
     state = list(CUSTOMER_STATE.column_names)
     levels = sorted(ALERT_LEVEL.items(), key=lambda kv: kv[1])
-    level_kinds = (f"transform(alert_level, {sql_array([v for _, v in levels])}, "
-                   f"{sql_array([k for k, _ in levels])}, '')")
+    level_kinds = (
+        f"transform(alert_level, {sql_array([v for _, v in levels])}, "
+        f"{sql_array([k for k, _ in levels])}, '')"
+    )
     latest = f"(at, episode, indexOf({sql_array(ALERT_LEVEL)}, kind))"
     alert_cols = ("kind", "at", "severity", "severity_label", "evidence", "message")
     joined = _left_joins(
         f"SELECT *, {_as_of(db)} AS as_of FROM {db}.customer_state FINAL WHERE 1{cond}",
         [*state, "as_of"],
         [
-            (f"SELECT customer_id, {', '.join(PROFILE_SCORE_COLUMNS)} "
-             f"FROM {db}.customer_scores WHERE 1{cond}", PROFILE_SCORE_COLUMNS),
-            ("SELECT customer_id, "
-             + ", ".join(f"argMax({c}, {latest}) AS alert_{c}" for c in alert_cols)
-             + f" FROM {db}.alerts FINAL WHERE 1{cond} GROUP BY customer_id",
-             [f"alert_{c}" for c in alert_cols]),
-            (f"SELECT customer_id, uniqExact(toDate(occurred_at)) AS month_visits, "
-             f"sum(amount) AS month_spend FROM {db}.events FINAL "
-             f"WHERE type = 'purchase' AND toStartOfMonth(occurred_at) = "
-             f"toStartOfMonth({_as_of(db)}){cond} GROUP BY customer_id",
-             ["month_visits", "month_spend"]),
+            (
+                f"SELECT customer_id, {', '.join(PROFILE_SCORE_COLUMNS)} "
+                f"FROM {db}.customer_scores WHERE 1{cond}",
+                PROFILE_SCORE_COLUMNS,
+            ),
+            (
+                "SELECT customer_id, "
+                + ", ".join(f"argMax({c}, {latest}) AS alert_{c}" for c in alert_cols)
+                + f" FROM {db}.alerts FINAL WHERE 1{cond} GROUP BY customer_id",
+                [f"alert_{c}" for c in alert_cols],
+            ),
+            (
+                f"SELECT customer_id, uniqExact(toDate(occurred_at)) AS month_visits, "
+                f"sum(amount) AS month_spend FROM {db}.events FINAL "
+                f"WHERE type = 'purchase' AND toStartOfMonth(occurred_at) = "
+                f"toStartOfMonth({_as_of(db)}){cond} GROUP BY customer_id",
+                ["month_visits", "month_spend"],
+            ),
         ],
     )
     return f"""SELECT {", ".join(state)},
@@ -210,8 +231,10 @@ FROM ({joined})"""
 
 
 def lifecycle_funnel(db: str) -> str:
-    started = (f"(SELECT uniqExact(customer_id, relationship) FROM {db}.transitions FINAL "
-               f"WHERE to_stage = {sql_str(lc.EXPLORATION)})")
+    started = (
+        f"(SELECT uniqExact(customer_id, relationship) FROM {db}.transitions FINAL "
+        f"WHERE to_stage = {sql_str(lc.EXPLORATION)})"
+    )
     return f"""SELECT to_stage AS stage,
   uniqExact(customer_id) AS customers,
   uniqExact(customer_id, relationship) AS relationships,
@@ -224,8 +247,10 @@ ORDER BY indexOf({sql_array(STAGES)}, stage)"""
 def stage_durations(db: str) -> str:
     """Each stay in a stage: from the transition into it to the next transition (a
     completed stay) or to stream time (ongoing). Days; 0 where there is no stay."""
+
     def of(agg: str, cond: str) -> str:
         return f"if(countIf({cond}) > 0, round({agg}, 1), 0)"
+
     return f"""SELECT stage,
   countIf(ended) AS completed_stays,
   {of("avgIf(days, ended)", "ended")} AS avg_days,
@@ -254,7 +279,8 @@ def exit_patterns(db: str) -> str:
     (customers whose latest transition took them into stability)."""
     patterns = [lc.EXIT_PATTERN[s] for s in lc.ACTIVE]
     counts = ", ".join(
-        f"countIf(to_stage = {sql_str(lc.CHURNED)} AND pattern = {sql_str(p)})" for p in patterns)
+        f"countIf(to_stage = {sql_str(lc.CHURNED)} AND pattern = {sql_str(p)})" for p in patterns
+    )
     return f"""SELECT pattern, relationships,
   round(100 * relationships / greatest(total, 1), 1) AS pct
 FROM (
@@ -333,20 +359,26 @@ def complaint_repurchase(db: str) -> str:
     """Buyers by the outcome of their latest complaint (customer_state.complaint_outcome)
     and the share who bought again: after that complaint was opened (of those who had
     bought before it), or for ``none`` on a second purchase day."""
-    buyers = (f"SELECT customer_id, complaint_outcome, purchase_times, purchase_days "
-              f"FROM (SELECT customer_id, complaint_outcome FROM {db}.customer_state FINAL) "
-              f"AS s INNER JOIN ("
-              f"SELECT customer_id, groupArray(occurred_at) AS purchase_times, "
-              f"uniqExact(toDate(occurred_at)) AS purchase_days FROM {db}.events FINAL "
-              f"WHERE type = 'purchase' GROUP BY customer_id) AS p USING (customer_id)")
+    buyers = (
+        f"SELECT customer_id, complaint_outcome, purchase_times, purchase_days "
+        f"FROM (SELECT customer_id, complaint_outcome FROM {db}.customer_state FINAL) "
+        f"AS s INNER JOIN ("
+        f"SELECT customer_id, groupArray(occurred_at) AS purchase_times, "
+        f"uniqExact(toDate(occurred_at)) AS purchase_days FROM {db}.events FINAL "
+        f"WHERE type = 'purchase' GROUP BY customer_id) AS p USING (customer_id)"
+    )
     # The latest complaint: the complaint_id opened last (its first report).
-    latest = (f"SELECT customer_id, max(opened) AS complained_at FROM ("
-              f"SELECT customer_id, visitParamExtractString(attributes, 'complaint_id') AS cid, "
-              f"min(occurred_at) AS opened FROM {db}.events FINAL WHERE type = 'complaint' "
-              f"GROUP BY customer_id, cid) GROUP BY customer_id")
+    latest = (
+        f"SELECT customer_id, max(opened) AS complained_at FROM ("
+        f"SELECT customer_id, visitParamExtractString(attributes, 'complaint_id') AS cid, "
+        f"min(occurred_at) AS opened FROM {db}.events FINAL WHERE type = 'complaint' "
+        f"GROUP BY customer_id, cid) GROUP BY customer_id"
+    )
     joined = _left_joins(
-        buyers, ["customer_id", "complaint_outcome", "purchase_times", "purchase_days"],
-        [(latest, ["complained_at"])])
+        buyers,
+        ["customer_id", "complaint_outcome", "purchase_times", "purchase_days"],
+        [(latest, ["complained_at"])],
+    )
     return f"""SELECT complaint_outcome, count() AS customers,
   countIf(repurchased) AS repurchased_customers,
   round(100 * repurchased_customers / customers, 1) AS repurchase_pct
@@ -410,6 +442,5 @@ ANALYST_VIEWS: dict[str, Generator] = {
 }
 
 
-def analyst_views(db: str, segment_map: Sequence[Sequence[str]] | None = None
-                  ) -> dict[str, str]:
+def analyst_views(db: str, segment_map: Sequence[Sequence[str]] | None = None) -> dict[str, str]:
     return {name: make(db, segment_map) for name, make in ANALYST_VIEWS.items()}

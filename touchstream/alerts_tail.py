@@ -46,16 +46,17 @@ class AlertFilter:
         chosen = frozenset(k.strip() for ks in kinds for k in ks.split(",") if k.strip())
         unknown = sorted(chosen - set(KINDS))
         if unknown:
-            raise ValueError(f"unknown alert kind {', '.join(unknown)}: use "
-                             f"{', '.join(KINDS)}")
+            raise ValueError(f"unknown alert kind {', '.join(unknown)}: use {', '.join(KINDS)}")
         m = str(min_severity).strip().lower()
         if m in SEVERITY_LABELS:
             level = SEVERITY_LABELS.index(m) + 1
         elif m.isdigit() and 1 <= int(m) <= len(SEVERITY_LABELS):
             level = int(m)
         else:
-            raise ValueError(f"--min-severity {min_severity!r}: use 1-{len(SEVERITY_LABELS)} "
-                             f"or {', '.join(SEVERITY_LABELS)}")
+            raise ValueError(
+                f"--min-severity {min_severity!r}: use 1-{len(SEVERITY_LABELS)} "
+                f"or {', '.join(SEVERITY_LABELS)}"
+            )
         return cls(chosen, level)
 
     def wants(self, msg: Mapping[str, Any]) -> bool:
@@ -72,9 +73,7 @@ def alert_line(msg: Mapping[str, Any]) -> Text:
     kind = str(msg.get("kind", "?"))
     at = str(msg.get("at", "")).replace("T", " ")
     dtype = str(msg.get("defection_type", "unknown"))
-    why = (
-        f"{dtype} ({float(msg.get('confidence') or 0):.2f})" if dtype != "unknown" else "unknown"
-    )
+    why = f"{dtype} ({float(msg.get('confidence') or 0):.2f})" if dtype != "unknown" else "unknown"
     return Text.assemble(
         (f"{at:<20} ", "dim"),
         (f"{str(msg.get('severity_label', '?')).upper():<8} ", sev_style),

@@ -64,44 +64,94 @@ DAYS = 730
 END = START + timedelta(days=DAYS)
 
 MIX = {
-    "loyal": 0.26, "irregular": 0.10, "discount_loyal": 0.07, "seasonal": 0.05,
-    "new": 0.05, "one_off": 0.10, "silent_leaver": 0.08, "price": 0.06, "product": 0.06,
-    "service": 0.06, "self_change": 0.06, "wobbler": 0.05,
+    "loyal": 0.26,
+    "irregular": 0.10,
+    "discount_loyal": 0.07,
+    "seasonal": 0.05,
+    "new": 0.05,
+    "one_off": 0.10,
+    "silent_leaver": 0.08,
+    "price": 0.06,
+    "product": 0.06,
+    "service": 0.06,
+    "self_change": 0.06,
+    "wobbler": 0.05,
 }
 STAYERS = ("loyal", "irregular", "discount_loyal")
 ACTIVE = "active"  # truth stage: any of exploration, formation, stability
 
 # What a customer of each defection type does, as the customer would describe it.
 SIGNALS: dict[str, tuple[str, ...]] = {
-    "price": ("discount_switch", "price_complaint", "price_call", "price_refund",
-              "dissatisfied_survey"),
-    "product": ("defect_refund", "product_complaint", "product_call",
-                "very_dissatisfied_survey"),
-    "service": ("long_waits", "unresolved_calls", "service_complaint_unresolved",
-                "repeated_calls"),
+    "price": (
+        "discount_switch",
+        "price_complaint",
+        "price_call",
+        "price_refund",
+        "dissatisfied_survey",
+    ),
+    "product": ("defect_refund", "product_complaint", "product_call", "very_dissatisfied_survey"),
+    "service": ("long_waits", "unresolved_calls", "service_complaint_unresolved", "repeated_calls"),
     "self_change": ("relocation", "contact_changed", "closed"),
 }
 # self_change: a closed account is the rarer signal (only some close it).
-_SELF_CHANGE_PAIRS = ((("relocation", "contact_changed"), 0.6),
-                      (("relocation", "closed"), 0.25), (("contact_changed", "closed"), 0.15))
+_SELF_CHANGE_PAIRS = (
+    (("relocation", "contact_changed"), 0.6),
+    (("relocation", "closed"), 0.25),
+    (("contact_changed", "closed"), 0.15),
+)
 
 CLOUDEVENTS_SHARE = 0.25
 TROUBLE_SHARE = 0.4  # stayers (and the relationship before a leaver stops) with handled trouble
 CONTACT_CHANGE_SHARE = 0.03  # stayers who change their contact details once
 
 # Home time zones (offset in minutes, weight) and each region's currency.
-_ZONES = ((60, 0.3), (120, 0.2), (-300, 0.12), (-240, 0.08), (330, 0.1), (0, 0.08),
-          (480, 0.05), (-180, 0.04), (600, 0.03))
-_CURRENCY = {60: "EUR", 120: "EUR", 0: "GBP", -300: "USD", -240: "USD", 330: "INR",
-             480: "SGD", -180: "BRL", 600: "AUD"}
+_ZONES = (
+    (60, 0.3),
+    (120, 0.2),
+    (-300, 0.12),
+    (-240, 0.08),
+    (330, 0.1),
+    (0, 0.08),
+    (480, 0.05),
+    (-180, 0.04),
+    (600, 0.03),
+)
+_CURRENCY = {
+    60: "EUR",
+    120: "EUR",
+    0: "GBP",
+    -300: "USD",
+    -240: "USD",
+    330: "INR",
+    480: "SGD",
+    -180: "BRL",
+    600: "AUD",
+}
 _PER_EUR = {"INR": 90.0, "BRL": 6.0, "SGD": 1.5, "AUD": 1.6}  # basket sizes in local money
-_CATEGORIES = ("books", "electronics", "home", "garden", "toys", "clothing", "grocery",
-               "beauty", "sports", "music")
+_CATEGORIES = (
+    "books",
+    "electronics",
+    "home",
+    "garden",
+    "toys",
+    "clothing",
+    "grocery",
+    "beauty",
+    "sports",
+    "music",
+)
 # How each sending system writes occurred_at: "utc" (Z), "ms" (Z with milliseconds),
 # "local" (the customer's offset), "zero" (+00:00).
-_SOURCES = {"webshop": "utc", "mobile-app": "ms", "store-pos": "local",
-            "callcenter": "local", "helpdesk": "local", "payments": "utc",
-            "survey-tool": "zero", "crm": "local"}
+_SOURCES = {
+    "webshop": "utc",
+    "mobile-app": "ms",
+    "store-pos": "local",
+    "callcenter": "local",
+    "helpdesk": "local",
+    "payments": "utc",
+    "survey-tool": "zero",
+    "crm": "local",
+}
 _CHANNEL_SOURCE = {"web": "webshop", "app": "mobile-app", "store": "store-pos"}
 
 
@@ -119,9 +169,14 @@ def plain(e: dict[str, Any]) -> dict[str, Any]:
     """A CloudEvents event as the plain contract event it maps to (docs/events.md)."""
     if "specversion" not in e:
         return e
-    return {**e.get("data", {}), "event_id": e["id"], "customer_id": e["subject"],
-            "type": e["type"].removeprefix("com.touchstream."), "occurred_at": e["time"],
-            "source": e["source"]}
+    return {
+        **e.get("data", {}),
+        "event_id": e["id"],
+        "customer_id": e["subject"],
+        "type": e["type"].removeprefix("com.touchstream."),
+        "occurred_at": e["time"],
+        "source": e["source"],
+    }
 
 
 def _gamma(rng: random.Random, mean: float, cv: float) -> float:
@@ -156,11 +211,20 @@ class _Life:
         self.rng, self.cid, self.ids = rng, cid, ids
         self.offset = rng.choices([z for z, _ in _ZONES], [w for _, w in _ZONES])[0]
         self.currency = _CURRENCY[self.offset]
-        self.basket = (math.exp(rng.uniform(math.log(15), math.log(150)))
-                       * _PER_EUR.get(self.currency, 1.0))
+        self.basket = math.exp(rng.uniform(math.log(15), math.log(150))) * _PER_EUR.get(
+            self.currency, 1.0
+        )
         self.categories = rng.sample(_CATEGORIES, rng.randint(1, 3))
-        self.channels = rng.choice((("web", "app"), ("store",), ("web", "store"),
-                                    ("app",), ("web",), ("web", "app", "store")))
+        self.channels = rng.choice(
+            (
+                ("web", "app"),
+                ("store",),
+                ("web", "store"),
+                ("app",),
+                ("web",),
+                ("web", "app", "store"),
+            )
+        )
         self.evs: list[_Ev] = []
         self.orders: list[tuple[datetime, str, float]] = []
 
@@ -186,7 +250,9 @@ class _Life:
         fields: dict[str, Any] = {
             # tills send numbers, the web shop and the app strings
             "amount": amount if channel == "store" else f"{amount:.2f}",
-            "currency": self.currency, "order_id": order, "channel": channel,
+            "currency": self.currency,
+            "order_id": order,
+            "channel": channel,
             "category": r.choice(self.categories),
         }
         if discount is not None:
@@ -195,20 +261,35 @@ class _Life:
         self.orders.append((at, order, amount))
         return at
 
-    def call(self, at: datetime, reason: str, resolved: bool, wait: float | None = None,
-             direction: str = "inbound", duration: float | None = None) -> None:
+    def call(
+        self,
+        at: datetime,
+        reason: str,
+        resolved: bool,
+        wait: float | None = None,
+        direction: str = "inbound",
+        duration: float | None = None,
+    ) -> None:
         r = self.rng
         fields: dict[str, Any] = {
-            "direction": direction, "reason": reason, "resolved": resolved,
+            "direction": direction,
+            "reason": reason,
+            "resolved": resolved,
             "duration_s": round(duration if duration is not None else r.uniform(60, 720)),
         }
         if direction == "inbound":
-            fields["wait_s"] = round(wait if wait is not None else min(r.expovariate(1 / 45),
-                                                                        240))
+            fields["wait_s"] = round(wait if wait is not None else min(r.expovariate(1 / 45), 240))
         self._emit("call", at, "callcenter", **fields)
 
-    def complaint(self, at: datetime, category: str, severity: int, outcome: str,
-                  after: timedelta, reopen: timedelta | None = None) -> None:
+    def complaint(
+        self,
+        at: datetime,
+        category: str,
+        severity: int,
+        outcome: str,
+        after: timedelta,
+        reopen: timedelta | None = None,
+    ) -> None:
         """Opened at ``at``; ``outcome`` (resolved / rejected) ``after`` later, or left
         open. A reopened complaint is sent as open again ``reopen`` after that, then
         resolved."""
@@ -222,8 +303,13 @@ class _Life:
         if reopen is not None:
             again = done + reopen
             self._emit("complaint", again, "helpdesk", **base, status="open")
-            self._emit("complaint", again + timedelta(hours=self.rng.uniform(3, 96)),
-                       "helpdesk", **base, status="resolved")
+            self._emit(
+                "complaint",
+                again + timedelta(hours=self.rng.uniform(3, 96)),
+                "helpdesk",
+                **base,
+                status="resolved",
+            )
 
     def refund(self, at: datetime, reason: str, share: float = 1.0) -> None:
         """A refund of the latest order before ``at`` (``share`` of its amount)."""
@@ -231,8 +317,9 @@ class _Life:
         if not before:
             return
         _, order, amount = before[-1]
-        self._emit("refund", at, "payments", amount=f"{amount * share:.2f}", order_id=order,
-                   reason=reason)
+        self._emit(
+            "refund", at, "payments", amount=f"{amount * share:.2f}", order_id=order, reason=reason
+        )
 
     def survey(self, at: datetime, satisfaction: str) -> None:
         self._emit("survey", at, "survey-tool", satisfaction=satisfaction)
@@ -246,17 +333,24 @@ class _Life:
         """Everyday touchpoints around an order, nothing to do with leaving."""
         r = self.rng
         if r.random() < 0.08:
-            self.survey(at + timedelta(hours=r.uniform(2, 72)),
-                        r.choice(("very_satisfied", "satisfied", "satisfied",
-                                  "fairly_satisfied")))
+            self.survey(
+                at + timedelta(hours=r.uniform(2, 72)),
+                r.choice(("very_satisfied", "satisfied", "satisfied", "fairly_satisfied")),
+            )
         if r.random() < 0.015:
-            self.call(at + timedelta(days=r.uniform(1, 20)), "other", True,
-                      direction="outbound", duration=r.uniform(30, 300))
+            self.call(
+                at + timedelta(days=r.uniform(1, 20)),
+                "other",
+                True,
+                direction="outbound",
+                duration=r.uniform(30, 300),
+            )
         if r.random() < 0.015:
             self.refund(at + timedelta(days=r.uniform(1, 14)), "changed_mind")
 
-    def plan(self, start: datetime, stop: datetime, mean: float, cv: float,
-             holidays: bool = False) -> list[datetime]:
+    def plan(
+        self, start: datetime, stop: datetime, mean: float, cv: float, holidays: bool = False
+    ) -> list[datetime]:
         """Purchase times from ``start`` while before ``stop``: gamma gaps around ``mean``
         days, each at a daytime hour; with ``holidays``, about one a year is one to three
         weeks longer."""
@@ -271,16 +365,27 @@ class _Life:
             at = at + timedelta(days=gap)
         return times
 
-    def rhythm(self, start: datetime, stop: datetime, mean: float, cv: float,
-               holidays: bool = False, discount: Callable[[], float | None] | None = None,
-               noise: bool = True) -> list[datetime]:
+    def rhythm(
+        self,
+        start: datetime,
+        stop: datetime,
+        mean: float,
+        cv: float,
+        holidays: bool = False,
+        discount: Callable[[], float | None] | None = None,
+        noise: bool = True,
+    ) -> list[datetime]:
         """Purchases on the ``plan``, each with everyday touchpoints if ``noise``."""
         times = self.plan(start, stop, mean, cv, holidays)
         self.buy_all(times, discount, noise)
         return times
 
-    def buy_all(self, times: list[datetime], discount: Callable[[], float | None] | None = None,
-                noise: bool = True) -> None:
+    def buy_all(
+        self,
+        times: list[datetime],
+        discount: Callable[[], float | None] | None = None,
+        noise: bool = True,
+    ) -> None:
         for t in times:
             self.buy(t, discount() if discount else None)
             if noise:
@@ -316,18 +421,25 @@ class _Life:
             return
         for _ in range(r.choice((1, 1, 1, 2, 2, 3))):
             at = lo + timedelta(seconds=r.uniform(0, span))
-            kind = r.choice(("complaint", "complaint", "call", "repeat", "defect", "survey",
-                             "wait"))
+            kind = r.choice(
+                ("complaint", "complaint", "call", "repeat", "defect", "survey", "wait")
+            )
             if kind == "complaint":
                 slow = r.random() < 0.2
-                after = (timedelta(days=r.uniform(7, 21)) if slow
-                         else timedelta(hours=r.uniform(2, 96)))
+                after = (
+                    timedelta(days=r.uniform(7, 21)) if slow else timedelta(hours=r.uniform(2, 96))
+                )
                 reopen = timedelta(days=r.uniform(1, 10)) if r.random() < 0.1 else None
-                self.complaint(at, r.choice(("product", "service", "price", "other")),
-                               r.randint(1, 3), "resolved", after, reopen)
+                self.complaint(
+                    at,
+                    r.choice(("product", "service", "price", "other")),
+                    r.randint(1, 3),
+                    "resolved",
+                    after,
+                    reopen,
+                )
             elif kind == "call":
-                self.call(at, r.choice(("billing", "product", "service", "price", "other")),
-                          True)
+                self.call(at, r.choice(("billing", "product", "service", "price", "other")), True)
             elif kind == "repeat":  # one problem, two or three calls, then solved
                 reason = r.choice(("billing", "product", "service", "other"))
                 n = r.randint(2, 3)
@@ -339,8 +451,9 @@ class _Life:
             elif kind == "survey":
                 self.survey(at, r.choice(("neutral", "neutral", "fairly_dissatisfied")))
             else:  # a bad day at the call centre, the question still answered
-                self.call(at, r.choice(("billing", "other", "service")), True,
-                          wait=r.uniform(300, 900))
+                self.call(
+                    at, r.choice(("billing", "other", "service")), True, wait=r.uniform(300, 900)
+                )
 
     def noise(self, lo: datetime, hi: datetime) -> None:
         """One or two touchpoints unrelated to leaving, within [lo, hi)."""
@@ -369,8 +482,9 @@ class _Life:
         short_wait = r.uniform(0, 150)
         if name == "price_complaint":
             outcome = r.choice(("resolved", "open", "rejected"))
-            self.complaint(at(), "price", r.randint(2, 4), outcome,
-                           timedelta(days=r.uniform(1, 10)))
+            self.complaint(
+                at(), "price", r.randint(2, 4), outcome, timedelta(days=r.uniform(1, 10))
+            )
         elif name == "price_call":
             self.call(at(), "price", True, wait=short_wait)
         elif name == "price_refund":  # a price match
@@ -382,24 +496,30 @@ class _Life:
                 self.refund(at(), r.choice(("defective", "not_as_described")))
         elif name == "product_complaint":
             outcome = r.choice(("resolved", "open", "rejected"))
-            self.complaint(at(), "product", r.randint(2, 5), outcome,
-                           timedelta(days=r.uniform(2, 20)))
+            self.complaint(
+                at(), "product", r.randint(2, 5), outcome, timedelta(days=r.uniform(2, 20))
+            )
         elif name == "product_call":
             self.call(at(), "product", True, wait=short_wait)
         elif name == "very_dissatisfied_survey":
             self.survey(at(), "very_dissatisfied")
         elif name == "long_waits":
             for reason in r.sample(("service", "billing", "other"), r.randint(2, 3)):
-                self.call(at(), reason, True, wait=r.uniform(300, 1800),
-                          duration=r.uniform(120, 900))
+                self.call(
+                    at(), reason, True, wait=r.uniform(300, 1800), duration=r.uniform(120, 900)
+                )
         elif name == "unresolved_calls":
-            reasons = [x for x in ("service", "billing", "product", "other")
-                       if x != repeat_reason]
+            reasons = [x for x in ("service", "billing", "product", "other") if x != repeat_reason]
             for reason in r.sample(reasons, r.randint(1, 2)):
                 self.call(at(), reason, False, wait=r.uniform(0, 150))
         elif name == "service_complaint_unresolved":
-            self.complaint(at(), "service", r.randint(3, 5), r.choice(("open", "rejected")),
-                           timedelta(days=r.uniform(2, 14)))
+            self.complaint(
+                at(),
+                "service",
+                r.randint(3, 5),
+                r.choice(("open", "rejected")),
+                timedelta(days=r.uniform(2, 14)),
+            )
         elif name == "repeated_calls":
             t = at()
             for _ in range(r.randint(2, 3)):
@@ -423,18 +543,31 @@ def _days(d: float) -> timedelta:
     return timedelta(days=d)
 
 
-def _customer(archetype: str, cid: str, rng: random.Random, ids: _Ids,
-              ) -> tuple[_Life, Truth]:
+def _customer(
+    archetype: str,
+    cid: str,
+    rng: random.Random,
+    ids: _Ids,
+) -> tuple[_Life, Truth]:
     life = _Life(rng, cid, ids)
     r = rng
     stage, defection, alerted = ACTIVE, None, False
     signals: tuple[str, ...] = ()
     if archetype in ("loyal", "discount_loyal"):
         stage = "stability"
-        discount = ((lambda: round(r.uniform(0.15, 0.5), 2) if r.random() < 0.95 else None)
-                    if archetype == "discount_loyal" else life.sale)
-        life.rhythm(START + _days(r.uniform(0, 30)), END, r.uniform(7, 40), r.uniform(0.3, 0.5),
-                    holidays=r.random() < 0.6, discount=discount)
+        discount = (
+            (lambda: round(r.uniform(0.15, 0.5), 2) if r.random() < 0.95 else None)
+            if archetype == "discount_loyal"
+            else life.sale
+        )
+        life.rhythm(
+            START + _days(r.uniform(0, 30)),
+            END,
+            r.uniform(7, 40),
+            r.uniform(0.3, 0.5),
+            holidays=r.random() < 0.6,
+            discount=discount,
+        )
     elif archetype == "irregular":
         life.bursts(START + _days(r.uniform(0, 30)), END, r.uniform(10, 35) / 1.07)
     elif archetype == "wobbler":
@@ -474,8 +607,16 @@ def _customer(archetype: str, cid: str, rng: random.Random, ids: _Ids,
         if r.random() < CONTACT_CHANGE_SHARE:
             life.account(first + (last - first) * r.uniform(0.1, 0.9), "contact_changed")
     life.evs = [e for e in life.evs if e.at < END]
-    truth = Truth(cid, archetype, stage, defection, alerted, _iso(life.orders[-1][0]),
-                  signals=signals, stream="behaviour")
+    truth = Truth(
+        cid,
+        archetype,
+        stage,
+        defection,
+        alerted,
+        _iso(life.orders[-1][0]),
+        signals=signals,
+        stream="behaviour",
+    )
     return life, truth
 
 
@@ -483,17 +624,25 @@ def _seasonal(life: _Life) -> None:
     """Year-end holiday shoppers, or winter buyers (December to February)."""
     r = life.rng
     if r.random() < 0.6:  # from some day in Oct 25 - Nov 25 to the end of the year
-        seasons = [(datetime(y, 10, 25, tzinfo=UTC) + _days(r.uniform(0, 31)),
-                    datetime(y, 12, 31, tzinfo=UTC)) for y in (2024, 2025)]
+        seasons = [
+            (
+                datetime(y, 10, 25, tzinfo=UTC) + _days(r.uniform(0, 31)),
+                datetime(y, 12, 31, tzinfo=UTC),
+            )
+            for y in (2024, 2025)
+        ]
     else:
-        seasons = [(START, datetime(2024, 3, 1, tzinfo=UTC)),
-                   (datetime(2024, 12, 1, tzinfo=UTC), datetime(2025, 3, 1, tzinfo=UTC)),
-                   (datetime(2025, 12, 1, tzinfo=UTC), END)]
+        seasons = [
+            (START, datetime(2024, 3, 1, tzinfo=UTC)),
+            (datetime(2024, 12, 1, tzinfo=UTC), datetime(2025, 3, 1, tzinfo=UTC)),
+            (datetime(2025, 12, 1, tzinfo=UTC), END),
+        ]
     gap = r.uniform(5, 14)
     for lo, hi in seasons:
         # (a day's margin: a purchase moves to a daytime hour of the customer's day)
-        life.rhythm(lo + _days(r.uniform(0, gap)), min(hi - _days(1), END), gap,
-                    r.uniform(0.3, 0.5))
+        life.rhythm(
+            lo + _days(r.uniform(0, gap)), min(hi - _days(1), END), gap, r.uniform(0.3, 0.5)
+        )
     if life.orders[-1][0] < END - _days(20):  # in season at the end: a recent purchase
         life.buy(life._daytime(END - _days(r.uniform(3, 18))))
 
@@ -561,8 +710,9 @@ def _defector(life: _Life, kind: str) -> tuple[str, ...]:
     return chosen
 
 
-def _render(ev: _Ev, offset: int, cid: str, event_id: str, rng: random.Random,
-            cloudevent: bool) -> dict[str, Any]:
+def _render(
+    ev: _Ev, offset: int, cid: str, event_id: str, rng: random.Random, cloudevent: bool
+) -> dict[str, Any]:
     style = _SOURCES[ev.source]
     if style == "local":
         stamp = ev.at.astimezone(timezone(timedelta(minutes=offset))).isoformat()
@@ -573,16 +723,32 @@ def _render(ev: _Ev, offset: int, cid: str, event_id: str, rng: random.Random,
     else:
         stamp = _iso(ev.at)
     if cloudevent:
-        return {"specversion": "1.0", "id": event_id, "source": ev.source,
-                "type": f"com.touchstream.{ev.kind}", "subject": cid, "time": stamp,
-                "datacontenttype": "application/json", "data": dict(ev.fields)}
-    return {"event_id": event_id, "customer_id": cid, "type": ev.kind, "occurred_at": stamp,
-            "source": ev.source, **ev.fields}
+        return {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": ev.source,
+            "type": f"com.touchstream.{ev.kind}",
+            "subject": cid,
+            "time": stamp,
+            "datacontenttype": "application/json",
+            "data": dict(ev.fields),
+        }
+    return {
+        "event_id": event_id,
+        "customer_id": cid,
+        "type": ev.kind,
+        "occurred_at": stamp,
+        "source": ev.source,
+        **ev.fields,
+    }
 
 
-def simulate_behaviour(customers: int = 2000, seed: int = 1, mix: dict[str, float] | None = None,
-                       cloudevents_share: float = CLOUDEVENTS_SHARE,
-                       ) -> tuple[list[dict[str, Any]], list[Truth]]:
+def simulate_behaviour(
+    customers: int = 2000,
+    seed: int = 1,
+    mix: dict[str, float] | None = None,
+    cloudevents_share: float = CLOUDEVENTS_SHARE,
+) -> tuple[list[dict[str, Any]], list[Truth]]:
     """The events of about ``customers`` customers (``mix`` shares, rounded) in event-time
     order, and the truth per customer. Deterministic for a seed."""
     rng = random.Random(seed)
@@ -599,8 +765,9 @@ def simulate_behaviour(customers: int = 2000, seed: int = 1, mix: dict[str, floa
         truths.append(truth)
         for ev in sorted(life.evs, key=lambda e: e.at):
             ce = rng.random() < cloudevents_share
-            event_id = (str(uuid.UUID(int=rng.getrandbits(128), version=4)) if ce
-                        else ids.next(ev.kind[:3]))
+            event_id = (
+                str(uuid.UUID(int=rng.getrandbits(128), version=4)) if ce else ids.next(ev.kind[:3])
+            )
             e = _render(ev, life.offset, cid, event_id, rng, ce)
             rows.append((instant_of(e), event_id, e))
     rows.sort(key=lambda x: (x[0], x[1]))

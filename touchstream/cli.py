@@ -32,8 +32,10 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _topics(s: Settings) -> dict[str, int]:
-    return {name: s.partitions for name in (s.input_topic, s.dlq_topic, s.alerts_topic,
-                                            s.transitions_topic)}
+    return {
+        name: s.partitions
+        for name in (s.input_topic, s.dlq_topic, s.alerts_topic, s.transitions_topic)
+    }
 
 
 @app.command()
@@ -81,8 +83,10 @@ def worker(loglevel: str = "info") -> None:
         n = partition_count(s.bootstrap, s.input_topic)
         if n != s.partitions:
             # The table, its changelog and the outputs are laid out for s.partitions.
-            _fail(f"topic {s.input_topic!r} has {n} partitions but TOUCHSTREAM_PARTITIONS is "
-                  f"{s.partitions}: set TOUCHSTREAM_PARTITIONS={n} for this topic")
+            _fail(
+                f"topic {s.input_topic!r} has {n} partitions but TOUCHSTREAM_PARTITIONS is "
+                f"{s.partitions}: set TOUCHSTREAM_PARTITIONS={n} for this topic"
+            )
         sink = open_sink(s.clickhouse_url)
         sink.migrate(s.rfm_segments)
     except SinkError as e:
@@ -134,8 +138,10 @@ def produce(
     from touchstream.producing import send_events
 
     s = Settings()
-    items = ((i, e) for i, e in enumerate(cdnow_events(file), 1)) if format == "cdnow" else (
-        read_file(file)
+    items = (
+        ((i, e) for i, e in enumerate(cdnow_events(file), 1))
+        if format == "cdnow"
+        else (read_file(file))
     )
     try:
         ensure_topics(s.bootstrap, _topics(s), s.replication_factor)
@@ -180,8 +186,10 @@ def tick(
         p.close()
     except BrokerUnavailable as e:
         _fail(str(e))
-    console.print(f"clock message sent to {len(partitions)} partitions of {s.input_topic}: "
-                  f"deadlines up to {at.isoformat()} fire")
+    console.print(
+        f"clock message sent to {len(partitions)} partitions of {s.input_topic}: "
+        f"deadlines up to {at.isoformat()} fire"
+    )
 
 
 @app.command()
@@ -205,24 +213,42 @@ def fit() -> None:
 
     r = fitted.report
     as_of = datetime.fromtimestamp(fitted.as_of_ms / 1000, UTC).isoformat()
-    t = Table("model", "params (days)", "log-likelihood", "customers", "holdout log loss",
-              "holdout predicted / actual", "chosen", title=f"model_params version "
-              f"{fitted.version}, as of stream time {as_of}", title_justify="left")
+    t = Table(
+        "model",
+        "params (days)",
+        "log-likelihood",
+        "customers",
+        "holdout log loss",
+        "holdout predicted / actual",
+        "chosen",
+        title=f"model_params version {fitted.version}, as of stream time {as_of}",
+        title_justify="left",
+    )
     for c in r.candidates:
-        t.add_row(c.fit.name, ", ".join(f"{k} {v:.4g}" for k, v in c.fit.params.items()),
-                  f"{c.fit.log_likelihood:.1f}", str(c.fit.n),
-                  "-" if c.holdout_log_loss is None else f"{c.holdout_log_loss:.4f}",
-                  "-" if c.holdout_predicted is None
-                  else f"{c.holdout_predicted:.0f} / {c.holdout_actual:.0f}",
-                  "yes" if c.chosen else "", )
+        t.add_row(
+            c.fit.name,
+            ", ".join(f"{k} {v:.4g}" for k, v in c.fit.params.items()),
+            f"{c.fit.log_likelihood:.1f}",
+            str(c.fit.n),
+            "-" if c.holdout_log_loss is None else f"{c.holdout_log_loss:.4f}",
+            "-"
+            if c.holdout_predicted is None
+            else f"{c.holdout_predicted:.0f} / {c.holdout_actual:.0f}",
+            "yes" if c.chosen else "",
+        )
     console.print(t)
-    console.print(f"version {fitted.version}: chosen {r.chosen.fit.name} ({r.chosen.choice}); "
-                  "spend: "
-                  + ("none" if r.spend is None else
-                     f"Gamma-Gamma p {r.spend.p:.4g}, q {r.spend.q:.4g}, v {r.spend.v:.4g}")
-                  + "; churn calibration: "
-                  + ("none" if r.calibration is None else
-                     f"holdout log loss {r.calibrated_log_loss:.4f}"), soft_wrap=True)
+    console.print(
+        f"version {fitted.version}: chosen {r.chosen.fit.name} ({r.chosen.choice}); "
+        "spend: "
+        + (
+            "none"
+            if r.spend is None
+            else f"Gamma-Gamma p {r.spend.p:.4g}, q {r.spend.q:.4g}, v {r.spend.v:.4g}"
+        )
+        + "; churn calibration: "
+        + ("none" if r.calibration is None else f"holdout log loss {r.calibrated_log_loss:.4f}"),
+        soft_wrap=True,
+    )
 
 
 _OWN_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
@@ -231,8 +257,11 @@ _OWN_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 @app.command()
 def query(
     sql: str,
-    format: Annotated[str, typer.Option(
-        "--format", "-f", help="table | vertical | csv | tsv | json (one object per line)")
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help="table | vertical | csv | tsv | json (one object per line)"
+        ),
     ] = "table",
 ) -> None:
     """Run a read query on ClickHouse and print the result. The SQL goes to ClickHouse as
@@ -250,9 +279,11 @@ def query(
         with open_sink(s.clickhouse_url) as sink:
             if own:
                 if not hasattr(sink, "query_formatted"):
-                    _fail(f"FORMAT {own.group(1)}: a server's native protocol returns rows, "
-                          "not formatted text; leave the clause out and use --format "
-                          f"{'|'.join(FORMATS)}")
+                    _fail(
+                        f"FORMAT {own.group(1)}: a server's native protocol returns rows, "
+                        "not formatted text; leave the clause out and use --format "
+                        f"{'|'.join(FORMATS)}"
+                    )
                 sys.stdout.buffer.write(sink.query_formatted(sql))  # type: ignore[attr-defined]
                 return
             cols, rows = sink.query(sql)
@@ -271,8 +302,10 @@ def query(
                 t.add_row(*(Text(text(v)) for v in r))
             console.print(t)
             return
-        err.print(f"[dim]{len(cols)} columns do not fit {console.width} characters: "
-                  "shown vertical (--format vertical)[/]")
+        err.print(
+            f"[dim]{len(cols)} columns do not fit {console.width} characters: "
+            "shown vertical (--format vertical)[/]"
+        )
         format = "vertical"
     sys.stdout.write(render(format, cols, rows))
 
@@ -310,8 +343,9 @@ def customer(
         sys.stdout.write(orjson.dumps(answer.profile).decode() + "\n")
         return
     cols = list(answer.profile)
-    sys.stdout.write(render("vertical", cols, [list(answer.profile.values())])
-                     .split("\n", 2)[2])  # one customer: no "Row 1:" heading
+    sys.stdout.write(
+        render("vertical", cols, [list(answer.profile.values())]).split("\n", 2)[2]
+    )  # one customer: no "Row 1:" heading
 
 
 @app.command()
@@ -330,8 +364,9 @@ def report(
         _fail(str(e))
     except Exception as e:  # a ClickHouse error: its words (views missing: say why)
         missing = any(m in one_line(e) for m in ("Code: 60.", "Code: 81.", "UNKNOWN_"))
-        _fail(one_line(e) + (" (has `touchstream migrate` run on this database?)"
-                             if missing else ""))
+        _fail(
+            one_line(e) + (" (has `touchstream migrate` run on this database?)" if missing else "")
+        )
     print_tables(r, console)
     console.print(f"report: {out.resolve()}")
 
@@ -347,22 +382,29 @@ def demo(
     try:
         run_demo(workdir, sample_customers, console)
     except ImportError as e:  # a production install: no embedded ClickHouse or local broker
-        _fail(f"the demo needs the embedded and local extras ({e.name} is missing): "
-              "pip install 'touchstream[embedded,local]', or run ./run demo")
+        _fail(
+            f"the demo needs the embedded and local extras ({e.name} is missing): "
+            "pip install 'touchstream[embedded,local]', or run ./run demo"
+        )
 
 
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option(help="events, JSONL")] = Path("simulated.jsonl"),
     truth: Annotated[Path, typer.Option(help="ground truth per customer, JSONL")] = Path(
-        "truth.jsonl"),
+        "truth.jsonl"
+    ),
     customers: int = 2000,
     seed: int = 1,
     shuffle_s: Annotated[float, typer.Option(help="arrive up to this late (out of order)")] = 0.0,
     duplicate_rate: Annotated[float, typer.Option(help="share of events sent twice")] = 0.0,
-    kind: Annotated[str, typer.Option(
-        help="rules: written from the rules (touchstream/simulate.py); behaviour: written "
-             "from the customer's side, harder (touchstream/behaviour.py)")] = "rules",
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="rules: written from the rules (touchstream/simulate.py); behaviour: written "
+            "from the customer's side, harder (touchstream/behaviour.py)"
+        ),
+    ] = "rules",
 ) -> None:
     """Write a synthetic touchpoint stream with planted ground truth."""
     import orjson
@@ -385,12 +427,15 @@ def simulate(
 
 @app.command()
 def evaluate(
-    truth: Annotated[Path, typer.Option(
-        exists=True, help="from `touchstream simulate` (either --kind)")] = Path("truth.jsonl"),
+    truth: Annotated[
+        Path, typer.Option(exists=True, help="from `touchstream simulate` (either --kind)")
+    ] = Path("truth.jsonl"),
     events: Annotated[
         Path | None,
-        typer.Option(help="run the batch pipeline in process over this file instead of "
-                     "reading the results of a real run from ClickHouse"),
+        typer.Option(
+            help="run the batch pipeline in process over this file instead of "
+            "reading the results of a real run from ClickHouse"
+        ),
     ] = None,
 ) -> None:
     """Score the pipeline's stages, defection types and alerts against the truth."""
@@ -452,17 +497,25 @@ def alerts(
     from_beginning: Annotated[
         bool, typer.Option(help="also show the alerts already on the topic")
     ] = False,
-    follow: Annotated[
-        bool, typer.Option(help="keep waiting for new alerts until Ctrl-C")
-    ] = True,
-    kind: Annotated[list[str] | None, typer.Option(
-        help="only this kind (churn_risk, decline, churned, recovered); repeat for more")
+    follow: Annotated[bool, typer.Option(help="keep waiting for new alerts until Ctrl-C")] = True,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="only this kind (churn_risk, decline, churned, recovered); repeat for more"
+        ),
     ] = None,
-    min_severity: Annotated[str, typer.Option(
-        help="only alerts at least this severe: 1-4 or low, medium, high, critical")] = "1",
-    json: Annotated[bool, typer.Option(
-        "--json", help="one alert per line as the topic's JSON (docs/alerts.md); the "
-                       "status lines go to stderr")] = False,
+    min_severity: Annotated[
+        str,
+        typer.Option(help="only alerts at least this severe: 1-4 or low, medium, high, critical"),
+    ] = "1",
+    json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="one alert per line as the topic's JSON (docs/alerts.md); the "
+            "status lines go to stderr",
+        ),
+    ] = False,
 ) -> None:
     """Show churn alerts as they arrive, one coloured line each (docs/alerts.md)."""
     from touchstream.alerts_tail import AlertFilter, tail
@@ -473,8 +526,15 @@ def alerts(
     except ValueError as e:
         _fail(str(e))
     try:
-        tail(Settings(), from_beginning, follow, console, wanted=wanted, as_json=json,
-             status=err if json else console)
+        tail(
+            Settings(),
+            from_beginning,
+            follow,
+            console,
+            wanted=wanted,
+            as_json=json,
+            status=err if json else console,
+        )
     except BrokerUnavailable as e:
         _fail(str(e))
 

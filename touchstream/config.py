@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     batch_max: int = Field(5000, ge=1, description="most messages handled in one batch")
     batch_within_s: float = Field(0.5, gt=0, description="longest wait to fill a batch")
     fetch_max_wait_ms: int = Field(
-        100, ge=0, description="longest a fetch waits at the broker for data (Faust: 1500)")
+        100, ge=0, description="longest a fetch waits at the broker for data (Faust: 1500)"
+    )
     session_timeout_s: float = Field(10.0, gt=0)
     clock: Literal["event", "live"] = Field(
         "event",
@@ -38,29 +39,46 @@ class Settings(BaseSettings):
     )
     # The domain's defaults (lifecycle.Rules) are the settings' defaults: one source each.
     lateness_s: float = Field(
-        DEFAULT_RULES.allowed_lateness_ms / 1000, ge=0, description="how late an event may "
-        "arrive and still count before its customer's silence deadline fires")
+        DEFAULT_RULES.allowed_lateness_ms / 1000,
+        ge=0,
+        description="how late an event may "
+        "arrive and still count before its customer's silence deadline fires",
+    )
     tick_s: float = Field(5.0, gt=0, description="live mode: how often the wall clock ticks")
     idle_s: float = Field(
-        30.0, ge=0, description="event mode: a partition without messages this long (wall "
+        30.0,
+        ge=0,
+        description="event mode: a partition without messages this long (wall "
         "clock) while others move on is advanced to the latest stream time of the others "
-        "(less the lateness), so its deadlines fire; 0 = never")
+        "(less the lateness), so its deadlines fire; 0 = never",
+    )
     quick_resolution_days: float = Field(
-        DEFAULT_RULES.quick_resolution_days, gt=0,
-        description="a complaint resolved within this many days is resolved quickly")
+        DEFAULT_RULES.quick_resolution_days,
+        gt=0,
+        description="a complaint resolved within this many days is resolved quickly",
+    )
     unresolved_after_days: float = Field(
-        DEFAULT_RULES.unresolved_after_days, gt=0,
+        DEFAULT_RULES.unresolved_after_days,
+        gt=0,
         description="a complaint or call problem still open this long is live "
-        "trouble that can raise churn_risk")
+        "trouble that can raise churn_risk",
+    )
     max_future_skew_s: float = Field(
-        86_400.0, ge=0, description="an event dated more than this after the time its batch "
-        "was received is dead-lettered (a producer clock off by days, a wrong time zone)")
+        86_400.0,
+        ge=0,
+        description="an event dated more than this after the time its batch "
+        "was received is dead-lettered (a producer clock off by days, a wrong time zone)",
+    )
     producer_max_batch_size: int | None = Field(
-        None, ge=1, description="Faust producer batch bytes (None: Faust's default). The local "
+        None,
+        ge=1,
+        description="Faust producer batch bytes (None: Faust's default). The local "
         "Tansu broker reports a wrong log end for multi-record batches, which makes table "
-        "recovery stop early; tests and the demo set 1 there (docs/operations.md)")
+        "recovery stop early; tests and the demo set 1 there (docs/operations.md)",
+    )
     cutoff_interval_s: float = Field(
-        10.0, gt=0, description="how often RFM score cut-offs are recomputed and published")
+        10.0, gt=0, description="how often RFM score cut-offs are recomputed and published"
+    )
     # Fixed RFM thresholds instead of quintiles (all three or none), JSON lists, e.g.
     # TOUCHSTREAM_RFM_FIXED_RECENCY_DAYS='[365,180,90,30]' (docs/scoring.md).
     rfm_fixed_recency_days: list[float] | None = None
@@ -71,46 +89,66 @@ class Settings(BaseSettings):
     rfm_segments: list[list[str]] | None = None
     web_port: int = Field(6066, description="the worker's web port: GET /customers/{id}")
     web_host: str | None = Field(
-        None, description="the host name other workers and `touchstream customer` reach this "
-        "worker's web server by (its canonical URL); default: the machine's host name")
+        None,
+        description="the host name other workers and `touchstream customer` reach this "
+        "worker's web server by (its canonical URL); default: the machine's host name",
+    )
     worker_url: str | None = Field(
-        None, description="a worker's web address for `touchstream customer`; default "
-        "http://127.0.0.1:<web_port>")
+        None,
+        description="a worker's web address for `touchstream customer`; default "
+        "http://127.0.0.1:<web_port>",
+    )
     # Security (docs/operations.md, Security). Any setting may come from a file instead:
     # TOUCHSTREAM_<NAME>_FILE=/run/secrets/... (touchstream.security).
     clickhouse_password: str | None = Field(
-        None, description="the ClickHouse password, when it is left out of the URL")
+        None, description="the ClickHouse password, when it is left out of the URL"
+    )
     clickhouse_ca_file: str | None = Field(
-        None, description="CA bundle to verify a clickhouses:// server (default: system CAs)")
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
-        "PLAINTEXT")
+        None, description="CA bundle to verify a clickhouses:// server (default: system CAs)"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
     kafka_ssl_cafile: str | None = Field(
-        None, description="CA bundle to verify the brokers (default: system CAs)")
+        None, description="CA bundle to verify the brokers (default: system CAs)"
+    )
     kafka_ssl_certfile: str | None = Field(None, description="client certificate (mTLS)")
     kafka_ssl_keyfile: str | None = Field(None, description="the client certificate's key")
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, security.SecretFilesSource(settings_cls), env_settings,
-                dotenv_settings, file_secret_settings)
+        return (
+            init_settings,
+            security.SecretFilesSource(settings_cls),
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     @model_validator(mode="after")
     def _clickhouse_credentials(self) -> Settings:
         self.clickhouse_url = security.clickhouse_url_with(
-            self.clickhouse_url, self.clickhouse_password, self.clickhouse_ca_file)
+            self.clickhouse_url, self.clickhouse_password, self.clickhouse_ca_file
+        )
         return self
+
     fit_interval_s: float = Field(
-        3600.0, ge=0, description="how often the worker that owns input partition 0 fits the "
-        "churn models (touchstream fit) when the latest fit is older; 0 = never")
+        3600.0,
+        ge=0,
+        description="how often the worker that owns input partition 0 fits the "
+        "churn models (touchstream fit) when the latest fit is older; 0 = never",
+    )
     model_poll_s: float = Field(
-        30.0, gt=0, description="how often every worker looks for a new chosen model version")
+        30.0, gt=0, description="how often every worker looks for a new chosen model version"
+    )
 
     @property
     def bootstrap(self) -> str:

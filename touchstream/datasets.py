@@ -73,31 +73,83 @@ def sample_events(
         while at < t0 + timedelta(days=days):
             r = rng.random()
             if r < 0.6:
-                out.append(ev(cid, "purchase", at, amount=f"{rng.uniform(5, 120):.2f}",
-                              currency="USD", discount=rng.choice([None, 0.1, 0.3]),
-                              category=rng.choice(["books", "music", "games"]),
-                              channel=rng.choice(["web", "store", "app"])))
+                out.append(
+                    ev(
+                        cid,
+                        "purchase",
+                        at,
+                        amount=f"{rng.uniform(5, 120):.2f}",
+                        currency="USD",
+                        discount=rng.choice([None, 0.1, 0.3]),
+                        category=rng.choice(["books", "music", "games"]),
+                        channel=rng.choice(["web", "store", "app"]),
+                    )
+                )
             elif r < 0.72:
-                out.append(ev(cid, "call", at, direction="inbound",
-                              reason=rng.choice(["price", "product", "service", "billing"]),
-                              duration_s=rng.randint(30, 900), wait_s=rng.randint(0, 600),
-                              resolved=rng.random() < 0.7))
+                out.append(
+                    ev(
+                        cid,
+                        "call",
+                        at,
+                        direction="inbound",
+                        reason=rng.choice(["price", "product", "service", "billing"]),
+                        duration_s=rng.randint(30, 900),
+                        wait_s=rng.randint(0, 600),
+                        resolved=rng.random() < 0.7,
+                    )
+                )
             elif r < 0.8:
-                out.append(ev(cid, "complaint", at, complaint_id=f"C{n}",
-                              category=rng.choice(["price", "product", "service", "other"]),
-                              severity=rng.randint(1, 5),
-                              status=rng.choice(["open", "resolved", "rejected"])))
+                out.append(
+                    ev(
+                        cid,
+                        "complaint",
+                        at,
+                        complaint_id=f"C{n}",
+                        category=rng.choice(["price", "product", "service", "other"]),
+                        severity=rng.randint(1, 5),
+                        status=rng.choice(["open", "resolved", "rejected"]),
+                    )
+                )
             elif r < 0.87:
-                out.append(ev(cid, "refund", at, amount=f"{rng.uniform(5, 40):.2f}",
-                              reason=rng.choice(["defective", "not_as_described", "price",
-                                                 "changed_mind"])))
+                out.append(
+                    ev(
+                        cid,
+                        "refund",
+                        at,
+                        amount=f"{rng.uniform(5, 40):.2f}",
+                        reason=rng.choice(
+                            ["defective", "not_as_described", "price", "changed_mind"]
+                        ),
+                    )
+                )
             elif r < 0.97:
-                out.append(ev(cid, "survey", at, satisfaction=rng.choice(
-                    ["very_satisfied", "satisfied", "fairly_satisfied", "neutral",
-                     "fairly_dissatisfied", "dissatisfied", "very_dissatisfied"])))
+                out.append(
+                    ev(
+                        cid,
+                        "survey",
+                        at,
+                        satisfaction=rng.choice(
+                            [
+                                "very_satisfied",
+                                "satisfied",
+                                "fairly_satisfied",
+                                "neutral",
+                                "fairly_dissatisfied",
+                                "dissatisfied",
+                                "very_dissatisfied",
+                            ]
+                        ),
+                    )
+                )
             else:
-                out.append(ev(cid, "account", at, change=rng.choice(
-                    ["moved", "contact_changed", "life_event"])))
+                out.append(
+                    ev(
+                        cid,
+                        "account",
+                        at,
+                        change=rng.choice(["moved", "contact_changed", "life_event"]),
+                    )
+                )
             at += timedelta(days=rng.expovariate(1 / 12))
     out.sort(key=lambda e: e["occurred_at"])
     yield from out

@@ -67,34 +67,50 @@ def run_demo(workdir: Path, sample_customers: int, console: Console) -> None:
     chdb_dir = (workdir / "chdb").resolve()
     with Tansu(workdir / "broker") as broker:
         settings = Settings(
-            broker=broker.url, clickhouse_url=f"chdb://{chdb_dir}",
-            data_dir=str(workdir / "worker"), web_port=free_port(),
+            broker=broker.url,
+            clickhouse_url=f"chdb://{chdb_dir}",
+            data_dir=str(workdir / "worker"),
+            web_port=free_port(),
         )
-        ensure_topics(settings.bootstrap, {settings.input_topic: settings.partitions,
-                                           settings.dlq_topic: settings.partitions})
-        env = {**os.environ, "TOUCHSTREAM_BROKER": settings.broker,
-               "TOUCHSTREAM_CUTOFF_INTERVAL_S": "1",
-               "TOUCHSTREAM_CLICKHOUSE_URL": settings.clickhouse_url,
-               "TOUCHSTREAM_DATA_DIR": settings.data_dir,
-               "TOUCHSTREAM_WEB_PORT": str(settings.web_port),
-               "TOUCHSTREAM_WEB_HOST": "127.0.0.1"}
+        ensure_topics(
+            settings.bootstrap,
+            {settings.input_topic: settings.partitions, settings.dlq_topic: settings.partitions},
+        )
+        env = {
+            **os.environ,
+            "TOUCHSTREAM_BROKER": settings.broker,
+            "TOUCHSTREAM_CUTOFF_INTERVAL_S": "1",
+            "TOUCHSTREAM_CLICKHOUSE_URL": settings.clickhouse_url,
+            "TOUCHSTREAM_DATA_DIR": settings.data_dir,
+            "TOUCHSTREAM_WEB_PORT": str(settings.web_port),
+            "TOUCHSTREAM_WEB_HOST": "127.0.0.1",
+        }
         log = (workdir / "worker.log").open("wb")
-        worker = subprocess.Popen([sys.executable, "-m", "touchstream.cli", "worker"],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "touchstream.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            console.print(f"broker {broker.url}, worker pid {worker.pid}, "
-                          f"ClickHouse {settings.clickhouse_url}")
+            console.print(
+                f"broker {broker.url}, worker pid {worker.pid}, "
+                f"ClickHouse {settings.clickhouse_url}"
+            )
             items = enumerate([*cdnow_events(), *sample_events(sample_customers)], 1)
             t0 = time.monotonic()
-            report = send_events(settings, items, progress=console,
-                                 raw_extra=[(b"S00001", b) for b in BAD_SAMPLES])
+            report = send_events(
+                settings, items, progress=console, raw_extra=[(b"S00001", b) for b in BAD_SAMPLES]
+            )
             wait_until_processed(settings, report.end_offsets, worker, console)
             elapsed = time.monotonic() - t0
             time.sleep(3)  # one more round of RFM cut-offs, now for the whole population
         finally:
             stop_process(worker, 60)
-    console.print(f"{report.sent + len(BAD_SAMPLES)} messages through the pipeline "
-                  f"in {elapsed:.1f}s (worker log: {workdir / 'worker.log'})")
+    console.print(
+        f"{report.sent + len(BAD_SAMPLES)} messages through the pipeline "
+        f"in {elapsed:.1f}s (worker log: {workdir / 'worker.log'})"
+    )
     show_summary(settings.clickhouse_url, console)
     show_where(settings.clickhouse_url, workdir, console)
 
@@ -114,20 +130,39 @@ def show_where(clickhouse_url: str, workdir: Path, console: Console) -> None:
     sql = "SELECT * FROM touchstream.customer_profile WHERE visits_this_month > 0 LIMIT 3"
     console.print(f"report: {out}", soft_wrap=True)
     console.print(f"the demo's database: {clickhouse_url}; query it with", soft_wrap=True)
-    console.print(f"  {env} touchstream query {shlex.quote(sql)} --format vertical",
-                  soft_wrap=True, highlight=False, markup=False)
-    console.print(f"  {env} touchstream report --out report.html", soft_wrap=True,
-                  highlight=False, markup=False)
+    console.print(
+        f"  {env} touchstream query {shlex.quote(sql)} --format vertical",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+    console.print(
+        f"  {env} touchstream report --out report.html",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
 
 
-def wait_until_processed(s: Settings, end: dict[int, int], worker: subprocess.Popen[bytes],
-                         console: Console | None = None, timeout: float = 600) -> None:
+def wait_until_processed(
+    s: Settings,
+    end: dict[int, int],
+    worker: subprocess.Popen[bytes],
+    console: Console | None = None,
+    timeout: float = 600,
+) -> None:
     """Until the worker's consumer group has committed ``end`` (partition -> offset) on
     the input topic: every message handled, its effects written. Fails if the worker
     exits. ``console`` shows a progress bar."""
     total = sum(end.values())
-    with Progress(TextColumn("processing"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, disable=console is None) as bar:
+    with Progress(
+        TextColumn("processing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=console is None,
+    ) as bar:
         task = bar.add_task("process", total=total)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

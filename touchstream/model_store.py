@@ -26,7 +26,8 @@ DAY_MS = 86_400_000
 def stream_time_ms(sink: Sink) -> int | None:
     """The latest stream time (epoch ms) in stream_clock, None before any event."""
     _, rows = sink.query(
-        f"SELECT toUInt64(max(stream_time)), count() FROM {sink.database}.stream_clock FINAL")
+        f"SELECT toUInt64(max(stream_time)), count() FROM {sink.database}.stream_clock FINAL"
+    )
     if not rows or not int(rows[0][1]):
         return None
     return int(rows[0][0]) * 1000
@@ -38,8 +39,9 @@ def read_summary(sink: Sink) -> Summary:
 
     from touchstream.fitting import Summary
 
-    _, rows = sink.query(f"SELECT frequency, recency, T, monetary_value "
-                         f"FROM {sink.database}.customer_rfm")
+    _, rows = sink.query(
+        f"SELECT frequency, recency, T, monetary_value FROM {sink.database}.customer_rfm"
+    )
     return Summary.of(rows) if rows else Summary(*(np.empty(0),) * 3, np.empty(0))
 
 
@@ -101,11 +103,26 @@ def fit(sink: Sink, now_ms: int | None = None) -> Fitted:
     rows = []
     for c in report.candidates:
         cal = report.calibration.weights if c.chosen and report.calibration else None
-        rows.append(model_params_row(
-            version, c.fit.name, c.chosen, c.fit.params,
-            None if spend is None else (spend.p, spend.q, spend.v), cal, version, as_of,
-            c.fit.log_likelihood, c.fit.n, report.holdout_days, report.holdout_customers,
-            c.holdout_log_loss, c.holdout_predicted, c.holdout_actual, c.choice))
+        rows.append(
+            model_params_row(
+                version,
+                c.fit.name,
+                c.chosen,
+                c.fit.params,
+                None if spend is None else (spend.p, spend.q, spend.v),
+                cal,
+                version,
+                as_of,
+                c.fit.log_likelihood,
+                c.fit.n,
+                report.holdout_days,
+                report.holdout_customers,
+                c.holdout_log_loss,
+                c.holdout_predicted,
+                c.holdout_actual,
+                c.choice,
+            )
+        )
     sink.insert("model_params", rows)
     return Fitted(version, as_of, report, rows)
 
@@ -125,6 +142,5 @@ def load_chosen(sink: Sink) -> btyd.Model | None:
 
 def latest_version(sink: Sink) -> int:
     """The latest chosen version in model_params (0: none): cheap, for polling."""
-    _, rows = sink.query(
-        f"SELECT max(version) FROM {sink.database}.model_params WHERE chosen = 1")
+    _, rows = sink.query(f"SELECT max(version) FROM {sink.database}.model_params WHERE chosen = 1")
     return int(rows[0][0] or 0) if rows else 0

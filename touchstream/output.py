@@ -50,8 +50,10 @@ def _json_value(v: Any) -> Any:
 def as_json_lines(cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """One JSON object per row (JSON lines, like ClickHouse's JSONEachRow)."""
     return "".join(
-        json.dumps(dict(zip(cols, (_json_value(v) for v in r), strict=True)),
-                   ensure_ascii=False) + "\n" for r in rows)
+        json.dumps(dict(zip(cols, (_json_value(v) for v in r), strict=True)), ensure_ascii=False)
+        + "\n"
+        for r in rows
+    )
 
 
 def as_csv(cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -90,12 +92,15 @@ def as_plain_table(cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     and files). Numbers are right-aligned."""
     cells = [[text(v) for v in r] for r in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(cols)]
-    numeric = [bool(rows) and all(isinstance(r[i], int | float | Decimal) or r[i] is None
-                                  for r in rows) for i in range(len(cols))]
+    numeric = [
+        bool(rows) and all(isinstance(r[i], int | float | Decimal) or r[i] is None for r in rows)
+        for i in range(len(cols))
+    ]
 
     def line(values: Sequence[str]) -> str:
-        return " │ ".join(v.rjust(w) if n else v.ljust(w)
-                          for v, w, n in zip(values, widths, numeric, strict=True)).rstrip()
+        return " │ ".join(
+            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
+        ).rstrip()
 
     rule = "─┼─".join("─" * w for w in widths)
     return "\n".join([line(cols), rule, *(line(r) for r in cells)]) + "\n"

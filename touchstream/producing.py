@@ -40,8 +40,12 @@ def send_events(
     p = producer(s.bootstrap, kafka_options(s))
     futures = []
     bar = Progress(
-        TextColumn("producing"), BarColumn(), MofNCompleteColumn(), console=progress,
-        disable=progress is None, transient=False,
+        TextColumn("producing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=progress,
+        disable=progress is None,
+        transient=False,
     )
     with bar:
         task = bar.add_task("produce", total=total)

@@ -85,8 +85,7 @@ def live_profile(state: CustomerState, as_of_ms: int, quick_days: float) -> dict
         "defection_confidence": state.defection_confidence,
         "open_alert": ALERT_KINDS.get(level, ""),
         "open_alert_severity": open_severity or 0,
-        "open_alert_severity_label": SEVERITY_LABELS[open_severity - 1] if open_severity
-        else "",
+        "open_alert_severity_label": SEVERITY_LABELS[open_severity - 1] if open_severity else "",
         "complaint_outcome": outcome(state.complaints, quick_days),
         "next_deadline": _iso(state.next_deadline_ms),
         "first_event_at": _iso(state.first_event_ms),

@@ -26,27 +26,26 @@ from touchstream.output import text
 QUERIES = {
     "as_of": "SELECT toString(max(stream_time)) FROM {db}.stream_clock FINAL",
     "segments": "SELECT segment, count() AS customers, sum(net_spend) AS segment_net_spend "
-                "FROM {db}.customer_scores GROUP BY segment ORDER BY customers DESC, segment",
+    "FROM {db}.customer_scores GROUP BY segment ORDER BY customers DESC, segment",
     "segment_revenue": "SELECT substring(toString(month), 1, 7) AS m, segment, revenue "
-                       "FROM {db}.segment_monthly ORDER BY m, segment",
-    "funnel": "SELECT stage, customers, relationships, pct_of_started "
-              "FROM {db}.lifecycle_funnel",
+    "FROM {db}.segment_monthly ORDER BY m, segment",
+    "funnel": "SELECT stage, customers, relationships, pct_of_started FROM {db}.lifecycle_funnel",
     "durations": "SELECT stage, completed_stays, median_days, p90_days, ongoing_stays "
-                 "FROM {db}.stage_durations",
+    "FROM {db}.stage_durations",
     "exits": "SELECT pattern, relationships, pct FROM {db}.exit_patterns",
     "defections": "SELECT substring(toString(month), 1, 7) AS m, defection_type, "
-                  "sum(alerts) AS n FROM {db}.defection_monthly "
-                  f"WHERE kind = {sql_str(lc.DECLINE)} GROUP BY m, defection_type "
-                  "ORDER BY m, defection_type",
+    "sum(alerts) AS n FROM {db}.defection_monthly "
+    f"WHERE kind = {sql_str(lc.DECLINE)} GROUP BY m, defection_type "
+    "ORDER BY m, defection_type",
     "retention": "SELECT substring(toString(cohort), 1, 7) AS c, period, retention_pct, "
-                 "cohort_customers FROM {db}.retention_cohorts ORDER BY c, period",
+    "cohort_customers FROM {db}.retention_cohorts ORDER BY c, period",
     "complaints": "SELECT complaint_outcome, customers, repurchased_customers, "
-                  "repurchase_pct FROM {db}.complaint_repurchase",
+    "repurchase_pct FROM {db}.complaint_repurchase",
     "csm": "SELECT substring(toString(month), 1, 7) AS m, sum(surveys) AS n_surveys, "
-           "round(sum(score_sum) / n_surveys, 1) AS csm_all FROM {db}.satisfaction_monthly "
-           "GROUP BY m ORDER BY m",
+    "round(sum(score_sum) / n_surveys, 1) AS csm_all FROM {db}.satisfaction_monthly "
+    "GROUP BY m ORDER BY m",
     "value_matrix": "SELECT quadrant, customers, pct, net_spend, pct_of_net_spend, "
-                    "key_accounts FROM {db}.value_matrix",
+    "key_accounts FROM {db}.value_matrix",
 }
 
 # The tables printed and put in the page: title -> query name.
@@ -108,32 +107,62 @@ def chart_figures(r: Report) -> list[str]:
     cells = {(str(c), str(p)): _num(v) for c, p, v, _ in res["retention"].rows}
     csm = res["csm"].rows
     return [
-        charts.hbars("segments", "Customers per segment (R/F segment map, now)",
-                     [(str(s), _num(n)) for s, n, _ in res["segments"].rows]),
-        charts.stacked("segment-revenue", "Net revenue per month by segment", seg_labels,
-                       seg_series, note="segment as of each month's end"),
-        charts.hbars("funnel", "Lifecycle funnel: relationships reaching each stage",
-                     [(str(s), _num(n)) for s, _, n, _ in res["funnel"].rows]),
-        charts.hbars("exit-patterns", "Exit patterns (ended relationships) and long-term "
-                     "retention", [(str(p), _num(pct)) for p, _, pct in res["exits"].rows],
-                     unit="%"),
-        charts.stacked("defections", "Declines per month by defection type", def_labels,
-                       def_series),
-        charts.heatmap("retention", "Retention: % of each first-purchase cohort buying n "
-                       "months later", cohorts, [str(p) for p in periods], cells),
-        charts.hbars("complaints", "Repurchase by complaint outcome",
-                     [(str(o), _num(pct)) for o, _, _, pct in res["complaints"].rows],
-                     unit="%", note="none: a second purchase day; else a purchase after "
-                                    "the latest complaint"),
-        charts.line("csm", "Customer satisfaction (CSM, -90 to 90) per month",
-                    [str(m) for m, _, _ in csm], [_num(v) for _, _, v in csm], -90, 90),
+        charts.hbars(
+            "segments",
+            "Customers per segment (R/F segment map, now)",
+            [(str(s), _num(n)) for s, n, _ in res["segments"].rows],
+        ),
+        charts.stacked(
+            "segment-revenue",
+            "Net revenue per month by segment",
+            seg_labels,
+            seg_series,
+            note="segment as of each month's end",
+        ),
+        charts.hbars(
+            "funnel",
+            "Lifecycle funnel: relationships reaching each stage",
+            [(str(s), _num(n)) for s, _, n, _ in res["funnel"].rows],
+        ),
+        charts.hbars(
+            "exit-patterns",
+            "Exit patterns (ended relationships) and long-term retention",
+            [(str(p), _num(pct)) for p, _, pct in res["exits"].rows],
+            unit="%",
+        ),
+        charts.stacked(
+            "defections", "Declines per month by defection type", def_labels, def_series
+        ),
+        charts.heatmap(
+            "retention",
+            "Retention: % of each first-purchase cohort buying n months later",
+            cohorts,
+            [str(p) for p in periods],
+            cells,
+        ),
+        charts.hbars(
+            "complaints",
+            "Repurchase by complaint outcome",
+            [(str(o), _num(pct)) for o, _, _, pct in res["complaints"].rows],
+            unit="%",
+            note="none: a second purchase day; else a purchase after the latest complaint",
+        ),
+        charts.line(
+            "csm",
+            "Customer satisfaction (CSM, -90 to 90) per month",
+            [str(m) for m, _, _ in csm],
+            [_num(v) for _, _, v in csm],
+            -90,
+            90,
+        ),
     ]
 
 
 def _html_table(title: str, res: Result) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in res.cols)
-    body = "".join("<tr>" + "".join(f"<td>{escape(text(v))}</td>" for v in r) + "</tr>"
-                   for r in res.rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(text(v))}</td>" for v in r) + "</tr>" for r in res.rows
+    )
     return f"<h3>{escape(title)}</h3><table><tr>{head}</tr>{body}</table>"
 
 
@@ -169,21 +198,23 @@ td, th { border-bottom: 1px solid #ddd; padding: 3px 10px; text-align: left; }
 def to_html(r: Report, source: str) -> str:
     tables = "".join(_html_table(t, r.results[q]) for t, q in KEY_TABLES.items())
     return (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         "<title>touchstream report</title>"
         f"<style>{STYLE}</style></head><body>"
         "<h1>touchstream: customer relationships</h1>"
         f"<p>Stream time {escape(r.as_of)} · {escape(source)} · made "
         f"{r.generated_at:%Y-%m-%d %H:%M} UTC. Definitions: docs/analysts.md.</p>"
-        + "".join(chart_figures(r)) + "<h2>Key tables</h2>" + tables
-        + f"<script>{CHECK_SCRIPT}</script></body></html>")
+        + "".join(chart_figures(r))
+        + "<h2>Key tables</h2>"
+        + tables
+        + f"<script>{CHECK_SCRIPT}</script></body></html>"
+    )
 
 
 def write_report(sink: Sink, out: Path) -> Report:
     r = gather(sink)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(to_html(r, getattr(sink, "url_for_humans", sink.database)),
-                   encoding="utf-8")
+    out.write_text(to_html(r, getattr(sink, "url_for_humans", sink.database)), encoding="utf-8")
     return r
 
 

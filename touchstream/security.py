@@ -34,14 +34,18 @@ def read_secret_file(variable: str, path: str) -> str:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ConfigError(
             f"cannot read {variable}={path} ({reason}): point it at a readable file "
-            "that holds the value") from e
+            "that holds the value"
+        ) from e
     return text.removesuffix("\n").removesuffix("\r")
 
 
 def _is_json(annotation: Any) -> bool:
     """A list or dict setting (possibly Optional): its value is JSON, as in the environment."""
-    args = typing.get_args(annotation) if typing.get_origin(annotation) in (
-        typing.Union, types.UnionType) else (annotation,)
+    args = (
+        typing.get_args(annotation)
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else (annotation,)
+    )
     return any(typing.get_origin(a) in (list, dict) or a in (list, dict) for a in args)
 
 
@@ -83,6 +87,7 @@ class SecretFilesSource(PydanticBaseSettingsSource):
 
 # ---- ClickHouse -------------------------------------------------------------------------
 
+
 def clickhouse_url_with(url: str, password: str | None, ca_file: str | None) -> str:
     """The URL with TOUCHSTREAM_CLICKHOUSE_PASSWORD and _CA_FILE put in (a password left
     out of the URL; the CA as ``ca_certs``, which only clickhouses:// uses)."""
@@ -94,7 +99,8 @@ def clickhouse_url_with(url: str, password: str | None, ca_file: str | None) -> 
         if u.password:
             raise ConfigError(
                 "the ClickHouse password is in TOUCHSTREAM_CLICKHOUSE_URL and in "
-                "TOUCHSTREAM_CLICKHOUSE_PASSWORD(_FILE): give it only once")
+                "TOUCHSTREAM_CLICKHOUSE_PASSWORD(_FILE): give it only once"
+            )
         user = unquote(u.username) if u.username else "default"
         host = netloc.rpartition("@")[2]
         netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
@@ -103,12 +109,14 @@ def clickhouse_url_with(url: str, password: str | None, ca_file: str | None) -> 
         if u.scheme != "clickhouses":
             raise ConfigError(
                 "TOUCHSTREAM_CLICKHOUSE_CA_FILE is set but TOUCHSTREAM_CLICKHOUSE_URL is not "
-                "clickhouses:// (TLS): use clickhouses://user@host:9440/db")
+                "clickhouses:// (TLS): use clickhouses://user@host:9440/db"
+            )
         query = urlencode([*parse_qsl(u.query), ("ca_certs", ca_file)])
     return urlunparse(u._replace(netloc=netloc, query=query))
 
 
 # ---- Kafka ------------------------------------------------------------------------------
+
 
 def ssl_context(s: Settings) -> ssl.SSLContext | None:
     """The TLS context of the Kafka clients (None for PLAINTEXT and SASL_PLAINTEXT):
@@ -123,7 +131,8 @@ def ssl_context(s: Settings) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as e:
         raise ConfigError(
             f"cannot load the Kafka TLS files (TOUCHSTREAM_KAFKA_SSL_CAFILE / _CERTFILE / "
-            f"_KEYFILE): {e}") from e
+            f"_KEYFILE): {e}"
+        ) from e
     return ctx
 
 
@@ -131,7 +140,8 @@ def _check_sasl(s: Settings) -> None:
     if s.kafka_sasl_username is None or s.kafka_sasl_password is None:
         raise ConfigError(
             f"TOUCHSTREAM_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol} needs "
-            "TOUCHSTREAM_KAFKA_SASL_USERNAME and TOUCHSTREAM_KAFKA_SASL_PASSWORD(_FILE)")
+            "TOUCHSTREAM_KAFKA_SASL_USERNAME and TOUCHSTREAM_KAFKA_SASL_PASSWORD(_FILE)"
+        )
 
 
 def kafka_options(s: Settings) -> dict[str, Any]:
@@ -163,5 +173,8 @@ def faust_credentials(s: Settings) -> Any:
         return faust.SSLCredentials(ctx)
     _check_sasl(s)
     return faust.SASLCredentials(
-        username=s.kafka_sasl_username, password=s.kafka_sasl_password,
-        mechanism=s.kafka_sasl_mechanism, ssl_context=ctx)
+        username=s.kafka_sasl_username,
+        password=s.kafka_sasl_password,
+        mechanism=s.kafka_sasl_mechanism,
+        ssl_context=ctx,
+    )

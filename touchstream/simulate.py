@@ -27,8 +27,14 @@ START = datetime(2024, 1, 1, tzinfo=UTC)
 DAYS = 730
 
 MIX = {
-    "loyal": 0.40, "grower": 0.10, "one_off": 0.15, "price": 0.075, "product": 0.075,
-    "service": 0.075, "self_change": 0.075, "wobbler": 0.05,
+    "loyal": 0.40,
+    "grower": 0.10,
+    "one_off": 0.15,
+    "price": 0.075,
+    "product": 0.075,
+    "service": 0.075,
+    "self_change": 0.075,
+    "wobbler": 0.05,
 }
 DEFECTORS = ("price", "product", "service", "self_change")
 
@@ -56,17 +62,29 @@ class _Gen:
 
     def add(self, kind: str, at: datetime, **fields: Any) -> None:
         self.n += 1
-        self.events.append({
-            "event_id": f"{self.cid}-{self.n}", "customer_id": self.cid, "type": kind,
-            "occurred_at": at.isoformat().replace("+00:00", "Z"), "source": "simulate",
-            **fields,
-        })
+        self.events.append(
+            {
+                "event_id": f"{self.cid}-{self.n}",
+                "customer_id": self.cid,
+                "type": kind,
+                "occurred_at": at.isoformat().replace("+00:00", "Z"),
+                "source": "simulate",
+                **fields,
+            }
+        )
 
-    def purchase(self, at: datetime, amount: float | None = None, discount: float | None = None,
-                 ) -> None:
+    def purchase(
+        self,
+        at: datetime,
+        amount: float | None = None,
+        discount: float | None = None,
+    ) -> None:
         amount = amount if amount is not None else self.rng.uniform(20, 80)
-        fields: dict[str, Any] = {"amount": f"{amount:.2f}", "currency": "USD",
-                                  "channel": self.rng.choice(["web", "store", "app"])}
+        fields: dict[str, Any] = {
+            "amount": f"{amount:.2f}",
+            "currency": "USD",
+            "channel": self.rng.choice(["web", "store", "app"]),
+        }
         if discount is not None:
             fields["discount"] = discount
         self.add("purchase", at, **fields)
@@ -77,26 +95,46 @@ class _Gen:
         while at < end:
             self.purchase(at)
             if noise and self.rng.random() < 0.08:
-                self.add("survey", at + timedelta(hours=5),
-                         satisfaction=self.rng.choice(["satisfied", "very_satisfied",
-                                                       "fairly_satisfied", "neutral"]))
+                self.add(
+                    "survey",
+                    at + timedelta(hours=5),
+                    satisfaction=self.rng.choice(
+                        ["satisfied", "very_satisfied", "fairly_satisfied", "neutral"]
+                    ),
+                )
             if noise and self.rng.random() < 0.02:
-                self.add("complaint", at + timedelta(days=1), complaint_id=f"{self.cid}-c{self.n}",
-                         category=self.rng.choice(["product", "service", "price"]), severity=1,
-                         status="resolved")
+                self.add(
+                    "complaint",
+                    at + timedelta(days=1),
+                    complaint_id=f"{self.cid}-c{self.n}",
+                    category=self.rng.choice(["product", "service", "price"]),
+                    severity=1,
+                    status="resolved",
+                )
             if noise and self.rng.random() < 0.02:
-                self.add("refund", at + timedelta(days=3), amount=f"{self.rng.uniform(5, 20):.2f}",
-                         reason=self.rng.choice(["defective", "changed_mind", "other"]))
+                self.add(
+                    "refund",
+                    at + timedelta(days=3),
+                    amount=f"{self.rng.uniform(5, 20):.2f}",
+                    reason=self.rng.choice(["defective", "changed_mind", "other"]),
+                )
             if noise and self.rng.random() < 0.02:
-                self.add("survey", at + timedelta(hours=6),
-                         satisfaction=self.rng.choice(["fairly_dissatisfied", "dissatisfied"]))
+                self.add(
+                    "survey",
+                    at + timedelta(hours=6),
+                    satisfaction=self.rng.choice(["fairly_dissatisfied", "dissatisfied"]),
+                )
             if noise and self.rng.random() < 0.03:
-                self.add("call", at + timedelta(days=2), direction="inbound",
-                         reason=self.rng.choice(["billing", "other"]),
-                         duration_s=self.rng.randint(60, 400), wait_s=self.rng.randint(0, 120),
-                         resolved=True)
-            at += timedelta(days=gap * self.rng.uniform(0.7, 1.3),
-                            hours=self.rng.uniform(0, 10))
+                self.add(
+                    "call",
+                    at + timedelta(days=2),
+                    direction="inbound",
+                    reason=self.rng.choice(["billing", "other"]),
+                    duration_s=self.rng.randint(60, 400),
+                    wait_s=self.rng.randint(0, 120),
+                    resolved=True,
+                )
+            at += timedelta(days=gap * self.rng.uniform(0.7, 1.3), hours=self.rng.uniform(0, 10))
 
     def evidence(self, kind: str, start: datetime, end: datetime) -> None:
         """The touchpoints of a relationship breaking for ``kind`` reasons, in [start, end)."""
@@ -108,34 +146,74 @@ class _Gen:
 
         if kind == "price":
             for _ in range(r.randint(1, 2)):
-                self.add("complaint", at(), complaint_id=f"{self.cid}-p{self.n}",
-                         category="price", severity=r.randint(2, 4), status="resolved")
-            self.add("call", at(), direction="inbound", reason="price",
-                     duration_s=r.randint(60, 600), wait_s=r.randint(0, 120), resolved=True)
+                self.add(
+                    "complaint",
+                    at(),
+                    complaint_id=f"{self.cid}-p{self.n}",
+                    category="price",
+                    severity=r.randint(2, 4),
+                    status="resolved",
+                )
+            self.add(
+                "call",
+                at(),
+                direction="inbound",
+                reason="price",
+                duration_s=r.randint(60, 600),
+                wait_s=r.randint(0, 120),
+                resolved=True,
+            )
             if r.random() < 0.6:
                 self.add("refund", at(), amount=f"{r.uniform(5, 30):.2f}", reason="price")
         elif kind == "product":
             for _ in range(r.randint(1, 2)):
-                self.add("refund", at(), amount=f"{r.uniform(10, 60):.2f}",
-                         reason=r.choice(["defective", "not_as_described"]))
-            self.add("complaint", at(), complaint_id=f"{self.cid}-q{self.n}",
-                     category="product", severity=r.randint(2, 5),
-                     status=r.choice(["resolved", "resolved", "open"]))
+                self.add(
+                    "refund",
+                    at(),
+                    amount=f"{r.uniform(10, 60):.2f}",
+                    reason=r.choice(["defective", "not_as_described"]),
+                )
+            self.add(
+                "complaint",
+                at(),
+                complaint_id=f"{self.cid}-q{self.n}",
+                category="product",
+                severity=r.randint(2, 5),
+                status=r.choice(["resolved", "resolved", "open"]),
+            )
             if r.random() < 0.5:
-                self.add("call", at(), direction="inbound", reason="product",
-                         duration_s=r.randint(60, 900), wait_s=r.randint(0, 200), resolved=True)
+                self.add(
+                    "call",
+                    at(),
+                    direction="inbound",
+                    reason="product",
+                    duration_s=r.randint(60, 900),
+                    wait_s=r.randint(0, 200),
+                    resolved=True,
+                )
         elif kind == "service":
-            self.add("complaint", at(), complaint_id=f"{self.cid}-s{self.n}",
-                     category="service", severity=r.randint(3, 5),
-                     status=r.choice(["open", "rejected"]))
+            self.add(
+                "complaint",
+                at(),
+                complaint_id=f"{self.cid}-s{self.n}",
+                category="service",
+                severity=r.randint(3, 5),
+                status=r.choice(["open", "rejected"]),
+            )
             for _ in range(r.randint(2, 3)):
-                self.add("call", at(), direction="inbound",
-                         reason=r.choice(["service", "service", "billing"]),
-                         duration_s=r.randint(120, 1200), wait_s=r.randint(300, 1500),
-                         resolved=r.random() < 0.3)
+                self.add(
+                    "call",
+                    at(),
+                    direction="inbound",
+                    reason=r.choice(["service", "service", "billing"]),
+                    duration_s=r.randint(120, 1200),
+                    wait_s=r.randint(300, 1500),
+                    resolved=r.random() < 0.3,
+                )
             if r.random() < 0.5:
-                self.add("survey", at(), satisfaction=r.choice(["dissatisfied",
-                                                                "very_dissatisfied"]))
+                self.add(
+                    "survey", at(), satisfaction=r.choice(["dissatisfied", "very_dissatisfied"])
+                )
         elif kind == "self_change":
             self.add("account", at(), change=r.choice(["moved", "life_event"]))
             if r.random() < 0.3:
@@ -173,8 +251,14 @@ def _customer(archetype: str, i: int, rng: random.Random) -> tuple[list[dict[str
         g.evidence(archetype, stop - window, stop)
         if rng.random() < 0.35:  # real evidence is rarely pure: one mild contrary signal
             other = rng.choice([k for k in ("price", "product", "service") if k != archetype])
-            g.add("complaint", stop - window / 2, complaint_id=f"{cid}-x", category=other,
-                  severity=rng.randint(1, 2), status="resolved")
+            g.add(
+                "complaint",
+                stop - window / 2,
+                complaint_id=f"{cid}-x",
+                category=other,
+                severity=rng.randint(1, 2),
+                status="resolved",
+            )
         stage, defection, alerted = "churned", archetype, True
     elif archetype == "wobbler":
         gap = rng.uniform(7, 20)
@@ -185,13 +269,22 @@ def _customer(archetype: str, i: int, rng: random.Random) -> tuple[list[dict[str
     else:
         raise ValueError(f"unknown archetype {archetype}")
     assert g.last_purchase is not None
-    truth = Truth(cid, archetype, stage, defection, alerted,
-                  g.last_purchase.isoformat().replace("+00:00", "Z"))
+    truth = Truth(
+        cid,
+        archetype,
+        stage,
+        defection,
+        alerted,
+        g.last_purchase.isoformat().replace("+00:00", "Z"),
+    )
     return g.events, truth
 
 
-def simulate(customers: int = 2000, seed: int = 1, mix: dict[str, float] | None = None,
-             ) -> tuple[list[dict[str, Any]], list[Truth]]:
+def simulate(
+    customers: int = 2000,
+    seed: int = 1,
+    mix: dict[str, float] | None = None,
+) -> tuple[list[dict[str, Any]], list[Truth]]:
     """Events in event-time order, and the truth per customer."""
     rng = random.Random(seed)
     mix = mix or MIX
@@ -208,8 +301,9 @@ def simulate(customers: int = 2000, seed: int = 1, mix: dict[str, float] | None 
     return events, truths
 
 
-def disorder(events: list[dict[str, Any]], shuffle_s: float = 0.0, duplicate_rate: float = 0.0,
-             seed: int = 2) -> Iterator[dict[str, Any]]:
+def disorder(
+    events: list[dict[str, Any]], shuffle_s: float = 0.0, duplicate_rate: float = 0.0, seed: int = 2
+) -> Iterator[dict[str, Any]]:
     """Arrival order for a stream: each event arrives up to ``shuffle_s`` late (so
     events are out of order within that much time), and a share is sent twice."""
     rng = random.Random(seed)

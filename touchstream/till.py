@@ -44,15 +44,21 @@ def from_worker(base_url: str, customer_id: str, timeout: float = 2.0) -> Answer
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         raise WorkerUnreachable(f"no worker at {base_url} ({reason})") from e
-    return Answer(profile, f"live, from the worker at {profile.get('worker', base_url)}: "
-                           "current to the last event it processed")
+    return Answer(
+        profile,
+        f"live, from the worker at {profile.get('worker', base_url)}: "
+        "current to the last event it processed",
+    )
 
 
 def from_clickhouse(sink: Sink, customer_id: str, why: str) -> Answer:
-    cols, rows = sink.query(customer_profile(sink.database,
-                                             f"customer_id = {sql_str(customer_id)}"))
-    source = (f"from ClickHouse (customer_profile, {getattr(sink, 'url_for_humans', '')}), "
-              f"as of the last batch the workers wrote; {why}")
+    cols, rows = sink.query(
+        customer_profile(sink.database, f"customer_id = {sql_str(customer_id)}")
+    )
+    source = (
+        f"from ClickHouse (customer_profile, {getattr(sink, 'url_for_humans', '')}), "
+        f"as of the last batch the workers wrote; {why}"
+    )
     if not rows:
         return Answer(None, source)
     profile = {c: _json_value(v) for c, v in zip(cols, rows[0], strict=True)}

@@ -55,8 +55,10 @@ def harness(tmp_path: Path, chdb_dir: Path) -> Iterator[Harness]:
     sink = open_sink(f"chdb://{chdb_dir}?database=t_{uuid.uuid4().hex[:8]}")
     sink.migrate()
     settings = Settings(
-        broker="kafka://127.0.0.1:9", data_dir=str(tmp_path / "worker"),
-        batch_max=1000, batch_within_s=0.05,
+        broker="kafka://127.0.0.1:9",
+        data_dir=str(tmp_path / "worker"),
+        batch_max=1000,
+        batch_within_s=0.05,
     )
     worker = build_app(settings, sink)
     h = Harness(worker, sink)

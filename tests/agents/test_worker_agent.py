@@ -7,10 +7,16 @@ from agents.pipeline import Stored
 
 
 def purchase(eid: str, cid: str, day: str, amount: str) -> bytes:
-    return orjson.dumps({
-        "event_id": eid, "customer_id": cid, "type": "purchase",
-        "occurred_at": f"{day}T10:00:00Z", "amount": amount, "currency": "USD",
-    })
+    return orjson.dumps(
+        {
+            "event_id": eid,
+            "customer_id": cid,
+            "type": "purchase",
+            "occurred_at": f"{day}T10:00:00Z",
+            "amount": amount,
+            "currency": "USD",
+        }
+    )
 
 
 def part(key: bytes, partitions: int = 8) -> int:
@@ -27,12 +33,15 @@ def run(coro):  # noqa: ANN001, ANN201
 def test_a_batch_updates_the_table_once_per_customer_and_lands_in_clickhouse(harness) -> None:
     async def go() -> None:
         async with harness.worker.agent.test_context() as agent:
-            await agent.put(key=b"c1", value=purchase("e1", "c1", "1997-01-01", "10"),
-                            partition=part(b"c1"))
-            await agent.put(key=b"c1", value=purchase("e2", "c1", "1997-01-05", "20"),
-                            partition=part(b"c1"))
-            await agent.put(key=b"c2", value=purchase("e3", "c2", "1997-01-03", "5"),
-                            partition=part(b"c2"))
+            await agent.put(
+                key=b"c1", value=purchase("e1", "c1", "1997-01-01", "10"), partition=part(b"c1")
+            )
+            await agent.put(
+                key=b"c1", value=purchase("e2", "c1", "1997-01-05", "20"), partition=part(b"c1")
+            )
+            await agent.put(
+                key=b"c2", value=purchase("e3", "c2", "1997-01-03", "5"), partition=part(b"c2")
+            )
             await harness.wait_for(3)
 
     run(go())
@@ -49,12 +58,13 @@ def test_a_batch_updates_the_table_once_per_customer_and_lands_in_clickhouse(har
 def test_a_malformed_message_goes_to_the_dead_letters_and_the_worker_keeps_going(harness) -> None:
     async def go() -> None:
         async with harness.worker.agent.test_context() as agent:
-            await agent.put(key=b"c1", value=b"{oops",
-                            partition=part(b"c1"))
-            await agent.put(key=b"c1", value=purchase("e1", "c1", "1997-01-01", "-3"),
-                            partition=part(b"c1"))
-            await agent.put(key=b"c1", value=purchase("e2", "c1", "1997-01-02", "3"),
-                            partition=part(b"c1"))
+            await agent.put(key=b"c1", value=b"{oops", partition=part(b"c1"))
+            await agent.put(
+                key=b"c1", value=purchase("e1", "c1", "1997-01-01", "-3"), partition=part(b"c1")
+            )
+            await agent.put(
+                key=b"c1", value=purchase("e2", "c1", "1997-01-02", "3"), partition=part(b"c1")
+            )
             await harness.wait_for(3)
 
     run(go())
@@ -70,8 +80,11 @@ def test_a_duplicated_event_id_counts_once(harness) -> None:
     async def go() -> None:
         async with harness.worker.agent.test_context() as agent:
             for _ in range(3):
-                await agent.put(key=b"c1", value=purchase("same", "c1", "1997-01-01", "10"),
-                                partition=part(b"c1"))
+                await agent.put(
+                    key=b"c1",
+                    value=purchase("same", "c1", "1997-01-01", "10"),
+                    partition=part(b"c1"),
+                )
             await harness.wait_for(3)
 
     run(go())
@@ -82,7 +95,8 @@ def test_a_duplicated_event_id_counts_once(harness) -> None:
 
 
 def test_behind_a_slow_clickhouse_insert_alerts_go_out_at_once_and_later_batches_share_one_insert(
-        harness) -> None:
+    harness,
+) -> None:
     # The fast path's batch handler (agents/fastpath.py), called as the consumer calls it.
     import asyncio
     import threading
@@ -99,8 +113,15 @@ def test_behind_a_slow_clickhouse_insert_alerts_go_out_at_once_and_later_batches
         insert(table, rows)
 
     harness.sink.insert = slow_insert
-    closed = orjson.dumps({"event_id": "x2", "customer_id": "c2", "type": "account",
-                           "occurred_at": "1997-02-01T10:00:00Z", "change": "closed"})
+    closed = orjson.dumps(
+        {
+            "event_id": "x2",
+            "customer_id": "c2",
+            "type": "account",
+            "occurred_at": "1997-02-01T10:00:00Z",
+            "change": "closed",
+        }
+    )
 
     def batch(offset: int, *kvs: tuple[bytes, bytes]) -> list[RawMessage]:
         return [RawMessage("t", part(k), offset + i, k, v) for i, (k, v) in enumerate(kvs)]
@@ -108,16 +129,17 @@ def test_behind_a_slow_clickhouse_insert_alerts_go_out_at_once_and_later_batches
     async def go() -> None:
         first = await handle(batch(0, (b"c1", purchase("e1", "c1", "1997-01-01", "10"))))
         await asyncio.sleep(0.1)  # its insert starts (and waits at the gate)
-        second = await handle(batch(10, (b"c2", purchase("e2", "c2", "1997-01-02", "5")),
-                                    (b"c2", closed)))
+        second = await handle(
+            batch(10, (b"c2", purchase("e2", "c2", "1997-01-02", "5")), (b"c2", closed))
+        )
         third = asyncio.ensure_future(
-            handle(batch(20, (b"c3", purchase("e3", "c3", "1997-01-03", "7")))))
+            handle(batch(20, (b"c3", purchase("e3", "c3", "1997-01-03", "7"))))
+        )
         await asyncio.sleep(0.3)
         # The first insert is held up: nothing acked, no changelog, but c2's alert is out.
         assert not first.done() and not third.done()
         assert harness.changelog == []
-        assert [orjson.loads(v)["customer_id"] for _, v in harness.sent.get("alerts", [])] \
-            == ["c2"]
+        assert [orjson.loads(v)["customer_id"] for _, v in harness.sent.get("alerts", [])] == ["c2"]
         gate.set()
         for f in (first, second, await third):
             await f
@@ -135,8 +157,16 @@ def test_a_batch_of_purchases_in_120_months_lands_whole_in_chdb(harness) -> None
     from agents.pipeline import RawMessage
 
     handle = next(iter(harness.worker.app.batch_handlers.values()))
-    batch = [RawMessage("t", part(b"c1"), i, b"c1", purchase(
-        f"e{i}", "c1", f"{2010 + i // 12}-{i % 12 + 1:02d}-15", "10")) for i in range(120)]
+    batch = [
+        RawMessage(
+            "t",
+            part(b"c1"),
+            i,
+            b"c1",
+            purchase(f"e{i}", "c1", f"{2010 + i // 12}-{i % 12 + 1:02d}-15", "10"),
+        )
+        for i in range(120)
+    ]
 
     async def go() -> None:
         import asyncio
@@ -144,7 +174,8 @@ def test_a_batch_of_purchases_in_120_months_lands_whole_in_chdb(harness) -> None
         await asyncio.wait_for(await handle(batch), 60)  # a refused insert is retried forever
 
     run(go())
-    assert harness.rows("SELECT count(), uniqExact(toYYYYMM(occurred_at)) FROM {db}.events") \
-        == [(120, 120)]
+    assert harness.rows("SELECT count(), uniqExact(toYYYYMM(occurred_at)) FROM {db}.events") == [
+        (120, 120)
+    ]
     assert harness.rows("SELECT purchases FROM {db}.customer_state FINAL") == [(120,)]
     assert harness.worker.totals.rows_refused == 0

@@ -41,24 +41,47 @@ def settings_for(broker: Tansu, clickhouse_url: str, tmp: Path, partitions: int 
     """Settings for one test: its own topics, consumer group and worker data dir."""
     name = unique("t")
     s = Settings(
-        broker=broker.url, clickhouse_url=clickhouse_url, app_id=f"ts-{name}",
-        input_topic=f"{name}.in", dlq_topic=f"{name}.dlq", alerts_topic=f"{name}.alerts",
-        transitions_topic=f"{name}.transitions", partitions=partitions,
-        data_dir=str(tmp / f"worker-{name}"), batch_within_s=0.2,
+        broker=broker.url,
+        clickhouse_url=clickhouse_url,
+        app_id=f"ts-{name}",
+        input_topic=f"{name}.in",
+        dlq_topic=f"{name}.dlq",
+        alerts_topic=f"{name}.alerts",
+        transitions_topic=f"{name}.transitions",
+        partitions=partitions,
+        data_dir=str(tmp / f"worker-{name}"),
+        batch_within_s=0.2,
         fit_interval_s=0,  # no scheduled churn model fit unless a test asks for one
     )
-    ensure_topics(s.bootstrap, {t: partitions for t in (
-        s.input_topic, s.dlq_topic, s.alerts_topic, s.transitions_topic)})
+    ensure_topics(
+        s.bootstrap,
+        {t: partitions for t in (s.input_topic, s.dlq_topic, s.alerts_topic, s.transitions_topic)},
+    )
     return s
 
 
 def worker_env(s: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    for field in ("broker", "clickhouse_url", "app_id", "input_topic", "dlq_topic",
-                  "alerts_topic", "transitions_topic", "partitions", "data_dir",
-                  "batch_within_s", "cutoff_interval_s", "producer_max_batch_size",
-                  "idle_s", "tick_s", "web_port", "web_host", "fit_interval_s",
-                  "model_poll_s"):
+    for field in (
+        "broker",
+        "clickhouse_url",
+        "app_id",
+        "input_topic",
+        "dlq_topic",
+        "alerts_topic",
+        "transitions_topic",
+        "partitions",
+        "data_dir",
+        "batch_within_s",
+        "cutoff_interval_s",
+        "producer_max_batch_size",
+        "idle_s",
+        "tick_s",
+        "web_port",
+        "web_host",
+        "fit_interval_s",
+        "model_poll_s",
+    ):
         if getattr(s, field) is not None:
             env[f"TOUCHSTREAM_{field.upper()}"] = str(getattr(s, field))
     return env
@@ -72,8 +95,11 @@ def running_worker(s: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     if s.web_port == Settings.model_fields["web_port"].default:
         env["TOUCHSTREAM_WEB_PORT"] = str(free_port())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "touchstream.cli", "worker"], env=env, cwd=ROOT,
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "touchstream.cli", "worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     try:
         yield proc
@@ -81,8 +107,9 @@ def running_worker(s: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
         stop_process(proc, 30)
 
 
-def wait_committed(s: Settings, end: dict[int, int], proc: subprocess.Popen[bytes],
-                   log: Path, timeout: float = 300) -> None:
+def wait_committed(
+    s: Settings, end: dict[int, int], proc: subprocess.Popen[bytes], log: Path, timeout: float = 300
+) -> None:
     try:
         wait_until_processed(s, end, proc, timeout=timeout)
     except (RuntimeError, TimeoutError) as e:

@@ -13,12 +13,21 @@ FIELDS = ("frequency", "recency", "T", "monetary_value")
 
 
 def cdnow_reference() -> pd.DataFrame:
-    df = pd.read_csv(cdnow_path(), sep=r"\s+", header=0, names=["cid", "date", "n", "amount"],
-                     dtype={"cid": str, "date": str})
+    df = pd.read_csv(
+        cdnow_path(),
+        sep=r"\s+",
+        header=0,
+        names=["cid", "date", "n", "amount"],
+        dtype={"cid": str, "date": str},
+    )
     df["date"] = pd.to_datetime(df["date"], format="%Y%m%d")
     return summary_data_from_transaction_data(
-        df, "cid", "date", monetary_value_col="amount",
-        observation_period_end="1998-06-30", freq="D",
+        df,
+        "cid",
+        "date",
+        monetary_value_col="amount",
+        observation_period_end="1998-06-30",
+        freq="D",
     )
 
 
@@ -63,6 +72,11 @@ def quintile_scores(ref: pd.DataFrame) -> dict[str, dict[str, int]]:
 
 
 def spend_by_customer() -> pd.Series:
-    df = pd.read_csv(cdnow_path(), sep=r"\s+", header=0, names=["cid", "date", "n", "amount"],
-                     dtype={"cid": str, "date": str})
+    df = pd.read_csv(
+        cdnow_path(),
+        sep=r"\s+",
+        header=0,
+        names=["cid", "date", "n", "amount"],
+        dtype={"cid": str, "date": str},
+    )
     return df.groupby("cid")["amount"].sum()

@@ -24,12 +24,21 @@ pytestmark = pytest.mark.integration
 
 def alert(customer_id: str, kind: str, severity: int, message: str) -> Alert:
     return Alert(
-        alert_id=f"{customer_id}/1/{kind}", customer_id=customer_id, at_ms=1_581_328_800_000,
-        kind=kind, episode=1, stage="decline" if kind == "decline" else "stability",
+        alert_id=f"{customer_id}/1/{kind}",
+        customer_id=customer_id,
+        at_ms=1_581_328_800_000,
+        kind=kind,
+        episode=1,
+        stage="decline" if kind == "decline" else "stability",
         previous_stage="formation" if kind == "decline" else "stability",
-        defection_type="product" if kind == "decline" else "unknown", confidence=0.71,
-        severity=severity, net_spend=Decimal("680"), last_purchase_ms=1_578_736_800_000,
-        evidence=("2020-01-13 refund:defective",), message=message, version=4,
+        defection_type="product" if kind == "decline" else "unknown",
+        confidence=0.71,
+        severity=severity,
+        net_spend=Decimal("680"),
+        last_purchase_ms=1_578_736_800_000,
+        evidence=("2020-01-13 refund:defective",),
+        message=message,
+        version=4,
     )
 
 
@@ -49,8 +58,13 @@ def test_tail_prints_every_alert_once_from_the_beginning(tmp_path: Path) -> None
 
         out = io.StringIO()
         settings = Settings(broker=t.url, alerts_topic=topic)
-        shown = tail(settings, from_beginning=True, follow=False,
-                     console=Console(file=out, width=200), idle_timeout_ms=3_000)
+        shown = tail(
+            settings,
+            from_beginning=True,
+            follow=False,
+            console=Console(file=out, width=200),
+            idle_timeout_ms=3_000,
+        )
         text = out.getvalue()
 
     assert shown == 2
@@ -73,9 +87,17 @@ def test_tail_of_new_alerts_only_skips_the_old_ones(tmp_path: Path) -> None:
         producer.flush()
         out = io.StringIO()
         result: list[int] = []
-        reader = threading.Thread(target=lambda: result.append(tail(
-            Settings(broker=t.url, alerts_topic=topic), from_beginning=False, follow=False,
-            console=Console(file=out, width=200), idle_timeout_ms=6_000)))
+        reader = threading.Thread(
+            target=lambda: result.append(
+                tail(
+                    Settings(broker=t.url, alerts_topic=topic),
+                    from_beginning=False,
+                    follow=False,
+                    console=Console(file=out, width=200),
+                    idle_timeout_ms=6_000,
+                )
+            )
+        )
         reader.start()
         time.sleep(2.5)  # the reader is positioned at the end of the topic by now
         new = alert("cust-new", "churn_risk", 4, "a new alert")
@@ -102,20 +124,32 @@ def test_tail_keeps_only_the_kinds_and_severities_asked_for_as_json_lines(
     with Tansu(tmp_path) as t:
         topic = "touchpoints.alerts"
         ensure_topics(t.bootstrap, {topic: 1})
-        sent = [alert("A", "decline", 3, "A declines"), alert("B", "decline", 1, "B declines"),
-                alert("C", "churn_risk", 4, "C at risk"), alert("D", "churned", 4, "D gone")]
+        sent = [
+            alert("A", "decline", 3, "A declines"),
+            alert("B", "decline", 1, "B declines"),
+            alert("C", "churn_risk", 4, "C at risk"),
+            alert("D", "churned", 4, "D gone"),
+        ]
         producer = KafkaProducer(bootstrap_servers=t.bootstrap, acks="all")
         for a in sent:
             producer.send(topic, key=a.customer_id.encode(), value=orjson.dumps(a.to_json()))
         producer.flush()
         producer.close()
         out, status = io.StringIO(), io.StringIO()
-        shown = tail(Settings(broker=t.url, alerts_topic=topic), from_beginning=True,
-                     follow=False, console=Console(file=out, width=200),
-                     idle_timeout_ms=3_000, wanted=AlertFilter.of(["decline", "churned"], "high"),
-                     as_json=True, status=Console(file=status, width=200))
+        shown = tail(
+            Settings(broker=t.url, alerts_topic=topic),
+            from_beginning=True,
+            follow=False,
+            console=Console(file=out, width=200),
+            idle_timeout_ms=3_000,
+            wanted=AlertFilter.of(["decline", "churned"], "high"),
+            as_json=True,
+            status=Console(file=status, width=200),
+        )
     lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert shown == 2
     assert [(m["customer_id"], m["kind"], m["severity"]) for m in lines] == [
-        ("A", "decline", 3), ("D", "churned", 4)]
+        ("A", "decline", 3),
+        ("D", "churned", 4),
+    ]
     assert "2 alerts" in status.getvalue()  # the status lines stay out of the JSON

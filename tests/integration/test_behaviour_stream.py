@@ -36,9 +36,20 @@ def test_the_customer_side_stream_meets_the_targets_through_the_real_pipeline(
         wait_committed(s, report.end_offsets, proc, log)
         # Close the period: every partition's deadlines up to the end of the stream fire.
         tick = subprocess.run(
-            [sys.executable, "-m", "touchstream.cli", "tick", "--until",
-             END.isoformat().replace("+00:00", "Z")],
-            env=worker_env(s), cwd=ROOT, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "touchstream.cli",
+                "tick",
+                "--until",
+                END.isoformat().replace("+00:00", "Z"),
+            ],
+            env=worker_env(s),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert tick.returncode == 0, tick.stderr
         assert f"sent to {s.partitions} partitions" in tick.stdout
         ends = {p: report.end_offsets.get(p, 0) + 1 for p in range(s.partitions)}
@@ -49,7 +60,8 @@ def test_the_customer_side_stream_meets_the_targets_through_the_real_pipeline(
         db = sink.database
         n_events = sink.query(f"SELECT count() FROM {db}.events FINAL")[1][0][0]
         _, risk_rows = sink.query(
-            f"SELECT open_issues FROM {db}.alerts FINAL WHERE kind = 'churn_risk'")
+            f"SELECT open_issues FROM {db}.alerts FINAL WHERE kind = 'churn_risk'"
+        )
     assert n_events == len(events)  # duplicates counted once
     result = evaluate(truths, decisions)
     failed = [(what, figure) for what, figure, met in result.checks() if not met]
@@ -59,4 +71,7 @@ def test_the_customer_side_stream_meets_the_targets_through_the_real_pipeline(
     # Shuffled and duplicated, through Kafka: the decisions of the in-order run.
     in_order = run_in_process(events, partitions=s.partitions, until_ms=epoch_ms(END))
     assert decisions_diff(decisions, in_order) == {
-        "states": {}, "alerts_only_in_a": [], "alerts_only_in_b": []}
+        "states": {},
+        "alerts_only_in_a": [],
+        "alerts_only_in_b": [],
+    }

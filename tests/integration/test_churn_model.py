@@ -49,14 +49,27 @@ def _customers(n: int, as_of_day: int) -> list[CustomerState]:
         days = sorted({first, *(rng.randint(first, as_of_day) for _ in range(k - 1))})
         fds = Decimal(str(round(rng.uniform(1, 50), 2)))
         total = fds + Decimal(str(round(rng.uniform(0, 500), 2)))
-        out.append(CustomerState(f"c{i}", version=1, purchases=len(days), purchase_total=total,
-                                 first_purchase_ms=days[0] * DAY, last_purchase_ms=days[-1] * DAY,
-                                 purchase_days=tuple(days), first_day_spend=fds))
+        out.append(
+            CustomerState(
+                f"c{i}",
+                version=1,
+                purchases=len(days),
+                purchase_total=total,
+                first_purchase_ms=days[0] * DAY,
+                last_purchase_ms=days[-1] * DAY,
+                purchase_days=tuple(days),
+                first_day_spend=fds,
+            )
+        )
     return out
 
 
-MODELS = [btyd.BgNbd(0.25, 33.5, 0.72, 2.16), btyd.MbgNbd(0.64, 51.2, 0.81, 1.23),
-          btyd.ParetoNbd(0.6, 81.1, 0.52, 61.8), btyd.ParetoNbd(0.6, 20.0, 1.52, 400.0)]
+MODELS = [
+    btyd.BgNbd(0.25, 33.5, 0.72, 2.16),
+    btyd.MbgNbd(0.64, 51.2, 0.81, 1.23),
+    btyd.ParetoNbd(0.6, 81.1, 0.52, 61.8),
+    btyd.ParetoNbd(0.6, 20.0, 1.52, 400.0),
+]
 
 
 def test_customer_churn_computes_the_domains_values_as_of_stream_time(sink_url: str) -> None:
@@ -69,9 +82,11 @@ def test_customer_churn_computes_the_domains_values_as_of_stream_time(sink_url: 
         db = sink.database
         sink.insert("customer_state", [state_row(s) for s in customers])
         sink.insert("stream_clock", [clock_row(0, as_of_day * DAY + 3_600_000)])
-        sql = (f"SELECT frequency, recency, T, monetary_value, p_alive, churn_probability_90d, "
-               f"expected_purchases_90d, predicted_clv_365d, model_version "
-               f"FROM {db}.customer_churn")
+        sql = (
+            f"SELECT frequency, recency, T, monetary_value, p_alive, churn_probability_90d, "
+            f"expected_purchases_90d, predicted_clv_365d, model_version "
+            f"FROM {db}.customer_churn"
+        )
         _, before = sink.query(sql)
         assert len(before) == len(customers)
         assert {(r[4], r[5], r[6], r[7], r[8]) for r in before} == {(None,) * 4 + (0,)}
@@ -79,10 +94,29 @@ def test_customer_churn_computes_the_domains_values_as_of_stream_time(sink_url: 
         for pm in MODELS:
             for c in (None, cal):
                 version += 1
-                sink.insert("model_params", [model_params_row(
-                    version, pm.name, True, {p: getattr(pm, p) for p in pm.PARAMS},
-                    (gg.p, gg.q, gg.v), None if c is None else c.weights, 0, as_of_day * DAY,
-                    0.0, 0, 90, 0, None, None, None, "test")])
+                sink.insert(
+                    "model_params",
+                    [
+                        model_params_row(
+                            version,
+                            pm.name,
+                            True,
+                            {p: getattr(pm, p) for p in pm.PARAMS},
+                            (gg.p, gg.q, gg.v),
+                            None if c is None else c.weights,
+                            0,
+                            as_of_day * DAY,
+                            0.0,
+                            0,
+                            90,
+                            0,
+                            None,
+                            None,
+                            None,
+                            "test",
+                        )
+                    ],
+                )
                 model = btyd.Model(version, pm, gg, c)
                 assert load_chosen(sink) == model
                 _, rows = sink.query(sql)
@@ -90,8 +124,10 @@ def test_customer_churn_computes_the_domains_values_as_of_stream_time(sink_url: 
                 for x, tx, T, m, *values, v in rows:
                     assert v == version
                     want = model.score(x, tx, T, m)
-                    worst = max(worst, *(abs(g - w) / max(1.0, abs(w))
-                                         for g, w in zip(values, want, strict=True)))
+                    worst = max(
+                        worst,
+                        *(abs(g - w) / max(1.0, abs(w)) for g, w in zip(values, want, strict=True)),
+                    )
                 assert worst < 1e-9, (pm, c, worst)
 
 
@@ -103,9 +139,14 @@ def _cdnow(customers: int) -> tuple[list[dict], list[dict]]:
 
 
 def _fit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "touchstream.cli", "fit"],
-                          env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "touchstream.cli", "fit"],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _wait_for(log: Path, text: str, timeout: float = 120) -> None:
@@ -133,7 +174,8 @@ def test_touchstream_fit_writes_a_version_and_the_worker_scores_with_it(
             db = sink.database
             _, fits = sink.query(
                 f"SELECT version, model, chosen, n_customers, holdout_customers, "
-                f"toString(as_of), holdout_log_loss FROM {db}.model_params FINAL")
+                f"toString(as_of), holdout_log_loss FROM {db}.model_params FINAL"
+            )
             assert len(fits) == 3 and len({f[0] for f in fits}) == 1
             assert sorted(f[1] for f in fits) == sorted(btyd.MODELS)
             chosen = [f for f in fits if f[2]]
@@ -145,9 +187,11 @@ def test_touchstream_fit_writes_a_version_and_the_worker_scores_with_it(
             model = load_chosen(sink)
             assert model is not None and model.version == fits[0][0]
             assert f"version {model.version}: chosen {chosen[0][1]}" in r.stdout
-            scored = sink.query(f"SELECT countIf(model_version = {model.version} AND "
-                                f"churn_probability_90d BETWEEN 0 AND 1) "
-                                f"FROM {db}.customer_churn")
+            scored = sink.query(
+                f"SELECT countIf(model_version = {model.version} AND "
+                f"churn_probability_90d BETWEEN 0 AND 1) "
+                f"FROM {db}.customer_churn"
+            )
             assert scored[1][0][0] == buyers
 
         # The running worker picks the version up and scores every customer it changes.
@@ -162,16 +206,20 @@ def test_touchstream_fit_writes_a_version_and_the_worker_scores_with_it(
             f"toRelativeDayNum(assumeNotNull(scored_at)) - toRelativeDayNum(assumeNotNull("
             f"first_purchase_at)), p_alive, churn_probability_90d, expected_purchases_90d, "
             f"predicted_clv_365d, model_version FROM {db}.customer_state FINAL "
-            f"WHERE customer_id IN ({', '.join(repr(c) for c in sorted(changed))})")
+            f"WHERE customer_id IN ({', '.join(repr(c) for c in sorted(changed))})"
+        )
         assert len(rows) == len(changed)
         for cid, x, tx, m, T, *values, v in rows:
             assert v == model.version, (cid, v)
             want = model.score(x, tx, max(T, tx), m)
-            assert all(abs(g - w) <= 1e-9 * max(1.0, abs(w))
-                       for g, w in zip(values, want, strict=True)), (cid, values, want)
-        _, alerts = sink.query(f"SELECT countIf(churn_probability_90d IS NOT NULL), count() "
-                               f"FROM {db}.alerts FINAL WHERE at > toDateTime('1997-10-01 "
-                               "00:00:00', 'UTC')")
+            assert all(
+                abs(g - w) <= 1e-9 * max(1.0, abs(w)) for g, w in zip(values, want, strict=True)
+            ), (cid, values, want)
+        _, alerts = sink.query(
+            f"SELECT countIf(churn_probability_90d IS NOT NULL), count() "
+            f"FROM {db}.alerts FINAL WHERE at > toDateTime('1997-10-01 "
+            "00:00:00', 'UTC')"
+        )
         assert alerts[0][1] > 0 and alerts[0][0] == alerts[0][1]
 
 
@@ -192,14 +240,16 @@ def test_the_worker_owning_partition_0_fits_on_schedule_and_loads_the_result(
                 # a fit on all of it (earlier ones may have seen part of the stream)
                 _, rows = sink.query(
                     f"SELECT max(version) FROM {db}.model_params FINAL WHERE chosen = 1 "
-                    "AND as_of = toDateTime('1997-09-30 00:00:00', 'UTC')")
+                    "AND as_of = toDateTime('1997-09-30 00:00:00', 'UTC')"
+                )
                 if rows and rows[0][0]:
                     break
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(2)
             version = int(rows[0][0])
-            _, models = sink.query(f"SELECT model FROM {db}.model_params FINAL "
-                                   f"WHERE version = {version}")
+            _, models = sink.query(
+                f"SELECT model FROM {db}.model_params FINAL WHERE version = {version}"
+            )
         assert sorted(m[0] for m in models) == sorted(btyd.MODELS)
         _wait_for(log, f"churn model: version {version} (")
 
@@ -209,8 +259,15 @@ def test_migrate_adds_the_churn_columns_to_tables_of_the_previous_release(
 ) -> None:
     from sinks.tables import ALERTS, CUSTOMER_STATE, Table
 
-    new = {"p_alive", "churn_probability_90d", "expected_purchases_90d", "predicted_clv_365d",
-           "model_version", "scored_at", "value_at_risk"}
+    new = {
+        "p_alive",
+        "churn_probability_90d",
+        "expected_purchases_90d",
+        "predicted_clv_365d",
+        "model_version",
+        "scored_at",
+        "value_at_risk",
+    }
     with open_sink(clickhouse.url(unique("old"))) as sink:
         db = sink.database
         sink.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
@@ -220,8 +277,10 @@ def test_migrate_adds_the_churn_columns_to_tables_of_the_previous_release(
         statements = sink.migrate()
         added = [sql for sql in statements if "ADD COLUMN" in sql]
         assert len(added) == 6 + 2  # customer_state, alerts
-        _, cols = sink.query(f"SELECT table, name FROM system.columns WHERE database = '{db}' "
-                             "AND table IN ('customer_state', 'alerts')")
+        _, cols = sink.query(
+            f"SELECT table, name FROM system.columns WHERE database = '{db}' "
+            "AND table IN ('customer_state', 'alerts')"
+        )
         by_table: dict[str, list[str]] = {}
         for table, name in cols:
             by_table.setdefault(table, []).append(name)

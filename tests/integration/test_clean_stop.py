@@ -21,9 +21,13 @@ pytestmark = pytest.mark.integration
 
 
 def start(s, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "touchstream.cli", "worker"],
-                            env=worker_env(s), cwd=ROOT, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "touchstream.cli", "worker"],
+        env=worker_env(s),
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_a_worker_stopped_after_its_work_exits_zero(broker: Tansu, tmp_path: Path) -> None:

@@ -21,11 +21,16 @@ from .lifetimes_check import RFM_SQL, cdnow_reference, mismatches
 pytestmark = pytest.mark.integration
 
 
-def touchstream(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-                cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def touchstream(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "touchstream.cli", *args], env={**os.environ, **(env or {})},
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "touchstream.cli", *args],
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -42,13 +47,19 @@ def test_migrate_twice_on_a_clickhouse_server_succeeds_and_creates_topics(
     assert "none (all existed)" in second.stdout
     with open_sink(s.clickhouse_url) as sink:
         _, rows = sink.query(f"SHOW TABLES FROM {sink.database}")
-    assert {r[0] for r in rows} >= {"events", "customer_state", "dead_letters", "stream_clock",
-                                    "customer_rfm"}
+    assert {r[0] for r in rows} >= {
+        "events",
+        "customer_state",
+        "dead_letters",
+        "stream_clock",
+        "customer_rfm",
+    }
 
 
 def test_an_unreachable_clickhouse_gives_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
-    r = touchstream("migrate", env={
-        "TOUCHSTREAM_CLICKHOUSE_URL": f"clickhouse://127.0.0.1:{free_port()}/x"})
+    r = touchstream(
+        "migrate", env={"TOUCHSTREAM_CLICKHOUSE_URL": f"clickhouse://127.0.0.1:{free_port()}/x"}
+    )
     assert r.returncode == 2
     assert "cannot reach ClickHouse" in r.stderr
     assert "Traceback" not in r.stderr
@@ -78,9 +89,13 @@ def test_a_readonly_clickhouse_user_fails_the_migration_in_one_line(
 
 def test_an_unreachable_broker_gives_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     f = tmp_path / "e.jsonl"
-    f.write_text('{"event_id":"1","customer_id":"c","type":"account","change":"moved",'
-                 '"occurred_at":"2020-01-01T00:00:00Z"}\n')
-    r = touchstream("produce", str(f), env={"TOUCHSTREAM_BROKER": f"kafka://127.0.0.1:{free_port()}"})
+    f.write_text(
+        '{"event_id":"1","customer_id":"c","type":"account","change":"moved",'
+        '"occurred_at":"2020-01-01T00:00:00Z"}\n'
+    )
+    r = touchstream(
+        "produce", str(f), env={"TOUCHSTREAM_BROKER": f"kafka://127.0.0.1:{free_port()}"}
+    )
     assert r.returncode == 2
     assert "cannot reach a Kafka broker" in r.stderr
     assert "Traceback" not in r.stderr
@@ -101,8 +116,13 @@ def test_produce_validates_first_and_names_the_bad_lines(
     broker: Tansu, clickhouse: ClickHouseServer, tmp_path: Path
 ) -> None:
     s = make_settings(broker, clickhouse.url(unique("prod")), tmp_path)
-    ok = {"event_id": "1", "customer_id": "c", "type": "account", "change": "moved",
-          "occurred_at": "2020-01-01T00:00:00Z"}
+    ok = {
+        "event_id": "1",
+        "customer_id": "c",
+        "type": "account",
+        "change": "moved",
+        "occurred_at": "2020-01-01T00:00:00Z",
+    }
     bad = {**ok, "event_id": "2", "occurred_at": "2020-01-01T00:00:00"}
     f = tmp_path / "e.jsonl"
     f.write_bytes(b"\n".join([orjson.dumps(ok), orjson.dumps(bad), b"{nope"]) + b"\n")
@@ -144,10 +164,13 @@ def test_query_prints_a_table_and_reports_sql_errors_plainly(
     assert "Stack trace" not in bad.stderr
 
 
-WIDE_SQL = ("SELECT " + ", ".join(f"toString({i}) || '-value' AS column_number_{i}"
-                                  for i in range(40)) + ", toDateTime('2024-03-20 12:00:00', "
-            "'UTC') AS at, toDecimal64(12.5, 4) AS amount, CAST(NULL AS Nullable(String)) AS "
-            "missing, 'a,b \"c\"' AS text")
+WIDE_SQL = (
+    "SELECT "
+    + ", ".join(f"toString({i}) || '-value' AS column_number_{i}" for i in range(40))
+    + ", toDateTime('2024-03-20 12:00:00', "
+    "'UTC') AS at, toDecimal64(12.5, 4) AS amount, CAST(NULL AS Nullable(String)) AS "
+    "missing, 'a,b \"c\"' AS text"
+)
 
 
 @pytest.fixture(params=["server", "chdb"])
@@ -169,31 +192,41 @@ def test_query_in_a_pipe_prints_every_column_of_a_wide_row_whole(
     assert "2024-03-20 12:00:00" in row and "NULL" in row
 
 
-@pytest.mark.parametrize("fmt, expected", [
-    ("csv", 'amount,missing,text\n12.5,,"a,b ""c"""\n'),
-    ("tsv", 'amount\tmissing\ttext\n12.5\t\\N\ta,b "c"\n'),
-    ("json", '{"amount": 12.5, "missing": null, "text": "a,b \\"c\\""}\n'),
-    ("vertical", 'Row 1:\n──────\namount:  12.5\nmissing: NULL\ntext:    a,b "c"\n'),
-])
+@pytest.mark.parametrize(
+    "fmt, expected",
+    [
+        ("csv", 'amount,missing,text\n12.5,,"a,b ""c"""\n'),
+        ("tsv", 'amount\tmissing\ttext\n12.5\t\\N\ta,b "c"\n'),
+        ("json", '{"amount": 12.5, "missing": null, "text": "a,b \\"c\\""}\n'),
+        ("vertical", 'Row 1:\n──────\namount:  12.5\nmissing: NULL\ntext:    a,b "c"\n'),
+    ],
+)
 def test_query_formats_are_alike_on_a_server_and_on_chdb(
-    query_env: dict[str, str], fmt: str, expected: str,
+    query_env: dict[str, str],
+    fmt: str,
+    expected: str,
 ) -> None:
-    sql = ("SELECT toDecimal64(12.5, 2) AS amount, CAST(NULL AS Nullable(String)) AS missing, "
-           "'a,b \"c\"' AS text;")  # a trailing semicolon, as people type it
+    sql = (
+        "SELECT toDecimal64(12.5, 2) AS amount, CAST(NULL AS Nullable(String)) AS missing, "
+        "'a,b \"c\"' AS text;"
+    )  # a trailing semicolon, as people type it
     r = touchstream("query", "--format", fmt, sql, env=query_env)
     assert r.returncode == 0, r.stderr
     assert r.stdout == expected
 
 
 def test_a_format_clause_passes_through_on_chdb_and_is_refused_plainly_by_a_server(
-    clickhouse: ClickHouseServer, tmp_path: Path,
+    clickhouse: ClickHouseServer,
+    tmp_path: Path,
 ) -> None:
     sql = "SELECT 1 AS a, 'x' AS b FORMAT CSVWithNames"
-    embedded = touchstream("query", sql, env={
-        "TOUCHSTREAM_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}"})
+    embedded = touchstream(
+        "query", sql, env={"TOUCHSTREAM_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}"}
+    )
     assert embedded.returncode == 0 and embedded.stdout == '"a","b"\n1,"x"\n'
-    server = touchstream("query", sql, env={
-        "TOUCHSTREAM_CLICKHOUSE_URL": clickhouse.url("default")})
+    server = touchstream(
+        "query", sql, env={"TOUCHSTREAM_CLICKHOUSE_URL": clickhouse.url("default")}
+    )
     assert server.returncode == 2 and "use --format" in server.stderr
 
 
@@ -208,8 +241,7 @@ def test_the_demo_runs_on_embedded_defaults_and_its_cdnow_results_match_lifetime
     url = f"chdb://{(workdir / 'chdb').resolve()}"
     assert f"report: {(workdir / 'report.html').resolve()}" in r.stdout
     assert (workdir / "report.html").stat().st_size > 10_000
-    command = next(line.strip() for line in r.stdout.splitlines()
-                   if "touchstream query" in line)
+    command = next(line.strip() for line in r.stdout.splitlines() if "touchstream query" in line)
     assert command.startswith(f"TOUCHSTREAM_CLICKHOUSE_URL={url} touchstream query ")
     rest = command.partition(" touchstream ")[2]
     shown = touchstream(*shlex.split(rest), env={"TOUCHSTREAM_CLICKHOUSE_URL": url})

@@ -23,13 +23,22 @@ T0 = datetime(2024, 1, 1, 12, tzinfo=UTC)
 
 
 def purchase(cid: str, n: int, at: datetime) -> dict:
-    return {"event_id": f"{cid}-{n}", "customer_id": cid, "type": "purchase",
-            "occurred_at": at.isoformat(), "amount": "20", "currency": "USD"}
+    return {
+        "event_id": f"{cid}-{n}",
+        "customer_id": cid,
+        "type": "purchase",
+        "occurred_at": at.isoformat(),
+        "amount": "20",
+        "currency": "USD",
+    }
 
 
 def on_partition(p: int, partitions: int, prefix: str) -> str:
-    return next(c for c in (f"{prefix}{i}" for i in range(1000))
-                if key_partition(c.encode(), partitions) == p)
+    return next(
+        c
+        for c in (f"{prefix}{i}" for i in range(1000))
+        if key_partition(c.encode(), partitions) == p
+    )
 
 
 def test_a_quiet_partitions_deadlines_fire_once_it_has_been_idle(
@@ -41,7 +50,8 @@ def test_a_quiet_partitions_deadlines_fire_once_it_has_been_idle(
     # The quiet customer's partition has only its one purchase (a decline after 90 days);
     # the other partition's stream goes on to day 200.
     events = [purchase(quiet, 0, T0)] + [
-        purchase(busy, n, T0 + timedelta(days=10 * n)) for n in range(21)]
+        purchase(busy, n, T0 + timedelta(days=10 * n)) for n in range(21)
+    ]
     log = tmp_path / "worker.log"
     with running_worker(s, log) as proc:
         report = send_events(s, enumerate(events, 1))
@@ -52,7 +62,8 @@ def test_a_quiet_partitions_deadlines_fire_once_it_has_been_idle(
             while time.monotonic() < deadline and not rows:
                 _, rows = sink.query(
                     f"SELECT to_stage, toUnixTimestamp(at) FROM {sink.database}.transitions "
-                    f"FINAL WHERE customer_id = '{quiet}' AND to_stage = 'decline'")
+                    f"FINAL WHERE customer_id = '{quiet}' AND to_stage = 'decline'"
+                )
                 time.sleep(0.5)
     assert rows, "the idle partition's deadline never fired:\n" + log.read_text()[-2000:]
     # Dated at the deadline itself (90 days after the purchase), not when it was noticed.

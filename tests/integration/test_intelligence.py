@@ -45,7 +45,9 @@ def test_a_planted_stream_out_of_order_and_duplicated_meets_the_targets_end_to_e
     assert n_events == len(events)  # duplicates counted once
     # Never skipped on the way up (recoveries from decline aside).
     assert {(f, t) for f, t, _ in ups} <= {
-        ("exploration", "formation"), ("formation", "stability"), ("decline", "formation"),
+        ("exploration", "formation"),
+        ("formation", "stability"),
+        ("decline", "formation"),
         ("decline", "stability"),
     }
     result = evaluate(truths, decisions)
@@ -54,8 +56,12 @@ def test_a_planted_stream_out_of_order_and_duplicated_meets_the_targets_end_to_e
     # The stream decides as the same batch code does in process, in event order.
     assert decisions.states == run_in_process(events, partitions=s.partitions).states
 
-    consumer = KafkaConsumer(s.alerts_topic, bootstrap_servers=s.bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        s.alerts_topic,
+        bootstrap_servers=s.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
     alerts = [orjson.loads(m.value) for m in consumer]
     consumer.close()
     assert alerts and all(a["schema_version"] == 1 for a in alerts)

@@ -34,8 +34,12 @@ from touchstream.localstack import (
 
 from .conftest import ROOT, unique
 
-pytestmark = [pytest.mark.integration, pytest.mark.skipif(
-    clickhouse_server_bin() is None, reason="clickhouse-server is not installed")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        clickhouse_server_bin() is None, reason="clickhouse-server is not installed"
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,21 +50,26 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
 @pytest.fixture(scope="module")
 def tls_broker(tmp_path_factory: pytest.TempPathFactory, ca: LocalCA) -> Iterator[TlsProxy]:
     port = free_port()
-    with Tansu(tmp_path_factory.mktemp("tansu-tls"), advertised_port=port) as t, \
-            TlsProxy(ca, t.port, port=port) as proxy:
+    with (
+        Tansu(tmp_path_factory.mktemp("tansu-tls"), advertised_port=port) as t,
+        TlsProxy(ca, t.port, port=port) as proxy,
+    ):
         yield proxy
 
 
 @pytest.fixture(scope="module")
-def tls_clickhouse(tmp_path_factory: pytest.TempPathFactory,
-                   ca: LocalCA) -> Iterator[ClickHouseServer]:
-    with ClickHouseServer(tmp_path_factory.mktemp("ch-tls"), tls=ca,
-                          users={"writer": "w-pass"}) as ch:
+def tls_clickhouse(
+    tmp_path_factory: pytest.TempPathFactory, ca: LocalCA
+) -> Iterator[ClickHouseServer]:
+    with ClickHouseServer(
+        tmp_path_factory.mktemp("ch-tls"), tls=ca, users={"writer": "w-pass"}
+    ) as ch:
         yield ch
 
 
-def secure_env(tmp_path: Path, proxy: TlsProxy, ch: ClickHouseServer, ca_file: Path,
-               partitions: int = 2) -> dict[str, str]:
+def secure_env(
+    tmp_path: Path, proxy: TlsProxy, ch: ClickHouseServer, ca_file: Path, partitions: int = 2
+) -> dict[str, str]:
     name = unique("tls")
     (tmp_path / "ch_password").write_text("w-pass\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHSTREAM_")}
@@ -71,18 +80,28 @@ def secure_env(tmp_path: Path, proxy: TlsProxy, ch: ClickHouseServer, ca_file: P
         "TOUCHSTREAM_CLICKHOUSE_URL": f"clickhouses://writer@127.0.0.1:{ch.tls_port}/{name}",
         "TOUCHSTREAM_CLICKHOUSE_PASSWORD_FILE": str(tmp_path / "ch_password"),
         "TOUCHSTREAM_CLICKHOUSE_CA_FILE": str(ca_file),
-        "TOUCHSTREAM_APP_ID": f"ts-{name}", "TOUCHSTREAM_INPUT_TOPIC": f"{name}.in",
-        "TOUCHSTREAM_DLQ_TOPIC": f"{name}.dlq", "TOUCHSTREAM_ALERTS_TOPIC": f"{name}.alerts",
+        "TOUCHSTREAM_APP_ID": f"ts-{name}",
+        "TOUCHSTREAM_INPUT_TOPIC": f"{name}.in",
+        "TOUCHSTREAM_DLQ_TOPIC": f"{name}.dlq",
+        "TOUCHSTREAM_ALERTS_TOPIC": f"{name}.alerts",
         "TOUCHSTREAM_TRANSITIONS_TOPIC": f"{name}.transitions",
-        "TOUCHSTREAM_PARTITIONS": str(partitions), "TOUCHSTREAM_DATA_DIR": str(tmp_path / "w"),
-        "TOUCHSTREAM_BATCH_WITHIN_S": "0.2", "TOUCHSTREAM_PRODUCER_MAX_BATCH_SIZE": "1",
+        "TOUCHSTREAM_PARTITIONS": str(partitions),
+        "TOUCHSTREAM_DATA_DIR": str(tmp_path / "w"),
+        "TOUCHSTREAM_BATCH_WITHIN_S": "0.2",
+        "TOUCHSTREAM_PRODUCER_MAX_BATCH_SIZE": "1",
         "TOUCHSTREAM_WEB_PORT": str(free_port()),
     }
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "touchstream.cli", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "touchstream.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def settings_of(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -93,7 +112,8 @@ def settings_of(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setting
 
 
 def test_a_worker_and_the_cli_over_tls_process_events_into_clickhouse_over_tls(
-        tls_broker, tls_clickhouse, ca, tmp_path, monkeypatch):
+    tls_broker, tls_clickhouse, ca, tmp_path, monkeypatch
+):
     env = secure_env(tmp_path, tls_broker, tls_clickhouse, ca.ca_cert)
     s = settings_of(env, monkeypatch)
     events = list(sample_events(customers=6))
@@ -102,8 +122,13 @@ def test_a_worker_and_the_cli_over_tls_process_events_into_clickhouse_over_tls(
     assert r.returncode == 0, r.stderr
     before = tls_broker.handshakes
     log = tmp_path / "worker.log"
-    proc = subprocess.Popen([sys.executable, "-m", "touchstream.cli", "worker"], env=env,
-                            cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "touchstream.cli", "worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         r = cli(env, "produce", str(tmp_path / "events.jsonl"))
         assert r.returncode == 0, r.stdout + r.stderr
@@ -123,7 +148,8 @@ def test_a_worker_and_the_cli_over_tls_process_events_into_clickhouse_over_tls(
 
 
 def test_a_broker_certificate_from_another_ca_is_refused_by_the_cli_with_one_line(
-        tls_broker, tls_clickhouse, tmp_path):
+    tls_broker, tls_clickhouse, tmp_path
+):
     other = make_test_ca(tmp_path / "other", name="some other CA")
     env = secure_env(tmp_path, tls_broker, tls_clickhouse, other.ca_cert)
     env["TOUCHSTREAM_CLICKHOUSE_CA_FILE"] = env["TOUCHSTREAM_KAFKA_SSL_CAFILE"]

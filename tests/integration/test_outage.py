@@ -34,15 +34,15 @@ def test_a_clickhouse_outage_delays_the_stream_but_loses_and_doubles_nothing(
             time.sleep(5)
             done = committed_offsets(s.bootstrap, s.app_id, s.input_topic, second.end_offsets)
             assert any(done.get(p, 0) < e for p, e in second.end_offsets.items()), (
-                "offsets were committed while ClickHouse was down")
+                "offsets were committed while ClickHouse was down"
+            )
             assert proc.poll() is None, "the worker must wait, not crash"
             ch.start()
             wait_committed(s, second.end_offsets, proc, log)
         with open_sink(s.clickhouse_url) as sink:
             db = sink.database
             n = sink.query(f"SELECT count() FROM {db}.events FINAL")[1][0][0]
-            purchases = sink.query(
-                f"SELECT sum(purchases) FROM {db}.customer_state FINAL")[1][0][0]
+            purchases = sink.query(f"SELECT sum(purchases) FROM {db}.customer_state FINAL")[1][0][0]
     assert n == len(events)
     assert purchases == sum(1 for e in events if e["type"] == "purchase")
     assert "ClickHouse write failed" in log.read_text()

@@ -31,20 +31,35 @@ def test_a_stream_partitioned_by_crc32_is_accepted_and_a_customer_on_two_partiti
     s = settings_for(broker, clickhouse.url(unique("crc")), tmp_path)
     n = s.partitions
     customers = [f"cust-{i}" for i in range(40)]
-    moved = [c for c in customers
-             if crc32_partition(c.encode(), n) != (murmur2(c.encode()) & 0x7FFFFFFF) % n]
+    moved = [
+        c
+        for c in customers
+        if crc32_partition(c.encode(), n) != (murmur2(c.encode()) & 0x7FFFFFFF) % n
+    ]
     assert len(moved) >= 20  # most customers are where murmur2 would not put them
     p = producer(s.bootstrap)
     end: dict[int, int] = {}
 
     def send(event: dict[str, str], partition: int) -> None:
-        md = p.send(s.input_topic, key=event["customer_id"].encode(), value=orjson.dumps(event),
-                    partition=partition).get(timeout=30)
+        md = p.send(
+            s.input_topic,
+            key=event["customer_id"].encode(),
+            value=orjson.dumps(event),
+            partition=partition,
+        ).get(timeout=30)
         end[md.partition] = max(end.get(md.partition, 0), md.offset + 1)
 
-    events = [{"event_id": f"e{i}", "customer_id": customers[i % 40], "type": "purchase",
-               "occurred_at": f"2024-{1 + i // 40:02d}-01T10:00:00Z", "amount": "5.00",
-               "currency": "EUR"} for i in range(200)]
+    events = [
+        {
+            "event_id": f"e{i}",
+            "customer_id": customers[i % 40],
+            "type": "purchase",
+            "occurred_at": f"2024-{1 + i // 40:02d}-01T10:00:00Z",
+            "amount": "5.00",
+            "currency": "EUR",
+        }
+        for i in range(200)
+    ]
     for e in events:
         send(e, crc32_partition(e["customer_id"].encode(), n))
     log = tmp_path / "worker.log"
@@ -60,8 +75,9 @@ def test_a_stream_partitioned_by_crc32_is_accepted_and_a_customer_on_two_partiti
     with open_sink(s.clickhouse_url) as sink:
         db = sink.database
         n_events = sink.query(f"SELECT count() FROM {db}.events FINAL")[1][0][0]
-        purchases = dict(sink.query(
-            f"SELECT customer_id, purchases FROM {db}.customer_state FINAL")[1])
+        purchases = dict(
+            sink.query(f"SELECT customer_id, purchases FROM {db}.customer_state FINAL")[1]
+        )
         dead = sink.query(f"SELECT key, partition, reason FROM {db}.dead_letters FINAL")[1]
     assert n_events == len(events)
     assert purchases == {c: 5 for c in customers}

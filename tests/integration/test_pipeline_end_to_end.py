@@ -69,17 +69,23 @@ def test_malformed_messages_reach_the_dead_letter_topic_and_table_with_a_reason(
     good = list(sample_events(customers=5))
     wrong_key = (b"someone-else", orjson.dumps(good[0]))
     with running_worker(s, log) as proc:
-        report = send_events(s, enumerate(good, 1),
-                             raw_extra=[(b"S00001", b) for b in BAD_SAMPLES] + [wrong_key])
+        report = send_events(
+            s, enumerate(good, 1), raw_extra=[(b"S00001", b) for b in BAD_SAMPLES] + [wrong_key]
+        )
         wait_committed(s, report.end_offsets, proc, log)
-    consumer = KafkaConsumer(s.dlq_topic, bootstrap_servers=s.bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        s.dlq_topic,
+        bootstrap_servers=s.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
     envelopes = [orjson.loads(m.value) for m in consumer]
     consumer.close()
     assert len(envelopes) == len(BAD_SAMPLES) + 1
     assert {e["topic"] for e in envelopes} == {s.input_topic}
     assert sorted(e["raw"].encode() for e in envelopes if e["key"] == "S00001") == sorted(
-        BAD_SAMPLES)
+        BAD_SAMPLES
+    )
     assert any("is not the customer_id" in e["reason"] for e in envelopes)
     with open_sink(s.clickhouse_url) as sink:
         _, rows = sink.query(f"SELECT reason FROM {sink.database}.dead_letters FINAL")
@@ -106,16 +112,20 @@ def test_replaying_history_in_another_arrival_order_gives_the_same_results(
             wait_committed(s, report.end_offsets, proc, log)
         with open_sink(s.clickhouse_url) as sink:
             db = sink.database
-            results.append([
-                sink.query(f"SELECT * FROM {db}.{table} FINAL ORDER BY {key}")[1]
-                for table, key in (
-                    ("customer_state", "customer_id"), ("transitions", "customer_id, seq"),
-                    ("alerts", "customer_id, alert_id"),
-                )
-            ] + [
-                sink.query(f"SELECT * FROM {db}.customer_rfm ORDER BY customer_id")[1],
-                sink.query(f"SELECT count() FROM {db}.events FINAL")[1],
-            ])
+            results.append(
+                [
+                    sink.query(f"SELECT * FROM {db}.{table} FINAL ORDER BY {key}")[1]
+                    for table, key in (
+                        ("customer_state", "customer_id"),
+                        ("transitions", "customer_id, seq"),
+                        ("alerts", "customer_id, alert_id"),
+                    )
+                ]
+                + [
+                    sink.query(f"SELECT * FROM {db}.customer_rfm ORDER BY customer_id")[1],
+                    sink.query(f"SELECT count() FROM {db}.events FINAL")[1],
+                ]
+            )
     assert results[0][-1] == [(len(events),)]
     assert results[0][1], "the sample has lifecycle transitions"
     for a, b in zip(results[0], results[1], strict=True):

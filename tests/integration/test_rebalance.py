@@ -40,11 +40,15 @@ class Stream:
         futures = []
         i = 0
         while not self._stop.is_set():
-            e = {"event_id": f"e{i}", "customer_id": f"c{i % 200}", "type": "purchase",
-                 "occurred_at": (START + timedelta(minutes=i)).isoformat(), "amount": "1.00",
-                 "currency": "EUR"}
-            futures.append(p.send(self.topic, key=e["customer_id"].encode(),
-                                  value=orjson.dumps(e)))
+            e = {
+                "event_id": f"e{i}",
+                "customer_id": f"c{i % 200}",
+                "type": "purchase",
+                "occurred_at": (START + timedelta(minutes=i)).isoformat(),
+                "amount": "1.00",
+                "currency": "EUR",
+            }
+            futures.append(p.send(self.topic, key=e["customer_id"].encode(), value=orjson.dumps(e)))
             self.sent.append(e)
             i += 1
             time.sleep(self.interval)
@@ -71,8 +75,9 @@ def test_workers_joining_and_leaving_a_busy_group_crash_none_and_count_every_eve
 ) -> None:
     # One record per changelog batch: partitions move, and Tansu's wrong log end would
     # stop their table recovery early otherwise (docs/operations.md).
-    s = settings_for(broker, clickhouse.url(unique("rebal")), tmp_path, partitions=6
-                     ).model_copy(update={"producer_max_batch_size": 1})
+    s = settings_for(broker, clickhouse.url(unique("rebal")), tmp_path, partitions=6).model_copy(
+        update={"producer_max_batch_size": 1}
+    )
     logs = [tmp_path / f"worker-{n}.log" for n in range(3)]
 
     def worker(n: int):  # noqa: ANN202
@@ -81,8 +86,7 @@ def test_workers_joining_and_leaving_a_busy_group_crash_none_and_count_every_eve
 
     def alive(procs: list, what: str) -> None:  # noqa: ANN001
         for n, proc in procs:
-            assert proc.poll() is None, f"worker {n} exited {what}:\n" + \
-                logs[n].read_text()[-4000:]
+            assert proc.poll() is None, f"worker {n} exited {what}:\n" + logs[n].read_text()[-4000:]
 
     with ExitStack() as stack:
         first = stack.enter_context(worker(0))
@@ -106,16 +110,22 @@ def test_workers_joining_and_leaving_a_busy_group_crash_none_and_count_every_eve
                 break
             alive([(0, first), (2, third)], "while the stream was drained")
             assert time.monotonic() < deadline, (
-                f"committed {done} of {stream.end}:\n" + logs[0].read_text()[-3000:]
-                + logs[2].read_text()[-3000:])
+                f"committed {done} of {stream.end}:\n"
+                + logs[0].read_text()[-3000:]
+                + logs[2].read_text()[-3000:]
+            )
             time.sleep(1)
         alive([(0, first), (2, third)], "at the end")
     events = stream.sent
     with open_sink(s.clickhouse_url) as sink:
         db = sink.database
         n_events = sink.query(f"SELECT count() FROM {db}.events FINAL")[1][0][0]
-        states = {c: (v, p) for c, v, p in sink.query(
-            f"SELECT customer_id, version, purchases FROM {db}.customer_state FINAL")[1]}
+        states = {
+            c: (v, p)
+            for c, v, p in sink.query(
+                f"SELECT customer_id, version, purchases FROM {db}.customer_state FINAL"
+            )[1]
+        }
         dead = sink.query(f"SELECT count() FROM {db}.dead_letters FINAL")[1][0][0]
     per_customer: dict[str, int] = {}
     for e in events:

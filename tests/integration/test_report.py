@@ -19,8 +19,16 @@ from .test_views import AS_OF, alert_rows, lifecycle_rows, processed, shop_event
 
 pytestmark = pytest.mark.integration
 
-CHARTS = ("segments", "segment-revenue", "funnel", "exit-patterns", "defections",
-          "retention", "complaints", "csm")
+CHARTS = (
+    "segments",
+    "segment-revenue",
+    "funnel",
+    "exit-patterns",
+    "defections",
+    "retention",
+    "complaints",
+    "csm",
+)
 
 
 def chromium() -> str:
@@ -36,11 +44,24 @@ def chromium() -> str:
 
 def dump_dom(html: Path, profile: Path) -> str:
     r = subprocess.run(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", f"--user-data-dir={profile}", "--virtual-time-budget=5000",
-         "--dump-dom", html.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120)
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            html.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
 
@@ -61,14 +82,22 @@ def test_every_chart_of_the_report_is_drawn_by_a_browser(tmp_path: Path) -> None
     out = tmp_path / "out" / "report.html"
     r = touchstream("report", "--out", str(out), env={"TOUCHSTREAM_CLICKHOUSE_URL": url})
     assert r.returncode == 0, r.stderr
-    for title in ("Segments now", "Lifecycle funnel", "Exit patterns",
-                  "Complaint outcome and repurchase", "Customer value matrix"):
+    for title in (
+        "Segments now",
+        "Lifecycle funnel",
+        "Exit patterns",
+        "Complaint outcome and repurchase",
+        "Customer value matrix",
+    ):
         assert title in r.stdout
     assert str(out.resolve()) in r.stdout
 
     page = out.read_text()
-    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and \
-        "https://" not in page and "<script src" not in page, "self-contained: nothing fetched"
+    assert (
+        "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        and "https://" not in page
+        and "<script src" not in page
+    ), "self-contained: nothing fetched"
     dom = dump_dom(out, tmp_path / "chromium-profile")
     assert f'data-charts="{len(CHARTS)}/{len(CHARTS)}"' in dom
     for chart in CHARTS:
@@ -93,7 +122,11 @@ def test_an_empty_database_gives_a_report_that_says_there_is_no_data_yet(
 
 
 def test_a_report_before_any_migrate_fails_in_one_line(tmp_path: Path) -> None:
-    r = touchstream("report", "--out", str(tmp_path / "r.html"),
-                    env={"TOUCHSTREAM_CLICKHOUSE_URL": f"chdb://{tmp_path / 'none'}"})
+    r = touchstream(
+        "report",
+        "--out",
+        str(tmp_path / "r.html"),
+        env={"TOUCHSTREAM_CLICKHOUSE_URL": f"chdb://{tmp_path / 'none'}"},
+    )
     assert r.returncode == 2 and "touchstream migrate" in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr

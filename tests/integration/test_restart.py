@@ -23,8 +23,10 @@ pytestmark = [
     # partitions' messages only minutes later (a fetch stall after the rejoin; passed 4 of
     # 6 runs here, failed twice in CI). The recovery it checks worked in every run that
     # got its messages. TOUCHSTREAM_RESTART_TEST=1 ./run test tests/integration/test_restart.py
-    pytest.mark.skipif(os.environ.get("TOUCHSTREAM_RESTART_TEST") != "1",
-                       reason="opt-in: Tansu fetch stall after a worker restart"),
+    pytest.mark.skipif(
+        os.environ.get("TOUCHSTREAM_RESTART_TEST") != "1",
+        reason="opt-in: Tansu fetch stall after a worker restart",
+    ),
 ]
 
 
@@ -36,7 +38,8 @@ def test_a_restarted_worker_recovers_its_state_and_decides_as_one_run_would(
     # Tansu's log end is wrong for multi-record batches: one record per changelog batch
     # keeps Faust's table recovery right on it (docs/operations.md).
     s = settings_for(broker, clickhouse.url(unique("restart")), tmp_path).model_copy(
-        update={"producer_max_batch_size": 1})
+        update={"producer_max_batch_size": 1}
+    )
     log = tmp_path / "worker-0.log"
     with running_worker(s, log) as proc:
         report = send_events(s, enumerate(events[:half], 1))
@@ -58,8 +61,9 @@ def test_a_restarted_worker_recovers_its_state_and_decides_as_one_run_would(
     with open_sink(s.clickhouse_url) as sink:
         decisions = from_clickhouse(sink)
         n_events = sink.query(f"SELECT count() FROM {sink.database}.events FINAL")[1][0][0]
-        versions = dict(sink.query(
-            f"SELECT customer_id, version FROM {sink.database}.customer_state FINAL")[1])
+        versions = dict(
+            sink.query(f"SELECT customer_id, version FROM {sink.database}.customer_state FINAL")[1]
+        )
     assert n_events == len(events)
     expected = run_in_process(events, partitions=s.partitions)
     assert decisions.states == expected.states

@@ -32,24 +32,33 @@ def shop(customers: int, seed: int) -> list[dict[str, Any]]:
     for c in range(customers):
         days = sorted(rnd.sample(range(1, 29), rnd.randint(1, 5)))
         for month, day in [(2, rnd.randint(1, 28)), *((3, d) for d in days)]:
-            events.append({"event_id": f"e{len(events)}", "customer_id": f"cust-{c:03d}",
-                           "type": "purchase", "amount": f"{rnd.randint(1, 90)}.50",
-                           "currency": "EUR",
-                           "occurred_at": f"2024-{month:02d}-{day:02d}T10:00:00Z"})
+            events.append(
+                {
+                    "event_id": f"e{len(events)}",
+                    "customer_id": f"cust-{c:03d}",
+                    "type": "purchase",
+                    "amount": f"{rnd.randint(1, 90)}.50",
+                    "currency": "EUR",
+                    "occurred_at": f"2024-{month:02d}-{day:02d}T10:00:00Z",
+                }
+            )
     return events
 
 
 def get(port: int, customer_id: str) -> tuple[int, dict[str, Any]]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/customers/{customer_id}",
-                                    timeout=10) as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/customers/{customer_id}", timeout=10
+        ) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
 
 
 def test_either_worker_answers_for_any_customer_from_the_live_table(
-    broker: Tansu, clickhouse: ClickHouseServer, tmp_path: Path,
+    broker: Tansu,
+    clickhouse: ClickHouseServer,
+    tmp_path: Path,
 ) -> None:
     events = shop(40, seed=5)
     s = settings_for(broker, clickhouse.url(unique("till")), tmp_path)
@@ -57,8 +66,13 @@ def test_either_worker_answers_for_any_customer_from_the_live_table(
     with ExitStack() as stack:
         procs = []
         for n, port in enumerate(ports):
-            w = s.model_copy(update={"data_dir": str(tmp_path / f"worker-{n}"),
-                                     "web_port": port, "web_host": "127.0.0.1"})
+            w = s.model_copy(
+                update={
+                    "data_dir": str(tmp_path / f"worker-{n}"),
+                    "web_port": port,
+                    "web_host": "127.0.0.1",
+                }
+            )
             procs.append(stack.enter_context(running_worker(w, tmp_path / f"worker-{n}.log")))
         time.sleep(8)  # both join the group before the data arrives (Tansu: about 5 s)
         report = send_events(s, enumerate(events, 1))
@@ -68,7 +82,8 @@ def test_either_worker_answers_for_any_customer_from_the_live_table(
         with open_sink(s.clickhouse_url) as sink:
             _, rows = sink.query(
                 f"SELECT customer_id, visits_this_month, toString(spend_this_month), "
-                f"purchases FROM {sink.database}.customer_profile")
+                f"purchases FROM {sink.database}.customer_profile"
+            )
         expected = {r[0]: (r[1], float(r[2]), r[3]) for r in rows}
         assert len(expected) == 40
         owners = set()
@@ -77,20 +92,32 @@ def test_either_worker_answers_for_any_customer_from_the_live_table(
             for status, body in answers:
                 assert status == 200, body
                 assert body["month"] == "2024-03" and body["source"] == "worker"
-                assert (body["visits_this_month"], float(body["spend_this_month"]),
-                        body["purchases"]) == (visits, spend, purchases)
+                assert (
+                    body["visits_this_month"],
+                    float(body["spend_this_month"]),
+                    body["purchases"],
+                ) == (visits, spend, purchases)
                 assert body["spend_this_month_exact"] is True
             assert answers[0][1] == answers[1][1], "both workers give the owner's answer"
             owners.add(answers[0][1]["worker"])
-        assert owners == {f"http://127.0.0.1:{p}" for p in ports}, \
+        assert owners == {f"http://127.0.0.1:{p}" for p in ports}, (
             "each worker owns some customers: the other one forwarded those requests"
+        )
 
         status, body = get(ports[0], "nobody")
         assert status == 404 and "nobody" in body["error"]
 
         # current to the last processed event: one more visit shows at once
-        more = [{"event_id": "late-1", "customer_id": "cust-007", "type": "purchase",
-                 "amount": "1.00", "currency": "EUR", "occurred_at": "2024-03-29T09:00:00Z"}]
+        more = [
+            {
+                "event_id": "late-1",
+                "customer_id": "cust-007",
+                "type": "purchase",
+                "amount": "1.00",
+                "currency": "EUR",
+                "occurred_at": "2024-03-29T09:00:00Z",
+            }
+        ]
         before = get(ports[1], "cust-007")[1]
         report = send_events(s, enumerate(more, 1))
         wait_committed(s, report.end_offsets, procs[0], tmp_path / "worker-0.log")

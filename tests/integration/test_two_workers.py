@@ -42,21 +42,26 @@ def test_two_workers_share_the_partitions_and_score_against_the_whole_population
             while True:
                 _, rows = sink.query(
                     f"SELECT max(population) FROM {db}.rfm_cutoffs FINAL "
-                    f"WHERE as_of = (SELECT max(as_of) FROM {db}.rfm_cutoffs FINAL)")
+                    f"WHERE as_of = (SELECT max(as_of) FROM {db}.rfm_cutoffs FINAL)"
+                )
                 if rows[0][0] == buyers or time.monotonic() > deadline:
                     break
                 time.sleep(1)
             n_events = sink.query(f"SELECT count() FROM {db}.events FINAL")[1][0][0]
             partitions_by_worker = sink.query(
-                f"SELECT count(DISTINCT kafka_partition) FROM {db}.events")[1][0][0]
+                f"SELECT count(DISTINCT kafka_partition) FROM {db}.events"
+            )[1][0][0]
     assert rows[0][0] == buyers, "cut-offs must count every buyer, not one worker's half"
     assert n_events == len(events)
     assert partitions_by_worker == s.partitions
     # Each worker was assigned a share of the input partitions (Faust logs the assignment).
     shares = []
     for n in range(2):
-        lines = [ln for ln in (tmp_path / f"worker-{n}.log").read_text().splitlines()
-                 if ln.startswith(f"| {s.input_topic} ")]
+        lines = [
+            ln
+            for ln in (tmp_path / f"worker-{n}.log").read_text().splitlines()
+            if ln.startswith(f"| {s.input_topic} ")
+        ]
         assert lines, f"worker {n} was never assigned an input partition"
         shares.append(set(re.findall(r"\d+", lines[-1].split("|")[2])))
     assert shares[0] and shares[1] and not shares[0] & shares[1]

@@ -43,28 +43,45 @@ class Events:
         self.items: list[dict[str, Any]] = []
 
     def add(self, cid: str, type_: str, when: str, **fields: Any) -> None:
-        self.items.append({"event_id": f"e{len(self.items)}", "customer_id": cid,
-                           "type": type_, "occurred_at": when, **fields})
+        self.items.append(
+            {
+                "event_id": f"e{len(self.items)}",
+                "customer_id": cid,
+                "type": type_,
+                "occurred_at": when,
+                **fields,
+            }
+        )
 
     def buy(self, cid: str, day: str, amount: str, hour: int = 12) -> None:
         self.add(cid, "purchase", at(day, hour), amount=amount, currency="EUR")
 
     def complaint(self, cid: str, cmp: str, day: str, status: str) -> None:
-        self.add(cid, "complaint", at(day), complaint_id=cmp, category="service",
-                 severity=3, status=status)
+        self.add(
+            cid,
+            "complaint",
+            at(day),
+            complaint_id=cmp,
+            category="service",
+            severity=3,
+            status=status,
+        )
 
     def survey(self, cid: str, day: str, level: str) -> None:
         self.add(cid, "survey", at(day), satisfaction=level)
 
 
-def processed(events: list[dict[str, Any]]) -> tuple[dict[str, list[tuple]], Processor,
-                                                       dict[str, bytes]]:
+def processed(
+    events: list[dict[str, Any]],
+) -> tuple[dict[str, list[tuple]], Processor, dict[str, bytes]]:
     """The real batch pipeline over the events, in time order (one partition)."""
     table: dict[str, bytes] = {}
     proc = Processor()
     ordered = sorted(events, key=lambda e: e["occurred_at"])
-    msgs = [RawMessage("in", 0, i, e["customer_id"].encode(), orjson.dumps(e))
-            for i, e in enumerate(ordered)]
+    msgs = [
+        RawMessage("in", 0, i, e["customer_id"].encode(), orjson.dumps(e))
+        for i, e in enumerate(ordered)
+    ]
     result = proc.process(msgs, table.get, AS_OF)
     table.update(result.states)
     return result.rows, proc, table
@@ -72,13 +89,23 @@ def processed(events: list[dict[str, Any]]) -> tuple[dict[str, list[tuple]], Pro
 
 def row(table: str, **values: Any) -> tuple:
     """A row of ``table`` with the given columns, every other column its empty value."""
-    empty = {"String": "", "UInt8": 0, "UInt16": 0, "UInt32": 0, "UInt64": 0,
-             "Float64": 0.0, "Decimal(18, 4)": Decimal(0), "DateTime('UTC')": 0}
+    empty = {
+        "String": "",
+        "UInt8": 0,
+        "UInt16": 0,
+        "UInt32": 0,
+        "UInt64": 0,
+        "Float64": 0.0,
+        "Decimal(18, 4)": Decimal(0),
+        "DateTime('UTC')": 0,
+    }
     cols = BY_NAME[table].columns
     unknown = set(values) - {c for c, _ in cols}
     assert not unknown, unknown
-    return tuple(values[c] if c in values else (None if t.startswith("Nullable") else empty[t])
-                 for c, t in cols)
+    return tuple(
+        values[c] if c in values else (None if t.startswith("Nullable") else empty[t])
+        for c, t in cols
+    )
 
 
 def override(rows: list[tuple], cid: str, **values: Any) -> list[tuple]:
@@ -102,8 +129,15 @@ def shop_events() -> list[dict[str, Any]]:
     e.survey("c1", "2024-03-05", "satisfied")
     e.buy("c2", "2024-01-20", "200")
     e.complaint("c2", "k2", "2024-01-25", "open")
-    e.add("c2", "complaint", "2024-01-26T10:00:00Z", complaint_id="k2", category="service",
-          severity=3, status="resolved")  # within a day: resolved quickly
+    e.add(
+        "c2",
+        "complaint",
+        "2024-01-26T10:00:00Z",
+        complaint_id="k2",
+        category="service",
+        severity=3,
+        status="resolved",
+    )  # within a day: resolved quickly
     e.survey("c2", "2024-03-01", "very_dissatisfied")
     e.buy("c3", "2024-02-01", "10")
     e.buy("c3", "2024-02-01", "5", hour=15)
@@ -125,14 +159,26 @@ def shop_events() -> list[dict[str, Any]]:
 
 def lifecycle_rows() -> list[tuple]:
     """Transitions of six other customers (t1..t6), their stays in days in comments."""
-    def t(cid: str, seq: int, day: str, frm: str, to: str, rel: int = 1, pattern: str = ""
-          ) -> tuple:
-        return row("transitions", customer_id=cid, seq=seq, at=ms(day), from_stage=frm,
-                   to_stage=to, relationship=rel, pattern=pattern, version=seq)
+
+    def t(
+        cid: str, seq: int, day: str, frm: str, to: str, rel: int = 1, pattern: str = ""
+    ) -> tuple:
+        return row(
+            "transitions",
+            customer_id=cid,
+            seq=seq,
+            at=ms(day),
+            from_stage=frm,
+            to_stage=to,
+            relationship=rel,
+            pattern=pattern,
+            version=seq,
+        )
+
     return [
         # exploration 10, formation 30, stability ongoing (39.5 to stream time)
-        t("t1", 0, "2024-01-01", "", "exploration"), t("t1", 1, "2024-01-11", "exploration",
-                                                          "formation"),
+        t("t1", 0, "2024-01-01", "", "exploration"),
+        t("t1", 1, "2024-01-11", "exploration", "formation"),
         t("t1", 2, "2024-02-10", "formation", "stability"),
         # exploration 30, decline 30, churned ongoing (19.5): early abortion
         t("t2", 0, "2024-01-01", "", "exploration"),
@@ -158,18 +204,47 @@ def lifecycle_rows() -> list[tuple]:
 
 
 def alert_rows() -> list[tuple]:
-    def a(cid: str, day: str, kind: str, episode: int, dtype: str, net: str, severity: int,
-          label: str, evidence: list[str]) -> tuple:
-        return row("alerts", alert_id=f"{cid}/{episode}/{kind}", customer_id=cid, at=ms(day),
-                   kind=kind, episode=episode, defection_type=dtype, net_spend=Decimal(net),
-                   severity=severity, severity_label=label,
-                   evidence=orjson.dumps(evidence).decode(), message=f"{cid} {kind}",
-                   version=1)
+    def a(
+        cid: str,
+        day: str,
+        kind: str,
+        episode: int,
+        dtype: str,
+        net: str,
+        severity: int,
+        label: str,
+        evidence: list[str],
+    ) -> tuple:
+        return row(
+            "alerts",
+            alert_id=f"{cid}/{episode}/{kind}",
+            customer_id=cid,
+            at=ms(day),
+            kind=kind,
+            episode=episode,
+            defection_type=dtype,
+            net_spend=Decimal(net),
+            severity=severity,
+            severity_label=label,
+            evidence=orjson.dumps(evidence).decode(),
+            message=f"{cid} {kind}",
+            version=1,
+        )
+
     return [
         a("c1", "2024-03-03", "churn_risk", 1, "service", "205", 2, "medium", ["c1 risk"]),
         a("c1", "2024-03-15", "recovered", 1, "unknown", "205", 2, "medium", []),
-        a("c2", "2024-03-05", "decline", 1, "service", "200", 2, "medium",
-          ["2024-01-25 complaint:service:3 resolved after 1 days"]),
+        a(
+            "c2",
+            "2024-03-05",
+            "decline",
+            1,
+            "service",
+            "200",
+            2,
+            "medium",
+            ["2024-01-25 complaint:service:3 resolved after 1 days"],
+        ),
         a("c6", "2024-02-20", "decline", 1, "unknown", "10", 1, "low", []),
         a("c6", "2024-03-18", "churned", 1, "unknown", "10", 1, "low", ["c6 silent"]),
     ]
@@ -200,8 +275,10 @@ def shop(request: pytest.FixtureRequest) -> Iterator[Sink]:
         sink.insert("customer_state", states)
         sink.insert("transitions", lifecycle_rows())
         sink.insert("alerts", alert_rows())
-        sink.insert("stream_clock", [(0, epoch_ms(AS_OF), epoch_ms(AS_OF)),
-                                     (1, ms("2024-03-18"), ms("2024-03-18"))])
+        sink.insert(
+            "stream_clock",
+            [(0, epoch_ms(AS_OF), epoch_ms(AS_OF)), (1, ms("2024-03-18"), ms("2024-03-18"))],
+        )
         yield sink
 
 
@@ -224,9 +301,12 @@ def _plain(v: Any) -> Any:
 
 
 def test_the_profile_shows_this_months_visits_and_spend_in_stream_time(shop: Sink) -> None:
-    rows = select(shop, "SELECT customer_id, month, visits_this_month, spend_this_month, "
-                        "purchases, complaint_outcome, toString(as_of) "
-                        "FROM {db}.customer_profile ORDER BY customer_id")
+    rows = select(
+        shop,
+        "SELECT customer_id, month, visits_this_month, spend_this_month, "
+        "purchases, complaint_outcome, toString(as_of) "
+        "FROM {db}.customer_profile ORDER BY customer_id",
+    )
     assert rows == [
         # March 2024 is the month of stream time (2024-03-20 12:00): c1 came on the 2nd and
         # the 15th (twice that day: one visit) for 30 + 20 + 5.
@@ -242,14 +322,23 @@ def test_the_profile_shows_this_months_visits_and_spend_in_stream_time(shop: Sin
 
 
 def test_the_profile_names_the_open_alert_and_the_latest_alerts_evidence(shop: Sink) -> None:
-    rows = select(shop, "SELECT customer_id, open_alert, open_alert_severity, "
-                        "open_alert_severity_label, latest_alert, evidence "
-                        "FROM {db}.customer_profile WHERE customer_id IN ('c1', 'c2', 'c4', "
-                        "'c6') ORDER BY customer_id")
+    rows = select(
+        shop,
+        "SELECT customer_id, open_alert, open_alert_severity, "
+        "open_alert_severity_label, latest_alert, evidence "
+        "FROM {db}.customer_profile WHERE customer_id IN ('c1', 'c2', 'c4', "
+        "'c6') ORDER BY customer_id",
+    )
     assert rows == [
         ("c1", "", 0, "", "recovered", "[]"),  # the episode closed: nothing open
-        ("c2", "decline", 2, "medium", "decline",
-         '["2024-01-25 complaint:service:3 resolved after 1 days"]'),
+        (
+            "c2",
+            "decline",
+            2,
+            "medium",
+            "decline",
+            '["2024-01-25 complaint:service:3 resolved after 1 days"]',
+        ),
         ("c4", "", 0, "", "", ""),  # never alerted
         ("c6", "churned", 1, "low", "churned", '["c6 silent"]'),
     ]
@@ -259,14 +348,18 @@ def test_the_profile_carries_every_customer_state_column_and_the_scores(shop: Si
     from sinks.views import PROFILE_SCORE_COLUMNS
 
     cols, _ = shop.query(f"SELECT * FROM {shop.database}.customer_profile LIMIT 1")
-    assert cols[:len(BY_NAME["customer_state"].columns)] == list(
-        BY_NAME["customer_state"].column_names)
+    assert cols[: len(BY_NAME["customer_state"].columns)] == list(
+        BY_NAME["customer_state"].column_names
+    )
     assert set(PROFILE_SCORE_COLUMNS) <= set(cols)
 
 
 def test_segments_month_by_month_are_scored_against_that_months_population(shop: Sink) -> None:
-    rows = select(shop, "SELECT month, segment, customers, buyers, revenue "
-                        "FROM {db}.segment_monthly ORDER BY month, segment")
+    rows = select(
+        shop,
+        "SELECT month, segment, customers, buyers, revenue "
+        "FROM {db}.segment_monthly ORDER BY month, segment",
+    )
     assert rows == [
         # end of January: c7 (3rd), c1 (5th), c6 (10th), c2 (20th), one purchase day each:
         # R cut-offs above the 1st, 2nd, 3rd and 4th last days -> R 1, 2, 3, 4; F 1.
@@ -316,7 +409,9 @@ def test_the_exit_pattern_mix_puts_long_term_retention_beside_the_ended_ones(
     shop: Sink,
 ) -> None:
     assert select(shop, "SELECT * FROM {db}.exit_patterns") == [
-        ("early_abortion", 1, 25.0), ("mid_way_death", 1, 25.0), ("premature_exit", 1, 25.0),
+        ("early_abortion", 1, 25.0),
+        ("mid_way_death", 1, 25.0),
+        ("premature_exit", 1, 25.0),
         ("long_term_retention", 1, 25.0),  # t1, still in stability
     ]
 
@@ -324,8 +419,11 @@ def test_the_exit_pattern_mix_puts_long_term_retention_beside_the_ended_ones(
 def test_defections_are_counted_by_month_type_and_the_segment_the_month_began_in(
     shop: Sink,
 ) -> None:
-    assert select(shop, "SELECT month, segment, kind, defection_type, alerts, net_spend "
-                        "FROM {db}.defection_monthly") == [
+    assert select(
+        shop,
+        "SELECT month, segment, kind, defection_type, alerts, net_spend "
+        "FROM {db}.defection_monthly",
+    ) == [
         ("2024-02-01", "about_to_sleep", "decline", "unknown", 1, 10.0),  # c6 at end of Jan
         ("2024-03-01", "hibernating", "churned", "unknown", 1, 10.0),  # c6 at end of Feb
         ("2024-03-01", "hibernating", "decline", "service", 1, 200.0),  # c2 at end of Feb
@@ -367,8 +465,9 @@ def test_views_are_replaced_only_when_their_definition_changes(shop: Sink) -> No
     again = shop.migrate()
     if shop.replaces_views():  # chdb, current servers: replaced in place, never dropped
         assert not [s for s in again if s.startswith(("DROP", "RENAME"))]
-        assert any(s.startswith(f"CREATE OR REPLACE VIEW {shop.database}.customer_profile")
-                   for s in again)
+        assert any(
+            s.startswith(f"CREATE OR REPLACE VIEW {shop.database}.customer_profile") for s in again
+        )
     else:  # 18.16: an unchanged view is left alone
         assert not [s for s in again if "VIEW" in s or s.startswith(("DROP", "RENAME"))]
     vip = shop.migrate([["vip"] * 5 for _ in range(5)])
@@ -376,12 +475,17 @@ def test_views_are_replaced_only_when_their_definition_changes(shop: Sink) -> No
     if not shop.replaces_views():
         swapped = {s.split(".")[-1] for s in vip if s.startswith("RENAME")}
         # the views that carry the segment map, and no other
-        assert swapped == {"customer_scores", "segment_monthly", "defection_monthly",
-                           "satisfaction_monthly"}
+        assert swapped == {
+            "customer_scores",
+            "segment_monthly",
+            "defection_monthly",
+            "satisfaction_monthly",
+        }
     shop.migrate()  # back to the default map for the other tests
 
 
 # -- scores, flags and the value matrix against the domain's Python --------------------
+
 
 def population_events(n: int, seed: int) -> list[dict[str, Any]]:
     rnd = random.Random(seed)
@@ -394,8 +498,7 @@ def population_events(n: int, seed: int) -> list[dict[str, Any]]:
             if day <= AS_OF.date():
                 e.buy(f"p{i:03d}", day.isoformat(), f"{rnd.randrange(5, 900)}.{k}0")
         if rnd.random() < 0.2:
-            e.add(f"p{i:03d}", "refund", at(first.isoformat(), 18), amount="3",
-                  reason="price")
+            e.add(f"p{i:03d}", "refund", at(first.isoformat(), 18), amount="3", reason="price")
     return e.items
 
 
@@ -416,10 +519,16 @@ def population(request: pytest.FixtureRequest) -> Iterator[tuple[Sink, dict[str,
         r, f, m = cut.scores(p)
         tenure = as_of // 86_400_000 - p.first_day
         expected[cid] = (
-            r, f, m, scoring.segment(r, f),
+            r,
+            f,
+            m,
+            scoring.segment(r, f),
             scoring.behaviour_quadrant(p.rate, p.amount, rate_median, amount_median),
-            int(scoring.is_key_account(m, tenure, p.purchase_days,
-                                       state.stage in ("decline", "churned"))),
+            int(
+                scoring.is_key_account(
+                    m, tenure, p.purchase_days, state.stage in ("decline", "churned")
+                )
+            ),
             int(scoring.is_transaction_buyer(p.purchase_days, tenure)),
         )
     with open_sink(url) as sink:
@@ -435,9 +544,14 @@ def test_scores_segments_quadrants_and_flags_equal_the_domains(
     population: tuple[Sink, dict[str, tuple]],
 ) -> None:
     sink, expected = population
-    got = {r[0]: r[1:] for r in select(
-        sink, "SELECT customer_id, r_score, f_score, m_score, segment, quadrant, "
-              "key_account, transaction_buyer FROM {db}.customer_scores")}
+    got = {
+        r[0]: r[1:]
+        for r in select(
+            sink,
+            "SELECT customer_id, r_score, f_score, m_score, segment, quadrant, "
+            "key_account, transaction_buyer FROM {db}.customer_scores",
+        )
+    }
     assert got == expected
     assert sum(e[5] for e in expected.values()) >= 3, "the population must hold key accounts"
     assert sum(e[6] for e in expected.values()) >= 3, "... and transaction buyers"
@@ -447,8 +561,11 @@ def test_the_latest_month_of_segment_monthly_gives_the_segments_of_customer_scor
     population: tuple[Sink, dict[str, tuple]],
 ) -> None:
     sink, expected = population
-    latest = select(sink, "SELECT segment, customers FROM {db}.segment_monthly "
-                          "WHERE month = '2024-03-01' ORDER BY segment")
+    latest = select(
+        sink,
+        "SELECT segment, customers FROM {db}.segment_monthly "
+        "WHERE month = '2024-03-01' ORDER BY segment",
+    )
     assert latest == sorted(Counter(e[3] for e in expected.values()).items())
 
 
@@ -462,4 +579,3 @@ def test_the_value_matrix_and_key_accounts_follow_the_scores(
     assert matrix == [(q, quadrants[q], keys[q]) for q in scoring.QUADRANTS if quadrants[q]]
     accounts = {r[0] for r in select(sink, "SELECT customer_id FROM {db}.key_accounts")}
     assert accounts == {cid for cid, e in expected.items() if e[5]}
-

@@ -24,12 +24,29 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "alert.schema.json"
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
 
 _TYPES: dict[str, Any] = {
-    "object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
-    "integer": int, "number": (int, float),
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+    "null": type(None),
+    "integer": int,
+    "number": (int, float),
 }
 _ANNOTATIONS = {"$schema", "$id", "title", "description", "format"}
-_CHECKED = {"type", "const", "enum", "required", "properties", "additionalProperties",
-            "items", "minimum", "maximum", "minLength", "maxLength", "pattern"}
+_CHECKED = {
+    "type",
+    "const",
+    "enum",
+    "required",
+    "properties",
+    "additionalProperties",
+    "items",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+}
 
 
 def _is(value: Any, name: str) -> bool:
@@ -77,13 +94,21 @@ def errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
 
 def make_alert(**changes: Any) -> Alert:
     base: dict[str, Any] = dict(
-        alert_id="c-42/1/decline", customer_id="c-42", at_ms=1_581_328_800_000,
-        kind="decline", episode=1, stage=DECLINE, previous_stage="formation",
-        defection_type="product", confidence=0.71, severity=3, net_spend=Decimal("680.50"),
+        alert_id="c-42/1/decline",
+        customer_id="c-42",
+        at_ms=1_581_328_800_000,
+        kind="decline",
+        episode=1,
+        stage=DECLINE,
+        previous_stage="formation",
+        defection_type="product",
+        confidence=0.71,
+        severity=3,
+        net_spend=Decimal("680.50"),
         last_purchase_ms=1_578_736_800_000,
         evidence=("2020-01-12 complaint:product:5", "2020-01-13 refund:defective"),
         message="Customer c-42 (net spend 680.50) is declining after 30 days without a "
-                "purchase: likely product defection (confidence 0.71).",
+        "purchase: likely product defection (confidence 0.71).",
         version=4,
     )
     base.update(changes)
@@ -114,13 +139,34 @@ def test_a_decline_alert_is_valid() -> None:
 @pytest.mark.parametrize(
     "changes",
     [
-        dict(alert_id="c-42/2/churn_risk", kind="churn_risk", episode=2, stage="stability",
-             previous_stage="stability", defection_type="unknown", confidence=1.0, evidence=()),
-        dict(alert_id="c-42/1/churned", kind="churned", stage=CHURNED, previous_stage=DECLINE,
-             at_ms=1_586_512_800_123),
-        dict(alert_id="c-42/1/recovered", kind="recovered", stage="exploration",
-             previous_stage=CHURNED, defection_type="unknown", confidence=0.0, evidence=(),
-             severity=1, net_spend=Decimal("-5")),
+        dict(
+            alert_id="c-42/2/churn_risk",
+            kind="churn_risk",
+            episode=2,
+            stage="stability",
+            previous_stage="stability",
+            defection_type="unknown",
+            confidence=1.0,
+            evidence=(),
+        ),
+        dict(
+            alert_id="c-42/1/churned",
+            kind="churned",
+            stage=CHURNED,
+            previous_stage=DECLINE,
+            at_ms=1_586_512_800_123,
+        ),
+        dict(
+            alert_id="c-42/1/recovered",
+            kind="recovered",
+            stage="exploration",
+            previous_stage=CHURNED,
+            defection_type="unknown",
+            confidence=0.0,
+            evidence=(),
+            severity=1,
+            net_spend=Decimal("-5"),
+        ),
         dict(last_purchase_ms=None, previous_stage=None, severity=4, net_spend=Decimal("1E+3")),
         dict(churn_probability_90d=0.83, value_at_risk=120.5),
         dict(churn_probability_90d=0.4, value_at_risk=None),
@@ -179,14 +225,30 @@ def test_alerts_raised_by_the_state_machine_are_valid() -> None:
     from touchstream.domain.rfm import step
 
     def ev(i: int, at: str, type_: str, **fields: Any) -> Any:
-        return decode(orjson.dumps({"event_id": str(i), "customer_id": "c-7", "type": type_,
-                                    "occurred_at": at, **fields}))
+        return decode(
+            orjson.dumps(
+                {
+                    "event_id": str(i),
+                    "customer_id": "c-7",
+                    "type": type_,
+                    "occurred_at": at,
+                    **fields,
+                }
+            )
+        )
 
     stream = [
         ev(1, "2020-01-01T10:00:00Z", "purchase", amount="450.25", currency="EUR"),
         ev(2, "2020-01-11T10:00:00Z", "purchase", amount=250, currency="EUR"),
-        ev(3, "2020-01-12T10:00:00Z", "complaint", complaint_id="k", category="product",
-           severity=5, status="open"),
+        ev(
+            3,
+            "2020-01-12T10:00:00Z",
+            "complaint",
+            complaint_id="k",
+            category="product",
+            severity=5,
+            status="open",
+        ),
         ev(4, "2020-01-13T10:00:00Z", "refund", amount=20, reason="defective"),
         ev(5, "2020-12-01T10:00:00Z", "purchase", amount=30, currency="EUR"),
     ]

@@ -39,8 +39,14 @@ def purchase(day: float, amount: str = "30") -> Purchase:
 
 
 def complaint(day: float, category="service", severity=5, status="open") -> Complaint:
-    return Complaint(type="complaint", complaint_id=f"k{next(_ids)}", category=category,
-                     severity=severity, status=status, **common(day))
+    return Complaint(
+        type="complaint",
+        complaint_id=f"k{next(_ids)}",
+        category=category,
+        severity=severity,
+        status=status,
+        **common(day),
+    )
 
 
 def refund(day: float, reason="defective", amount="10") -> Refund:
@@ -56,8 +62,15 @@ def survey(day: float, satisfaction="very_dissatisfied") -> Survey:
 
 
 def call(day: float, reason="service") -> Call:
-    return Call(type="call", direction="inbound", reason=reason, duration_s=100, wait_s=600,
-                resolved=False, **common(day))
+    return Call(
+        type="call",
+        direction="inbound",
+        reason=reason,
+        duration_s=100,
+        wait_s=600,
+        resolved=False,
+        **common(day),
+    )
 
 
 def run(events, state: CustomerState | None = None):
@@ -148,7 +161,11 @@ def test_a_reactivation_after_churn_is_recovered_in_the_same_episode():
     s, outs = step(s, purchase(1000))
     (rec,) = alerts(outs)
     assert (rec.kind, rec.episode, rec.previous_stage, rec.stage) == (
-        "recovered", 1, "churned", "exploration")
+        "recovered",
+        1,
+        "churned",
+        "exploration",
+    )
 
 
 def test_a_purchase_without_an_open_episode_raises_no_recovered_alert():
@@ -160,7 +177,11 @@ def test_an_account_closed_event_raises_a_decline_alert_at_once():
     s, outs = run([*regular(), account(45, "closed")])
     (a,) = alerts(outs)
     assert (a.kind, a.at_ms, a.previous_stage, a.stage) == (
-        "decline", ms(45), "formation", "decline")
+        "decline",
+        ms(45),
+        "formation",
+        "decline",
+    )
     assert a.defection_type == "self_change"  # closed: self_change 2.0 alone
 
 
@@ -175,18 +196,24 @@ def test_the_alert_follows_the_transition_it_belongs_to():
 
 @pytest.mark.parametrize(
     ("net", "sev", "label"),
-    [("-50", 1, "low"), ("0", 1, "low"), ("99.99", 1, "low"), ("100", 2, "medium"),
-     ("499.99", 2, "medium"), ("500", 3, "high"), ("1999.99", 3, "high"), ("2000", 4, "critical"),
-     ("100000", 4, "critical")],
+    [
+        ("-50", 1, "low"),
+        ("0", 1, "low"),
+        ("99.99", 1, "low"),
+        ("100", 2, "medium"),
+        ("499.99", 2, "medium"),
+        ("500", 3, "high"),
+        ("1999.99", 3, "high"),
+        ("2000", 4, "critical"),
+        ("100000", 4, "critical"),
+    ],
 )
 def test_severity_grows_with_the_net_spend_tiers(net, sev, label):
     assert al.severity(Decimal(net)) == sev
     assert al.SEVERITY_LABELS[sev - 1] == label
 
 
-@pytest.mark.parametrize(
-    ("amount", "sev"), [("33.33", 1), ("34", 2), ("170", 3), ("700", 4)]
-)
+@pytest.mark.parametrize(("amount", "sev"), [("33.33", 1), ("34", 2), ("170", 3), ("700", 4)])
 def test_an_alerts_severity_reflects_the_customers_net_spend(amount, sev):
     s, _ = run(regular(amount=amount))
     _, outs = advance(s, ms(AFTER))
@@ -217,10 +244,23 @@ def test_to_json_has_schema_version_one_and_iso_times_ending_in_z():
 
 
 def test_to_json_keeps_milliseconds_and_still_ends_in_z():
-    a = Alert(alert_id="x/1/decline", customer_id="x", at_ms=ms(0) + 123, kind="decline",
-              episode=1, stage="decline", previous_stage="formation",
-              defection_type="unknown", confidence=1.0, severity=1, net_spend=Decimal(5),
-              last_purchase_ms=None, evidence=(), message="m", version=3)
+    a = Alert(
+        alert_id="x/1/decline",
+        customer_id="x",
+        at_ms=ms(0) + 123,
+        kind="decline",
+        episode=1,
+        stage="decline",
+        previous_stage="formation",
+        defection_type="unknown",
+        confidence=1.0,
+        severity=1,
+        net_spend=Decimal(5),
+        last_purchase_ms=None,
+        evidence=(),
+        message="m",
+        version=3,
+    )
     j = a.to_json()
     assert j["at"].endswith("Z") and j["at"].startswith("2024-01-01T12:00:00.123")
     assert j["last_purchase_at"] is None
@@ -269,9 +309,11 @@ def test_the_alert_evidence_is_the_classifiers_dated_codes():
 
 
 @settings(max_examples=2000, deadline=None)
-@given(ms_=st.integers(-62_135_596_800_000, 253_402_300_799_999)  # years 1..9999
-       | st.integers(-(1000 << 32), 1000 << 32)
-       | st.integers(0, 4_102_444_800).map(lambda s: s * 1000))  # whole seconds
+@given(
+    ms_=st.integers(-62_135_596_800_000, 253_402_300_799_999)  # years 1..9999
+    | st.integers(-(1000 << 32), 1000 << 32)
+    | st.integers(0, 4_102_444_800).map(lambda s: s * 1000)
+)  # whole seconds
 def test_iso_ms_is_the_datetime_isoformat_of_the_millisecond_with_a_z(ms_):
     expected = datetime.fromtimestamp(ms_ / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
     assert al.iso_ms(ms_) == expected

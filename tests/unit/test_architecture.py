@@ -16,9 +16,14 @@ LINT = Path(sys.executable).with_name("lint-imports")
 
 
 def lint(where: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(LINT), "--config", str(where / ".importlinter")], cwd=where,
-                          capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(where), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [str(LINT), "--config", str(where / ".importlinter")],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(where), "PATH": "/usr/bin:/bin"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +41,27 @@ def test_the_code_keeps_every_import_contract() -> None:
     assert "2 kept, 0 broken" in r.stdout
 
 
-@pytest.mark.parametrize(("module", "bad_import", "contract"), [
-    ("touchstream/domain/lifecycle.py", "import kafka", "do no I/O"),
-    ("schemas/events.py", "import clickhouse_driver", "do no I/O"),
-    ("touchstream/domain/rfm.py", "import sinks.rows", "agents above sinks"),
-    ("sinks/rows.py", "import agents.pipeline", "agents above sinks"),
-])
-def test_a_forbidden_import_breaks_a_contract(copy_of_the_code: Path, module: str,
-                                              bad_import: str, contract: str) -> None:
+@pytest.mark.parametrize(
+    ("module", "bad_import", "contract"),
+    [
+        ("touchstream/domain/lifecycle.py", "import kafka", "do no I/O"),
+        ("schemas/events.py", "import clickhouse_driver", "do no I/O"),
+        ("touchstream/domain/rfm.py", "import sinks.rows", "agents above sinks"),
+        ("sinks/rows.py", "import agents.pipeline", "agents above sinks"),
+    ],
+)
+def test_a_forbidden_import_breaks_a_contract(
+    copy_of_the_code: Path, module: str, bad_import: str, contract: str
+) -> None:
     path = copy_of_the_code / module
     original = path.read_text()
-    path.write_text(original.replace("from __future__ import annotations\n",
-                                     f"from __future__ import annotations\n{bad_import}\n", 1))
+    path.write_text(
+        original.replace(
+            "from __future__ import annotations\n",
+            f"from __future__ import annotations\n{bad_import}\n",
+            1,
+        )
+    )
     try:
         r = lint(copy_of_the_code)
     finally:
@@ -57,8 +71,14 @@ def test_a_forbidden_import_breaks_a_contract(copy_of_the_code: Path, module: st
     assert any(contract in ln for ln in broken), r.stdout[-2000:]
 
 
-_CLOCK_CALLS = {("time", "time"), ("time", "monotonic"), ("time", "time_ns"),
-                ("datetime", "now"), ("datetime", "utcnow"), ("date", "today")}
+_CLOCK_CALLS = {
+    ("time", "time"),
+    ("time", "monotonic"),
+    ("time", "time_ns"),
+    ("datetime", "now"),
+    ("datetime", "utcnow"),
+    ("date", "today"),
+}
 
 
 def test_the_domain_never_reads_the_clock() -> None:
@@ -68,4 +88,5 @@ def test_the_domain_never_reads_the_clock() -> None:
                 owner = node.func.value
                 name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
                 assert (name, node.func.attr) not in _CLOCK_CALLS, (
-                    f"{path.name}:{node.lineno} reads the clock: pass the time in")
+                    f"{path.name}:{node.lineno} reads the clock: pass the time in"
+                )

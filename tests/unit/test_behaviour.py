@@ -113,8 +113,10 @@ def test_a_purchase_on_the_first_morning_behind_utc_stays_inside_the_period():
     times = [life._daytime(START + timedelta(hours=1)) for _ in range(50)]
     assert min(times) >= START
     life.offset = 60
-    assert all(t.date() == START.date() for t in
-               (life._daytime(START + timedelta(hours=1)) for _ in range(50)))
+    assert all(
+        t.date() == START.date()
+        for t in (life._daytime(START + timedelta(hours=1)) for _ in range(50))
+    )
 
 
 def test_about_a_quarter_of_events_are_cloudevents_with_the_customer_as_subject(stream):
@@ -179,7 +181,7 @@ def test_stayers_trouble_is_always_handled(lives):
         calls = [e for e in evs if e["type"] == "call"]
         for i, c in enumerate(calls):
             if not c["resolved"]:  # solved by a later call about the same problem
-                assert any(d["resolved"] and d["reason"] == c["reason"] for d in calls[i + 1:])
+                assert any(d["resolved"] and d["reason"] == c["reason"] for d in calls[i + 1 :])
 
 
 def test_discount_loyal_customers_buy_on_discount_nearly_every_time(lives):
@@ -221,8 +223,9 @@ def test_silent_leavers_have_no_touchpoint_in_their_last_6_months(lives):
         assert len(buys) >= 6  # an established relationship
         assert instant_of(evs[-1]) == last  # nothing after the last purchase
         assert last < END - six_months
-        assert [e for e in evs if e["type"] != "purchase" and instant_of(e) > last - six_months
-                ] == []
+        assert [
+            e for e in evs if e["type"] != "purchase" and instant_of(e) > last - six_months
+        ] == []
         assert (t.stage, t.defection) == ("churned", "unknown")
 
 
@@ -235,8 +238,7 @@ def _signals_seen(evs) -> set[str]:
     seen = set()
     if all(b.get("discount") for b in buys[-2:]):
         seen.add("discount_switch")
-    unresolved = Counter(e["reason"] for e in recent if e["type"] == "call"
-                         and not e["resolved"])
+    unresolved = Counter(e["reason"] for e in recent if e["type"] == "call" and not e["resolved"])
     final: dict[str, dict] = {}
     for e in recent:
         kind = e["type"]
@@ -329,14 +331,27 @@ def test_truth_round_trips_through_json(stream):
 
 
 def _truth(cid: str, archetype: str, stage: str, defection: str | None = None) -> Truth:
-    return Truth(cid, archetype, stage, defection, defection is not None,
-                 "2024-06-01T00:00:00Z", stream="behaviour")
+    return Truth(
+        cid,
+        archetype,
+        stage,
+        defection,
+        defection is not None,
+        "2024-06-01T00:00:00Z",
+        stream="behaviour",
+    )
 
 
 def _population():
     """50 stayers, 4 defectors of each type, 10 silent leavers, 2 wobblers."""
-    truths = [_truth(f"s{i}", ("loyal", "irregular", "discount_loyal")[i % 3],
-                     "stability" if i % 3 != 1 else "active") for i in range(50)]
+    truths = [
+        _truth(
+            f"s{i}",
+            ("loyal", "irregular", "discount_loyal")[i % 3],
+            "stability" if i % 3 != 1 else "active",
+        )
+        for i in range(50)
+    ]
     truths += [_truth(f"p{i}", "price", "churned", "price") for i in range(4)]
     truths += [_truth(f"q{i}", "product", "churned", "product") for i in range(4)]
     truths += [_truth(f"v{i}", "service", "churned", "service") for i in range(4)]
@@ -347,8 +362,10 @@ def _population():
 
 
 def _right(truths) -> Decisions:
-    states = {t.customer_id: ("stability" if t.stage == "active" else t.stage,
-                              t.defection or "") for t in truths}
+    states = {
+        t.customer_id: ("stability" if t.stage == "active" else t.stage, t.defection or "")
+        for t in truths
+    }
     alerts = [(t.customer_id, "churned", 5_000) for t in truths if t.stage == "churned"]
     return Decisions(states, alerts, [("2024-05-01 silence",)] * len(alerts))
 
@@ -356,8 +373,9 @@ def _right(truths) -> Decisions:
 def _with(d: Decisions, states=None, alerts=()) -> Decisions:
     s = {**d.states, **(states or {})}
     extra = list(alerts)
-    return Decisions(s, d.alerts + [a for a, _ in extra],
-                     (d.evidence or []) + [ev for _, ev in extra])
+    return Decisions(
+        s, d.alerts + [a for a, _ in extra], (d.evidence or []) + [ev for _, ev in extra]
+    )
 
 
 def test_right_decisions_meet_the_behaviour_targets():
@@ -392,8 +410,9 @@ def test_a_recovered_alert_is_not_an_alarm():
 def test_truth_stage_active_accepts_exploration_formation_and_stability_but_not_decline():
     truths = _population()
     active = [t.customer_id for t in truths if t.stage == "active"]
-    states = dict(zip(active, [("exploration", ""), ("formation", ""), ("stability", "")] * 20,
-                      strict=False))
+    states = dict(
+        zip(active, [("exploration", ""), ("formation", ""), ("stability", "")] * 20, strict=False)
+    )
     r = evaluate(truths, _with(_right(truths), states=states))
     assert r.stage_accuracy == 1.0
     r = evaluate(truths, _with(_right(truths), states={active[0]: ("decline", "unknown")}))
@@ -439,8 +458,13 @@ def test_silent_leavers_typed_with_a_reason_lower_the_unknown_share():
 
 def test_churn_risk_alerts_without_evidence_are_counted_and_fail_the_targets():
     truths = _population()
-    d = _with(_right(truths), alerts=[(("p0", "churn_risk", 1), ("2024-05-01 call:price",)),
-                                      (("p1", "churn_risk", 1), ())])
+    d = _with(
+        _right(truths),
+        alerts=[
+            (("p0", "churn_risk", 1), ("2024-05-01 call:price",)),
+            (("p1", "churn_risk", 1), ()),
+        ],
+    )
     r = evaluate(truths, d)
     assert (r.churn_risk_alerts, r.churn_risk_without_evidence) == (2, 1)
     assert not r.meets_targets()
@@ -456,8 +480,14 @@ def test_decisions_without_recorded_evidence_cannot_meet_the_evidence_target():
 
 def test_wobblers_alarmed_then_recovered_are_counted_apart_from_those_never_recovered():
     truths = _population()
-    d = _with(_right(truths), alerts=[(("w0", "decline", 10), ()), (("w0", "recovered", 20), ()),
-                                      (("w1", "decline", 10), ())])
+    d = _with(
+        _right(truths),
+        alerts=[
+            (("w0", "decline", 10), ()),
+            (("w0", "recovered", 20), ()),
+            (("w1", "decline", 10), ()),
+        ],
+    )
     r = evaluate(truths, d)
     assert r.wobblers_recovered == pytest.approx(0.5)
     assert r.wobblers_unrecovered == pytest.approx(0.5)
@@ -466,8 +496,9 @@ def test_wobblers_alarmed_then_recovered_are_counted_apart_from_those_never_reco
 
 
 def test_the_rules_stream_keeps_its_own_targets():
-    truths = [Truth(f"l{i}", "loyal", "stability", None, False, "2024-06-01T00:00:00Z")
-              for i in range(40)]
+    truths = [
+        Truth(f"l{i}", "loyal", "stability", None, False, "2024-06-01T00:00:00Z") for i in range(40)
+    ]
     d = Decisions({t.customer_id: ("stability", "") for t in truths}, [("l0", "churn_risk", 1)])
     r = evaluate(truths, d)
     assert r.stream == "rules"
@@ -476,8 +507,10 @@ def test_the_rules_stream_keeps_its_own_targets():
 
 
 def test_decisions_equal_ignores_alert_times_and_order_but_not_kinds_or_stages():
-    a = Decisions({"c1": ("stability", ""), "c2": ("churned", "price")},
-                  [("c2", "decline", 1), ("c2", "churned", 2)])
+    a = Decisions(
+        {"c1": ("stability", ""), "c2": ("churned", "price")},
+        [("c2", "decline", 1), ("c2", "churned", 2)],
+    )
     b = Decisions(dict(a.states), [("c2", "churned", 7), ("c2", "decline", 5)])
     assert decisions_equal(a, b)
     c = Decisions(dict(a.states), [("c2", "churned", 2)])
@@ -505,13 +538,17 @@ def test_the_pipeline_reads_every_customer_and_records_each_alerts_evidence(smal
 
 
 def test_the_pipeline_decides_the_same_in_order_and_shuffled_within_30_minutes_with_duplicates(
-        small_run):
+    small_run,
+):
     events, _, in_order = small_run
     arrived = list(disorder(events, shuffle_s=1800, duplicate_rate=0.03))
     assert len(arrived) > len(events)
     shuffled = run_in_process(arrived)
     assert decisions_diff(in_order, shuffled) == {
-        "states": {}, "alerts_only_in_a": [], "alerts_only_in_b": []}
+        "states": {},
+        "alerts_only_in_a": [],
+        "alerts_only_in_b": [],
+    }
     assert decisions_equal(in_order, shuffled)
 
 
@@ -522,8 +559,20 @@ def test_the_cli_writes_the_behaviour_stream_and_scores_it(tmp_path):
 
     out, truth = tmp_path / "events.jsonl", tmp_path / "truth.jsonl"
     runner = CliRunner()
-    made = runner.invoke(app, ["simulate", "--kind", "behaviour", "--customers", "100",
-                               "--out", str(out), "--truth", str(truth)])
+    made = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--kind",
+            "behaviour",
+            "--customers",
+            "100",
+            "--out",
+            str(out),
+            "--truth",
+            str(truth),
+        ],
+    )
     assert made.exit_code == 0, made.output
     rows = [orjson.loads(line) for line in truth.read_bytes().splitlines()]
     assert {r["stream"] for r in rows} == {"behaviour"} and len(rows) == 100
@@ -533,15 +582,28 @@ def test_the_cli_writes_the_behaviour_stream_and_scores_it(tmp_path):
 
 
 def _cmp(i: int, iso: str, status: str, cid: str = "c1") -> dict:
-    return {"event_id": f"k{i}", "customer_id": cid, "type": "complaint", "occurred_at": iso,
-            "complaint_id": "9", "category": "product", "severity": 2, "status": status}
+    return {
+        "event_id": f"k{i}",
+        "customer_id": cid,
+        "type": "complaint",
+        "occurred_at": iso,
+        "complaint_id": "9",
+        "category": "product",
+        "severity": 2,
+        "status": status,
+    }
 
 
 def _call(i: int, iso: str, resolved: bool, reason: str = "billing") -> dict:
-    return {"specversion": "1.0", "id": f"k{i}", "source": "callcenter",
-            "type": "com.touchstream.call", "subject": "c1", "time": iso,
-            "data": {"direction": "inbound", "reason": reason, "duration_s": 60,
-                     "resolved": resolved}}
+    return {
+        "specversion": "1.0",
+        "id": f"k{i}",
+        "source": "callcenter",
+        "type": "com.touchstream.call",
+        "subject": "c1",
+        "time": iso,
+        "data": {"direction": "inbound", "reason": reason, "duration_s": 60, "resolved": resolved},
+    }
 
 
 def _at(iso: str) -> int:
@@ -549,9 +611,11 @@ def _at(iso: str) -> int:
 
 
 def test_open_issues_follow_a_complaint_until_it_is_resolved_and_reopened():
-    events = [_cmp(1, "2024-03-01T10:00:00+02:00", "open"),
-              _cmp(2, "2024-03-02T10:00:00Z", "resolved"),
-              _cmp(3, "2024-03-05T10:00:00Z", "open")]
+    events = [
+        _cmp(1, "2024-03-01T10:00:00+02:00", "open"),
+        _cmp(2, "2024-03-02T10:00:00Z", "resolved"),
+        _cmp(3, "2024-03-05T10:00:00Z", "open"),
+    ]
     assert open_issues(events, "c1", _at("2024-03-01T09:00:00Z")) == ["complaint 9 open"]
     assert open_issues(events, "c1", _at("2024-03-03T00:00:00Z")) == []
     assert open_issues(events, "c1", _at("2024-03-06T00:00:00Z")) == ["complaint 9 open"]
@@ -559,22 +623,34 @@ def test_open_issues_follow_a_complaint_until_it_is_resolved_and_reopened():
 
 
 def test_open_issues_keep_an_unresolved_call_until_a_resolved_one_about_it_or_30_days():
-    events = [_call(1, "2024-03-01T10:00:00Z", False), _call(2, "2024-03-02T10:00:00Z", False,
-                                                            reason="product"),
-              _call(3, "2024-03-04T10:00:00-05:00", True)]
+    events = [
+        _call(1, "2024-03-01T10:00:00Z", False),
+        _call(2, "2024-03-02T10:00:00Z", False, reason="product"),
+        _call(3, "2024-03-04T10:00:00-05:00", True),
+    ]
     assert open_issues(events, "c1", _at("2024-03-03T00:00:00Z")) == [
-        "call about billing unresolved", "call about product unresolved"]
+        "call about billing unresolved",
+        "call about product unresolved",
+    ]
     assert open_issues(events, "c1", _at("2024-03-05T00:00:00Z")) == [
-        "call about product unresolved"]
+        "call about product unresolved"
+    ]
     assert open_issues(events, "c1", _at("2024-04-05T00:00:00Z")) == []
 
 
 def test_churn_risk_raised_when_nothing_is_open_is_counted_from_the_events():
     truths = _population()
-    events = [_cmp(1, "2024-03-01T10:00:00Z", "open", cid="s0"),
-              _cmp(2, "2024-03-02T10:00:00Z", "resolved", cid="s0")]
-    d = _with(_right(truths), alerts=[(("s0", "churn_risk", _at("2024-03-01T10:00:00Z")), ("x",)),
-                                      (("s0", "churn_risk", _at("2024-03-02T10:00:00Z")), ("x",))])
+    events = [
+        _cmp(1, "2024-03-01T10:00:00Z", "open", cid="s0"),
+        _cmp(2, "2024-03-02T10:00:00Z", "resolved", cid="s0"),
+    ]
+    d = _with(
+        _right(truths),
+        alerts=[
+            (("s0", "churn_risk", _at("2024-03-01T10:00:00Z")), ("x",)),
+            (("s0", "churn_risk", _at("2024-03-02T10:00:00Z")), ("x",)),
+        ],
+    )
     assert evaluate(truths, d).churn_risk_nothing_open is None
     r = evaluate(truths, d, events)
     assert (r.churn_risk_alerts, r.churn_risk_nothing_open) == (2, 1)
@@ -590,15 +666,19 @@ class _Sink:
         self.sql.append(sql)
         if "customer_state" in sql:
             return None, [("c1", "churned", "price")]
-        return None, [("c1", "churn_risk", 1_700_000_000, '["2024-01-02 call:price"]'),
-                      ("c1", "churned", 1_700_000_100, "[]")]
+        return None, [
+            ("c1", "churn_risk", 1_700_000_000, '["2024-01-02 call:price"]'),
+            ("c1", "churned", 1_700_000_100, "[]"),
+        ]
 
 
 def test_decisions_from_clickhouse_carry_each_alerts_evidence():
     sink = _Sink()
     d = from_clickhouse(sink)
     assert d.states == {"c1": ("churned", "price")}
-    assert d.alerts == [("c1", "churn_risk", 1_700_000_000_000), ("c1", "churned",
-                                                                  1_700_000_100_000)]
+    assert d.alerts == [
+        ("c1", "churn_risk", 1_700_000_000_000),
+        ("c1", "churned", 1_700_000_100_000),
+    ]
     assert d.evidence == [("2024-01-02 call:price",), ()]
     assert "evidence" in sink.sql[1] and "ts.alerts FINAL" in sink.sql[1]

@@ -70,7 +70,7 @@ def test_the_latency_workload_closes_only_open_accounts_and_each_raises_a_declin
         offsets[p] += 1
     alerts = []
     for j in range(0, len(msgs), 100):
-        r = proc.process(msgs[j:j + 100], table.get, datetime.now(UTC))
+        r = proc.process(msgs[j : j + 100], table.get, datetime.now(UTC))
         assert r.rejected == 0
         table.update(r.states)
         alerts += [orjson.loads(v) for _, v in r.alerts]

@@ -24,15 +24,23 @@ PARAMS = {
     "mbgnbd": [(0.64, 51.2, 0.81, 1.23), (1.5, 5.0, 2.5, 4.0), (0.3, 200.0, 0.2, 8.0)],
     "pareto_nbd": [(0.60, 81.1, 0.52, 61.8), (0.6, 20.0, 1.52, 400.0), (1.2, 300.0, 0.8, 9.0)],
 }
-LIFETIMES = {"bgnbd": BetaGeoFitter, "mbgnbd": ModifiedBetaGeoFitter,
-             "pareto_nbd": ParetoNBDFitter}
+LIFETIMES = {"bgnbd": BetaGeoFitter, "mbgnbd": ModifiedBetaGeoFitter, "pareto_nbd": ParetoNBDFitter}
 
 
 def _customers() -> list[tuple[int, float, float]]:
     rng = random.Random(7)
-    fixed = [(0, 0.0, 0.0), (0, 0.0, 30.0), (0, 0.0, 500.0), (1, 5.0, 100.0), (3, 40.0, 60.0),
-             (10, 200.0, 210.0), (50, 400.0, 410.0), (2, 2.0, 300.0), (100, 480.0, 500.0),
-             (5, 5.0, 5.0)]
+    fixed = [
+        (0, 0.0, 0.0),
+        (0, 0.0, 30.0),
+        (0, 0.0, 500.0),
+        (1, 5.0, 100.0),
+        (3, 40.0, 60.0),
+        (10, 200.0, 210.0),
+        (50, 400.0, 410.0),
+        (2, 2.0, 300.0),
+        (100, 480.0, 500.0),
+        (5, 5.0, 5.0),
+    ]
     drawn = []
     for _ in range(150):
         x = rng.randint(0, 40)
@@ -57,8 +65,9 @@ def _lifetimes_ll(name: str, params: tuple[float, ...], x: float, tx: float, T: 
         return float(ParetoNBDFitter._conditional_log_likelihood(list(params), *args)[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return -float(LIFETIMES[name]._negative_log_likelihood(
-            np.log(params), *args, np.array([1]), 0.0))
+        return -float(
+            LIFETIMES[name]._negative_log_likelihood(np.log(params), *args, np.array([1]), 0.0)
+        )
 
 
 CASES = [(name, p) for name, ps in PARAMS.items() for p in ps]
@@ -70,19 +79,26 @@ def close(got: float, want: float) -> bool:
 
 @pytest.mark.parametrize(("name", "params"), CASES)
 def test_p_alive_equals_lifetimes_for_every_customer(name: str, params: tuple) -> None:
-    ours, theirs = btyd.purchase_model(name, dict(zip(_names(name), params, strict=True))), \
-        _fitter(name, params)
-    bad = [(c, ours.p_alive(*c), float(np.atleast_1d(theirs.conditional_probability_alive(*c))[0]))
-           for c in CUSTOMERS]
+    ours, theirs = (
+        btyd.purchase_model(name, dict(zip(_names(name), params, strict=True))),
+        _fitter(name, params),
+    )
+    bad = [
+        (c, ours.p_alive(*c), float(np.atleast_1d(theirs.conditional_probability_alive(*c))[0]))
+        for c in CUSTOMERS
+    ]
     assert [b for b in bad if not close(b[1], b[2])] == []
 
 
 @pytest.mark.parametrize(("name", "params"), CASES)
 @pytest.mark.parametrize("t", [btyd.HORIZON_DAYS, btyd.CLV_DAYS])
 def test_expected_purchases_equal_lifetimes_conditional_expectation(
-        name: str, params: tuple, t: int) -> None:
-    ours, theirs = btyd.purchase_model(name, dict(zip(_names(name), params, strict=True))), \
-        _fitter(name, params)
+    name: str, params: tuple, t: int
+) -> None:
+    ours, theirs = (
+        btyd.purchase_model(name, dict(zip(_names(name), params, strict=True))),
+        _fitter(name, params),
+    )
     bad = []
     for x, tx, T in CUSTOMERS:
         got = ours.p_alive(x, tx, T) * ours.expected_alive(x, T, t)
@@ -95,14 +111,16 @@ def test_expected_purchases_equal_lifetimes_conditional_expectation(
 @pytest.mark.parametrize(("name", "params"), CASES)
 def test_the_log_likelihood_equals_lifetimes(name: str, params: tuple) -> None:
     ours = btyd.purchase_model(name, dict(zip(_names(name), params, strict=True)))
-    bad = [(c, ours.log_likelihood(*c), _lifetimes_ll(name, params, *c)) for c in CUSTOMERS
-           if c[2] > 0]
+    bad = [
+        (c, ours.log_likelihood(*c), _lifetimes_ll(name, params, *c)) for c in CUSTOMERS if c[2] > 0
+    ]
     assert [b for b in bad if not close(b[1], b[2])] == []
 
 
 @pytest.mark.parametrize(("name", "params"), CASES)
 def test_churn_probability_is_the_likelihood_of_the_history_with_90_more_silent_days(
-        name: str, params: tuple) -> None:
+    name: str, params: tuple
+) -> None:
     """P(no purchase in (T, T + t]) = L(x, tx, T + t) / L(x, tx, T), from lifetimes' own
     likelihood: an independent check of 1 - P(alive) + P(alive) P(no purchase | alive)."""
     model = btyd.Model(1, btyd.purchase_model(name, dict(zip(_names(name), params, strict=True))))
@@ -111,8 +129,9 @@ def test_churn_probability_is_the_likelihood_of_the_history_with_90_more_silent_
     for x, tx, T in CUSTOMERS:
         if T <= 0:
             continue
-        want = math.exp(_lifetimes_ll(name, params, x, tx, T + t)
-                        - _lifetimes_ll(name, params, x, tx, T))
+        want = math.exp(
+            _lifetimes_ll(name, params, x, tx, T + t) - _lifetimes_ll(name, params, x, tx, T)
+        )
         got = model.churn_raw(x, tx, T)
         if not close(got, want):
             bad.append(((x, tx, T), got, want))
@@ -121,13 +140,15 @@ def test_churn_probability_is_the_likelihood_of_the_history_with_90_more_silent_
 
 @pytest.mark.parametrize("params", PARAMS["pareto_nbd"])
 def test_pareto_churn_equals_lifetimes_conditional_probability_of_no_purchase(
-        params: tuple) -> None:
+    params: tuple,
+) -> None:
     model = btyd.Model(1, btyd.ParetoNbd(*params))
     theirs = _fitter("pareto_nbd", params)
     bad = []
     for x, tx, T in CUSTOMERS:
-        want = float(theirs.conditional_probability_of_n_purchases_up_to_time(
-            0, btyd.HORIZON_DAYS, x, tx, T))
+        want = float(
+            theirs.conditional_probability_of_n_purchases_up_to_time(0, btyd.HORIZON_DAYS, x, tx, T)
+        )
         got = model.churn_raw(x, tx, T)
         if not close(got, want):
             bad.append(((x, tx, T), got, want))
@@ -149,8 +170,11 @@ def test_gamma_gamma_expected_spend_and_likelihood_equal_lifetimes() -> None:
         if x > 0:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ll = -float(GammaGammaFitter._negative_log_likelihood(
-                    np.log(GG), np.array([x]), np.array([m]), np.array([1]), 0.0))
+                ll = -float(
+                    GammaGammaFitter._negative_log_likelihood(
+                        np.log(GG), np.array([x]), np.array([m]), np.array([1]), 0.0
+                    )
+                )
             assert close(ours.log_likelihood(x, m), ll), (x, m)
 
 
@@ -168,15 +192,18 @@ def test_the_value_is_expected_spend_times_expected_purchases_in_365_days() -> N
     for x, tx, T in CUSTOMERS[:40]:
         m = 20.0 + x
         want = float(ggf.conditional_expected_average_profit(x, m)) * float(
-            theirs.conditional_expected_number_of_purchases_up_to_time(365, x, tx, T))
+            theirs.conditional_expected_number_of_purchases_up_to_time(365, x, tx, T)
+        )
         assert close(model.score(x, tx, T, m).predicted_clv_365d, want), (x, tx, T)
 
 
 def test_without_a_usable_spend_model_there_is_no_value() -> None:
     pm = btyd.BgNbd(*PARAMS["bgnbd"][0])
     assert btyd.Model(1, pm).score(2, 30, 90, 10.0).predicted_clv_365d is None
-    assert btyd.Model(1, pm, btyd.GammaGamma(1.0, 0.9, 5.0)).score(
-        2, 30, 90, 10.0).predicted_clv_365d is None
+    assert (
+        btyd.Model(1, pm, btyd.GammaGamma(1.0, 0.9, 5.0)).score(2, 30, 90, 10.0).predicted_clv_365d
+        is None
+    )
 
 
 def test_bgnbd_keeps_one_time_buyers_alive_and_mbgnbd_does_not() -> None:
@@ -197,8 +224,9 @@ def test_hyp2f1_equals_closed_forms() -> None:
     for z in (0.1, 0.5, 0.9, 0.99):
         assert btyd.hyp2f1(1, 1, 2, z) == pytest.approx(-math.log(1 - z) / z, rel=1e-13)
         assert btyd.hyp2f1(0.7, 2.3, 2.3, z) == pytest.approx((1 - z) ** -0.7, rel=1e-13)
-    assert btyd.hyp2f1(-2, 1.5, 3.0, 0.4) == pytest.approx(1 - 2 * 1.5 / 3 * 0.4
-                                                           + 1.5 * 2.5 / (3 * 4) * 0.16)
+    assert btyd.hyp2f1(-2, 1.5, 3.0, 0.4) == pytest.approx(
+        1 - 2 * 1.5 / 3 * 0.4 + 1.5 * 2.5 / (3 * 4) * 0.16
+    )
 
 
 def test_hyp2f1_says_so_when_it_cannot_converge() -> None:
@@ -223,7 +251,8 @@ def test_an_identity_calibration_returns_the_model_churn_probability() -> None:
     identity = btyd.Model(1, pm, calibration=btyd.Calibration((0, 1, 0, 0, 0, 0)))
     for x, tx, T in CUSTOMERS[:30]:
         assert identity.score(x, tx, T, 0).churn_probability_90d == pytest.approx(
-            raw.churn_raw(x, tx, T), abs=1e-9)
+            raw.churn_raw(x, tx, T), abs=1e-9
+        )
 
 
 def test_a_calibration_with_the_wrong_number_of_weights_is_refused() -> None:
@@ -233,17 +262,23 @@ def test_a_calibration_with_the_wrong_number_of_weights_is_refused() -> None:
 
 def test_a_model_record_reads_back_as_the_same_model() -> None:
     for name, params in CASES:
-        m = btyd.Model(42, btyd.purchase_model(name, dict(zip(_names(name), params,
-                                                                strict=True))),
-                       btyd.GammaGamma(*GG), btyd.Calibration((0.1, 0.9, 0.2, -0.1, 0.01, 0.3)))
+        m = btyd.Model(
+            42,
+            btyd.purchase_model(name, dict(zip(_names(name), params, strict=True))),
+            btyd.GammaGamma(*GG),
+            btyd.Calibration((0.1, 0.9, 0.2, -0.1, 0.01, 0.3)),
+        )
         back = btyd.Model.from_record(m.to_record())
         assert back == m
         assert back.score(3, 40, 100, 25.0) == m.score(3, 40, 100, 25.0)
 
 
 def test_an_unknown_model_name_is_refused_in_one_line() -> None:
-    with pytest.raises(ValueError, match=r"^unknown model 'nbd': use one of bgnbd, mbgnbd, "
-                                         r"pareto_nbd$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^unknown model 'nbd': use one of bgnbd, mbgnbd, "
+        r"pareto_nbd$",
+    ):
         btyd.purchase_model("nbd", {})
 
 

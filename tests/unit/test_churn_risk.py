@@ -23,15 +23,27 @@ def purchase(day: float) -> Purchase:
     return Purchase(type="purchase", amount=Decimal("30"), currency="USD", **common(day))
 
 
-def complaint(day: float, cid="k1", status="open", category="service", severity=5
-              ) -> Complaint:
-    return Complaint(type="complaint", complaint_id=cid, category=category, severity=severity,
-                     status=status, **common(day))
+def complaint(day: float, cid="k1", status="open", category="service", severity=5) -> Complaint:
+    return Complaint(
+        type="complaint",
+        complaint_id=cid,
+        category=category,
+        severity=severity,
+        status=status,
+        **common(day),
+    )
 
 
 def call(day: float, reason="service", resolved=False, wait_s=0) -> Call:
-    return Call(type="call", direction="inbound", reason=reason, duration_s=100, wait_s=wait_s,
-                resolved=resolved, **common(day))
+    return Call(
+        type="call",
+        direction="inbound",
+        reason=reason,
+        duration_s=100,
+        wait_s=wait_s,
+        resolved=resolved,
+        **common(day),
+    )
 
 
 def survey(day: float, level="very_dissatisfied") -> Survey:
@@ -54,8 +66,12 @@ def test_a_complaint_is_followed_by_its_id_from_open_to_resolved():
 
 
 def test_the_complaint_record_is_the_same_whatever_order_its_reports_arrive_in():
-    reports = [complaint(45), complaint(50, status="resolved"), complaint(60),
-               complaint(61, status="rejected")]
+    reports = [
+        complaint(45),
+        complaint(50, status="resolved"),
+        complaint(60),
+        complaint(61, status="rejected"),
+    ]
     for order in itertools.permutations(reports):
         s, _ = run([*regular(), *order])
         (c,) = s.complaints
@@ -86,8 +102,7 @@ def test_quickly_is_configurable():
 
 
 def test_a_complaint_opened_and_resolved_hours_later_raises_no_alarm():
-    s, outs = run([*regular(), complaint(45), complaint(45.2, status="resolved"),
-                   purchase(50)])
+    s, outs = run([*regular(), complaint(45), complaint(45.2, status="resolved"), purchase(50)])
     s, later = advance(s, ms(55))
     assert kinds(outs + list(later)) == []
     assert s.alert_level == 0
@@ -157,8 +172,16 @@ def test_churn_risk_is_not_raised_before_the_first_purchase():
 
 
 def test_churn_risk_is_raised_only_once_per_episode():
-    s, outs = run([*regular(), complaint(45, "a"), complaint(46, "b", status="rejected"),
-                   call(47), call(48), survey(49)])
+    s, outs = run(
+        [
+            *regular(),
+            complaint(45, "a"),
+            complaint(46, "b", status="rejected"),
+            call(47),
+            call(48),
+            survey(49),
+        ]
+    )
     _, later = advance(s, ms(60))
     assert kinds(outs + list(later)) == ["churn_risk"]
     assert alerts(outs)[0].at_ms == ms(46)  # fired by the next event, dated at the trouble
@@ -217,15 +240,32 @@ def _story(rng: random.Random) -> list:
         day += rng.uniform(3, 30)
     for k in range(rng.randint(0, 4)):
         opened = rng.uniform(0, 300)
-        evs.append(complaint(opened, f"k{k}", category=rng.choice(["price", "service"]),
-                             severity=rng.randint(1, 5)))
+        evs.append(
+            complaint(
+                opened,
+                f"k{k}",
+                category=rng.choice(["price", "service"]),
+                severity=rng.randint(1, 5),
+            )
+        )
         fate = rng.random()
         if fate < 0.8:
-            evs.append(complaint(opened + rng.choice([0.01, 0.03, 0.2, 2, 9, 20]), f"k{k}",
-                                 status=rng.choice(["resolved", "resolved", "rejected"])))
+            evs.append(
+                complaint(
+                    opened + rng.choice([0.01, 0.03, 0.2, 2, 9, 20]),
+                    f"k{k}",
+                    status=rng.choice(["resolved", "resolved", "rejected"]),
+                )
+            )
     for _ in range(rng.randint(0, 5)):
-        evs.append(call(rng.uniform(0, 300), rng.choice(["service", "price"]),
-                        rng.random() < 0.5, rng.choice([0, 600])))
+        evs.append(
+            call(
+                rng.uniform(0, 300),
+                rng.choice(["service", "price"]),
+                rng.random() < 0.5,
+                rng.choice([0, 600]),
+            )
+        )
     for _ in range(rng.randint(0, 2)):
         evs.append(survey(rng.uniform(0, 300)))
     return sorted(evs, key=lambda e: e.occurred_at)

@@ -17,8 +17,14 @@ T0 = datetime(2024, 1, 1, 12, tzinfo=UTC)
 
 
 def purchase(cid: str, n: int, at: datetime) -> dict:
-    return {"event_id": f"{cid}-{n}", "customer_id": cid, "type": "purchase",
-            "occurred_at": at.isoformat(), "amount": "20", "currency": "USD"}
+    return {
+        "event_id": f"{cid}-{n}",
+        "customer_id": cid,
+        "type": "purchase",
+        "occurred_at": at.isoformat(),
+        "amount": "20",
+        "currency": "USD",
+    }
 
 
 class Worker:
@@ -34,12 +40,10 @@ class Worker:
     def send(self, *events: dict, wall: datetime | None = None) -> None:
         msgs = []
         for e in events:
-            msgs.append(RawMessage("t", 0, self.offset, e["customer_id"].encode(),
-                                   orjson.dumps(e)))
+            msgs.append(RawMessage("t", 0, self.offset, e["customer_id"].encode(), orjson.dumps(e)))
             self.offset += 1
         wall_ms = None if wall is None else int(wall.timestamp() * 1000)
-        r = self.proc.process(msgs, self.table.get, NOW, self.scan, wall_ms=wall_ms,
-                              partitions=[0])
+        r = self.proc.process(msgs, self.table.get, NOW, self.scan, wall_ms=wall_ms, partitions=[0])
         self.table.update(r.states)
         self.alerts += [orjson.loads(v) for _, v in r.alerts]
 
@@ -55,7 +59,8 @@ def test_another_customers_events_move_stream_time_past_a_silent_customers_deadl
     w.send(purchase("busy", 2, T0 + 91 * DAY))
     assert w.stage("quiet") == "decline"
     assert [(a["customer_id"], a["kind"], a["at"]) for a in w.alerts] == [
-        ("quiet", "decline", "2024-03-31T12:00:00Z")]  # dated at the deadline, not at day 91
+        ("quiet", "decline", "2024-03-31T12:00:00Z")
+    ]  # dated at the deadline, not at day 91
 
 
 def test_a_deadline_fires_only_once_stream_time_has_passed_it_by_the_allowed_lateness() -> None:
@@ -102,8 +107,7 @@ def test_without_the_wall_clock_a_quiet_partition_waits_for_event_time() -> None
     assert w.stage("quiet") == "exploration"
 
 
-def test_the_deadline_index_stays_under_twice_its_customers_however_often_deadlines_move(
-) -> None:
+def test_the_deadline_index_stays_under_twice_its_customers_however_often_deadlines_move() -> None:
     index = DeadlineIndex()
     for step in range(200):
         for c in range(100):
@@ -112,8 +116,7 @@ def test_the_deadline_index_stays_under_twice_its_customers_however_often_deadli
     assert len(index) <= 2 * 100 + 1024
 
 
-def test_the_deadline_index_hands_out_only_each_customers_latest_deadline_in_time_order(
-) -> None:
+def test_the_deadline_index_hands_out_only_each_customers_latest_deadline_in_time_order() -> None:
     index = DeadlineIndex([(50, "a"), (60, "b")])
     index.set("a", 70)  # moved: 50 is stale
     index.set("c", 40)
@@ -124,11 +127,15 @@ def test_the_deadline_index_hands_out_only_each_customers_latest_deadline_in_tim
     assert index.latest == {}
 
 
-@given(st.lists(st.tuples(st.integers(0, 20), st.one_of(st.none(), st.integers(0, 1_000))),
-                max_size=300),
-       st.integers(0, 1_000))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 20), st.one_of(st.none(), st.integers(0, 1_000))), max_size=300
+    ),
+    st.integers(0, 1_000),
+)
 def test_the_deadline_index_agrees_with_a_plain_dict_of_latest_deadlines(
-        moves: list[tuple[int, int | None]], due_by: int) -> None:
+    moves: list[tuple[int, int | None]], due_by: int
+) -> None:
     index, model = DeadlineIndex(), {}
     for c, deadline in moves:
         index.set(f"C{c}", deadline)
@@ -149,8 +156,9 @@ def clock(worker: Worker, until: datetime, value: bytes | None = None) -> None:
     from agents.pipeline import CLOCK_KEY, clock_value
 
     raw = clock_value(int(until.timestamp() * 1000)) if value is None else value
-    r = worker.proc.process([RawMessage("t", 0, worker.offset, CLOCK_KEY, raw)],
-                            worker.table.get, NOW, worker.scan)
+    r = worker.proc.process(
+        [RawMessage("t", 0, worker.offset, CLOCK_KEY, raw)], worker.table.get, NOW, worker.scan
+    )
     worker.offset += 1
     worker.table.update(r.states)
     worker.alerts += [orjson.loads(v) for _, v in r.alerts]

@@ -44,13 +44,26 @@ def common(day: float = 0) -> dict:
 
 
 def complaint(category="product", severity=3, status="resolved") -> Complaint:
-    return Complaint(type="complaint", complaint_id="k", category=category, severity=severity,
-                     status=status, **common())
+    return Complaint(
+        type="complaint",
+        complaint_id="k",
+        category=category,
+        severity=severity,
+        status=status,
+        **common(),
+    )
 
 
 def call(reason="service", direction="inbound", wait_s=0, resolved=True) -> Call:
-    return Call(type="call", direction=direction, reason=reason, duration_s=60,
-                wait_s=wait_s, resolved=resolved, **common())
+    return Call(
+        type="call",
+        direction=direction,
+        reason=reason,
+        duration_s=60,
+        wait_s=wait_s,
+        resolved=resolved,
+        **common(),
+    )
 
 
 def refund(reason) -> Refund:
@@ -66,8 +79,9 @@ def survey(satisfaction) -> Survey:
 
 
 def purchase(discount=None) -> Purchase:
-    return Purchase(type="purchase", amount=Decimal("30"), currency="USD", discount=discount,
-                    **common())
+    return Purchase(
+        type="purchase", amount=Decimal("30"), currency="USD", discount=discount, **common()
+    )
 
 
 def weights_of(event) -> dict[str, float]:
@@ -103,9 +117,7 @@ def test_complaints_leave_no_signal_code_they_are_followed_by_id():
     assert signals_of(complaint("product", 5, "open")) == ()
 
 
-@pytest.mark.parametrize(
-    ("severity", "weight"), [(1, 1.4), (2, 1.8), (3, 2.2), (4, 2.6), (5, 3.0)]
-)
+@pytest.mark.parametrize(("severity", "weight"), [(1, 1.4), (2, 1.8), (3, 2.2), (4, 2.6), (5, 3.0)])
 @pytest.mark.parametrize("category", ["price", "product", "service"])
 def test_a_complaint_resolved_slowly_weighs_its_category_by_severity_and_a_little_service(
     category, severity, weight
@@ -178,7 +190,8 @@ def test_an_unresolved_call_counts_against_the_service_even_when_outbound():
 
 def test_a_long_unresolved_service_call_adds_all_three_service_weights():
     assert weights_of(call("service", wait_s=900, resolved=False)) == pytest.approx(
-        {"service": 2.8})
+        {"service": 2.8}
+    )
 
 
 @pytest.mark.parametrize(
@@ -213,9 +226,7 @@ def test_an_account_change_weighs_self_change(change, expected):
     assert weights_of(a) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize(
-    "level", ["fairly_dissatisfied", "dissatisfied", "very_dissatisfied"]
-)
+@pytest.mark.parametrize("level", ["fairly_dissatisfied", "dissatisfied", "very_dissatisfied"])
 def test_a_dissatisfied_survey_alone_names_no_type(level):
     s = survey(level)
     assert signals_of(s) == (f"survey:{level}",)
@@ -225,9 +236,7 @@ def test_a_dissatisfied_survey_alone_names_no_type(level):
     assert d.evidence == (f"{at(0):%Y-%m-%d} survey:{level}",)
 
 
-@pytest.mark.parametrize(
-    "level", ["very_satisfied", "satisfied", "fairly_satisfied", "neutral"]
-)
+@pytest.mark.parametrize("level", ["very_satisfied", "satisfied", "fairly_satisfied", "neutral"])
 def test_a_neutral_or_satisfied_survey_leaves_no_signal(level):
     assert signals_of(survey(level)) == ()
 
@@ -243,15 +252,22 @@ def test_a_purchase_leaves_no_signal_code_discounted_days_are_kept_apart():
 
 def _discount_buyer(discounted_days, plain_days):
     days = sorted(discounted_days + plain_days)
-    return classify((), ms(days[-1]) + 60 * DAY_MS, tuple(BASE_DAY + d for d in days),
-                    ms(days[-1]), discount_days=tuple(BASE_DAY + d for d in discounted_days))
+    return classify(
+        (),
+        ms(days[-1]) + 60 * DAY_MS,
+        tuple(BASE_DAY + d for d in days),
+        ms(days[-1]),
+        discount_days=tuple(BASE_DAY + d for d in discounted_days),
+    )
 
 
 def test_a_switch_from_full_price_to_discount_buying_names_price():
     d = _discount_buyer([40, 50, 60], [0, 10, 20, 30])
     assert d.type == "price" and scores(d)["price"] == 2.5
-    assert d.evidence == ("2024-03-01 switched to discount buying: the latest 3 purchase days "
-                          "on discount, 0 of the 4 before",)
+    assert d.evidence == (
+        "2024-03-01 switched to discount buying: the latest 3 purchase days "
+        "on discount, 0 of the 4 before",
+    )
 
 
 def test_two_discounted_purchases_in_a_row_at_the_end_are_enough():
@@ -277,12 +293,14 @@ def test_discounts_that_do_not_end_the_relationship_do_not_count():
 
 
 def test_the_worked_example_of_the_docs_names_product_with_confidence_0_71():
-    d = classify(sig(0, "complaint:product:5", "complaint_open") + sig(3, "refund:defective"),
-                 ms(10))
+    d = classify(
+        sig(0, "complaint:product:5", "complaint_open") + sig(3, "refund:defective"), ms(10)
+    )
     assert d.type == "product"
     assert d.confidence == 0.71
-    assert scores(d) == pytest.approx({"product": 5.0, "service": 1.0, "price": 0.0,
-                                       "self_change": 0.0})
+    assert scores(d) == pytest.approx(
+        {"product": 5.0, "service": 1.0, "price": 0.0, "self_change": 0.0}
+    )
 
 
 def test_evidence_below_the_minimum_score_names_no_type():
@@ -320,8 +338,9 @@ def test_two_types_too_close_name_no_type():
 
 def test_a_margin_of_exactly_one_and_a_half_names_the_type():
     # product 3.0 vs service 2.0 (two long waits)
-    d = classify(sig(0, "complaint:product:5") + sig(1, "call_long_wait")
-                 + sig(2, "call_long_wait"), ms(10))
+    d = classify(
+        sig(0, "complaint:product:5") + sig(1, "call_long_wait") + sig(2, "call_long_wait"), ms(10)
+    )
     assert d.type == "product"
 
 
@@ -332,19 +351,28 @@ def test_no_evidence_at_all_is_unknown_with_full_confidence():
 
 def test_no_signals_and_signals_that_weigh_nothing_give_the_same_answer():
     weightless = sig(1, "call:other") + sig(2, "account:contact_changed")
-    assert classify((), ms(10)) == classify(weightless, ms(10)) == classify(
-        sig(-400, "account:moved"), ms(10))
-    assert classify((), ms(10)).scores == (("price", 0.0), ("product", 0.0),
-                                           ("self_change", 0.0), ("service", 0.0))
+    assert (
+        classify((), ms(10))
+        == classify(weightless, ms(10))
+        == classify(sig(-400, "account:moved"), ms(10))
+    )
+    assert classify((), ms(10)).scores == (
+        ("price", 0.0),
+        ("product", 0.0),
+        ("self_change", 0.0),
+        ("service", 0.0),
+    )
 
 
 def test_evidence_is_dated_by_its_utc_day():
-    d = classify(((T0 + DAY_MS - 1, "account:moved"), (T0 + DAY_MS, "account:moved")),
-                 T0 + 2 * DAY_MS)
+    d = classify(
+        ((T0 + DAY_MS - 1, "account:moved"), (T0 + DAY_MS, "account:moved")), T0 + 2 * DAY_MS
+    )
     assert d.evidence == ("2024-01-01 account:moved", "2024-01-02 account:moved")
     far = -(1000 << 32) - DAY_MS // 2  # before 1834: the datetime formatting
     assert classify(((far, "account:moved"),), far + DAY_MS).evidence == (
-        f"{datetime.fromtimestamp(far / 1000, tz=UTC):%Y-%m-%d} account:moved",)
+        f"{datetime.fromtimestamp(far / 1000, tz=UTC):%Y-%m-%d} account:moved",
+    )
 
 
 def test_evidence_older_than_the_window_before_the_last_purchase_is_ignored():
@@ -368,11 +396,30 @@ def test_evidence_after_now_is_ignored():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 400), st.sampled_from(
-    ["complaint:price:3", "complaint:product:5", "complaint_open", "call:billing",
-     "call_long_wait", "refund:price", "refund:changed_mind", "account:moved",
-     "survey:dissatisfied", "purchase:discount", "complaint:other:2"])), max_size=30),
-    st.integers(0, 500))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 400),
+            st.sampled_from(
+                [
+                    "complaint:price:3",
+                    "complaint:product:5",
+                    "complaint_open",
+                    "call:billing",
+                    "call_long_wait",
+                    "refund:price",
+                    "refund:changed_mind",
+                    "account:moved",
+                    "survey:dissatisfied",
+                    "purchase:discount",
+                    "complaint:other:2",
+                ]
+            ),
+        ),
+        max_size=30,
+    ),
+    st.integers(0, 500),
+)
 def test_confidence_is_always_between_zero_and_one(entries, now_day):
     signals = tuple(sorted((ms(d), c) for d, c in entries))
     d = classify(signals, ms(now_day), tuple(BASE_DAY + day for day, _ in entries))
@@ -426,5 +473,3 @@ def test_record_drops_a_late_signal_older_than_a_full_log():
     for i in range(MAX_SIGNALS):
         log = record(log, ms(10 + i), ("call:price",))
     assert record(log, ms(0), ("account:moved",)) == log
-
-

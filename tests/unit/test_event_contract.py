@@ -210,31 +210,45 @@ def test_a_survey_satisfaction_outside_the_seven_levels_is_rejected(level):
 # -- what the sinks can store --------------------------------------------------------
 
 
-@pytest.mark.parametrize("occurred_at", [
-    "0001-01-01T00:00:00Z", "1900-01-01T00:00:00Z", "1969-12-31T23:59:59Z",
-    "1970-01-01T00:00:01Z", "2100-01-01T00:00:00Z", "2106-02-07T06:28:15Z",
-    "9999-12-31T23:59:59-05:00",
-])
-def test_an_occurred_at_a_clickhouse_datetime_cannot_hold_is_rejected_naming_the_range(
-        occurred_at):
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "0001-01-01T00:00:00Z",
+        "1900-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "1970-01-01T00:00:01Z",
+        "2100-01-01T00:00:00Z",
+        "2106-02-07T06:28:15Z",
+        "9999-12-31T23:59:59-05:00",
+    ],
+)
+def test_an_occurred_at_a_clickhouse_datetime_cannot_hold_is_rejected_naming_the_range(occurred_at):
     reason = rejected(message(occurred_at=occurred_at))
     assert "occurred_at" in reason
     assert "1970-01-02T00:00:00Z" in reason and "2100-01-01T00:00:00Z" in reason
 
 
-@pytest.mark.parametrize("occurred_at", [
-    "1970-01-02T00:00:00Z", "1970-01-02T01:00:00+01:00", "2099-12-31T23:59:59.999Z",
-    "2100-01-01T00:59:59+01:00",
-])
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "1970-01-02T00:00:00Z",
+        "1970-01-02T01:00:00+01:00",
+        "2099-12-31T23:59:59.999Z",
+        "2100-01-01T00:59:59+01:00",
+    ],
+)
 def test_an_occurred_at_at_the_edges_of_the_range_is_accepted(occurred_at):
     assert isinstance(decode(raw(message(occurred_at=occurred_at))), Purchase)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.datetimes(
-    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
-    timezones=st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m))),
-))
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m))),
+    )
+)
 def test_every_accepted_occurred_at_and_a_year_after_it_fit_a_clickhouse_datetime(t):
     ev = decode(raw(message(occurred_at=t.isoformat())))
     if isinstance(ev, Purchase):

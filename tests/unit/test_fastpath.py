@@ -36,8 +36,7 @@ def records(tp: TP, *offsets: int) -> list[Record]:
 
 class Harness:
     def __init__(self, fetched: dict[TP, list[Record]], active: set[TP] | None = None) -> None:
-        self.app = BatchApp("t", broker="kafka://127.0.0.1:9", store="memory://",
-                            web_enabled=False)
+        self.app = BatchApp("t", broker="kafka://127.0.0.1:9", store="memory://", web_enabled=False)
         self.consumer = c = self.app.consumer
         self.handled: list[list[Record]] = []
         self.sought: list[tuple[TP, int]] = []
@@ -154,8 +153,7 @@ def test_a_batch_that_waited_past_a_rebalance_is_neither_processed_nor_acked():
     assert h.handled == [] and h.consumer._acked[IN] == []
 
 
-def test_a_partition_assigned_again_keeps_no_acks_or_gaps_of_an_earlier_generation(
-        monkeypatch):
+def test_a_partition_assigned_again_keeps_no_acks_or_gaps_of_an_earlier_generation(monkeypatch):
     async def faust_assigned(self: Any, assigned: Any, generation_id: int = 0) -> None:
         pass  # Faust's own callback chain (tables, recovery) needs a running app
 

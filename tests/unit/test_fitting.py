@@ -24,8 +24,9 @@ def _dataset(name: str) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def sample() -> fitting.Summary:
     d = _dataset("cdnow_customers_summary_with_transactions.csv")
-    return fitting.Summary(d.x.to_numpy(float), d.t_x.to_numpy(float), d["T"].to_numpy(float),
-                           d.zbar.to_numpy(float))
+    return fitting.Summary(
+        d.x.to_numpy(float), d.t_x.to_numpy(float), d["T"].to_numpy(float), d.zbar.to_numpy(float)
+    )
 
 
 def within_1pct(got: dict[str, float], want: dict[str, float]) -> dict[str, tuple]:
@@ -45,13 +46,11 @@ def test_the_pareto_nbd_fit_reproduces_the_published_parameters(sample: fitting.
     """The same paper's Pareto/NBD on the same customers: r 0.553, alpha 10.578, s 0.606,
     beta 11.669, log-likelihood -9595.0."""
     fit = fitting.fit_purchases("pareto_nbd", sample)
-    assert within_1pct(fit.params, {"r": 0.553, "alpha": 10.578, "s": 0.606,
-                                    "beta": 11.669}) == {}
+    assert within_1pct(fit.params, {"r": 0.553, "alpha": 10.578, "s": 0.606, "beta": 11.669}) == {}
     assert fit.log_likelihood == pytest.approx(-9595.0, abs=0.1)
 
 
-def test_the_mbgnbd_fit_equals_lifetimes_fit_of_the_same_customers(
-        sample: fitting.Summary) -> None:
+def test_the_mbgnbd_fit_equals_lifetimes_fit_of_the_same_customers(sample: fitting.Summary) -> None:
     from lifetimes import ModifiedBetaGeoFitter
 
     theirs = ModifiedBetaGeoFitter().fit(sample.x, sample.tx, sample.T).params_
@@ -60,7 +59,8 @@ def test_the_mbgnbd_fit_equals_lifetimes_fit_of_the_same_customers(
 
 
 def test_the_gamma_gamma_fit_reproduces_the_published_spend_parameters(
-        sample: fitting.Summary) -> None:
+    sample: fitting.Summary,
+) -> None:
     """Fader, Hardie and Lee (2005), RFM and CLV (note 025): p 6.25, q 3.74, v 15.44."""
     spend = fitting.fit_spend(sample)
     assert spend is not None
@@ -89,13 +89,13 @@ def test_the_vectorized_spend_likelihood_is_the_domains(sample: fitting.Summary)
     gg = btyd.GammaGamma(6.25, 3.74, 15.44)
     keep = sample.x > 0
     got = fitting.spend_log_likelihoods((gg.p, gg.q, gg.v), sample.x[keep], sample.m[keep])
-    want = [gg.log_likelihood(x, m) for x, m in zip(sample.x[keep], sample.m[keep],
-                                                     strict=True)]
+    want = [gg.log_likelihood(x, m) for x, m in zip(sample.x[keep], sample.m[keep], strict=True)]
     np.testing.assert_allclose(got, want, rtol=1e-10)
 
 
-def _simulated(n: int, seed: int, split: float, horizon: float) -> tuple[fitting.Summary,
-                                                                        fitting.Holdout]:
+def _simulated(
+    n: int, seed: int, split: float, horizon: float
+) -> tuple[fitting.Summary, fitting.Holdout]:
     """Customers drawn from a Pareto/NBD (exponential lifetimes, so one-time buyers do
     leave), seen in full and at a split ``horizon`` days earlier."""
     rng = np.random.default_rng(seed)
@@ -117,8 +117,10 @@ def _simulated(n: int, seed: int, split: float, horizon: float) -> tuple[fitting
         before = d[d <= split]
         split_rows.append((len(before) - 1, before[-1] - before[0], np.floor(split) - before[0]))
         later.append(float((d > split).sum()))
-    return (fitting.Summary.of(full_rows),
-            fitting.Holdout(fitting.Summary.of(split_rows), np.array(later), int(horizon)))
+    return (
+        fitting.Summary.of(full_rows),
+        fitting.Holdout(fitting.Summary.of(split_rows), np.array(later), int(horizon)),
+    )
 
 
 def test_the_model_that_predicts_the_holdout_best_is_chosen_and_the_choice_recorded() -> None:
@@ -135,8 +137,7 @@ def test_the_model_that_predicts_the_holdout_best_is_chosen_and_the_choice_recor
     assert all(c.holdout_actual == holdout.purchases.sum() for c in report.candidates)
 
 
-def test_without_a_usable_holdout_the_highest_likelihood_is_chosen_and_nothing_calibrated(
-        ) -> None:
+def test_without_a_usable_holdout_the_highest_likelihood_is_chosen_and_nothing_calibrated() -> None:
     full, _ = _simulated(400, 2, 270.0, 90.0)
     report = fitting.fit_all(full, None)
     best = max(report.candidates, key=lambda c: c.fit.log_likelihood)
@@ -153,9 +154,16 @@ def test_a_fit_without_customers_says_so_in_one_line() -> None:
 def test_the_calibration_recovers_a_known_logistic_blend() -> None:
     rng = np.random.default_rng(3)
     n = 20000
-    features = np.column_stack([np.ones(n), rng.normal(0, 1.5, n), rng.uniform(0, 6, n),
-                                rng.uniform(0, 3, n), rng.uniform(0, 10, n),
-                                rng.uniform(3, 6, n)])
+    features = np.column_stack(
+        [
+            np.ones(n),
+            rng.normal(0, 1.5, n),
+            rng.uniform(0, 6, n),
+            rng.uniform(0, 3, n),
+            rng.uniform(0, 10, n),
+            rng.uniform(3, 6, n),
+        ]
+    )
     w = np.array([-1.0, 0.8, 0.5, -0.7, 0.05, 0.2])
     y = rng.random(n) < 1 / (1 + np.exp(-features @ w))
     got = fitting.fit_calibration(features, y, l2=0.0)

@@ -40,13 +40,24 @@ def ms(day: float, hour: int = 12) -> int:
 
 
 def purchase(day: float, amount: str | int = "30", hour: int = 12) -> Purchase:
-    return Purchase(event_id=f"p{next(_ids)}", customer_id=CID, type="purchase",
-                    occurred_at=at(day, hour), amount=Decimal(str(amount)), currency="USD")
+    return Purchase(
+        event_id=f"p{next(_ids)}",
+        customer_id=CID,
+        type="purchase",
+        occurred_at=at(day, hour),
+        amount=Decimal(str(amount)),
+        currency="USD",
+    )
 
 
 def closed(day: float) -> Account:
-    return Account(event_id=f"a{next(_ids)}", customer_id=CID, type="account",
-                   occurred_at=at(day), change="closed")
+    return Account(
+        event_id=f"a{next(_ids)}",
+        customer_id=CID,
+        type="account",
+        occurred_at=at(day),
+        change="closed",
+    )
 
 
 def run(events, rules: Rules = lc.DEFAULT_RULES, state: CustomerState | None = None):
@@ -116,8 +127,9 @@ def test_stability_is_not_reached_with_four_purchase_days_inside_ninety_days():
 
 
 def test_stability_waits_for_the_first_purchase_once_the_tenure_is_reached():
-    s, outs = run([purchase(0), purchase(20), purchase(40), purchase(60), purchase(85),
-                   purchase(100)])
+    s, outs = run(
+        [purchase(0), purchase(20), purchase(40), purchase(60), purchase(85), purchase(100)]
+    )
     assert s.stage == STABILITY
     assert transitions(outs)[-1].at_ms == ms(100)
 
@@ -141,7 +153,9 @@ def test_a_spend_trend_exactly_at_the_threshold_is_enough():
 
 def test_promotion_never_skips_formation_even_when_stability_rules_hold():
     assert lc.promotion(EXPLORATION, (0, 30, 60, 90), 0, 91 * DAY_MS, ()) == (
-        FORMATION, "repeat purchase: 4 purchase days")
+        FORMATION,
+        "repeat purchase: 4 purchase days",
+    )
 
 
 purchase_plans = st.lists(
@@ -165,8 +179,9 @@ def test_no_stage_is_ever_skipped_on_the_way_up(plan, in_order):
             assert lc.LEVEL[t.to_stage] == lc.LEVEL[t.from_stage] + 1
         if t.to_stage == DECLINE:
             declined_from = t.from_stage
-    ups = [t.to_stage for t in transitions(outs)
-           if t.to_stage in lc.ACTIVE and t.from_stage != DECLINE]
+    ups = [
+        t.to_stage for t in transitions(outs) if t.to_stage in lc.ACTIVE and t.from_stage != DECLINE
+    ]
     # each relationship climbs exploration -> formation -> stability in that order
     climb = "".join(s[0] for s in ups)  # e, f, s
     for part in climb.split("e")[1:]:
@@ -199,9 +214,7 @@ def every(gap: int, gaps: int = 9) -> tuple[int, ...]:
         (every(70), 180),  # 3 x 70 = 210 -> clamped down to 180
     ],
 )
-def test_decline_fires_after_clamped_three_typical_gaps_dated_at_the_deadline(
-    days, decline_days
-):
+def test_decline_fires_after_clamped_three_typical_gaps_dated_at_the_deadline(days, decline_days):
     s, _ = run([purchase(d) for d in days])
     deadline = ms(days[-1]) + decline_days * DAY_MS
     assert s.next_deadline_ms == deadline
@@ -254,7 +267,9 @@ def test_one_advance_far_ahead_fires_decline_and_churned_in_order():
     # two gaps of 20, shrunk towards the default gap (the early rhythm)
     days = (BASE_DAY, BASE_DAY + 20, BASE_DAY + 40)
     assert [t.at_ms for t in transitions(outs)] == [
-        ms(40 + lc.decline_after_days(days)), ms(40 + lc.churn_after_days(days))]
+        ms(40 + lc.decline_after_days(days)),
+        ms(40 + lc.churn_after_days(days)),
+    ]
     assert s2.stage == CHURNED
 
 
@@ -361,9 +376,20 @@ def test_advance_with_an_earlier_now_does_nothing():
 
 
 def test_advance_without_any_purchase_does_nothing():
-    s, _ = run([Complaint(event_id="k", customer_id=CID, type="complaint", occurred_at=at(0),
-                          complaint_id="k1", category="price", severity=2,
-                          status="resolved")])
+    s, _ = run(
+        [
+            Complaint(
+                event_id="k",
+                customer_id=CID,
+                type="complaint",
+                occurred_at=at(0),
+                complaint_id="k1",
+                category="price",
+                severity=2,
+                status="resolved",
+            )
+        ]
+    )
     assert s.next_deadline_ms is None
     s2, outs = advance(s, ms(10_000))
     assert outs == () and s2 == s
@@ -382,9 +408,9 @@ def test_advancing_in_two_steps_equals_advancing_once_to_the_later_time(plan, a,
 
 
 events_plans = st.lists(
-    st.tuples(st.sampled_from(["purchase", "closed"]), st.integers(0, 1500),
-              st.integers(1, 300)),
-    min_size=1, max_size=25,
+    st.tuples(st.sampled_from(["purchase", "closed"]), st.integers(0, 1500), st.integers(1, 300)),
+    min_size=1,
+    max_size=25,
 )
 
 
@@ -422,10 +448,14 @@ def test_the_typical_gap_is_at_least_three_quarters_of_the_longest_recent_gap():
 
 def test_typical_gap_uses_only_the_latest_gaps_of_its_window():
     days = (0, 100, 200, 300, 400, 500, 505, 510, 515, 520)  # 5 gaps of 100, 4 of 5
-    assert typical_gap_days(days, Rules(rhythm_window=8, rhythm_min_gaps=0,
-                                        rhythm_longest_share=0.0)) == 52.5
-    assert typical_gap_days(days, Rules(rhythm_window=4, rhythm_min_gaps=0,
-                                        rhythm_longest_share=0.0)) == 5.0
+    assert (
+        typical_gap_days(days, Rules(rhythm_window=8, rhythm_min_gaps=0, rhythm_longest_share=0.0))
+        == 52.5
+    )
+    assert (
+        typical_gap_days(days, Rules(rhythm_window=4, rhythm_min_gaps=0, rhythm_longest_share=0.0))
+        == 5.0
+    )
 
 
 def test_an_early_rhythm_leans_on_the_default_gap_until_enough_gaps_are_seen():
@@ -474,8 +504,9 @@ def test_custom_rules_change_the_stability_thresholds():
 
 
 def test_custom_rules_change_the_silence_limits():
-    rules = Rules(decline_factor=2, decline_min_days=5, churn_factor=4, churn_min_days=10,
-                  rhythm_min_gaps=0)
+    rules = Rules(
+        decline_factor=2, decline_min_days=5, churn_factor=4, churn_min_days=10, rhythm_min_gaps=0
+    )
     s, _ = run([purchase(0), purchase(10), purchase(20)], rules)
     assert s.next_deadline_ms == ms(20) + 20 * DAY_MS
     s, outs = advance(s, ms(1000), rules)
@@ -500,8 +531,10 @@ def test_a_reactivated_relationship_reaches_stability_on_its_own_spend():
     s, _ = advance(s, ms(1000))
     assert s.stage == CHURNED
     # the same steady plan that makes a first relationship stable at day 91
-    s, _ = run([purchase(1000, 100), purchase(1030, 100), purchase(1060, 100),
-                purchase(1091, 100)], state=s)
+    s, _ = run(
+        [purchase(1000, 100), purchase(1030, 100), purchase(1060, 100), purchase(1091, 100)],
+        state=s,
+    )
     fresh, _ = run([purchase(0, 100), purchase(30, 100), purchase(60, 100), purchase(91, 100)])
     assert fresh.stage == STABILITY
     assert s.stage == STABILITY

@@ -22,8 +22,11 @@ ROWS = [
 
 def test_csv_quotes_what_needs_it_and_leaves_null_empty() -> None:
     parsed = list(csv.reader(io.StringIO(render("csv", COLS, ROWS))))
-    assert parsed == [COLS, ["c1", "12.5000", "2024-03-20 12:00:00", "a\tb"],
-                      ["c2", "-3", "", 'say "hi", then\nleave']]
+    assert parsed == [
+        COLS,
+        ["c1", "12.5000", "2024-03-20 12:00:00", "a\tb"],
+        ["c2", "-3", "", 'say "hi", then\nleave'],
+    ]
 
 
 def test_tsv_escapes_tabs_and_newlines_and_writes_null_as_backslash_n() -> None:
@@ -35,8 +38,12 @@ def test_tsv_escapes_tabs_and_newlines_and_writes_null_as_backslash_n() -> None:
 
 def test_json_gives_one_object_per_row_with_numbers_as_numbers() -> None:
     objs = [json.loads(line) for line in render("json", COLS, ROWS).splitlines()]
-    assert objs[0] == {"customer_id": "c1", "net_spend": 12.5,
-                       "last_purchase_at": "2024-03-20 12:00:00", "note": "a\tb"}
+    assert objs[0] == {
+        "customer_id": "c1",
+        "net_spend": 12.5,
+        "last_purchase_at": "2024-03-20 12:00:00",
+        "note": "a\tb",
+    }
     assert objs[1]["last_purchase_at"] is None
 
 
@@ -77,11 +84,14 @@ def test_the_alert_filter_takes_kinds_and_a_severity_by_number_or_label() -> Non
     assert AlertFilter().wants({"kind": "anything"})
 
 
-@pytest.mark.parametrize("kinds, severity, message", [
-    (["declined"], "1", "unknown alert kind declined"),
-    ([], "5", "use 1-4 or low, medium, high, critical"),
-    ([], "urgent", "use 1-4"),
-])
+@pytest.mark.parametrize(
+    "kinds, severity, message",
+    [
+        (["declined"], "1", "unknown alert kind declined"),
+        ([], "5", "use 1-4 or low, medium, high, critical"),
+        ([], "urgent", "use 1-4"),
+    ],
+)
 def test_a_wrong_alert_filter_says_what_is_allowed(kinds, severity, message) -> None:
     with pytest.raises(ValueError, match=message):
         AlertFilter.of(kinds, severity)

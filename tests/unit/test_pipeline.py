@@ -29,8 +29,9 @@ BASE = datetime(2024, 3, 1, tzinfo=UTC)
 RECEIVED = datetime(2024, 3, 2, tzinfo=UTC)
 
 
-def event(cid: str, eid: str, minutes: int = 0, type_: str = "purchase",
-          amount: str = "10.00") -> dict[str, Any]:
+def event(
+    cid: str, eid: str, minutes: int = 0, type_: str = "purchase", amount: str = "10.00"
+) -> dict[str, Any]:
     common = {
         "event_id": eid,
         "customer_id": cid,
@@ -208,8 +209,13 @@ def test_a_duplicated_event_id_at_a_new_offset_counts_as_a_duplicate():
 
 def test_stored_encode_and_decode_round_trip():
     table, proc = Table(), Processor()
-    table.run(proc, [msg(event("a", "e1", 1, amount="12.34"), 5, partition=3),
-                     msg(event("a", "e2", 60 * 50, amount="0.66"), 6, partition=3)])
+    table.run(
+        proc,
+        [
+            msg(event("a", "e1", 1, amount="12.34"), 5, partition=3),
+            msg(event("a", "e2", 60 * 50, amount="0.66"), 6, partition=3),
+        ],
+    )
     stored = Stored.decode(table.data["a"])
     assert (stored.partition, stored.offset) == (3, 6)
     assert stored.state.purchase_total == Decimal("13.00")
@@ -235,9 +241,13 @@ def message_streams(draw) -> list[RawMessage]:
         offsets[partition] = offset + 1
         kind = draw(st.sampled_from(["purchase", "survey", "duplicate", "garbage", "wrong key"]))
         eid = f"{cid}-{draw(st.integers(0, 3))}" if kind == "duplicate" else f"{cid}-e{i}"
-        ev = event(cid, eid, draw(st.integers(0, 60 * 24 * 30)),
-                   "survey" if kind == "survey" else "purchase",
-                   str(draw(st.decimals(0, 500, places=2))))
+        ev = event(
+            cid,
+            eid,
+            draw(st.integers(0, 60 * 24 * 30)),
+            "survey" if kind == "survey" else "purchase",
+            str(draw(st.decimals(0, 500, places=2))),
+        )
         if kind == "garbage":
             messages.append(msg(b"{oops", offset, partition, key=cid))
         else:
@@ -271,7 +281,7 @@ def test_the_same_messages_split_into_two_batches_give_the_same_final_state(mess
 @settings(max_examples=50, deadline=None)
 @given(messages=message_streams(), data=st.data())
 def test_redelivering_a_tail_of_the_stream_changes_no_state(messages, data):
-    tail = messages[data.draw(st.integers(0, len(messages))):]
+    tail = messages[data.draw(st.integers(0, len(messages))) :]
     table, proc, _ = run_batches([messages])
     before = dict(table.data)
     result = table.run(proc, tail)
@@ -291,8 +301,11 @@ def test_a_stream_partitioned_by_crc32_as_librdkafka_clients_do_is_accepted_whol
     from kafka.partitioner.default import murmur2
 
     customers = [f"c{i}" for i in range(40)]
-    elsewhere = [c for c in customers
-                 if crc32_partition(c.encode(), 4) != (murmur2(c.encode()) & 0x7FFFFFFF) % 4]
+    elsewhere = [
+        c
+        for c in customers
+        if crc32_partition(c.encode(), 4) != (murmur2(c.encode()) & 0x7FFFFFFF) % 4
+    ]
     assert len(elsewhere) > 20  # most land where murmur2 would not put them
     offsets = [0] * 4
     messages = []
@@ -311,8 +324,10 @@ def test_a_stream_partitioned_by_crc32_as_librdkafka_clients_do_is_accepted_whol
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.dictionaries(st.sampled_from("abcdefgh"), st.integers(0, 3), min_size=1),
-       st.lists(st.sampled_from("abcdefgh"), min_size=1, max_size=40))
+@given(
+    st.dictionaries(st.sampled_from("abcdefgh"), st.integers(0, 3), min_size=1),
+    st.lists(st.sampled_from("abcdefgh"), min_size=1, max_size=40),
+)
 def test_any_partitioner_that_keeps_each_customer_on_one_partition_is_accepted(home, order):
     order = [c for c in order if c in home]
     offsets = [0] * 4
@@ -334,12 +349,15 @@ def test_an_event_the_domain_cannot_process_is_dead_lettered_not_raised(monkeypa
     monkeypatch.setattr(pipeline, "apply", broken)  # a stand-in for a bug in the domain
     result = Table().run(Processor(), [msg(event("a", "e1", 0), 0)])
     assert result.rejected == 1 and result.accepted == 0
-    assert "could not be processed: ZeroDivisionError" in orjson.loads(
-        result.dead_letters[0][1])["reason"]
+    assert (
+        "could not be processed: ZeroDivisionError"
+        in orjson.loads(result.dead_letters[0][1])["reason"]
+    )
 
 
 def test_an_event_that_fails_half_applied_leaves_its_customer_as_the_earlier_events_made_it(
-        monkeypatch):
+    monkeypatch,
+):
     import agents.pipeline as pipeline
 
     real = pipeline.apply
@@ -423,7 +441,8 @@ def test_a_customer_deleted_from_the_table_starts_afresh_despite_the_cache():
 
 
 def test_the_cache_keeps_at_most_state_cache_customers_the_least_recently_used_go_first(
-        monkeypatch):
+    monkeypatch,
+):
     decoded = count_decodes(monkeypatch)
     table, proc = Table(), Processor(state_cache=2)
     table.run(proc, [msg(event(c, f"{c}1", 1), i) for i, c in enumerate("abc")])
@@ -445,12 +464,22 @@ def test_a_processor_without_a_cache_decodes_every_customer_each_batch(monkeypat
 def test_forgetting_partitions_drops_their_cached_states(monkeypatch):
     decoded = count_decodes(monkeypatch)
     table, proc = Table(), Processor()
-    table.run(proc, [msg(event("a", "a1", 1, "survey"), 0, partition=0),
-                     msg(event("b", "b1", 1, "survey"), 0, partition=1)])
+    table.run(
+        proc,
+        [
+            msg(event("a", "a1", 1, "survey"), 0, partition=0),
+            msg(event("b", "b1", 1, "survey"), 0, partition=1),
+        ],
+    )
     proc.forget([1])
     assert set(proc._cache) == {"a"}
-    table.run(proc, [msg(event("a", "a2", 2, "survey"), 1, partition=0),
-                     msg(event("b", "b2", 2, "survey"), 1, partition=1)])
+    table.run(
+        proc,
+        [
+            msg(event("a", "a2", 2, "survey"), 1, partition=0),
+            msg(event("b", "b2", 2, "survey"), 1, partition=1),
+        ],
+    )
     assert "b" in decoded and "a" not in decoded
 
 
@@ -462,8 +491,9 @@ def test_a_batch_that_fails_half_way_leaves_the_cache_consistent_with_the_table(
         raise OSError("the table is gone")
 
     try:  # the events of a were applied, then the batch failed: nothing was stored
-        proc.process([msg(event("a", "e2", 2), 1)], table.load, RECEIVED, broken_scan,
-                     partitions=[7])
+        proc.process(
+            [msg(event("a", "e2", 2), 1)], table.load, RECEIVED, broken_scan, partitions=[7]
+        )
     except OSError:
         pass
     table.run(proc, [msg(event("a", "e2", 2), 1)])  # the redelivery
@@ -490,8 +520,9 @@ def test_a_customers_message_on_a_second_partition_is_dead_lettered_naming_both(
     table, proc = Table(), Processor(partitions=partitions)
     table.run(proc, [msg(event("a", "e1", 1), 0, partition=0)])
     before = table.data["a"]
-    result = table.run(proc, [msg(event("a", "e2", 2), 0, partition=1),
-                              msg(event("b", "e3", 3), 1, partition=1)])
+    result = table.run(
+        proc, [msg(event("a", "e2", 2), 0, partition=1), msg(event("b", "e3", 3), 1, partition=1)]
+    )
     assert (result.accepted, result.rejected) == (1, 1)
     reason = orjson.loads(result.dead_letters[0][1])["reason"]
     assert "partition 1" in reason and "on partition 0" in reason and "'a'" in reason
@@ -501,8 +532,9 @@ def test_a_customers_message_on_a_second_partition_is_dead_lettered_naming_both(
 
 def test_a_new_customer_on_two_partitions_in_one_batch_keeps_the_first():
     table, proc = Table(), Processor()
-    result = table.run(proc, [msg(event("a", "e1", 1), 0, partition=0),
-                              msg(event("a", "e2", 2), 0, partition=1)])
+    result = table.run(
+        proc, [msg(event("a", "e1", 1), 0, partition=0), msg(event("a", "e2", 2), 0, partition=1)]
+    )
     assert (result.accepted, result.rejected) == (1, 1)
     assert Stored.decode(table.data["a"]).partition == 0
     assert proc.population().count == 1
@@ -512,22 +544,36 @@ def test_a_customer_whose_key_moved_with_a_new_partition_count_stays_on_its_part
     from kafka.partitioner.default import murmur2
 
     def scan_of(table: Table):
-        return lambda p: [(c, raw) for c, raw in table.data.items()
-                          if Stored.partition_of(raw) == p]
+        return lambda p: [
+            (c, raw) for c, raw in table.data.items() if Stored.partition_of(raw) == p
+        ]
 
-    cid = next(c for c in (f"c{i}" for i in range(100))
-               if (murmur2(c.encode()) & 0x7FFFFFFF) % 4 != (murmur2(c.encode()) & 0x7FFFFFFF) % 8)
+    cid = next(
+        c
+        for c in (f"c{i}" for i in range(100))
+        if (murmur2(c.encode()) & 0x7FFFFFFF) % 4 != (murmur2(c.encode()) & 0x7FFFFFFF) % 8
+    )
     old, new = ((murmur2(cid.encode()) & 0x7FFFFFFF) % n for n in (4, 8))
     table = Table()
-    table.data.update(Processor(partitions=4).process(
-        [msg(event(cid, "e1", 1), 0, partition=old)], table.load, RECEIVED).states)
+    table.data.update(
+        Processor(partitions=4)
+        .process([msg(event(cid, "e1", 1), 0, partition=old)], table.load, RECEIVED)
+        .states
+    )
     before = table.data[cid]
     proc = Processor(partitions=8)  # restarted after the topic got 8 partitions
-    result = proc.process([msg(event(cid, "e2", 2), 0, partition=new)], table.load, RECEIVED,
-                          scan_of(table), partitions=[old])
+    result = proc.process(
+        [msg(event(cid, "e2", 2), 0, partition=new)],
+        table.load,
+        RECEIVED,
+        scan_of(table),
+        partitions=[old],
+    )
     assert (result.accepted, result.rejected) == (0, 1)
-    assert f"but customer {cid!r} is on partition {old}" in orjson.loads(
-        result.dead_letters[0][1])["reason"]
+    assert (
+        f"but customer {cid!r} is on partition {old}"
+        in orjson.loads(result.dead_letters[0][1])["reason"]
+    )
     assert cid not in result.states and table.data[cid] == before
     assert proc.sketches[old].count == 1 and proc.population().count == 1
 

@@ -13,9 +13,14 @@ from touchstream.domain.scoring import RfmSketches, cutoffs_from, point_of
 NOW = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def run(proc: Processor, table: dict[str, bytes], events: list[dict],
-        offsets: dict[int, int] | None = None) -> None:
+def run(
+    proc: Processor,
+    table: dict[str, bytes],
+    events: list[dict],
+    offsets: dict[int, int] | None = None,
+) -> None:
     """Two partitions (by the customer id's last digit), batches of 97 messages."""
+
     def scan(p: int):
         return [(k, v) for k, v in table.items() if Stored.partition_of(v) == p]
 
@@ -26,8 +31,7 @@ def run(proc: Processor, table: dict[str, bytes], events: list[dict],
         msgs = []
         for e in events[i : i + 97]:
             p = int(e["customer_id"][-1]) % 2
-            msgs.append(RawMessage("t", p, offsets[p], e["customer_id"].encode(),
-                                   orjson.dumps(e)))
+            msgs.append(RawMessage("t", p, offsets[p], e["customer_id"].encode(), orjson.dumps(e)))
             offsets[p] += 1
         table.update(proc.process(msgs, table.get, NOW, scan).states)
 
@@ -70,9 +74,15 @@ def test_cutoffs_are_quintiles_unless_fixed_thresholds_are_configured() -> None:
     proc, table = Processor(), {}
     run(proc, table, list(sample_events(customers=40)))
     quintile = cutoffs_row_for(proc.population(), proc.stream_time, Settings())
-    fixed = cutoffs_row_for(proc.population(), proc.stream_time, Settings(
-        rfm_fixed_recency_days=[365, 180, 90, 30], rfm_fixed_frequency=[2, 3, 5, 8],
-        rfm_fixed_monetary=[50, 100, 250, 1000]))
+    fixed = cutoffs_row_for(
+        proc.population(),
+        proc.stream_time,
+        Settings(
+            rfm_fixed_recency_days=[365, 180, 90, 30],
+            rfm_fixed_frequency=[2, 3, 5, 8],
+            rfm_fixed_monetary=[50, 100, 250, 1000],
+        ),
+    )
     assert quintile is not None and fixed is not None
     assert quintile[1:3] == ("quantile", proc.population().count)
     assert fixed[1] == "fixed" and fixed[7:11] == (2, 3, 5, 8)

@@ -14,9 +14,18 @@ from touchstream.profile import live_profile, month_figures, month_start_day
 def state_of(purchases: list[tuple[str, str]]):
     state = None
     for i, (when, amount) in enumerate(purchases):
-        ev = decode(json.dumps({"event_id": f"e{i}", "customer_id": "c", "type": "purchase",
-                                "amount": amount, "currency": "EUR",
-                                "occurred_at": when}).encode())
+        ev = decode(
+            json.dumps(
+                {
+                    "event_id": f"e{i}",
+                    "customer_id": "c",
+                    "type": "purchase",
+                    "amount": amount,
+                    "currency": "EUR",
+                    "occurred_at": when,
+                }
+            ).encode()
+        )
         state, _ = step(state, ev)
     return state
 
@@ -30,8 +39,14 @@ def test_the_month_starts_on_its_first_utc_day() -> None:
 
 
 def test_visits_are_purchase_days_this_month_and_spend_their_purchases() -> None:
-    s = state_of([("2024-02-27T10:00:00Z", "9"), ("2024-03-02T10:00:00Z", "30"),
-                  ("2024-03-15T10:00:00Z", "20"), ("2024-03-15T18:00:00Z", "5")])
+    s = state_of(
+        [
+            ("2024-02-27T10:00:00Z", "9"),
+            ("2024-03-02T10:00:00Z", "30"),
+            ("2024-03-15T10:00:00Z", "20"),
+            ("2024-03-15T18:00:00Z", "5"),
+        ]
+    )
     assert month_figures(s, ms("2024-03-20T12:00:00")) == (2, 55.0, True)
     p = live_profile(s, ms("2024-03-20T12:00:00"), 3.0)
     assert (p["month"], p["visits_this_month"], p["spend_this_month"]) == ("2024-03", 2, "55.0")

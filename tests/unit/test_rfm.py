@@ -69,10 +69,24 @@ def refund(day, amount, *, cid=CID, eid=None) -> Refund:
 def other_events(day: int, cid: str = CID) -> list:
     common = {"customer_id": cid, "occurred_at": at(day)}
     return [
-        Call(type="call", event_id=_next_id(), direction="inbound", reason="price",
-             duration_s=60, resolved=True, **common),
-        Complaint(type="complaint", event_id=_next_id(), complaint_id="k", category="price",
-                  severity=2, status="open", **common),
+        Call(
+            type="call",
+            event_id=_next_id(),
+            direction="inbound",
+            reason="price",
+            duration_s=60,
+            resolved=True,
+            **common,
+        ),
+        Complaint(
+            type="complaint",
+            event_id=_next_id(),
+            complaint_id="k",
+            category="price",
+            severity=2,
+            status="open",
+            **common,
+        ),
         Survey(type="survey", event_id=_next_id(), satisfaction="neutral", **common),
         Account(type="account", event_id=_next_id(), change="moved", **common),
     ]
@@ -115,7 +129,10 @@ def test_two_purchases_on_the_same_utc_day_count_as_one_purchase_day_but_two_pur
 
 def test_purchase_days_are_utc_calendar_days_whatever_the_offset_of_the_event_time():
     late_evening_utc = Purchase(
-        type="purchase", event_id=_next_id(), customer_id=CID, amount=Decimal(5),
+        type="purchase",
+        event_id=_next_id(),
+        customer_id=CID,
+        amount=Decimal(5),
         currency="EUR",
         # 01:00 on day 2 at +02:00 is 23:00 UTC on day 1.
         occurred_at=(BASE + timedelta(days=2, hours=1)).replace(
@@ -250,20 +267,26 @@ seconds_of_day = st.integers(0, DAY_MS // 1000 - 1)
 
 @st.composite
 def purchase_lists(draw, cid: str = CID, min_size: int = 1, max_size: int = 25):
-    specs = draw(st.lists(st.tuples(days, seconds_of_day, amounts), min_size=min_size,
-                          max_size=max_size))
-    return [purchase(d, a, cid=cid, eid=f"{cid}-p{i}", seconds=s)
-            for i, (d, s, a) in enumerate(specs)]
+    specs = draw(
+        st.lists(st.tuples(days, seconds_of_day, amounts), min_size=min_size, max_size=max_size)
+    )
+    return [
+        purchase(d, a, cid=cid, eid=f"{cid}-p{i}", seconds=s) for i, (d, s, a) in enumerate(specs)
+    ]
 
 
 @st.composite
 def mixed_events(draw, cid: str = CID, max_size: int = 25):
     """Purchases, refunds and the other types for one customer, with unique ids."""
     events = []
-    for i, (kind, d, a) in enumerate(draw(st.lists(
-        st.tuples(st.sampled_from(["purchase", "refund", "other"]), days, amounts),
-        max_size=max_size,
-    ))):
+    for i, (kind, d, a) in enumerate(
+        draw(
+            st.lists(
+                st.tuples(st.sampled_from(["purchase", "refund", "other"]), days, amounts),
+                max_size=max_size,
+            )
+        )
+    ):
         eid = f"{cid}-e{i}"
         if kind == "purchase":
             events.append(purchase(d, a, cid=cid, eid=eid))
@@ -276,8 +299,17 @@ def mixed_events(draw, cid: str = CID, max_size: int = 25):
 
 
 def summary(s: CustomerState) -> tuple:
-    return (s.purchases, s.frequency, s.recency_span_days, s.monetary_value, s.purchase_total,
-            s.first_purchase_ms, s.last_purchase_ms, s.purchase_days, s.first_day_spend)
+    return (
+        s.purchases,
+        s.frequency,
+        s.recency_span_days,
+        s.monetary_value,
+        s.purchase_total,
+        s.first_purchase_ms,
+        s.last_purchase_ms,
+        s.purchase_days,
+        s.first_day_spend,
+    )
 
 
 @settings(max_examples=100, deadline=None)
@@ -309,7 +341,7 @@ def test_step_batch_over_interleaved_customers_equals_folding_each_customer(data
     # Some customers already have a state from an earlier batch.
     split = {c: data.draw(st.integers(0, len(evs))) for c, evs in per_customer.items()}
     earlier = {c: fold(evs[: split[c]]) for c, evs in per_customer.items() if split[c]}
-    queues = {c: list(evs[split[c]:]) for c, evs in per_customer.items()}
+    queues = {c: list(evs[split[c] :]) for c, evs in per_customer.items()}
     batch = []
     while any(queues.values()):
         c = data.draw(st.sampled_from([c for c, q in queues.items() if q]))
@@ -362,8 +394,9 @@ def reference_summary(transactions: list[tuple[int, Decimal]], as_of_day: int) -
 
 
 def domain_summary(s: CustomerState, as_of_ms: int) -> LifetimesSummary:
-    return LifetimesSummary(s.frequency, s.recency_span_days, s.age_days(as_of_ms),
-                            s.monetary_value)
+    return LifetimesSummary(
+        s.frequency, s.recency_span_days, s.age_days(as_of_ms), s.monetary_value
+    )
 
 
 @settings(max_examples=100, deadline=None)
@@ -379,27 +412,41 @@ def test_the_summary_matches_a_reference_reimplementation_of_lifetimes(events, a
 def test_the_reference_reimplementation_agrees_with_lifetimes_itself():
     pd = pytest.importorskip("pandas")
     lifetimes_utils = pytest.importorskip("lifetimes.utils")
-    rows = [("a", 1, "10"), ("a", 1, "5"), ("a", 3, "7"), ("a", 5, "9"), ("b", 2, "3"),
-            ("c", 0, "1"), ("c", 2, "4"), ("c", 2, "6"), ("c", 9, "2")]
+    rows = [
+        ("a", 1, "10"),
+        ("a", 1, "5"),
+        ("a", 3, "7"),
+        ("a", 5, "9"),
+        ("b", 2, "3"),
+        ("c", 0, "1"),
+        ("c", 2, "4"),
+        ("c", 2, "6"),
+        ("c", 9, "2"),
+    ]
     as_of_day = 12
-    frame = pd.DataFrame({
-        "customer": [c for c, _, _ in rows],
-        "date": [BASE + timedelta(days=d, hours=12) for _, d, _ in rows],
-        "amount": [float(a) for _, _, a in rows],
-    })
+    frame = pd.DataFrame(
+        {
+            "customer": [c for c, _, _ in rows],
+            "date": [BASE + timedelta(days=d, hours=12) for _, d, _ in rows],
+            "amount": [float(a) for _, _, a in rows],
+        }
+    )
     frame["date"] = frame["date"].dt.tz_localize(None)
     expected = lifetimes_utils.summary_data_from_transaction_data(
-        frame, "customer", "date", "amount",
+        frame,
+        "customer",
+        "date",
+        "amount",
         observation_period_end=(BASE + timedelta(days=as_of_day)).replace(tzinfo=None),
         freq="D",
     )
     for customer in ("a", "b", "c"):
-        mine = reference_summary(
-            [(d, Decimal(a)) for c, d, a in rows if c == customer], as_of_day
-        )
+        mine = reference_summary([(d, Decimal(a)) for c, d, a in rows if c == customer], as_of_day)
         theirs = expected.loc[customer]
         assert (mine.frequency, mine.recency, mine.T) == (
-            theirs["frequency"], theirs["recency"], theirs["T"]
+            theirs["frequency"],
+            theirs["recency"],
+            theirs["T"],
         ), customer
         assert float(mine.monetary_value) == pytest.approx(theirs["monetary_value"]), customer
         events = [purchase(d, a, cid=customer) for c, d, a in rows if c == customer]

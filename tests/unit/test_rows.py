@@ -34,31 +34,53 @@ def column(table, row, name):
 
 
 def test_event_row_puts_type_specific_fields_into_the_attributes_json():
-    ev = Purchase(type="purchase", amount=Decimal("11.77"), currency="EUR", order_id="o-1",
-                  discount=0.25, channel="web", source="pos", **COMMON)
+    ev = Purchase(
+        type="purchase",
+        amount=Decimal("11.77"),
+        currency="EUR",
+        order_id="o-1",
+        discount=0.25,
+        channel="web",
+        source="pos",
+        **COMMON,
+    )
     row = event_row(ev, version=3, partition=1, offset=42)
     assert len(row) == len(EVENTS.columns)
     assert json.loads(column(EVENTS, row, "attributes")) == {
-        "order_id": "o-1", "discount": 0.25, "channel": "web",
+        "order_id": "o-1",
+        "discount": 0.25,
+        "channel": "web",
     }
     assert column(EVENTS, row, "amount") == Decimal("11.77")
     assert column(EVENTS, row, "currency") == "EUR"
     assert column(EVENTS, row, "source") == "pos"
     assert column(EVENTS, row, "type") == "purchase"
     assert column(EVENTS, row, "occurred_at") == epoch_ms(datetime(2024, 3, 1, 10, 0, tzinfo=UTC))
-    assert (column(EVENTS, row, "kafka_partition"), column(EVENTS, row, "kafka_offset"),
-            column(EVENTS, row, "version")) == (1, 42, 3)
+    assert (
+        column(EVENTS, row, "kafka_partition"),
+        column(EVENTS, row, "kafka_offset"),
+        column(EVENTS, row, "version"),
+    ) == (1, 42, 3)
 
 
 def test_event_row_gives_non_money_events_amount_zero_and_no_currency():
-    ev = Call(type="call", direction="outbound", reason="billing", duration_s=90.5,
-              resolved=False, **COMMON)
+    ev = Call(
+        type="call",
+        direction="outbound",
+        reason="billing",
+        duration_s=90.5,
+        resolved=False,
+        **COMMON,
+    )
     row = event_row(ev, version=1, partition=0, offset=0)
     assert column(EVENTS, row, "amount") == Decimal(0)
     assert column(EVENTS, row, "currency") == ""
     assert column(EVENTS, row, "source") == ""
     assert json.loads(column(EVENTS, row, "attributes")) == {
-        "direction": "outbound", "reason": "billing", "duration_s": 90.5, "wait_s": 0,
+        "direction": "outbound",
+        "reason": "billing",
+        "duration_s": 90.5,
+        "wait_s": 0,
         "resolved": False,
     }
 
@@ -79,8 +101,11 @@ def test_event_row_attributes_never_repeat_the_common_columns():
 
 @pytest.mark.parametrize("with_purchase", [True, False])
 def test_state_row_has_one_value_per_customer_state_column(with_purchase):
-    ev = (Purchase(type="purchase", amount=Decimal(5), currency="EUR", **COMMON)
-          if with_purchase else Survey(type="survey", satisfaction="neutral", **COMMON))
+    ev = (
+        Purchase(type="purchase", amount=Decimal(5), currency="EUR", **COMMON)
+        if with_purchase
+        else Survey(type="survey", satisfaction="neutral", **COMMON)
+    )
     s, _ = step(None, ev)
     row = state_row(s)
     assert len(row) == len(CUSTOMER_STATE.columns)
@@ -93,10 +118,17 @@ def test_state_row_has_one_value_per_customer_state_column(with_purchase):
 
 
 def test_state_row_carries_the_lifetimes_summary_in_its_named_columns():
-    s = CustomerState(customer_id="c", version=4, purchases=4, purchase_total=Decimal(31),
-                      refund_total=Decimal(2), purchase_days=(10, 12, 14),
-                      first_day_spend=Decimal(15), first_purchase_ms=10 * 86_400_000,
-                      last_purchase_ms=14 * 86_400_000)
+    s = CustomerState(
+        customer_id="c",
+        version=4,
+        purchases=4,
+        purchase_total=Decimal(31),
+        refund_total=Decimal(2),
+        purchase_days=(10, 12, 14),
+        first_day_spend=Decimal(15),
+        first_purchase_ms=10 * 86_400_000,
+        last_purchase_ms=14 * 86_400_000,
+    )
     row = state_row(s)
     assert column(CUSTOMER_STATE, row, "frequency") == 2
     assert column(CUSTOMER_STATE, row, "recency") == 4
@@ -132,14 +164,14 @@ def test_migrations_create_data_tables_if_missing_and_replace_views_in_place():
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS analytics"
     for sql in statements:
         assert not sql.startswith("DROP"), "nothing is dropped: views are replaced in place"
-        assert re.match(r"^CREATE (DATABASE IF NOT EXISTS|TABLE IF NOT EXISTS|OR REPLACE VIEW) ",
-                        sql), sql
+        assert re.match(
+            r"^CREATE (DATABASE IF NOT EXISTS|TABLE IF NOT EXISTS|OR REPLACE VIEW) ", sql
+        ), sql
     for table in TABLES:
         assert any(f"IF NOT EXISTS analytics.{table.name} (" in sql for sql in statements)
     views = list(view_definitions("analytics"))
-    assert views[:len(VIEWS)] == list(VIEWS)
-    assert [s.split()[4] for s in statements if " VIEW " in s] == [
-        f"analytics.{v}" for v in views]
+    assert views[: len(VIEWS)] == list(VIEWS)
+    assert [s.split()[4] for s in statements if " VIEW " in s] == [f"analytics.{v}" for v in views]
 
 
 def test_a_configured_segment_map_goes_into_the_scores_view():
@@ -153,8 +185,9 @@ def test_a_configured_segment_map_goes_into_the_scores_view():
 
 def _attributes_by_pydantic(ev) -> dict:
     common = {"event_id", "customer_id", "type", "occurred_at", "source", "amount", "currency"}
-    return {k: v for k, v in ev.model_dump(mode="json", exclude_none=True).items()
-            if k not in common}
+    return {
+        k: v for k, v in ev.model_dump(mode="json", exclude_none=True).items() if k not in common
+    }
 
 
 texts = st.text(min_size=1, max_size=8).filter(lambda s: s.strip())
@@ -165,26 +198,53 @@ numbers = st.integers(0, 10**6) | st.floats(0, 10**6) | st.sampled_from(["7", "1
 def raw_events(draw) -> dict:
     """JSON objects of every event type, optional fields sent, null or left out."""
     kind = draw(st.sampled_from(["purchase", "call", "complaint", "refund", "survey", "account"]))
-    e = {"event_id": "e1", "customer_id": "c1", "type": kind,
-         "occurred_at": "2024-03-01T12:00:00+02:00"}
+    e = {
+        "event_id": "e1",
+        "customer_id": "c1",
+        "type": kind,
+        "occurred_at": "2024-03-01T12:00:00+02:00",
+    }
     fields = {
-        "purchase": {"amount": st.just("1.50"), "currency": st.just("EUR"),
-                     "order_id": st.none() | texts, "discount": st.none() | st.floats(0, 1),
-                     "category": st.none() | texts, "channel": st.none() | texts},
-        "call": {"direction": st.sampled_from(["inbound", "outbound"]),
-                 "reason": st.sampled_from(["price", "billing"]), "duration_s": numbers,
-                 "wait_s": numbers, "resolved": st.booleans() | st.just("yes")},
-        "complaint": {"complaint_id": texts, "category": st.just("service"),
-                      "severity": st.integers(1, 5) | st.just(2.0), "status": st.just("open")},
+        "purchase": {
+            "amount": st.just("1.50"),
+            "currency": st.just("EUR"),
+            "order_id": st.none() | texts,
+            "discount": st.none() | st.floats(0, 1),
+            "category": st.none() | texts,
+            "channel": st.none() | texts,
+        },
+        "call": {
+            "direction": st.sampled_from(["inbound", "outbound"]),
+            "reason": st.sampled_from(["price", "billing"]),
+            "duration_s": numbers,
+            "wait_s": numbers,
+            "resolved": st.booleans() | st.just("yes"),
+        },
+        "complaint": {
+            "complaint_id": texts,
+            "category": st.just("service"),
+            "severity": st.integers(1, 5) | st.just(2.0),
+            "status": st.just("open"),
+        },
         "refund": {"amount": st.just(3), "order_id": st.none() | texts, "reason": st.just("price")},
         "survey": {"satisfaction": st.just("neutral")},
         "account": {"change": st.just("moved")},
     }[kind]
     for name, values in fields.items():
-        if draw(st.booleans()) or name in ("amount", "currency", "direction", "reason",
-                                           "duration_s", "resolved", "complaint_id",
-                                           "category", "severity", "status",
-                                           "satisfaction", "change"):
+        if draw(st.booleans()) or name in (
+            "amount",
+            "currency",
+            "direction",
+            "reason",
+            "duration_s",
+            "resolved",
+            "complaint_id",
+            "category",
+            "severity",
+            "status",
+            "satisfaction",
+            "change",
+        ):
             e[name] = draw(values)
     return e
 
@@ -204,8 +264,14 @@ def test_every_datetime_column_of_the_worker_rows_is_epoch_milliseconds():
     from sinks.tables import BY_NAME
 
     def purchase(i: int, day: int) -> RawMessage:
-        e = {"event_id": f"e{i}", "customer_id": "c1", "type": "purchase", "amount": "900",
-             "currency": "EUR", "occurred_at": f"2024-03-{day:02d}T12:00:00.250+02:00"}
+        e = {
+            "event_id": f"e{i}",
+            "customer_id": "c1",
+            "type": "purchase",
+            "amount": "900",
+            "currency": "EUR",
+            "occurred_at": f"2024-03-{day:02d}T12:00:00.250+02:00",
+        }
         return RawMessage("t", 0, i, b"c1", orjson.dumps(e))
 
     proc, table = Processor(), {}
@@ -213,13 +279,23 @@ def test_every_datetime_column_of_the_worker_rows_is_epoch_milliseconds():
     batches = [[purchase(i, 1 + 3 * i) for i in range(6)], [RawMessage("t", 0, 6, b"c1", b"x")]]
     for i, batch in enumerate(batches):
         wall = epoch_ms(WHEN) + 400 * 86_400_000 if i else None  # silence: decline, churn
-        r = proc.process(batch, table.get, datetime(2024, 5, 1, tzinfo=UTC), wall_ms=wall,
-                         partitions=[0])
+        r = proc.process(
+            batch, table.get, datetime(2024, 5, 1, tzinfo=UTC), wall_ms=wall, partitions=[0]
+        )
         table.update(r.states)
         for name, rows in r.rows.items():
             seen.setdefault(name, []).extend(rows)
-    assert all(seen[name] for name in ("events", "customer_state", "transitions", "alerts",
-                                        "dead_letters", "stream_clock"))
+    assert all(
+        seen[name]
+        for name in (
+            "events",
+            "customer_state",
+            "transitions",
+            "alerts",
+            "dead_letters",
+            "stream_clock",
+        )
+    )
     for name, rows in seen.items():
         columns = [i for i, (_, ty) in enumerate(BY_NAME[name].columns) if "DateTime" in ty]
         for row in rows:

@@ -63,9 +63,9 @@ def scores_of(values, sketch: Sketch) -> list[int]:
 
 
 # integer-valued quantities (purchase days, day numbers) and real ones (money)
-ints = st.integers(-10**6, 10**6)
+ints = st.integers(-(10**6), 10**6)
 small_ints = st.integers(-127, 127)
-reals = st.integers(-10**11, 10**11).map(lambda cents: cents / 100)  # money, up to 1e9
+reals = st.integers(-(10**11), 10**11).map(lambda cents: cents / 100)  # money, up to 1e9
 int_lists = st.lists(ints, max_size=15)
 real_lists = st.lists(reals, max_size=30)
 
@@ -229,8 +229,6 @@ def test_a_sketch_round_trips_through_json_as_sorted_bucket_count_pairs(values):
     assert rec == sorted(rec) and all(len(pair) == 2 for pair in rec)
 
 
-
-
 # -- scores ------------------------------------------------------------------------------
 
 
@@ -253,7 +251,10 @@ def test_a_tie_group_takes_the_score_of_its_lowest_member():
     # 60% one-time buyers: they are the bottom of F, not its middle
     f = sketch_of([1] * 60 + [2] * 20 + [3] * 20)
     assert sorted(set(zip([1, 2, 3], scores_of([1, 2, 3], f), strict=True))) == [
-        (1, 1), (2, 4), (3, 5)]
+        (1, 1),
+        (2, 4),
+        (3, 5),
+    ]
     everyone_alike = sketch_of([7] * 10)
     assert scores_of([7], everyone_alike) == [1]
 
@@ -287,8 +288,11 @@ def test_with_money_the_same_rule_holds_at_bucket_resolution(values):
 
 
 @PROPS
-@given(st.lists(reals, min_size=1, max_size=30), st.lists(ints, min_size=1, max_size=30),
-       st.lists(reals, min_size=2, max_size=10))
+@given(
+    st.lists(reals, min_size=1, max_size=30),
+    st.lists(ints, min_size=1, max_size=30),
+    st.lists(reals, min_size=2, max_size=10),
+)
 def test_scores_are_monotone_in_the_value(real_pop, int_pop, probes):
     for s in (sketch_of(real_pop, REAL), sketch_of(int_pop)):
         cuts = tuple(s.cut(q) for q in QUINTILES)
@@ -299,8 +303,13 @@ def test_scores_are_monotone_in_the_value(real_pop, int_pop, probes):
 
 BOUNDARY_POPULATIONS = [
     (128, [-200.5, -129, -128, -127, -1, 0, 1, 126, 127, 128, 128.5, 129, 130, 1e6]),
-    (REAL, [-(GAMMA**i) for i in range(-3, 4)] + [GAMMA**i for i in range(-3, 4)]
-     + [math.nextafter(GAMMA**i, math.inf) for i in range(-3, 4)] + [0.0, 0.01, 1.0]),
+    (
+        REAL,
+        [-(GAMMA**i) for i in range(-3, 4)]
+        + [GAMMA**i for i in range(-3, 4)]
+        + [math.nextafter(GAMMA**i, math.inf) for i in range(-3, 4)]
+        + [0.0, 0.01, 1.0],
+    ),
 ]
 
 
@@ -316,10 +325,22 @@ def test_cuts_fall_exactly_between_buckets_even_at_bucket_boundaries(exact_below
     assert s.count == n
 
 
-@pytest.mark.parametrize(("exact_below", "value"), [
-    (128, 5), (128, -5), (128, 127), (128, 300.5), (128, -128), (128, -300.5),
-    (REAL, 0.0), (REAL, 12.34), (REAL, -12.34), (REAL, -0.01), (DAY_EXACT_BELOW, 20_000),
-])
+@pytest.mark.parametrize(
+    ("exact_below", "value"),
+    [
+        (128, 5),
+        (128, -5),
+        (128, 127),
+        (128, 300.5),
+        (128, -128),
+        (128, -300.5),
+        (REAL, 0.0),
+        (REAL, 12.34),
+        (REAL, -12.34),
+        (REAL, -0.01),
+        (DAY_EXACT_BELOW, 20_000),
+    ],
+)
 def test_a_lone_customer_scores_1_and_anything_beyond_its_bucket_scores_5(exact_below, value):
     s = sketch_of([value], exact_below)
     cuts = tuple(s.cut(q) for q in QUINTILES)
@@ -330,8 +351,12 @@ def test_a_lone_customer_scores_1_and_anything_beyond_its_bucket_scores_5(exact_
 
 
 def test_fixed_cutoffs_score_recency_in_days_since_the_last_purchase_as_of_stream_time():
-    c = Cutoffs.fixed(recency_days=(365, 180, 90, 30), frequency=(2, 3, 5, 8),
-                      monetary=(50, 100, 250, 1000), as_of_day=20_000)
+    c = Cutoffs.fixed(
+        recency_days=(365, 180, 90, 30),
+        frequency=(2, 3, 5, 8),
+        monetary=(50, 100, 250, 1000),
+        as_of_day=20_000,
+    )
     assert c.kind == "fixed" and c.r == (19_635, 19_820, 19_910, 19_970)
     assert c.scores(RfmPoint(19_000, 19_970, 8, 1000.0)) == (5, 5, 5)  # 30 days: still 5
     assert c.scores(RfmPoint(19_000, 19_969, 7, 999.99)) == (4, 4, 4)
@@ -344,15 +369,21 @@ def test_cutoffs_must_be_four_ascending_thresholds():
     with pytest.raises(ValueError):
         Cutoffs((1, 2, 3, 4), (1, 2, 3, 4), (4, 3, 2, 1))
     with pytest.raises(ValueError):
-        Cutoffs.fixed(recency_days=(30, 90, 180, 365), frequency=(1, 2, 3, 4),
-                      monetary=(1, 2, 3, 4), as_of_day=100)
+        Cutoffs.fixed(
+            recency_days=(30, 90, 180, 365),
+            frequency=(1, 2, 3, 4),
+            monetary=(1, 2, 3, 4),
+            as_of_day=100,
+        )
 
 
 # -- the RFM population ------------------------------------------------------------------
 
 points = st.builds(
     lambda first, span, days, spend: RfmPoint(first, first + span, days, spend),
-    st.integers(10_000, 10_500), st.integers(0, 900), st.integers(1, 200),
+    st.integers(10_000, 10_500),
+    st.integers(0, 900),
+    st.integers(1, 200),
     st.floats(-500, 50_000).map(lambda v: round(v, 2)),
 )
 
@@ -370,8 +401,9 @@ def test_rfm_sketches_fed_batches_of_changes_hold_each_customers_latest_point(up
         pop = pop.apply(deltas[i : i + size])
     direct = RfmSketches().apply((None, p) for p in latest.values())
     assert pop == direct and pop.count == len(latest)
-    halves = [RfmSketches().apply((None, p) for c, p in latest.items() if c % 2 == k)
-              for k in (0, 1)]
+    halves = [
+        RfmSketches().apply((None, p) for c, p in latest.items() if c % 2 == k) for k in (0, 1)
+    ]
     assert halves[0].merge(halves[1]) == direct
     assert RfmSketches.from_record(json.loads(json.dumps(pop.to_record()))) == pop
 
@@ -382,8 +414,12 @@ def test_rfm_sketches_from_record_rejects_another_version():
 
 
 def test_point_of_reads_a_customer_state_and_is_none_before_a_purchase():
-    s = CustomerState("c", purchase_days=(10_000, 10_030, 10_400),
-                      purchase_total=Decimal("120.50"), refund_total=Decimal("20.50"))
+    s = CustomerState(
+        "c",
+        purchase_days=(10_000, 10_030, 10_400),
+        purchase_total=Decimal("120.50"),
+        refund_total=Decimal("20.50"),
+    )
     assert point_of(s) == RfmPoint(10_000, 10_400, 3, 100.0)
     assert point_of(CustomerState("c")) is None
 
@@ -403,21 +439,36 @@ def test_the_default_segment_map_covers_all_25_cells_with_only_the_ten_names():
     assert len(DEFAULT_SEGMENTS) == 5 and all(len(row) == 5 for row in DEFAULT_SEGMENTS)
 
 
-@pytest.mark.parametrize(("r", "f", "name"), [
-    (5, 5, "champions"), (5, 4, "champions"), (1, 5, "cant_lose"), (2, 5, "cant_lose"),
-    (1, 1, "hibernating"), (2, 2, "hibernating"), (5, 1, "new"), (4, 1, "promising"),
-    (3, 3, "need_attention"), (3, 1, "about_to_sleep"), (3, 2, "about_to_sleep"),
-    (1, 3, "at_risk"), (2, 4, "at_risk"), (3, 4, "loyal"), (3, 5, "loyal"), (4, 5, "loyal"),
-    (4, 2, "potential_loyalists"), (5, 3, "potential_loyalists"),
-])
+@pytest.mark.parametrize(
+    ("r", "f", "name"),
+    [
+        (5, 5, "champions"),
+        (5, 4, "champions"),
+        (1, 5, "cant_lose"),
+        (2, 5, "cant_lose"),
+        (1, 1, "hibernating"),
+        (2, 2, "hibernating"),
+        (5, 1, "new"),
+        (4, 1, "promising"),
+        (3, 3, "need_attention"),
+        (3, 1, "about_to_sleep"),
+        (3, 2, "about_to_sleep"),
+        (1, 3, "at_risk"),
+        (2, 4, "at_risk"),
+        (3, 4, "loyal"),
+        (3, 5, "loyal"),
+        (4, 5, "loyal"),
+        (4, 2, "potential_loyalists"),
+        (5, 3, "potential_loyalists"),
+    ],
+)
 def test_the_default_map_names_each_r_f_cell_as_the_common_segment_map_does(r, f, name):
     assert segment(r, f) == name
 
 
 def test_another_segment_map_can_be_passed_as_a_grid_or_a_mapping():
     grid = [["low"] * 5] * 2 + [["mid"] * 5] + [["high"] * 5] * 2
-    assert (segment(1, 5, grid), segment(3, 1, grid), segment(5, 5, grid)) == (
-        "low", "mid", "high")
+    assert (segment(1, 5, grid), segment(3, 1, grid), segment(5, 5, grid)) == ("low", "mid", "high")
     assert segment(2, 3, {(2, 3): "special"}) == "special"
     with pytest.raises(ValueError):
         segment(0, 3)
@@ -427,14 +478,15 @@ def test_another_segment_map_can_be_passed_as_a_grid_or_a_mapping():
 
 
 def test_the_behaviour_matrix_has_four_quadrants_and_a_threshold_value_counts_as_high():
-    q = [behaviour_quadrant(rate, amount, 4, 50)
-         for rate, amount in ((4, 50), (12, 10), (1, 300), (1, 49.99))]
+    q = [
+        behaviour_quadrant(rate, amount, 4, 50)
+        for rate, amount in ((4, 50), (12, 10), (1, 300), (1, 49.99))
+    ]
     assert q == list(QUADRANTS) == ["best", "frequent_low_spend", "rare_high_spend", "uncertain"]
 
 
 def test_the_default_thresholds_split_the_population_at_its_medians():
-    pop = RfmSketches().apply(
-        (None, RfmPoint(0, 0, d, d * 10 * 1.05**d)) for d in range(1, 101))
+    pop = RfmSketches().apply((None, RfmPoint(0, 0, d, d * 10 * 1.05**d)) for d in range(1, 101))
     rate_cut, amount_cut = medians_from(pop)
     assert 50 < rate_cut <= 51  # rate = purchase days in the first year: 51..100 frequent
     rates = [RfmPoint(0, 0, d, d * 10 * 1.05**d).rate for d in range(1, 101)]
@@ -450,8 +502,7 @@ def test_a_key_account_is_top_spend_a_year_long_four_purchase_days_and_not_decli
     assert not is_key_account(5, 364, 10, False)  # under a year
     assert not is_key_account(5, 800, 3, False)  # too few purchase days
     assert not is_key_account(5, 800, 10, True)  # in decline
-    assert is_key_account(4, 200, 2, False, min_m_score=4, min_tenure_days=180,
-                          min_purchase_days=2)
+    assert is_key_account(4, 200, 2, False, min_m_score=4, min_tenure_days=180, min_purchase_days=2)
 
 
 def test_a_transaction_buyer_bought_on_one_day_at_least_90_days_ago():
@@ -465,8 +516,8 @@ def test_a_transaction_buyer_bought_on_one_day_at_least_90_days_ago():
 
 states = st.builds(
     lambda days, bought, refunded: CustomerState(
-        "c", purchase_days=tuple(sorted(set(days))), purchase_total=bought,
-        refund_total=refunded),
+        "c", purchase_days=tuple(sorted(set(days))), purchase_total=bought, refund_total=refunded
+    ),
     st.lists(st.integers(-5_000_000, 5_000_000) | st.integers(19_000, 21_000), max_size=200),
     st.decimals(0, 10**12, places=4) | st.sampled_from([Decimal(0), Decimal("0.5")]),
     st.decimals(0, 10**9, places=4) | st.just(Decimal(0)),
@@ -480,8 +531,7 @@ def test_point_keys_are_the_buckets_of_the_customers_point(state):
 
 
 @PROPS
-@given(st.lists(st.tuples(st.integers(0, 12), points | st.none()), max_size=15),
-       st.integers(1, 7))
+@given(st.lists(st.tuples(st.integers(0, 12), points | st.none()), max_size=15), st.integers(1, 7))
 def test_moving_bucket_keys_gives_the_sketches_that_applying_the_points_gives(updates, size):
     latest: dict[int, RfmPoint | None] = {}
     deltas = []
@@ -502,6 +552,6 @@ def test_moving_keys_that_are_not_in_the_sketches_raises_unless_told_to_count_af
     with pytest.raises(ValueError, match="not in the sketch"):
         pop.move([(keys_of(b), keys_of(a))])
     assert pop.move([(keys_of(b), keys_of(a))], strict=False) == RfmSketches().apply(
-        [(None, a), (None, a)])
-    assert pop.move([(keys_of(a), keys_of(b))], strict=False) == RfmSketches().apply(
-        [(None, b)])
+        [(None, a), (None, a)]
+    )
+    assert pop.move([(keys_of(a), keys_of(b))], strict=False) == RfmSketches().apply([(None, b)])

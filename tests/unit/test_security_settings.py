@@ -37,7 +37,8 @@ def test_any_setting_can_be_read_from_a_file_without_its_trailing_newline(monkey
 
 
 def test_a_secret_file_keeps_inner_whitespace_and_strips_only_one_final_newline(
-        monkeypatch, tmp_path):
+    monkeypatch, tmp_path
+):
     (tmp_path / "pw").write_text(" pass word \n\n")
     monkeypatch.setenv("TOUCHSTREAM_KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "pw"))
     assert Settings().kafka_sasl_password == " pass word \n"
@@ -60,8 +61,14 @@ def test_a_missing_secret_file_is_an_error_naming_the_variable(monkeypatch, tmp_
 
 def test_an_unreadable_secret_file_is_a_one_line_error_from_the_command(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "TOUCHSTREAM_KAFKA_SASL_PASSWORD_FILE": str(tmp_path)}
-    r = subprocess.run([sys.executable, "-m", "touchstream.cli", "query", "SELECT 1"],
-                       env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "touchstream.cli", "query", "SELECT 1"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -76,14 +83,14 @@ def test_a_setting_given_both_directly_and_as_a_file_is_refused(monkeypatch, tmp
         Settings()
 
 
-def test_a_clickhouse_password_left_out_of_the_url_comes_from_its_own_file(
-        monkeypatch, tmp_path):
+def test_a_clickhouse_password_left_out_of_the_url_comes_from_its_own_file(monkeypatch, tmp_path):
     (tmp_path / "pw").write_text("p@ss:w/rd\n")
     monkeypatch.setenv("TOUCHSTREAM_CLICKHOUSE_URL", "clickhouses://writer@ch.example:9440/prod")
     monkeypatch.setenv("TOUCHSTREAM_CLICKHOUSE_PASSWORD_FILE", str(tmp_path / "pw"))
     monkeypatch.setenv("TOUCHSTREAM_CLICKHOUSE_CA_FILE", "/etc/ca.pem")
     assert Settings().clickhouse_url == (
-        "clickhouses://writer:p%40ss%3Aw%2Frd@ch.example:9440/prod?ca_certs=%2Fetc%2Fca.pem")
+        "clickhouses://writer:p%40ss%3Aw%2Frd@ch.example:9440/prod?ca_certs=%2Fetc%2Fca.pem"
+    )
 
 
 def test_a_clickhouse_password_without_a_user_is_the_default_users(monkeypatch):
@@ -116,18 +123,26 @@ def test_kafka_ssl_verifies_the_broker_against_the_system_cas_by_default():
 
 def test_kafka_ssl_with_a_missing_ca_file_is_an_error_naming_the_setting(tmp_path):
     with pytest.raises(ConfigError, match="TOUCHSTREAM_KAFKA_SSL_CAFILE"):
-        kafka_options(Settings(kafka_security_protocol="SSL",
-                               kafka_ssl_cafile=str(tmp_path / "none.pem")))
+        kafka_options(
+            Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=str(tmp_path / "none.pem"))
+        )
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_kafka_sasl_ssl_maps_to_kafka_python_and_faust_options(mechanism):
-    s = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism=mechanism,
-                 kafka_sasl_username="svc", kafka_sasl_password="pw")
+    s = Settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username="svc",
+        kafka_sasl_password="pw",
+    )
     opts = kafka_options(s)
     assert {k: v for k, v in opts.items() if k != "ssl_context"} == {
-        "security_protocol": "SASL_SSL", "sasl_mechanism": mechanism,
-        "sasl_plain_username": "svc", "sasl_plain_password": "pw"}
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": "svc",
+        "sasl_plain_password": "pw",
+    }
     assert isinstance(opts["ssl_context"], ssl.SSLContext)
     creds = faust_credentials(s)
     assert str(creds.protocol.value) == "SASL_SSL"
@@ -136,8 +151,11 @@ def test_kafka_sasl_ssl_maps_to_kafka_python_and_faust_options(mechanism):
 
 
 def test_kafka_sasl_plaintext_has_no_tls_context():
-    s = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="svc",
-                 kafka_sasl_password="pw")
+    s = Settings(
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_username="svc",
+        kafka_sasl_password="pw",
+    )
     assert "ssl_context" not in kafka_options(s)
     assert str(faust_credentials(s).protocol.value) == "SASL_PLAINTEXT"
 

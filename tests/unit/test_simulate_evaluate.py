@@ -207,8 +207,11 @@ def test_the_pipeline_decides_the_same_on_a_disordered_stream_with_duplicates(ke
     arrived = list(disorder(events, shuffle_s=3600, duplicate_rate=0.05))
     assert len(arrived) > len(events)
     decisions = run_in_process(arrived)
-    changed = {c: (in_order.states.get(c), s) for c, s in decisions.states.items()
-               if in_order.states.get(c) != s}
+    changed = {
+        c: (in_order.states.get(c), s)
+        for c, s in decisions.states.items()
+        if in_order.states.get(c) != s
+    }
     assert changed == {}
     assert decisions.states == in_order.states
     report = evaluate(truths, decisions)
@@ -220,19 +223,35 @@ def test_the_pipeline_decides_the_same_on_a_disordered_stream_with_duplicates(ke
 
 
 def _ev(i: int, kind: str, iso: str, **fields) -> dict:
-    return {"event_id": f"late-{i}", "customer_id": "late", "type": kind, "occurred_at": iso,
-            **fields}
+    return {
+        "event_id": f"late-{i}",
+        "customer_id": "late",
+        "type": kind,
+        "occurred_at": iso,
+        **fields,
+    }
 
 
-_REGULAR = [_ev(i, "purchase", iso, amount="30", currency="USD") for i, iso in enumerate(
-    ["2024-01-01T12:00:00Z", "2024-01-21T12:00:00Z", "2024-02-10T12:00:00Z"])]
+_REGULAR = [
+    _ev(i, "purchase", iso, amount="30", currency="USD")
+    for i, iso in enumerate(
+        ["2024-01-01T12:00:00Z", "2024-01-21T12:00:00Z", "2024-02-10T12:00:00Z"]
+    )
+]
 
 
 def test_a_purchase_half_an_hour_late_is_applied_before_its_customers_deadline():
     # decline deadline: 3 x 20 days after 2024-02-10 12:00 = 2024-04-10 12:00
     buy = _ev(10, "purchase", "2024-04-10T11:30:00Z", amount="30", currency="USD")
-    call = _ev(11, "call", "2024-04-10T12:30:00Z", direction="inbound", reason="other",
-               duration_s=10, resolved=True)
+    call = _ev(
+        11,
+        "call",
+        "2024-04-10T12:30:00Z",
+        direction="inbound",
+        reason="other",
+        duration_s=10,
+        resolved=True,
+    )
     in_order = run_in_process([*_REGULAR, buy, call])
     arrived = run_in_process([*_REGULAR, call, buy])
     assert in_order.alerts == []

@@ -14,13 +14,20 @@ def test_sql_strings_escape_quotes_and_backslashes() -> None:
     assert views.sql_array(["a", 1, 2.5]) == "['a', 1, 2.5]"
 
 
-@pytest.mark.parametrize("name, value", [
-    ("KEY_ACCOUNT_MIN_M_SCORE", 4), ("KEY_ACCOUNT_MIN_TENURE_DAYS", 730),
-    ("KEY_ACCOUNT_MIN_PURCHASE_DAYS", 7), ("TRANSACTION_BUYER_MIN_DAYS", 120),
-    ("RATE_MIN_WINDOW_DAYS", 180),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("KEY_ACCOUNT_MIN_M_SCORE", 4),
+        ("KEY_ACCOUNT_MIN_TENURE_DAYS", 730),
+        ("KEY_ACCOUNT_MIN_PURCHASE_DAYS", 7),
+        ("TRANSACTION_BUYER_MIN_DAYS", 120),
+        ("RATE_MIN_WINDOW_DAYS", 180),
+    ],
+)
 def test_the_scores_view_takes_its_thresholds_from_the_scoring_constants(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: int,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    value: int,
 ) -> None:
     before = tables.scores_view("db")
     monkeypatch.setattr(scoring, name, value)
@@ -48,8 +55,9 @@ def test_a_customer_state_column_appended_later_appears_in_the_profile(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     state = tables.CUSTOMER_STATE
-    grown = tables.Table(state.name, (*state.columns, ("churn_probability", "Float64")),
-                         state.engine)
+    grown = tables.Table(
+        state.name, (*state.columns, ("churn_probability", "Float64")), state.engine
+    )
     monkeypatch.setattr(views, "CUSTOMER_STATE", grown)
     assert "churn_probability" in views.customer_profile("db").split("FROM")[0]
 
@@ -58,5 +66,5 @@ def test_every_analyst_view_is_created_after_the_views_it_reads() -> None:
     defs = tables.view_definitions("db")
     names = list(defs)
     for i, (name, select) in enumerate(defs.items()):
-        for later in names[i + 1:]:
+        for later in names[i + 1 :]:
             assert f"db.{later} " not in select and f"db.{later}\n" not in select, (name, later)

@@ -29,35 +29,57 @@ def server_error(code: int, message: str) -> ch_errors.ServerException:
     return ch_errors.ServerException(f"DB::Exception: {message}. Stack trace:\n\n0. x", code)
 
 
-@pytest.mark.parametrize(("error", "kind"), [
-    (server_error(516, "default: Authentication failed"), SinkFatal),
-    (server_error(193, "Wrong password for user default"), SinkFatal),
-    (server_error(60, "Table t.events doesn't exist."), SinkFatal),
-    (server_error(16, "There is no column 'x' in table"), SinkFatal),
-    (server_error(81, "Database t doesn't exist"), SinkFatal),
-    (server_error(164, "Cannot execute query in readonly mode"), SinkFatal),
-    (server_error(252, "Too many parts (300). Merges are processing significantly slower"),
-     SinkTransient),
-    (server_error(252, "Too many partitions for single INSERT block (more than 100)"),
-     RowsRefused),
-    (server_error(241, "Memory limit (for query) exceeded"), SinkTransient),
-    (server_error(69, "Argument out of bound"), RowsRefused),
-    (ch_errors.TypeMismatchError("Type mismatch in VALUES section. Column occurred_at: "
-                                 "argument out of range"), RowsRefused),
-    (ch_errors.NetworkError("Code: 210. Connection refused (127.0.0.1:9000)"), SinkTransient),
-    (ch_errors.SocketTimeoutError("Code: 209. timed out"), SinkTransient),
-    (ConnectionResetError("reset by peer"), SinkTransient),
-    (EOFError("Unexpected EOF while reading bytes"), SinkTransient),
-    (ChdbError("Code: 60. DB::Exception: Unknown table expression identifier 'x.events'."),
-     SinkFatal),
-    (ChdbError("Code: 252. DB::Exception: Too many partitions for single INSERT block (more "
-               "than 100). The limit is controlled by 'max_partitions_per_insert_block'"),
-     RowsRefused),
-    (pa.ArrowInvalid("Decimal type with precision 19 does not fit into precision inferred "
-                     "from first array element: 18"), RowsRefused),
-    (struct.error("'I' format requires 0 <= number <= 4294967295"), RowsRefused),
-    (RuntimeError("something nobody has seen"), SinkTransient),
-])
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (server_error(516, "default: Authentication failed"), SinkFatal),
+        (server_error(193, "Wrong password for user default"), SinkFatal),
+        (server_error(60, "Table t.events doesn't exist."), SinkFatal),
+        (server_error(16, "There is no column 'x' in table"), SinkFatal),
+        (server_error(81, "Database t doesn't exist"), SinkFatal),
+        (server_error(164, "Cannot execute query in readonly mode"), SinkFatal),
+        (
+            server_error(252, "Too many parts (300). Merges are processing significantly slower"),
+            SinkTransient,
+        ),
+        (
+            server_error(252, "Too many partitions for single INSERT block (more than 100)"),
+            RowsRefused,
+        ),
+        (server_error(241, "Memory limit (for query) exceeded"), SinkTransient),
+        (server_error(69, "Argument out of bound"), RowsRefused),
+        (
+            ch_errors.TypeMismatchError(
+                "Type mismatch in VALUES section. Column occurred_at: argument out of range"
+            ),
+            RowsRefused,
+        ),
+        (ch_errors.NetworkError("Code: 210. Connection refused (127.0.0.1:9000)"), SinkTransient),
+        (ch_errors.SocketTimeoutError("Code: 209. timed out"), SinkTransient),
+        (ConnectionResetError("reset by peer"), SinkTransient),
+        (EOFError("Unexpected EOF while reading bytes"), SinkTransient),
+        (
+            ChdbError("Code: 60. DB::Exception: Unknown table expression identifier 'x.events'."),
+            SinkFatal,
+        ),
+        (
+            ChdbError(
+                "Code: 252. DB::Exception: Too many partitions for single INSERT block (more "
+                "than 100). The limit is controlled by 'max_partitions_per_insert_block'"
+            ),
+            RowsRefused,
+        ),
+        (
+            pa.ArrowInvalid(
+                "Decimal type with precision 19 does not fit into precision inferred "
+                "from first array element: 18"
+            ),
+            RowsRefused,
+        ),
+        (struct.error("'I' format requires 0 <= number <= 4294967295"), RowsRefused),
+        (RuntimeError("something nobody has seen"), SinkTransient),
+    ],
+)
 def test_each_clickhouse_error_is_classified_as_transient_refused_rows_or_fatal(error, kind):
     assert type(classify(error)) is kind
 
@@ -92,8 +114,12 @@ class RuleSink(Sink):
         if self.fail_with is not None:
             raise classify(self.fail_with)
         if any(self.refuse(table, r) for r in rows):
-            raise classify(ch_errors.TypeMismatchError(
-                "Code: 53. Type mismatch in VALUES section. Column amount: argument out of range"))
+            raise classify(
+                ch_errors.TypeMismatchError(
+                    "Code: 53. Type mismatch in VALUES section. "
+                    "Column amount: argument out of range"
+                )
+            )
         self.tables.setdefault(table, []).extend(rows)
 
 
@@ -189,20 +215,33 @@ def test_rows_of_up_to_100_months_or_of_an_unpartitioned_table_stay_one_insert()
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2099, 12, 31),
-                             timezones=st.just(UTC)), min_size=1, max_size=400),
-       st.integers(1, 120), st.booleans())
+@given(
+    st.lists(
+        st.datetimes(
+            min_value=datetime(1970, 1, 2), max_value=datetime(2099, 12, 31), timezones=st.just(UTC)
+        ),
+        min_size=1,
+        max_size=400,
+    ),
+    st.integers(1, 120),
+    st.booleans(),
+)
 def test_every_row_is_in_one_block_and_no_block_has_more_months_than_the_limit(
-        times, limit, as_datetimes):
+    times, limit, as_datetimes
+):
     column = EVENTS.column_names.index("occurred_at")
-    rows = [event_row(i, ms=t if as_datetimes else int(t.timestamp() * 1000))
-            for i, t in enumerate(times)]
+    rows = [
+        event_row(i, ms=t if as_datetimes else int(t.timestamp() * 1000))
+        for i, t in enumerate(times)
+    ]
     blocks = insert_blocks("events", rows, limit)
     assert sorted(r[9] for b in blocks for r in b) == list(range(len(rows)))
     seen: set[tuple[int, int]] = set()
     for b in blocks:
-        ts = [t if isinstance(t, datetime) else datetime.fromtimestamp(t / 1000, UTC)
-              for t in (r[column] for r in b)]
+        ts = [
+            t if isinstance(t, datetime) else datetime.fromtimestamp(t / 1000, UTC)
+            for t in (r[column] for r in b)
+        ]
         months = {(t.year, t.month) for t in ts}
         assert len(months) <= limit and not months & seen  # a month is in one block only
         seen |= months

@@ -115,14 +115,21 @@ def severity(net_spend: Decimal) -> int:
 
 
 def sentence(
-    kind: str, customer_id: str, stage: str, net_spend: Decimal, silent_days: int | None,
-    defection_type: str, confidence: float, evidence: tuple[str, ...],
+    kind: str,
+    customer_id: str,
+    stage: str,
+    net_spend: Decimal,
+    silent_days: int | None,
+    defection_type: str,
+    confidence: float,
+    evidence: tuple[str, ...],
     open_issues: tuple[str, ...] = (),
 ) -> str:
     who = f"Customer {customer_id} (net spend {net_spend:.2f})"
     why = (
         f"likely {defection_type.replace('_', '-')} defection (confidence {confidence:.2f})"
-        if defection_type != "unknown" else "no clear reason in the recent touchpoints"
+        if defection_type != "unknown"
+        else "no clear reason in the recent touchpoints"
     )
     ev = f" Evidence: {'; '.join(evidence[-4:])}." if evidence else ""
     silent = f" after {silent_days} days without a purchase" if silent_days is not None else ""
@@ -135,8 +142,7 @@ def sentence(
     return f"{who} is back ({stage}){silent}."
 
 
-def with_churn(alert: Alert, churn_probability_90d: float, value_at_risk: float | None
-               ) -> Alert:
+def with_churn(alert: Alert, churn_probability_90d: float, value_at_risk: float | None) -> Alert:
     """The alert with the churn model's view of the customer (touchstream.domain.btyd), in
     its fields and at the end of its sentence."""
     value = "" if value_at_risk is None else f"; predicted 365-day value {value_at_risk:.2f}"
@@ -145,8 +151,12 @@ def with_churn(alert: Alert, churn_probability_90d: float, value_at_risk: float 
         _set(out, f, getattr(alert, f))
     _set(out, "churn_probability_90d", churn_probability_90d)
     _set(out, "value_at_risk", value_at_risk)
-    _set(out, "message", f"{alert.message} Churn probability (no purchase in 90 days) "
-                         f"{churn_probability_90d:.2f}{value}.")
+    _set(
+        out,
+        "message",
+        f"{alert.message} Churn probability (no purchase in 90 days) "
+        f"{churn_probability_90d:.2f}{value}.",
+    )
     return out
 
 

@@ -64,8 +64,9 @@ def hyp2f1(a: float, b: float, c: float, z: float) -> float:
         r = abs(ratio) if abs(ratio) > z else z
         if r < 1.0 and abs(term) <= SERIES_EPS * (1.0 - r) * abs(total):
             return total
-    raise ArithmeticError(f"hyp2f1({a}, {b}; {c}; {z}) did not converge in "
-                          f"{SERIES_MAX_TERMS} terms")
+    raise ArithmeticError(
+        f"hyp2f1({a}, {b}; {c}; {z}) did not converge in {SERIES_MAX_TERMS} terms"
+    )
 
 
 def series_terms(a: float, b: float, z: float) -> int:
@@ -74,8 +75,10 @@ def series_terms(a: float, b: float, z: float) -> int:
     terms' initial growth. Python stops by the terms themselves (``hyp2f1``)."""
     if z <= 0.0:
         return 1
-    return int(math.ceil(math.log(SERIES_EPS * (1.0 - z)) / math.log(z))
-               + math.ceil(abs(a) + abs(b))) + 1
+    return (
+        int(math.ceil(math.log(SERIES_EPS * (1.0 - z)) / math.log(z)) + math.ceil(abs(a) + abs(b)))
+        + 1
+    )
 
 
 _MEMO_MAX = 1 << 17  # memoized (x, T) values per model before the memo starts afresh
@@ -107,8 +110,15 @@ class BgNbd:
 
     def log_likelihood(self, x: float, tx: float, T: float) -> float:
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
-        base = (_lgamma(r + x) - _lgamma(r) + r * _log(alpha) + _lgamma(a + b)
-                + _lgamma(b + x) - _lgamma(b) - _lgamma(a + b + x))
+        base = (
+            _lgamma(r + x)
+            - _lgamma(r)
+            + r * _log(alpha)
+            + _lgamma(a + b)
+            + _lgamma(b + x)
+            - _lgamma(b)
+            - _lgamma(a + b + x)
+        )
         alive = -(r + x) * _log(alpha + T)
         if x <= 0:
             return base + alive
@@ -157,9 +167,16 @@ class MbgNbd:
 
     def log_likelihood(self, x: float, tx: float, T: float) -> float:
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
-        base = (_lgamma(r + x) - _lgamma(r) + r * _log(alpha) + _lgamma(a + b)
-                + _lgamma(b + x + 1) - _lgamma(b) - _lgamma(a + b + x + 1)
-                - (r + x) * _log(alpha + T))
+        base = (
+            _lgamma(r + x)
+            - _lgamma(r)
+            + r * _log(alpha)
+            + _lgamma(a + b)
+            + _lgamma(b + x + 1)
+            - _lgamma(b)
+            - _lgamma(a + b + x + 1)
+            - (r + x) * _log(alpha + T)
+        )
         odds = _log(a) - _log(b + x) + (r + x) * (_log(alpha + T) - _log(alpha + tx))
         return base + (odds + math.log1p(_exp(-odds)) if odds > 0 else math.log1p(_exp(odds)))
 
@@ -228,8 +245,14 @@ class ParetoNbd:
         r, alpha, s, beta = self.r, self.alpha, self.s, self.beta
         R = r + x
         log_alive = -R * _log(alpha + T) - s * _log(beta + T)
-        return (_lgamma(R) - _lgamma(r) + r * _log(alpha) + s * _log(beta) + log_alive
-                + math.log1p(self._dead_over_alive(x, tx, T)))
+        return (
+            _lgamma(R)
+            - _lgamma(r)
+            + r * _log(alpha)
+            + s * _log(beta)
+            + log_alive
+            + math.log1p(self._dead_over_alive(x, tx, T))
+        )
 
     def p_alive(self, x: float, tx: float, T: float) -> float:
         return 1.0 / (1.0 + self._dead_over_alive(x, tx, T))
@@ -264,7 +287,10 @@ class ParetoNbd:
 
 PurchaseModel = BgNbd | MbgNbd | ParetoNbd
 _BY_NAME: dict[str, type[BgNbd] | type[MbgNbd] | type[ParetoNbd]] = {
-    "bgnbd": BgNbd, "mbgnbd": MbgNbd, "pareto_nbd": ParetoNbd}
+    "bgnbd": BgNbd,
+    "mbgnbd": MbgNbd,
+    "pareto_nbd": ParetoNbd,
+}
 
 
 def purchase_model(name: str, params: Mapping[str, float]) -> PurchaseModel:
@@ -301,17 +327,31 @@ class GammaGamma:
     def log_likelihood(self, x: float, m: float) -> float:
         p, q, v = self.p, self.q, self.v
         px = p * x
-        return (_lgamma(px + q) - _lgamma(px) - _lgamma(q) + q * _log(v)
-                + (px - 1) * _log(m) + px * _log(x) - (px + q) * _log(x * m + v))
+        return (
+            _lgamma(px + q)
+            - _lgamma(px)
+            - _lgamma(q)
+            + q * _log(v)
+            + (px - 1) * _log(m)
+            + px * _log(x)
+            - (px + q) * _log(x * m + v)
+        )
 
 
-CALIBRATION_FEATURES = ("intercept", "logit_churn", "log_recency_days", "log_frequency",
-                        "log_recency_x_log_frequency", "log_T")
+CALIBRATION_FEATURES = (
+    "intercept",
+    "logit_churn",
+    "log_recency_days",
+    "log_frequency",
+    "log_recency_x_log_frequency",
+    "log_T",
+)
 _P_MIN = 1e-9
 
 
-def calibration_features(churn: float, x: float, recency_days: float, T: float
-                         ) -> tuple[float, ...]:
+def calibration_features(
+    churn: float, x: float, recency_days: float, T: float
+) -> tuple[float, ...]:
     """The features of the churn calibration (CALIBRATION_FEATURES): the model's own churn
     probability as log odds, with log(1 + recency_days), log(1 + x), their product and
     log(1 + T)."""
@@ -337,16 +377,19 @@ class Calibration:
 
     def __post_init__(self) -> None:
         if len(self.weights) != len(CALIBRATION_FEATURES):
-            raise ValueError(f"calibration needs {len(CALIBRATION_FEATURES)} weights "
-                             f"({', '.join(CALIBRATION_FEATURES)}), got {len(self.weights)}")
+            raise ValueError(
+                f"calibration needs {len(CALIBRATION_FEATURES)} weights "
+                f"({', '.join(CALIBRATION_FEATURES)}), got {len(self.weights)}"
+            )
 
     def apply(self, churn: float, x: float, recency_days: float, T: float) -> float:
         """sigmoid(weights . calibration_features(churn, x, recency_days, T)), inlined."""
         w0, w1, w2, w3, w4, w5 = self.weights
         c = _P_MIN if churn < _P_MIN else 1 - _P_MIN if churn > 1 - _P_MIN else churn
         lr, lx = _log(1 + recency_days), _log(1 + x)
-        return sigmoid(w0 + w1 * _log(c / (1 - c)) + w2 * lr + w3 * lx + w4 * lr * lx
-                       + w5 * _log(1 + T))
+        return sigmoid(
+            w0 + w1 * _log(c / (1 - c)) + w2 * lr + w3 * lx + w4 * lr * lx + w5 * _log(1 + T)
+        )
 
 
 class Scores(NamedTuple):
@@ -366,8 +409,7 @@ class Model:
     spend: GammaGamma | None = None
     calibration: Calibration | None = None
 
-    def churn_raw(self, x: float, tx: float, T: float, horizon: float = HORIZON_DAYS
-                  ) -> float:
+    def churn_raw(self, x: float, tx: float, T: float, horizon: float = HORIZON_DAYS) -> float:
         """P(no purchase in (T, T + horizon]) from the purchase model alone."""
         pm = self.purchases
         pa = pm.p_alive(x, tx, T)
@@ -394,8 +436,9 @@ class Model:
             "version": self.version,
             "model": pm.name,
             "params": {p: getattr(pm, p) for p in pm.PARAMS},
-            "spend": None if self.spend is None else {
-                p: getattr(self.spend, p) for p in GammaGamma.PARAMS},
+            "spend": None
+            if self.spend is None
+            else {p: getattr(self.spend, p) for p in GammaGamma.PARAMS},
             "calibration": None if self.calibration is None else list(self.calibration.weights),
         }
 
@@ -404,7 +447,8 @@ class Model:
         spend = rec.get("spend")
         cal = rec.get("calibration")
         return Model(
-            int(rec["version"]), purchase_model(rec["model"], rec["params"]),
+            int(rec["version"]),
+            purchase_model(rec["model"], rec["params"]),
             None if not spend else GammaGamma(*(float(spend[p]) for p in GammaGamma.PARAMS)),
             None if not cal else Calibration(tuple(float(w) for w in cal)),
         )

@@ -32,20 +32,39 @@ _new = object.__new__
 
 # Header fields after the format byte, and their struct codes (compact, wide).
 _HEAD = (
-    ("partition", "H", "I"), ("offset", "I", "q"), ("version", "I", "Q"),
-    ("first_event_ms", "q", "q"), ("last_event_ms", "q", "q"), ("stage_since_ms", "q", "q"),
-    ("risk_at_ms", "q", "q"), ("first_purchase_ms", "q", "q"), ("last_purchase_ms", "q", "q"),
-    ("next_deadline_ms", "q", "q"), ("purchases", "H", "Q"), ("refunds", "H", "Q"),
-    ("relationships", "H", "Q"), ("transitions", "H", "Q"), ("episode", "H", "Q"),
-    ("relationship_start_day", "i", "q"), ("alert_level", "B", "Q"), ("stage", "B", "B"),
-    ("declined_from", "B", "B"), ("exit_pattern", "B", "B"), ("defection_type", "B", "B"),
-    ("nones", "B", "B"), ("defection_confidence", "d", "d"), ("cid_len", "B", "H"),
-    ("totals_len", "B", "H"), ("ids", "B", "H"), ("days", "H", "Q"), ("spend", "B", "H"),
-    ("signals", "B", "H"), ("escaped", "B", "H"),
+    ("partition", "H", "I"),
+    ("offset", "I", "q"),
+    ("version", "I", "Q"),
+    ("first_event_ms", "q", "q"),
+    ("last_event_ms", "q", "q"),
+    ("stage_since_ms", "q", "q"),
+    ("risk_at_ms", "q", "q"),
+    ("first_purchase_ms", "q", "q"),
+    ("last_purchase_ms", "q", "q"),
+    ("next_deadline_ms", "q", "q"),
+    ("purchases", "H", "Q"),
+    ("refunds", "H", "Q"),
+    ("relationships", "H", "Q"),
+    ("transitions", "H", "Q"),
+    ("episode", "H", "Q"),
+    ("relationship_start_day", "i", "q"),
+    ("alert_level", "B", "Q"),
+    ("stage", "B", "B"),
+    ("declined_from", "B", "B"),
+    ("exit_pattern", "B", "B"),
+    ("defection_type", "B", "B"),
+    ("nones", "B", "B"),
+    ("defection_confidence", "d", "d"),
+    ("cid_len", "B", "H"),
+    ("totals_len", "B", "H"),
+    ("ids", "B", "H"),
+    ("days", "H", "Q"),
+    ("spend", "B", "H"),
+    ("signals", "B", "H"),
+    ("escaped", "B", "H"),
 )
 # Added by format 3/4: complaints followed by id, discounted days, the risk-check mark.
-_HEAD_3 = (*_HEAD, ("risk_checked_ms", "q", "q"), ("complaints", "B", "H"),
-           ("discounts", "B", "H"))
+_HEAD_3 = (*_HEAD, ("risk_checked_ms", "q", "q"), ("complaints", "B", "H"), ("discounts", "B", "H"))
 V1_COMPACT, V1_WIDE, COMPACT, WIDE = 1, 2, 3, 4
 
 
@@ -53,11 +72,19 @@ def _struct(head: tuple[tuple[str, str, str], ...], wide: bool) -> struct.Struct
     return struct.Struct("<" + "".join(w if wide else c for _, c, w in head))
 
 
-FORMAT = {V1_COMPACT: _struct(_HEAD, False), V1_WIDE: _struct(_HEAD, True),
-          COMPACT: _struct(_HEAD_3, False), WIDE: _struct(_HEAD_3, True)}
+FORMAT = {
+    V1_COMPACT: _struct(_HEAD, False),
+    V1_WIDE: _struct(_HEAD, True),
+    COMPACT: _struct(_HEAD_3, False),
+    WIDE: _struct(_HEAD_3, True),
+}
 _COMPACT, _WIDE = FORMAT[COMPACT], FORMAT[WIDE]
-_PARTITION = {V1_COMPACT: struct.Struct("<H"), V1_WIDE: struct.Struct("<I"),
-              COMPACT: struct.Struct("<H"), WIDE: struct.Struct("<I")}
+_PARTITION = {
+    V1_COMPACT: struct.Struct("<H"),
+    V1_WIDE: struct.Struct("<I"),
+    COMPACT: struct.Struct("<H"),
+    WIDE: struct.Struct("<I"),
+}
 _COMPLAINT = struct.Struct("<IBBB")  # key, category, severity, reports
 _I32, _I64 = struct.Struct("<i"), struct.Struct("<q")
 
@@ -68,12 +95,18 @@ _DEFECTIONS = (None, *dfx.TYPES, "unknown")
 
 def _signal_codes() -> tuple[str, ...]:
     """Every code ``defection.signals_of`` can leave (others are stored as text)."""
+
     def values(model: Any, name: str) -> tuple[str, ...]:
         return get_args(model.model_fields[name].annotation)
 
     codes = [f"complaint:{c}:{s}" for c in values(Complaint, "category") for s in range(1, 6)]
-    codes += ["complaint_open", "complaint_rejected", "call_long_wait", "call_unresolved",
-              "purchase:discount"]
+    codes += [
+        "complaint_open",
+        "complaint_rejected",
+        "call_long_wait",
+        "call_unresolved",
+        "purchase:discount",
+    ]
     codes += [f"call:{r}" for r in values(Call, "reason")]
     codes += [f"refund:{r}" for r in values(Refund, "reason")]
     codes += [f"account:{c}" for c in values(Account, "change")]
@@ -87,7 +120,8 @@ _SIGNALS = _signal_codes()
 _CATEGORIES: tuple[str, ...] = get_args(Complaint.model_fields["category"].annotation)
 _CATEGORY_CODE = {c: i for i, c in enumerate(_CATEGORIES)}
 _STAGE_CODE, _PATTERN_CODE, _DEFECTION_CODE, _SIGNAL_CODE = (
-    {v: i for i, v in enumerate(values)} for values in (_STAGES, _PATTERNS, _DEFECTIONS, _SIGNALS))
+    {v: i for i, v in enumerate(values)} for values in (_STAGES, _PATTERNS, _DEFECTIONS, _SIGNALS)
+)
 _WIDER = ((2, "H"), (3, "I"))  # kind, array typecode of the deltas
 _SIZE = {2: 2, 3: 4}
 _U16 = struct.Struct("<H")
@@ -117,7 +151,7 @@ def _read_ints(raw: bytes, pos: int, n: int, first: struct.Struct) -> tuple[list
     pos += 1
     if kind == 4:
         a = array("q")
-        a.frombytes(raw[pos:pos + 8 * n])
+        a.frombytes(raw[pos : pos + 8 * n])
         return a.tolist(), pos + 8 * n
     (x,) = first.unpack_from(raw, pos)
     pos += first.size
@@ -140,14 +174,38 @@ def encode(s: CustomerState | Working, partition: int, offset: int) -> bytes:
     fp, lp, nd = s.first_purchase_ms, s.last_purchase_ms, s.next_deadline_ms
     escaped = [c.encode() for _, c in signals if c not in _SIGNAL_CODE] if signals else ()
     values = (
-        partition, offset, s.version, s.first_event_ms, s.last_event_ms, s.stage_since_ms,
-        s.risk_at_ms, fp or 0, lp or 0, nd or 0, s.purchases, s.refunds, s.relationships,
-        s.transitions, s.episode, s.relationship_start_day, s.alert_level,
-        _STAGE_CODE[s.stage], _STAGE_CODE[s.declined_from], _PATTERN_CODE[s.exit_pattern],
-        _DEFECTION_CODE[s.defection_type], (fp is None) | (lp is None) << 1 | (nd is None) << 2,
-        s.defection_confidence, len(cid), len(totals),
-        len(ids) >> 2 if ids.__class__ is bytearray else len(ids), len(days), len(spend),
-        len(signals), len(escaped), s.risk_checked_ms, len(s.complaints),
+        partition,
+        offset,
+        s.version,
+        s.first_event_ms,
+        s.last_event_ms,
+        s.stage_since_ms,
+        s.risk_at_ms,
+        fp or 0,
+        lp or 0,
+        nd or 0,
+        s.purchases,
+        s.refunds,
+        s.relationships,
+        s.transitions,
+        s.episode,
+        s.relationship_start_day,
+        s.alert_level,
+        _STAGE_CODE[s.stage],
+        _STAGE_CODE[s.declined_from],
+        _PATTERN_CODE[s.exit_pattern],
+        _DEFECTION_CODE[s.defection_type],
+        (fp is None) | (lp is None) << 1 | (nd is None) << 2,
+        s.defection_confidence,
+        len(cid),
+        len(totals),
+        len(ids) >> 2 if ids.__class__ is bytearray else len(ids),
+        len(days),
+        len(spend),
+        len(signals),
+        len(escaped),
+        s.risk_checked_ms,
+        len(s.complaints),
         len(s.discount_days),
     )
     try:
@@ -159,7 +217,7 @@ def encode(s: CustomerState | Working, partition: int, offset: int) -> bytes:
         parts.append(_ints(days, _I32))
     if spend:
         spend_days, amounts = zip(*spend, strict=True)
-        latest = days[-len(spend_days):]
+        latest = days[-len(spend_days) :]
         if len(latest) == len(spend_days) and tuple(latest) == spend_days:
             parts.append(_LATEST_DAYS)  # as usual: nothing more to store
         else:
@@ -174,8 +232,7 @@ def encode(s: CustomerState | Working, partition: int, offset: int) -> bytes:
         parts.append(_ints(s.discount_days, _I32))
     for c in s.complaints:
         times, statuses = zip(*c.reports, strict=True)
-        parts.append(_COMPLAINT.pack(c.key, _CATEGORY_CODE[c.category], c.severity,
-                                     len(times)))
+        parts.append(_COMPLAINT.pack(c.key, _CATEGORY_CODE[c.category], c.severity, len(times)))
         parts.append(_ints(times, _I64))
         parts.append(bytes(statuses))
     return b"".join(parts)
@@ -190,8 +247,9 @@ def _upgrade_v1(w: Working) -> None:
     """Format 1/2 kept discounted purchases in the signal log: move them to their own
     list. (Their complaint and call codes stay: the classifier still weighs them.)"""
     if any(c == "purchase:discount" for _, c in w.signals):
-        w.discount_days = tuple(sorted({t // 86_400_000 for t, c in w.signals
-                                        if c == "purchase:discount"}))
+        w.discount_days = tuple(
+            sorted({t // 86_400_000 for t, c in w.signals if c == "purchase:discount"})
+        )
         w.signals = tuple((t, c) for t, c in w.signals if c != "purchase:discount")
 
 
@@ -201,13 +259,40 @@ def decode(raw: bytes) -> tuple[Working, int, int]:
     fmt = FORMAT[version]
     w = _new(Working)
     values = fmt.unpack_from(raw, 1)
-    (partition, offset, w.version, w.first_event_ms, w.last_event_ms, w.stage_since_ms,
-     w.risk_at_ms, fp, lp, nd, w.purchases, w.refunds, w.relationships, w.transitions,
-     w.episode, w.relationship_start_day, w.alert_level, stage, declined_from, exit_pattern,
-     defection_type, nones, w.defection_confidence, n_cid, n_totals, n_ids, n_days, n_spend,
-     n_signals, _) = values[:len(_HEAD)]
+    (
+        partition,
+        offset,
+        w.version,
+        w.first_event_ms,
+        w.last_event_ms,
+        w.stage_since_ms,
+        w.risk_at_ms,
+        fp,
+        lp,
+        nd,
+        w.purchases,
+        w.refunds,
+        w.relationships,
+        w.transitions,
+        w.episode,
+        w.relationship_start_day,
+        w.alert_level,
+        stage,
+        declined_from,
+        exit_pattern,
+        defection_type,
+        nones,
+        w.defection_confidence,
+        n_cid,
+        n_totals,
+        n_ids,
+        n_days,
+        n_spend,
+        n_signals,
+        _,
+    ) = values[: len(_HEAD)]
     if version >= COMPACT:
-        w.risk_checked_ms, n_complaints, n_discounts = values[len(_HEAD):]
+        w.risk_checked_ms, n_complaints, n_discounts = values[len(_HEAD) :]
     else:
         w.risk_checked_ms = n_complaints = n_discounts = 0
     pos = 1 + fmt.size
@@ -231,19 +316,19 @@ def decode(raw: bytes) -> tuple[Working, int, int]:
         else:
             spend_days, pos = _read_ints(raw, pos, n_spend, _I32)
         amounts = array("d")
-        amounts.frombytes(raw[pos:pos + 8 * n_spend])
+        amounts.frombytes(raw[pos : pos + 8 * n_spend])
         pos += 8 * n_spend
         w.recent_spend = tuple(zip(spend_days, amounts.tolist(), strict=True))
     else:
         w.recent_spend = ()
     if n_signals:
         times, pos = _read_ints(raw, pos, n_signals, _I64)
-        codes: list[str] = [_SIGNALS[c] for c in raw[pos:pos + n_signals]]  # type: ignore[misc]
+        codes: list[str] = [_SIGNALS[c] for c in raw[pos : pos + n_signals]]  # type: ignore[misc]
         pos += n_signals
         for i, c in enumerate(codes):
             if c is None:  # stored as text after the codes
                 (n,) = _U16.unpack_from(raw, pos)
-                codes[i] = raw[pos + 2:pos + 2 + n].decode()
+                codes[i] = raw[pos + 2 : pos + 2 + n].decode()
                 pos += 2 + n
         w.signals = tuple(zip(times, codes, strict=True))
     else:
@@ -257,10 +342,13 @@ def decode(raw: bytes) -> tuple[Working, int, int]:
     for _ in range(n_complaints):
         key, category, severity, n = _COMPLAINT.unpack_from(raw, pos)
         times, pos = _read_ints(raw, pos + _COMPLAINT.size, n, _I64)
-        statuses = raw[pos:pos + n]
+        statuses = raw[pos : pos + n]
         pos += n
-        complaints.append(issues.Complaint(key, _CATEGORIES[category], severity,
-                                           tuple(zip(times, statuses, strict=True))))
+        complaints.append(
+            issues.Complaint(
+                key, _CATEGORIES[category], severity, tuple(zip(times, statuses, strict=True))
+            )
+        )
     w.complaints = tuple(complaints)
     w.first_purchase_ms = None if nones & 1 else fp
     w.last_purchase_ms = None if nones & 2 else lp

@@ -62,8 +62,7 @@ def signals_of(event: Event) -> tuple[str, ...]:
     return ()
 
 
-_CALL_REASON = {"price": {"price": 1.0}, "product": {"product": 1.0},
-                "service": {"service": 1.0}}
+_CALL_REASON = {"price": {"price": 1.0}, "product": {"product": 1.0}, "service": {"service": 1.0}}
 
 
 def _weights(code: str) -> dict[str, float]:
@@ -81,12 +80,15 @@ def _weights(code: str) -> dict[str, float]:
         return {"service": 1.0}
     if kind == "refund":
         return {
-            "defective": {"product": 2.0}, "not_as_described": {"product": 2.0},
-            "price": {"price": 2.0}, "changed_mind": {"self_change": 0.5},
+            "defective": {"product": 2.0},
+            "not_as_described": {"product": 2.0},
+            "price": {"price": 2.0},
+            "changed_mind": {"self_change": 0.5},
         }.get(rest, {})
     if kind == "account":
         return {
-            "moved": {"self_change": 4.0}, "closed": {"self_change": 2.0},
+            "moved": {"self_change": 4.0},
+            "closed": {"self_change": 2.0},
             "life_event": {"self_change": 4.0},
         }.get(rest, {})
     # Signals of stored states from before complaints were followed by id.
@@ -103,8 +105,9 @@ def complaint_weight(c: Complaint) -> float:
     return 0.0 if c.category == "other" else 1.0 + c.severity / 2.5
 
 
-def complaint_weights(c: Complaint, at_ms: int, quick_days: float
-                      ) -> tuple[dict[str, float], str] | None:
+def complaint_weights(
+    c: Complaint, at_ms: int, quick_days: float
+) -> tuple[dict[str, float], str] | None:
     """What a complaint says about why, as of ``at_ms``, and how to show it."""
     status = c.status_at(at_ms)
     if status is None:
@@ -168,8 +171,9 @@ def _day(ms: int) -> str:
     return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.UTC).strftime("%Y-%m-%d")
 
 
-def discount_change(purchase_days: Sequence[int], discount_days: Sequence[int],
-                    last_day: int) -> tuple[float, str | None]:
+def discount_change(
+    purchase_days: Sequence[int], discount_days: Sequence[int], last_day: int
+) -> tuple[float, str | None]:
     """Price evidence from buying: a switch from full price to discount buying before
     the last purchase (the latest 2 or more purchase days in a row on discount, at most a
     third of the up to 10 before them) weighs 2.5; always buying on discount weighs
@@ -181,20 +185,26 @@ def discount_change(purchase_days: Sequence[int], discount_days: Sequence[int],
     run = 0
     while run < len(days) and days[-1 - run] in disc:
         run += 1
-    earlier = days[:len(days) - run][-10:]
+    earlier = days[: len(days) - run][-10:]
     if run < 2 or len(earlier) < 2:
         return 0.0, None
     e = sum(d in disc for d in earlier)
     if e * 3 <= len(earlier):
-        return 2.5, (f"switched to discount buying: the latest {run} purchase days on "
-                     f"discount, {e} of the {len(earlier)} before")
+        return 2.5, (
+            f"switched to discount buying: the latest {run} purchase days on "
+            f"discount, {e} of the {len(earlier)} before"
+        )
     return 0.0, None
 
 
 def classify(
-    signals: tuple[tuple[int, str], ...], now_ms: int, purchase_days: Sequence[int] = (),
-    last_purchase_ms: int | None = None, complaints: tuple[Complaint, ...] = (),
-    discount_days: Sequence[int] = (), quick_days: float = 3.0,
+    signals: tuple[tuple[int, str], ...],
+    now_ms: int,
+    purchase_days: Sequence[int] = (),
+    last_purchase_ms: int | None = None,
+    complaints: tuple[Complaint, ...] = (),
+    discount_days: Sequence[int] = (),
+    quick_days: float = 3.0,
 ) -> Defection:
     """Weigh the evidence from EVIDENCE_WINDOW_DAYS before the last purchase (or before
     ``now_ms`` without one) up to ``now_ms``: the touchpoints around the time the
@@ -252,6 +262,7 @@ _NO_EVIDENCE = Defection("unknown", 1.0, (), tuple((k, 0.0) for k in sorted(TYPE
 
 # -- churn risk: live, unresolved trouble ------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class Risk:
     score: float
@@ -264,7 +275,8 @@ _SELF_CHANGE = ("account:moved", "account:life_event")
 
 
 def risk_checks(
-    signals: tuple[tuple[int, str], ...], complaints: tuple[Complaint, ...],
+    signals: tuple[tuple[int, str], ...],
+    complaints: tuple[Complaint, ...],
     unresolved_after_days: float,
 ) -> Iterable[int]:
     """The moments at which the churn risk can rise: when trouble becomes live (a
@@ -287,14 +299,18 @@ def risk_checks(
         if code.startswith("call_unresolved:"):
             yield t
             yield t + after
-        elif code.startswith(_SELF_CHANGE) or code.startswith("survey:") \
-                or code == "call_long_wait":
+        elif (
+            code.startswith(_SELF_CHANGE) or code.startswith("survey:") or code == "call_long_wait"
+        ):
             yield t
 
 
 def risk(
-    signals: tuple[tuple[int, str], ...], complaints: tuple[Complaint, ...], at_ms: int,
-    since_ms: int, unresolved_after_days: float,
+    signals: tuple[tuple[int, str], ...],
+    complaints: tuple[Complaint, ...],
+    at_ms: int,
+    since_ms: int,
+    unresolved_after_days: float,
 ) -> Risk:
     """The weight of the trouble still live at ``at_ms`` (and that became live after
     ``since_ms``, the previous churn_risk: the same trouble never alerts twice), with
@@ -318,8 +334,11 @@ def risk(
         if became > at_ms or not start <= became:
             continue
         score += complaint_weight(c) + 1.0
-        what = "rejected" if status == iss.REJECTED else (
-            "reopened" if reopened else f"open {(at_ms - c.opened_ms) // DAY_MS} days")
+        what = (
+            "rejected"
+            if status == iss.REJECTED
+            else ("reopened" if reopened else f"open {(at_ms - c.opened_ms) // DAY_MS} days")
+        )
         live.append(f"{_day(c.opened_ms)} complaint:{c.category}:{c.severity} {what}")
     calls: dict[str, list[tuple[int, bool]]] = {}
     for t, code in signals:
@@ -349,8 +368,9 @@ def risk(
             continue
         base = _CALL_REASON.get(reason, {}).get(reason, 0.0)
         score += base + 0.8 * len(run)
-        live.append(f"{_day(run[0])} {len(run)} unresolved call{'s' * (len(run) > 1)} "
-                    f"about {reason}")
+        live.append(
+            f"{_day(run[0])} {len(run)} unresolved call{'s' * (len(run) > 1)} about {reason}"
+        )
     if not live:
         return _NO_RISK
     return Risk(round(score, 2), tuple(live), tuple(support))

@@ -69,8 +69,12 @@ class Complaint(NamedTuple):
     def resolved_within(self, days: float) -> bool:
         """Resolved (and still) within ``days`` of being opened, never reopened."""
         closed = self.closed_ms
-        return (self.status == RESOLVED and closed is not None and not self.reopened
-                and closed - self.opened_ms <= days * DAY_MS)
+        return (
+            self.status == RESOLVED
+            and closed is not None
+            and not self.reopened
+            and closed - self.opened_ms <= days * DAY_MS
+        )
 
 
 def complaint_key(complaint_id: str) -> int:
@@ -78,8 +82,12 @@ def complaint_key(complaint_id: str) -> int:
 
 
 def report(
-    complaints: tuple[Complaint, ...], complaint_id: str, category: str, severity: int,
-    status: str, at_ms: int,
+    complaints: tuple[Complaint, ...],
+    complaint_id: str,
+    category: str,
+    severity: int,
+    status: str,
+    at_ms: int,
 ) -> tuple[Complaint, ...]:
     """``complaints`` with one report applied (a new complaint, or an update)."""
     key = complaint_key(complaint_id)
@@ -94,9 +102,10 @@ def report(
                 del reports[1]  # keep the opening and the latest
             # The earliest report names the category, whatever arrived first.
             first = category if entry < c.reports[0] else c.category
-            updated = c._replace(category=first, severity=max(c.severity, severity),
-                                 reports=tuple(reports))
-            rest = (*complaints[:i], *complaints[i + 1:])
+            updated = c._replace(
+                category=first, severity=max(c.severity, severity), reports=tuple(reports)
+            )
+            rest = (*complaints[:i], *complaints[i + 1 :])
             break
     else:
         updated = Complaint(key, category, severity, (entry,))

@@ -124,14 +124,16 @@ def silence_days(stage: str, typical_gap: float, rules: Rules = DEFAULT_RULES) -
     """How many days without a purchase move an active (or declining) customer on, for
     a customer with this typical gap (``typical_gap_days``)."""
     if stage == DECLINE:
-        return _clamp(rules.churn_factor * typical_gap, rules.churn_min_days,
-                      rules.churn_max_days)
-    return _clamp(rules.decline_factor * typical_gap, rules.decline_min_days,
-                  rules.decline_max_days)
+        return _clamp(rules.churn_factor * typical_gap, rules.churn_min_days, rules.churn_max_days)
+    return _clamp(
+        rules.decline_factor * typical_gap, rules.decline_min_days, rules.decline_max_days
+    )
 
 
 def deadline_ms(
-    stage: str | None, last_purchase_ms: int | None, purchase_days: Sequence[int],
+    stage: str | None,
+    last_purchase_ms: int | None,
+    purchase_days: Sequence[int],
     rules: Rules = DEFAULT_RULES,
 ) -> int | None:
     """When silence next changes this customer's stage (None: nothing pending)."""
@@ -142,8 +144,12 @@ def deadline_ms(
 
 
 def promotion(
-    stage: str, purchase_days: Sequence[int], first_purchase_ms: int, now_ms: int,
-    recent_spend: tuple[tuple[int, float], ...], rules: Rules = DEFAULT_RULES,
+    stage: str,
+    purchase_days: Sequence[int],
+    first_purchase_ms: int,
+    now_ms: int,
+    recent_spend: tuple[tuple[int, float], ...],
+    rules: Rules = DEFAULT_RULES,
 ) -> tuple[str, str] | None:
     """The next stage up and why, or None. One stage at a time: never skipped."""
     n = len(purchase_days)

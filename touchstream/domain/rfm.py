@@ -147,8 +147,13 @@ class Working(_Derived):
     and ``next_deadline_ms`` computed when it is read after a change (a batch's events
     seldom need it: see ``_fire_due``)."""
 
-    __slots__ = (*(f for f in FIELDS if f != "next_deadline_ms"), "_deadline",
-                 "_deadline_rules", "_gap", "_gap_rules")
+    __slots__ = (
+        *(f for f in FIELDS if f != "next_deadline_ms"),
+        "_deadline",
+        "_deadline_rules",
+        "_gap",
+        "_gap_rules",
+    )
     customer_id: str
     version: int
     first_event_ms: int
@@ -212,13 +217,21 @@ class Working(_Derived):
     def risk_check_ms(self, rules: Rules) -> int | None:
         """The next moment live trouble may raise churn_risk (None: nothing to check):
         only while active with no alert episode open."""
-        if (not self.signals and not self.complaints) or self.alert_level \
-                or self.stage not in lc.ACTIVE:
+        if (
+            (not self.signals and not self.complaints)
+            or self.alert_level
+            or self.stage not in lc.ACTIVE
+        ):
             return None
         after = self.risk_checked_ms
-        return min((c for c in dfx.risk_checks(self.signals, self.complaints,
-                                               rules.unresolved_after_days) if c > after),
-                   default=None)
+        return min(
+            (
+                c
+                for c in dfx.risk_checks(self.signals, self.complaints, rules.unresolved_after_days)
+                if c > after
+            ),
+            default=None,
+        )
 
     @next_deadline_ms.setter
     def next_deadline_ms(self, value: int | None) -> None:
@@ -260,7 +273,7 @@ class Working(_Derived):
     def relationship_days(self) -> tuple[int, ...]:
         """The purchase days of the current relationship."""
         days = self.purchase_days
-        return tuple(days[bisect_left(days, self.relationship_start_day):])
+        return tuple(days[bisect_left(days, self.relationship_start_day) :])
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,11 +329,16 @@ def _add_purchase(w: Working, amount: Decimal, t: int) -> None:
 RECENT_SPEND_DAYS = 6
 
 
-def _move(w: Working, at_ms: int, to: str, reason: str, pattern: str | None = None
-          ) -> Transition:
+def _move(w: Working, at_ms: int, to: str, reason: str, pattern: str | None = None) -> Transition:
     at_ms = max(at_ms, w.stage_since_ms)  # a very late event never dates a stage backwards
     tr = Transition(
-        w.customer_id, at_ms, w.stage, to, reason, max(w.relationships, 1), w.transitions,
+        w.customer_id,
+        at_ms,
+        w.stage,
+        to,
+        reason,
+        max(w.relationships, 1),
+        w.transitions,
         pattern,
     )
     w.stage, w.stage_since_ms, w.transitions = to, at_ms, w.transitions + 1
@@ -328,8 +346,13 @@ def _move(w: Working, at_ms: int, to: str, reason: str, pattern: str | None = No
 
 
 def _alert(
-    w: Working, kind: str, at_ms: int, previous: str | None, d: dfx.Defection | None,
-    silent: int | None = None, open_issues: tuple[str, ...] = (),
+    w: Working,
+    kind: str,
+    at_ms: int,
+    previous: str | None,
+    d: dfx.Defection | None,
+    silent: int | None = None,
+    open_issues: tuple[str, ...] = (),
 ) -> Alert | None:
     """Raise ``kind`` unless the open episode already went as far (no storm)."""
     if kind == "recovered":
@@ -348,13 +371,32 @@ def _alert(
         silent = (at_ms - w.last_purchase_ms) // DAY_MS
     net_spend = w.net_spend
     alert = Alert(
-        alert_id=f"{w.customer_id}/{episode}/{kind}", customer_id=w.customer_id, at_ms=at_ms,
-        kind=kind, episode=episode, stage=w.stage or "", previous_stage=previous,
-        defection_type=dtype, confidence=conf, severity=al.severity(net_spend),
-        net_spend=net_spend, last_purchase_ms=w.last_purchase_ms, evidence=evidence,
-        message=al.sentence(kind, w.customer_id, w.stage or "", net_spend, silent, dtype,
-                            conf, evidence, open_issues),
-        version=w.version, open_issues=open_issues,
+        alert_id=f"{w.customer_id}/{episode}/{kind}",
+        customer_id=w.customer_id,
+        at_ms=at_ms,
+        kind=kind,
+        episode=episode,
+        stage=w.stage or "",
+        previous_stage=previous,
+        defection_type=dtype,
+        confidence=conf,
+        severity=al.severity(net_spend),
+        net_spend=net_spend,
+        last_purchase_ms=w.last_purchase_ms,
+        evidence=evidence,
+        message=al.sentence(
+            kind,
+            w.customer_id,
+            w.stage or "",
+            net_spend,
+            silent,
+            dtype,
+            conf,
+            evidence,
+            open_issues,
+        ),
+        version=w.version,
+        open_issues=open_issues,
     )
     w.alert_level, w.episode = level, episode
     return alert
@@ -380,8 +422,15 @@ def _fire_due(w: Working, due: int, rules: Rules) -> list[Output]:
 
 def _weaken(w: Working, at_ms: int, to: str, reason: str, rules: Rules) -> list[Output]:
     """Enter decline or churned, classify why, alert."""
-    d = dfx.classify(w.signals, at_ms, w.purchase_days, w.last_purchase_ms, w.complaints,
-                     w.discount_days, rules.quick_resolution_days)
+    d = dfx.classify(
+        w.signals,
+        at_ms,
+        w.purchase_days,
+        w.last_purchase_ms,
+        w.complaints,
+        w.discount_days,
+        rules.quick_resolution_days,
+    )
     w.risk_checked_ms = max(w.risk_checked_ms, at_ms)  # no churn risk while declining
     if to == lc.CHURNED and w.defection_type not in (None, "unknown"):
         # Decided at the decline; later silence adds no evidence.
@@ -418,14 +467,26 @@ def _check_risk(w: Working, at_ms: int, rules: Rules) -> list[Output]:
     happened by then only, so arrival order does not matter) weighs enough."""
     w.risk_checked_ms = at_ms
     w._deadline_rules = rules
-    if (w.stage not in lc.ACTIVE or w.alert_level or w.first_purchase_ms is None
-            or w.first_purchase_ms > at_ms or w.relationship_start_day * DAY_MS > at_ms):
+    if (
+        w.stage not in lc.ACTIVE
+        or w.alert_level
+        or w.first_purchase_ms is None
+        or w.first_purchase_ms > at_ms
+        or w.relationship_start_day * DAY_MS > at_ms
+    ):
         return []
     r = dfx.risk(w.signals, w.complaints, at_ms, w.risk_at_ms, rules.unresolved_after_days)
     if r.score < al.CHURN_RISK_MIN_SCORE:
         return []
-    d = dfx.classify(w.signals, at_ms, w.purchase_days, None, w.complaints, w.discount_days,
-                     rules.quick_resolution_days)
+    d = dfx.classify(
+        w.signals,
+        at_ms,
+        w.purchase_days,
+        None,
+        w.complaints,
+        w.discount_days,
+        rules.quick_resolution_days,
+    )
     d = dfx.Defection(d.type, d.confidence, (*r.live, *r.support), d.scores)
     alert = _alert(w, "churn_risk", at_ms, w.stage, d, open_issues=r.live)
     if alert is None:
@@ -471,8 +532,9 @@ def _on_purchase(
         w.defection_confidence = 0.0
         w.recent_spend = tuple(x for x in w.recent_spend if x[0] >= day)
         w.risk_checked_ms = max(w.risk_checked_ms, t)  # a new relationship: fresh checks
-        outs.append(_move(w, t, lc.EXPLORATION,
-                          "reactivation" if reactivation else "first purchase"))
+        outs.append(
+            _move(w, t, lc.EXPLORATION, "reactivation" if reactivation else "first purchase")
+        )
         if reactivation and (alert := _alert(w, "recovered", t, lc.CHURNED, None, silent)):
             outs.append(alert)
     elif stage == lc.DECLINE:
@@ -488,8 +550,14 @@ def _on_purchase(
             outs.append(alert)
             w.risk_checked_ms = max(w.risk_checked_ms, t)
     if w.stage in (lc.EXPLORATION, lc.FORMATION):
-        up = lc.promotion(w.stage, w.relationship_days(), w.relationship_start_day * DAY_MS,
-                          t, w.recent_spend, rules)
+        up = lc.promotion(
+            w.stage,
+            w.relationship_days(),
+            w.relationship_start_day * DAY_MS,
+            t,
+            w.recent_spend,
+            rules,
+        )
         if up is not None:
             outs.append(_move(w, t, up[0], up[1]))
     return outs
@@ -532,15 +600,16 @@ def apply(
     if t > w.last_event_ms:
         w.last_event_ms = t
     if len(ids) >= _WINDOW_BYTES:
-        del ids[:len(ids) - _WINDOW_BYTES + 4]  # the oldest
+        del ids[: len(ids) - _WINDOW_BYTES + 4]  # the oldest
     ids += h
     codes = dfx.signals_of(event)
     if codes:
         w.signals = dfx.record(w.signals, t, codes)
     kind = event.type
     if kind == "complaint":
-        w.complaints = iss.report(w.complaints, event.complaint_id, event.category,
-                                  event.severity, event.status, t)
+        w.complaints = iss.report(
+            w.complaints, event.complaint_id, event.category, event.severity, event.status, t
+        )
     elif kind == "purchase" and event.discount is not None and event.discount >= dfx.DISCOUNT_MIN:
         w.discount_days = dfx.add_discount_day(w.discount_days, t // DAY_MS)
     if kind == "purchase":

@@ -138,8 +138,7 @@ def _move(counts: dict[int, int], e: int, old: Any, new: Any) -> None:
     _move_key(counts, ko, kn, old)
 
 
-def _move_key(counts: dict[int, int], ko: int | None, kn: int | None,
-              value: Any = None) -> None:
+def _move_key(counts: dict[int, int], ko: int | None, kn: int | None, value: Any = None) -> None:
     """One value leaves bucket ``ko`` and enters bucket ``kn`` (None: none)."""
     if ko is not None:
         c = counts.get(ko, 0)
@@ -261,8 +260,11 @@ RATE_MIN_WINDOW_DAYS = 365
 
 
 def purchase_rate(
-    purchase_days: int, first_day: int, last_day: int,
-    *, min_window_days: int = RATE_MIN_WINDOW_DAYS,
+    purchase_days: int,
+    first_day: int,
+    last_day: int,
+    *,
+    min_window_days: int = RATE_MIN_WINDOW_DAYS,
 ) -> float:
     """Purchase days per year while active: purchase days * 365 / the days from the first
     to the last purchase day (inclusive), counting at least ``min_window_days`` (so a
@@ -330,8 +332,13 @@ def keys_of(p: RfmPoint | None) -> PointKeys | None:
     """``point_keys`` of a point."""
     if p is None:
         return None
-    return (_key(p.last_day, DAY_EXACT_BELOW), _key(p.purchase_days, EXACT_BELOW),
-            _key(p.net_spend, REAL), _key(p.rate, REAL), _key(p.amount, REAL))
+    return (
+        _key(p.last_day, DAY_EXACT_BELOW),
+        _key(p.purchase_days, EXACT_BELOW),
+        _key(p.net_spend, REAL),
+        _key(p.rate, REAL),
+        _key(p.amount, REAL),
+    )
 
 
 def _axes(p: RfmPoint | None) -> tuple[Any, ...]:
@@ -393,18 +400,23 @@ class RfmSketches:
         for old, new in deltas:
             if old == new:
                 continue
-            if old is not None and not strict and not all(
-                    c.get(k, 0) > 0 for c, k in zip(counts, old, strict=True)):
+            if (
+                old is not None
+                and not strict
+                and not all(c.get(k, 0) > 0 for c, k in zip(counts, old, strict=True))
+            ):
                 old = None
             for c, ko, kn in zip(counts, old or _NONE5, new or _NONE5, strict=True):
                 _move_key(c, ko, kn)
-        return RfmSketches(*(Sketch(_freeze(c), s.exact_below)
-                             for c, s in zip(counts, sk, strict=True)))
+        return RfmSketches(
+            *(Sketch(_freeze(c), s.exact_below) for c, s in zip(counts, sk, strict=True))
+        )
 
     def merge(self, *others: RfmSketches) -> RfmSketches:
         parts = [o._sketches() for o in others]
-        return RfmSketches(*(s.merge(*(p[i] for p in parts))
-                             for i, s in enumerate(self._sketches())))
+        return RfmSketches(
+            *(s.merge(*(p[i] for p in parts)) for i, s in enumerate(self._sketches()))
+        )
 
     def to_record(self) -> list[Any]:
         """``[RECORD_VERSION, recency, frequency, monetary, rate, amount]`` (bin lists)."""
@@ -457,8 +469,12 @@ class Cutoffs:
 
     @classmethod
     def fixed(
-        cls, *, recency_days: Sequence[float], frequency: Sequence[float],
-        monetary: Sequence[float], as_of_day: int,
+        cls,
+        *,
+        recency_days: Sequence[float],
+        frequency: Sequence[float],
+        monetary: Sequence[float],
+        as_of_day: int,
     ) -> Cutoffs:
         """Configured thresholds instead of quintiles. ``recency_days`` are days since the
         last purchase, descending (e.g. 365, 180, 90, 30: at most 30 days scores 5, more
@@ -467,13 +483,21 @@ class Cutoffs:
         days = tuple(float(d) for d in recency_days)
         if list(days) != sorted(days, reverse=True):
             raise ValueError(f"recency_days: four descending values expected, got {days!r}")
-        return cls(tuple(as_of_day - d for d in days), frequency, monetary,  # type: ignore[arg-type]
-                   0, "fixed")
+        return cls(
+            tuple(as_of_day - d for d in days),
+            frequency,
+            monetary,  # type: ignore[arg-type]
+            0,
+            "fixed",
+        )
 
     def scores(self, p: RfmPoint) -> tuple[int, int, int]:
         """(R, F, M) of a customer."""
-        return (score(p.last_day, self.r), score(p.purchase_days, self.f),
-                score(p.net_spend, self.m))
+        return (
+            score(p.last_day, self.r),
+            score(p.purchase_days, self.f),
+            score(p.net_spend, self.m),
+        )
 
 
 def cutoffs_from(sketches: RfmSketches) -> Cutoffs:
@@ -483,18 +507,32 @@ def cutoffs_from(sketches: RfmSketches) -> Cutoffs:
     strictly lower buckets (capped at 5): a tie group takes the score of its lowest member.
     Fewer than 5 customers still give scores 1..5 by the same rule (a lone customer scores
     1, of two the higher scores 3); an empty population has infinite cut-offs (score 1)."""
+
     def cuts(s: Sketch) -> Thresholds:
         return tuple(s.cut(q) for q in QUINTILES)  # type: ignore[return-value]
 
-    return Cutoffs(cuts(sketches.recency), cuts(sketches.frequency), cuts(sketches.monetary),
-                   sketches.count, "quantile")
+    return Cutoffs(
+        cuts(sketches.recency),
+        cuts(sketches.frequency),
+        cuts(sketches.monetary),
+        sketches.count,
+        "quantile",
+    )
 
 
 # -- segments ----------------------------------------------------------------------------
 
 SEGMENTS = (
-    "champions", "loyal", "potential_loyalists", "new", "promising", "need_attention",
-    "about_to_sleep", "at_risk", "cant_lose", "hibernating",
+    "champions",
+    "loyal",
+    "potential_loyalists",
+    "new",
+    "promising",
+    "need_attention",
+    "about_to_sleep",
+    "at_risk",
+    "cant_lose",
+    "hibernating",
 )
 
 # The common R/F segment map, DEFAULT_SEGMENTS[r - 1][f - 1]: one row per R score (the
@@ -527,8 +565,10 @@ QUADRANTS = ("best", "frequent_low_spend", "rare_high_spend", "uncertain")
 
 
 def behaviour_quadrant(
-    purchase_days_per_year: float, avg_purchase: float,
-    freq_threshold: float, amount_threshold: float,
+    purchase_days_per_year: float,
+    avg_purchase: float,
+    freq_threshold: float,
+    amount_threshold: float,
 ) -> str:
     """Frequent when ``purchase_days_per_year >= freq_threshold``, high spend when
     ``avg_purchase >= amount_threshold``: best (both), frequent_low_spend,
@@ -558,20 +598,31 @@ TRANSACTION_BUYER_MIN_DAYS = 90  # a relationship buyer comes back within this
 
 
 def is_key_account(
-    m_score: int, tenure_days: int, purchase_days: int, in_decline: bool,
-    *, min_m_score: int = KEY_ACCOUNT_MIN_M_SCORE,
+    m_score: int,
+    tenure_days: int,
+    purchase_days: int,
+    in_decline: bool,
+    *,
+    min_m_score: int = KEY_ACCOUNT_MIN_M_SCORE,
     min_tenure_days: int = KEY_ACCOUNT_MIN_TENURE_DAYS,
     min_purchase_days: int = KEY_ACCOUNT_MIN_PURCHASE_DAYS,
 ) -> bool:
     """A key account: M score >= 5 (top 20% by net spend), tenure (days from the first
     purchase day to the as-of day) >= 365, at least 4 purchase days, and not in decline
     (``in_decline``: lifecycle stage decline or churned)."""
-    return (m_score >= min_m_score and tenure_days >= min_tenure_days
-            and purchase_days >= min_purchase_days and not in_decline)
+    return (
+        m_score >= min_m_score
+        and tenure_days >= min_tenure_days
+        and purchase_days >= min_purchase_days
+        and not in_decline
+    )
 
 
 def is_transaction_buyer(
-    purchase_days: int, tenure_days: int, *, min_days: int = TRANSACTION_BUYER_MIN_DAYS,
+    purchase_days: int,
+    tenure_days: int,
+    *,
+    min_days: int = TRANSACTION_BUYER_MIN_DAYS,
 ) -> bool:
     """A one-off buyer: exactly one purchase day, at least 90 days ago (``tenure_days``,
     from the first purchase day to the as-of day). A relationship buyer comes back."""
