@@ -532,7 +532,10 @@ FROM (
     SELECT customer_id, stage, net_spend, frequency + 1 AS purchase_days,
       toUInt32(toDate(assumeNotNull(first_purchase_at))) AS first_purchase_day,
       toUInt32(toDate(assumeNotNull(last_purchase_at))) AS last_purchase_day,
-      (SELECT toUInt32(toDate(max(stream_time))) FROM {db}.stream_clock FINAL) AS stream_day,
+      -- A current engine types a scalar subquery Nullable, which made the flags
+      -- Nullable and NULL where customer_profile finds no scores (18.16: 0).
+      assumeNotNull((SELECT toUInt32(toDate(max(stream_time))) FROM {db}.stream_clock FINAL))
+        AS stream_day,
       p_alive, churn_probability_90d, expected_purchases_90d, predicted_clv_365d, model_version
     FROM {db}.customer_churn
   ) AS s
