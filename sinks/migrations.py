@@ -18,8 +18,8 @@ step is pending, each finds what is there already and adds what is not, and is r
 
 ``migrate`` runs the plan, then replaces the views in place. It is safe with several
 processes at once: every statement is idempotent (IF NOT EXISTS where the server has it,
-check-then-add on 18.16), and a statement that fails is retried in thought: if a fresh
-plan no longer holds it, another process did it first and the error is ignored.
+check-then-add on 18.16), and a statement that fails is checked against a fresh plan:
+if that no longer holds it, another process did it first and the error is ignored.
 """
 
 from __future__ import annotations

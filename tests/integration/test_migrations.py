@@ -297,3 +297,34 @@ def test_both_dialects_on_both_engines_give_every_view_the_same_answers(
     for name, views in got.items():
         for view, rows in views.items():
             assert rows == reference[view], (name, view)
+
+
+def test_migrate_status_lists_pending_steps_then_their_records_and_changes_nothing(
+    clickhouse: ClickHouseServer,
+) -> None:
+    target = clickhouse.url(f"status_{uuid.uuid4().hex[:8]}")
+    env = {**os.environ, "TOUCHSTREAM_CLICKHOUSE_URL": target, "COLUMNS": "200"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "touchstream.cli", "migrate", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    before = cli("--status")
+    assert before.returncode == 0, before.stderr
+    assert "18.16 dialect" in before.stdout
+    assert before.stdout.count("pending") == len(STEPS)
+    assert "CREATE DATABASE IF NOT EXISTS" in before.stdout
+    with open_sink(target) as sink:
+        _, rows = sink.query(f"SELECT count() FROM system.databases WHERE name = '{sink.database}'")
+        assert rows == [(0,)]  # --status created nothing
+        sink.migrate()
+    after = cli("--status")
+    assert after.returncode == 0, after.stderr
+    assert "pending" not in after.stdout and "up to date" in after.stdout
+    assert after.stdout.count(__version__) == len(STEPS)
