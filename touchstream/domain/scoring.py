@@ -30,7 +30,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 # -- the sketch --------------------------------------------------------------------------
 
@@ -448,7 +448,7 @@ def _four(name: str, values: Iterable[float]) -> Thresholds:
     t = tuple(float(v) for v in values)
     if len(t) != 4 or any(math.isnan(v) for v in t) or list(t) != sorted(t):
         raise ValueError(f"{name}: four ascending thresholds expected, got {t!r}")
-    return t  # type: ignore[return-value]
+    return t
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,9 +484,9 @@ class Cutoffs:
         if list(days) != sorted(days, reverse=True):
             raise ValueError(f"recency_days: four descending values expected, got {days!r}")
         return cls(
-            tuple(as_of_day - d for d in days),
-            frequency,
-            monetary,  # type: ignore[arg-type]
+            cast(Thresholds, tuple(as_of_day - d for d in days)),
+            cast(Thresholds, frequency),
+            cast(Thresholds, monetary),
             0,
             "fixed",
         )
