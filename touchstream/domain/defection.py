@@ -19,8 +19,8 @@ from schemas.events import SATISFACTION_LEVELS, Event
 from touchstream.domain import issues as iss
 from touchstream.domain.alerts import _ISO_EXACT, iso_ms
 from touchstream.domain.issues import Complaint
+from touchstream.domain.units import DAY_MS
 
-DAY_MS = 86_400_000
 TYPES = ("price", "product", "service", "self_change")
 
 EVIDENCE_WINDOW_DAYS = 180

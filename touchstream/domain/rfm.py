@@ -33,8 +33,8 @@ from touchstream.domain import lifecycle as lc
 from touchstream.domain.alerts import Alert
 from touchstream.domain.issues import Complaint
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules, Transition
+from touchstream.domain.units import DAY_MS
 
-DAY_MS = 86_400_000
 # How many recent event ids each customer remembers to drop redeliveries. At-least-once
 # redelivery replays a short tail, so a small window catches it; older duplicates still
 # collapse in ClickHouse (events are keyed by event_id) but would count twice in state.
@@ -215,8 +215,8 @@ class Working(_Derived):
         stage, last = self.stage, self.last_purchase_ms
         if last is None or stage is None or stage == lc.CHURNED:
             return None
-        d = last + int(lc.silence_days(stage, self.typical_gap(rules), rules) * DAY_MS)
-        return max(d, self.stage_since_ms)  # never back in time
+        d = lc.deadline_ms(stage, last, self.typical_gap(rules), rules)
+        return None if d is None else max(d, self.stage_since_ms)  # never back in time
 
     def risk_check_ms(self, rules: Rules) -> int | None:
         """The next moment live trouble may raise churn_risk (None: nothing to check):
