@@ -36,7 +36,7 @@ from typing import Any
 import faust
 import orjson
 
-from agents.fastpath import BatchApp, KafkaEmitter
+from agents.fastpath import BatchApp, Emitter, KafkaEmitter
 from agents.pipeline import BatchResult, Processor, Stored, cutoffs_row_for
 from agents.web import add_customer_page
 from schemas.events import epoch_ms
@@ -86,7 +86,7 @@ class Worker:
     table: Any
     outputs: dict[str, str]  # "dead_letters", "transitions", "alerts" -> topic name
     totals: Totals
-    emitter: KafkaEmitter  # every record the worker produces goes through it
+    emitter: Emitter  # every record the worker produces goes through it
     stopped_because: str | None = None  # a fatal ClickHouse error stopped the worker
 
 
@@ -131,9 +131,16 @@ async def flush_with_retry(
             delay = min(delay * 2, 30.0)
 
 
-def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = None) -> Worker:
-    """``stop``: how a fatal ClickHouse error stops the worker (default: stop the app);
-    the command line stops the whole process, as a SIGTERM does."""
+def build_app(
+    settings: Settings,
+    sink: Sink,
+    stop: Callable[[], Any] | None = None,
+    emitter: Emitter | None = None,
+) -> Worker:
+    """The worker: its Faust app around a Processor, writing to ``sink``. ``stop``: how a
+    fatal ClickHouse error stops the worker (default: stop the app); the command line
+    stops the whole process, as a SIGTERM does. ``emitter``: where the records it produces
+    go (default: the app's Kafka producer, ``KafkaEmitter``)."""
     datadir = Path(settings.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     app = BatchApp(
@@ -191,7 +198,8 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
         "alerts": alerts.get_topic_name(),
     }
     changelog = customers.changelog_topic.get_topic_name()
-    emitter = KafkaEmitter(app)
+    if emitter is None:
+        emitter = KafkaEmitter(app)
     processor = Processor(
         rules_of(settings),
         settings.partitions,

@@ -34,7 +34,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 from aiokafka.errors import IllegalStateError
@@ -275,6 +275,12 @@ class BatchApp(faust.App):
 
 
 Record = tuple[int | None, bytes | None, bytes]  # (partition or None: by key, key, value)
+
+
+class Emitter(Protocol):
+    """Where the worker's records go: ``send`` returns once every record is delivered."""
+
+    async def send(self, topic: str, records: Sequence[Record]) -> None: ...
 
 
 class KafkaEmitter:
