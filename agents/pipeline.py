@@ -12,7 +12,6 @@ they were decoded from; rows carry DateTime values as epoch milliseconds.
 
 from __future__ import annotations
 
-import base64
 import functools
 import heapq
 import logging
@@ -36,14 +35,14 @@ from sinks.rows import (
     dead_letter_row,
     event_row,
     state_row,
-    transition_json,
     transition_row,
 )
 from sinks.tables import MONEY, MONEY_LIMIT
-from touchstream.domain import codec
-from touchstream.domain.alerts import Alert, iso_ms, with_churn
+from touchstream.domain import codec, messages
+from touchstream.domain.alerts import Alert, with_churn
 from touchstream.domain.btyd import Model
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules, Transition
+from touchstream.domain.messages import CLOCK_KEY
 from touchstream.domain.rfm import CustomerState, Working, advance_working, apply
 from touchstream.domain.scoring import (
     Cutoffs,
@@ -66,16 +65,10 @@ def key_partition(key: bytes, partitions: int) -> int:
 
 Load = Callable[[str], bytes | None]
 
+
 # A clock message closes a period: key CLOCK_KEY, value {"clock": RFC 3339 time}, sent to
 # every partition (``touchstream tick --until``). The partition's watermark moves to that
 # time: every deadline due by then fires, as if an event that late had arrived.
-CLOCK_KEY = b"__touchstream_clock__"
-
-
-def clock_value(until_ms: int) -> bytes:
-    return orjson.dumps({"clock": iso_ms(until_ms)})
-
-
 def _clock_time(value: bytes | None) -> int | str:
     """A clock message's time (epoch ms), or why it is not one."""
     try:
@@ -135,23 +128,8 @@ class BatchResult:
 
 
 def dead_letter_envelope(m: RawMessage, reason: str) -> bytes:
-    """The dead-letter topic's value: where it came from, why, and the raw bytes."""
-    raw = m.value or b""
-    try:
-        text: str | None = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    return orjson.dumps(
-        {
-            "reason": reason,
-            "topic": m.topic,
-            "partition": m.partition,
-            "offset": m.offset,
-            "key": (m.key or b"").decode("utf-8", "replace"),
-            "raw": text,
-            "raw_base64": base64.b64encode(raw).decode(),
-        }
-    )
+    """The dead-letter topic's value for ``m`` (touchstream.domain.messages)."""
+    return messages.dead_letter_envelope(reason, m.topic, m.partition, m.offset, m.key, m.value)
 
 
 # Customers whose decoded state the processor keeps between batches (``state_cache``):
@@ -508,7 +486,7 @@ class _Batch:
         key = o.customer_id.encode()
         if isinstance(o, Transition):
             self.transition_rows.append(transition_row(o))
-            self.out.transitions.append((key, orjson.dumps(transition_json(o))))
+            self.out.transitions.append((key, messages.transition_value(o)))
         else:
             model = self.proc.model
             if model is not None and work is not None:
@@ -516,7 +494,7 @@ class _Batch:
                 if scores is not None:
                     o = with_churn(o, scores[1], scores[3])
             self.alert_rows.append(alert_row(o))
-            self.out.alerts.append((key, orjson.dumps(o.to_json())))
+            self.out.alerts.append((key, messages.alert_value(o)))
 
     def fire(self, partition: int, index: DeadlineIndex, due_by: int) -> None:
         """Fire the silence deadlines of ``partition`` due by ``due_by``."""

@@ -163,8 +163,8 @@ def tick(
     each partition of the input topic, after the events already sent)."""
     from datetime import datetime
 
-    from agents.pipeline import CLOCK_KEY, clock_value
     from schemas.events import epoch_ms
+    from touchstream.domain.messages import CLOCK_KEY, clock_value
     from touchstream.kafka import BrokerUnavailable, producer
 
     s = Settings()
