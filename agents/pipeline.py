@@ -359,7 +359,7 @@ class _Batch:
         self.customers: dict[str, _Customer | None] = {}  # as loaded, in load order
         self.cache = proc._cache
         self.clocks: dict[int, int] = {}
-        self._updated_by_partition: dict[int, list[tuple[int, str]]] | None = None
+        self._updated_by_partition: dict[int, list[tuple[str, int | None]]] | None = None
 
     def stored(self, cid: str) -> _Customer | None:
         c = self.customers.get(cid, _UNSEEN)
@@ -374,7 +374,7 @@ class _Batch:
                     work, partition, offset = codec.decode(raw)
                     c = _Customer(work, partition, offset, raw, point_keys(work))
             self.customers[cid] = c
-        return c  # type: ignore[return-value]
+        return c
 
     def reject(self, m: RawMessage, reason: str) -> None:
         self.out.rejected += 1
@@ -402,7 +402,7 @@ class _Batch:
             return self.clock(m)
         ev = decode(m.value)
         if ev.__class__ is Rejected:
-            return self.reject(m, ev.reason)  # type: ignore[union-attr]
+            return self.reject(m, ev.reason)
         key = m.key.decode("utf-8", "replace") if m.key is not None else None
         cid = ev.customer_id  # type: ignore[union-attr]
         if key != cid:
@@ -453,7 +453,7 @@ class _Batch:
             # Stored, the total would be rounded or refused by ClickHouse: park the event.
             total = "purchase_total" if ev.__class__ is Purchase else "refund_total"
             reason = (
-                f"{ev.type} of {ev.amount} would take customer {cid!r}'s {total} to "  # type: ignore[union-attr]
+                f"{ev.type} of {ev.amount} would take customer {cid!r}'s {total} to "
                 f"{getattr(c.work, total)}, beyond what ClickHouse {MONEY} holds "
                 f"(under {MONEY_LIMIT:,}): not applied; check this customer's amounts"
             )
@@ -466,7 +466,7 @@ class _Batch:
         if r is None:
             self.out.duplicates += 1
             return None
-        c.applied.append(m.value)  # type: ignore[arg-type]
+        c.applied.append(m.value)
         c.changed = True
         self.events_rows.append(event_row(ev, c.work.version, p, offset, t))  # type: ignore[arg-type]
         if r[1]:
@@ -480,7 +480,7 @@ class _Batch:
         c.work = codec.decode(c.raw)[0] if c.raw else Working(c.work.customer_id)
         for value in c.applied:
             ev = decode(value)
-            apply(c.work, ev, epoch_ms(ev.occurred_at), self.rules)  # type: ignore[union-attr]
+            apply(c.work, ev, epoch_ms(ev.occurred_at), self.rules)  # type: ignore[arg-type, union-attr]
 
     def emit(self, o: Transition | Alert, work: Working | None = None) -> None:
         key = o.customer_id.encode()
@@ -582,7 +582,7 @@ class _Batch:
             if c is not None:
                 raw = states.get(cid) or c.raw
                 cache[cid] = (
-                    raw if raw.__class__ is bytes else bytes(raw),  # type: ignore[union-attr, arg-type]
+                    raw if raw.__class__ is bytes else bytes(raw),  # type: ignore[arg-type]
                     _compact(c.work),
                     c.partition,
                     c.offset,

@@ -9,7 +9,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,7 +24,7 @@ console = Console()
 err = Console(stderr=True, soft_wrap=True)  # whole lines: errors get grepped
 
 
-def _fail(msg: str, code: int = 2) -> None:
+def _fail(msg: str, code: int = 2) -> NoReturn:
     from rich.markup import escape
 
     err.print(f"[bold red]error:[/] {escape(' '.join(msg.split()))}", highlight=False)
@@ -284,7 +284,7 @@ def query(
                         "not formatted text; leave the clause out and use --format "
                         f"{'|'.join(FORMATS)}"
                     )
-                sys.stdout.buffer.write(sink.query_formatted(sql))  # type: ignore[attr-defined]
+                sys.stdout.buffer.write(sink.query_formatted(sql))
                 return
             cols, rows = sink.query(sql)
     except SinkUnavailable as e:
