@@ -37,6 +37,7 @@ import faust
 import orjson
 
 from agents.fastpath import BatchApp, Emitter, KafkaEmitter
+from agents.metrics import Metrics, add_ops_pages
 from agents.pipeline import BatchResult, Processor, Stored, cutoffs_row_for
 from agents.web import add_customer_page
 from schemas.events import epoch_ms
@@ -88,6 +89,7 @@ class Worker:
     totals: Totals
     emitter: Emitter  # every record the worker produces goes through it
     stopped_because: str | None = None  # a fatal ClickHouse error stopped the worker
+    metrics: Metrics | None = None  # GET /metrics and GET /health (agents/metrics.py)
 
 
 class InOrder:
@@ -206,7 +208,8 @@ def build_app(
         model=_load_model(sink),
         max_future_skew_ms=int(settings.max_future_skew_s * 1000),
     )
-    writer = BatchingWriter(sink)
+    metrics = Metrics(settings.health_clickhouse_failing_s)
+    writer = BatchingWriter(sink, on_insert=metrics.insert)
     worker: Worker  # set below; the closures read it
     # One thread owns the ClickHouse connection, so a slow insert never blocks the loop.
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
@@ -285,6 +288,7 @@ def build_app(
             await asyncio.gather(write_rows(), sent)
             await emitter.send(changelog, records)
             totals.add(result)
+            metrics.effects_done(result.rows)
 
         return effects_in_order.then(effects)
 
@@ -295,7 +299,7 @@ def build_app(
     async def handle(
         messages: Any, current: Callable[[], bool] = lambda: True
     ) -> asyncio.Future[None] | None:
-        now = time.monotonic()
+        handed, now = time.perf_counter(), time.monotonic()
         for m in messages:
             last_message[m.partition] = now
         async with lock:
@@ -303,6 +307,7 @@ def build_app(
                 # A rebalance began while this batch waited for the lock (the revocation
                 # holds it): its partitions may be another worker's now.
                 return None
+            began = time.perf_counter()
             batch = processor.begin(load, datetime.now(UTC))
             for i in range(0, len(messages), YIELD_EVERY):
                 if i:
@@ -310,6 +315,12 @@ def build_app(
                 for m in messages[i : i + YIELD_EVERY]:
                     batch.message(m)
             done = apply(processor.end(batch, {m.partition for m in messages}, scan))
+            metrics.batch_processed(time.perf_counter() - began)
+        done.add_done_callback(
+            lambda f: (
+                f.cancelled() or f.exception() or metrics.batch_done(time.perf_counter() - handed)
+            )
+        )
         in_flight.append(done)
         # Up to EFFECTS_IN_FLIGHT batches' effects go out behind the one being processed:
         # enough to keep processing busy through a ClickHouse insert and the changelog
@@ -508,7 +519,11 @@ def build_app(
                 asyncio.ensure_future(app.stop())
         await asyncio.Future()  # never done: the stop cancels it
 
-    worker = Worker(app, process, customers, outputs, totals, emitter)
+    worker = Worker(app, process, customers, outputs, totals, emitter, metrics=metrics)
+    metrics.watch(
+        app, settings.input_topic, totals, processor, writer, lambda: worker.stopped_because
+    )
+    add_ops_pages(app, metrics)
     return worker
 
 

@@ -229,6 +229,17 @@ class Processor:
         # its sketch keys), least recently used first.
         self.state_cache = state_cache
         self._cache: dict[str, tuple[bytes, Working, int, int, PointKeys | None]] = {}
+        # Customers in the table per partition, for the metrics: counted by the scan that
+        # builds a partition's deadline index, then kept up to date by each batch.
+        self.customers: dict[int, int] = {}
+
+    def customers_held(self) -> int:
+        """Customers in the table, of the partitions this processor has seen."""
+        return sum(self.customers.values())
+
+    def deadlines_pending(self) -> int:
+        """Silence deadlines waiting for stream time to pass them, all partitions."""
+        return sum(len(index.latest) for index in self._deadlines.values())
 
     def _index(
         self, partition: int, scan: Scan, loaded: Mapping[str, object] = {}
@@ -237,7 +248,9 @@ class Processor:
         if index is None:
             heap, points = [], []
             cache, room = self._cache, self.state_cache - len(self._cache)
+            n = 0
             for cid, raw in scan(partition):
+                n += 1
                 state, p, offset = codec.decode(raw)
                 if state.next_deadline_ms is not None:
                     heap.append((state.next_deadline_ms, cid))
@@ -250,6 +263,7 @@ class Processor:
                     room -= 1
             index = self._deadlines[partition] = DeadlineIndex(heap)
             self.sketches[partition] = RfmSketches().move(points)
+            self.customers[partition] = n
         return index
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -260,6 +274,7 @@ class Processor:
             self.stream_time.pop(p, None)
             self.watermark.pop(p, None)
             self.sketches.pop(p, None)
+            self.customers.pop(p, None)
         if gone and self._cache:
             self._cache = {cid: e for cid, e in self._cache.items() if e[2] not in gone}
 
@@ -536,9 +551,12 @@ class _Batch:
         changed = [(cid, c) for cid, c in self.customers.items() if c is not None and c.changed]
         # Offset-only moves (duplicates) are stored too: the offset skips redeliveries.
         states = out.states
+        counts = self.proc.customers
         for cid, c in self.customers.items():
             if c is not None and c.touched:
                 states[cid] = codec.encode(c.work, c.partition, c.offset)
+                if c.raw is None:  # a new customer in the table
+                    counts[c.partition] = counts.get(c.partition, 0) + 1
         self.proc.stream_time.update(self.clocks)
         deltas: dict[int, list[tuple[PointKeys | None, PointKeys | None]]] = {}
         for _, c in changed:

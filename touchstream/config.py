@@ -93,6 +93,15 @@ class Settings(BaseSettings):
         description="the host name other workers and `touchstream customer` reach this "
         "worker's web server by (its canonical URL); default: the machine's host name",
     )
+    health_clickhouse_failing_s: float = Field(
+        120.0,
+        gt=0,
+        description="GET /health answers 503 once the worker's ClickHouse writes have "
+        "failed for this long without a success (it keeps retrying meanwhile)",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="the worker's log lines: text, or one JSON object per line"
+    )
     worker_url: str | None = Field(
         None,
         description="a worker's web address for `touchstream customer`; default "

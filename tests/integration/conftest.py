@@ -81,6 +81,8 @@ def worker_env(s: Settings) -> dict[str, str]:
         "web_host",
         "fit_interval_s",
         "model_poll_s",
+        "health_clickhouse_failing_s",
+        "log_format",
     ):
         if getattr(s, field) is not None:
             env[f"TOUCHSTREAM_{field.upper()}"] = str(getattr(s, field))
