@@ -20,7 +20,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -192,6 +198,8 @@ class Metrics:
         self.sources: Sources | None = None
         self.joined = False
         self.registry.register(_Scrape(self))
+        # The standard process_* series (CPU, resident memory, start time: restarts).
+        ProcessCollector(registry=self.registry)
 
     # -- hooks, called by the worker ---------------------------------------------------
 

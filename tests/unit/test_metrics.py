@@ -357,3 +357,9 @@ def test_the_writer_counts_rows_per_table_and_tells_of_each_insert() -> None:
     assert writer.refused_by_table == {"events": 1}
     assert seen[0] == ("events", 8, False)  # refused, then halved
     assert ("stream_clock", 1, True) in seen and ("dead_letters", 1, True) in seen
+
+
+def test_the_process_series_are_there_for_restarts_and_memory() -> None:
+    got = samples(Metrics(failing_limit_s=60))
+    assert got[("process_start_time_seconds", ())] > 0
+    assert got[("process_resident_memory_bytes", ())] > 0
