@@ -191,6 +191,18 @@ def test_every_service_with_a_server_has_a_healthcheck(services):
     assert "/ping" in clickhouse_check or "clickhouse-client" in clickhouse_check
 
 
+def test_the_worker_healthcheck_gets_health_on_its_web_port_with_the_images_python(services):
+    worker = services["worker"]
+    port = env(worker)["TOUCHSTREAM_WEB_PORT"]
+    assert int(port) in container_ports(worker)
+    test = worker["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    assert f"http://127.0.0.1:{port}/health" in test[3]
+    compile(test[3], "healthcheck", "exec")  # a valid one-liner
+    assert "urllib.request.urlopen" in test[3]  # raises on a 503: the check fails
+    assert worker["healthcheck"].get("start_period")  # a worker joins the group first
+
+
 def test_every_named_volume_is_declared_and_data_is_persisted(compose, services):
     declared = set(compose.get("volumes") or {})
     used = set()
