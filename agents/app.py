@@ -316,11 +316,12 @@ def build_app(
                     batch.message(m)
             done = apply(processor.end(batch, {m.partition for m in messages}, scan))
             metrics.batch_processed(time.perf_counter() - began)
-        done.add_done_callback(
-            lambda f: (
-                f.cancelled() or f.exception() or metrics.batch_done(time.perf_counter() - handed)
-            )
-        )
+
+        def completed(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                metrics.batch_done(time.perf_counter() - handed)
+
+        done.add_done_callback(completed)
         in_flight.append(done)
         # Up to EFFECTS_IN_FLIGHT batches' effects go out behind the one being processed:
         # enough to keep processing busy through a ClickHouse insert and the changelog

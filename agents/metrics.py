@@ -170,7 +170,8 @@ class Metrics:
         self.batch_seconds = Histogram(
             "touchstream_batch_process_seconds",
             "Time to process one batch of input messages (decode, validate, fold into "
-            "state, make rows and records), on the worker's event loop",
+            "state, make rows and records), on the worker's event loop, with the turns it "
+            "gives other tasks between slices of the batch",
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )

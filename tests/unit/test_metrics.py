@@ -81,7 +81,7 @@ def test_the_decoders_reasons_fall_into_their_classes(raw: bytes | None, cls: st
 
 
 def test_the_processors_reasons_fall_into_their_classes() -> None:
-    proc, table = Processor(max_future_skew_ms=60_000), {}
+    proc, table = Processor(max_future_skew_ms=60_000), dict[str, bytes]()
     day = RECEIVED - timedelta(days=1)
     reasons = reasons_of(
         proc,
@@ -103,7 +103,7 @@ def test_the_processors_reasons_fall_into_their_classes() -> None:
 
 
 def test_a_purchase_beyond_what_clickhouse_stores_is_an_amount_limit() -> None:
-    proc, table = Processor(), {}
+    proc, table = Processor(), dict[str, bytes]()
     day = RECEIVED - timedelta(days=1)
     assert reasons_of(proc, [msg(purchase("c1", "e1", day), 0)], table) == []
     work, partition, offset = codec.decode(table["c1"])
