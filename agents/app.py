@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +39,7 @@ import orjson
 from agents.fastpath import BatchApp, Emitter, KafkaEmitter
 from agents.metrics import Metrics, add_ops_pages
 from agents.pipeline import BatchResult, Processor, Stored, cutoffs_row_for
+from agents.state import TableState, faust_store
 from agents.web import add_customer_page
 from schemas.events import epoch_ms
 from sinks import BatchingWriter, Sink
@@ -145,10 +146,11 @@ def build_app(
     go (default: the app's Kafka producer, ``KafkaEmitter``)."""
     datadir = Path(settings.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
+    store_url, store_options = faust_store(settings.store)
     app = BatchApp(
         settings.app_id,
         broker=settings.broker,
-        store="memory://",
+        store=store_url,
         datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -164,7 +166,7 @@ def build_app(
         web_tables_enabled=False,
         web_graph_enabled=False,
         web_stats_enabled=False,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standbys,
         broker_max_poll_records=settings.batch_max,
         broker_credentials=faust_credentials(settings),  # TLS / SASL (touchstream.security)
         **(
@@ -191,6 +193,7 @@ def build_app(
         key_type=bytes,  # bytes -> the "raw" codec: the same key bytes as the input topic
         value_type=bytes,
         use_partitioner=True,
+        options=store_options,
     )
     alerts = _raw_topic(app, settings.alerts_topic, settings.partitions)
     transitions = _raw_topic(app, settings.transitions_topic, settings.partitions)
@@ -217,15 +220,14 @@ def build_app(
     lock = asyncio.Lock()
     totals = Totals()
 
-    store = customers.data  # the table's store: reads and writes without a changelog send
+    # The table's store, written by the batch path without Faust's changelog send; states
+    # are stored once their effects are done (agents/state.py).
+    state = TableState(customers)
 
     def load(cid: str) -> bytes | None:
-        return store.get(cid.encode())
+        return state.get(cid.encode())
 
-    def scan(partition: int) -> Iterator[tuple[str, bytes]]:
-        for key, raw in customers.items():
-            if Stored.partition_of(raw) == partition:
-                yield key.decode(), raw
+    scan = state.scan
 
     # Batches reach ClickHouse, the topics and the changelog in order (``effects_in_order``); a
     # batch's output records only wait for the previous batch's (``sending``).
@@ -257,12 +259,14 @@ def build_app(
         effects go out in the background, in the order that makes a replay safe (module
         doc), while the next batch is processed. The returned future is done when all of
         them reached ClickHouse and the broker: then the batch's offsets may be acked."""
-        records = []
+        records, states = [], {}
         for cid, value in result.states.items():
             key = cid.encode()
-            store[key] = value
             # The changelog partition is the customer's input partition (murmur2 of the key).
-            records.append((Stored.partition_of(value), key, value))
+            partition = Stored.partition_of(value)
+            state.stage(key, value, partition)
+            states[key] = value
+            records.append((partition, key, value))
 
         for table, rows in result.rows.items():
             if rows:
@@ -286,7 +290,7 @@ def build_app(
             # re-sends the same alert_ids), the changelog only after both: once the table
             # has the batch, a replay skips it.
             await asyncio.gather(write_rows(), sent)
-            await emitter.send(changelog, records)
+            state.persist(states, await emitter.send(changelog, records))
             totals.add(result)
             metrics.effects_done(result.rows)
 
@@ -307,6 +311,7 @@ def build_app(
                 # A rebalance began while this batch waited for the lock (the revocation
                 # holds it): its partitions may be another worker's now.
                 return None
+            state.open({m.partition for m in messages})
             began = time.perf_counter()
             batch = processor.begin(load, datetime.now(UTC))
             for i in range(0, len(messages), YIELD_EVERY):
@@ -496,11 +501,14 @@ def build_app(
         async with lock:  # a batch in flight finishes (and is acked) first
             if effects_in_order.tail is not None:
                 await asyncio.wait([effects_in_order.tail])
-            processor.forget({tp.partition for tp in revoked if tp.topic == settings.input_topic})
+            gone = {tp.partition for tp in revoked if tp.topic == settings.input_topic}
+            processor.forget(gone)
+            state.forget(gone)
 
     add_customer_page(
         app,
         customers,
+        state.get,
         lambda: max(processor.stream_time.values(), default=0),
         settings.quick_resolution_days,
     )

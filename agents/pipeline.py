@@ -241,26 +241,21 @@ class Processor:
         """Silence deadlines waiting for stream time to pass them, all partitions."""
         return sum(len(index.latest) for index in self._deadlines.values())
 
-    def _index(
-        self, partition: int, scan: Scan, loaded: Mapping[str, object] = {}
-    ) -> DeadlineIndex:
+    def _index(self, partition: int, scan: Scan) -> DeadlineIndex:
         index = self._deadlines.get(partition)
         if index is None:
+            # Every customer of the partition, once after each assignment (a restart, a
+            # rebalance): only the fields the index and the sketches need are read, not
+            # the whole state (codec.index_view), and nothing goes into the state cache.
             heap, points = [], []
-            cache, room = self._cache, self.state_cache - len(self._cache)
+            view = codec.index_view
             n = 0
             for cid, raw in scan(partition):
                 n += 1
-                state, p, offset = codec.decode(raw)
+                state = view(raw)
                 if state.next_deadline_ms is not None:
                     heap.append((state.next_deadline_ms, cid))
-                keys = point_keys(state)
-                points.append((None, keys))
-                if (
-                    room > 0 and raw.__class__ is bytes and cid not in cache and cid not in loaded
-                ):  # the batch puts those back itself
-                    cache[cid] = (raw, _compact(state), p, offset, keys)  # for the next batches
-                    room -= 1
+                points.append((None, point_keys(state)))
             index = self._deadlines[partition] = DeadlineIndex(heap)
             self.sketches[partition] = RfmSketches().move(points)
             self.customers[partition] = n
@@ -326,7 +321,7 @@ class Processor:
                 marks[p] = t
         due = set(seen) | set(partitions) | set(watermarks or ())
         for p in sorted(due):
-            index = self._index(p, scan, batch.customers)
+            index = self._index(p, scan)
             st = max(batch.clocks.get(p, 0), self.stream_time.get(p, 0))  # this batch counts
             if wall_ms is not None:
                 st = max(st, wall_ms)

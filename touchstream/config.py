@@ -26,6 +26,22 @@ class Settings(BaseSettings):
     partitions: int = Field(8, ge=1, description="partitions of the input topic and tables")
     replication_factor: int = Field(1, ge=1)
     data_dir: str = Field("var", description="worker data (Faust table stores)")
+    # memory:// by default: the local broker (touchstream broker) keeps its topics in
+    # memory, and a store on disk must not outlive the changelog it mirrors; the image
+    # and compose set rocksdict:// (docs/operations.md, "State").
+    store: Literal["memory://", "rocksdict://", "rocksdb://"] = Field(
+        "memory://",
+        description="the customers table's store: memory:// (rebuilt from the whole "
+        "changelog at every start) or rocksdict:// (RocksDB in data_dir: a restart reads "
+        "only the changelog written since; production); rocksdb:// is the same as "
+        "rocksdict://",
+    )
+    standbys: int = Field(
+        0,
+        ge=0,
+        description="standby replicas of each table partition, kept up to date by other "
+        "workers from the changelog, so a failover reads little of it (rocksdict:// only)",
+    )
     batch_max: int = Field(5000, ge=1, description="most messages handled in one batch")
     batch_within_s: float = Field(0.5, gt=0, description="longest wait to fill a batch")
     fetch_max_wait_ms: int = Field(

@@ -54,7 +54,9 @@ class Recorder:
     changelog_records: list[tuple[int | None, bytes, bytes]] = field(default_factory=list)
     sent: dict[str, list[tuple[bytes | None, bytes]]] = field(default_factory=dict)
 
-    async def send(self, topic: str, records: Any) -> None:
+    async def send(
+        self, topic: str, records: Any
+    ) -> None:  # offsets unknown, as in Faust's test context
         for partition, key, value in records:
             if topic == self.changelog:
                 # What the real emitter does without a partition: Kafka's default partitioner.
@@ -71,12 +73,15 @@ def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("chdb")
 
 
-@pytest.fixture
-def harness(tmp_path: Path, chdb_dir: Path) -> Iterator[Harness]:
+# Every agent test runs on both table stores: the memory store, and RocksDB (the
+# production one), whose databases the batch path writes and reads (agents/state.py).
+@pytest.fixture(params=["memory://", "rocksdict://"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path, chdb_dir: Path) -> Iterator[Harness]:
     sink = open_sink(f"chdb://{chdb_dir}?database=t_{uuid.uuid4().hex[:8]}")
     sink.migrate()
     settings = Settings(
         broker="kafka://127.0.0.1:9",
+        store=request.param,
         data_dir=str(tmp_path / "worker"),
         batch_max=1000,
         batch_within_s=0.05,

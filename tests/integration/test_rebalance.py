@@ -1,6 +1,8 @@
 """Workers join and leave a running group while events flow: every rebalance revokes and
 reassigns partitions under batches in flight. No worker may stop on its own, every
-offset gets committed, and every event counts exactly once in ClickHouse."""
+offset gets committed, and every event counts exactly once in ClickHouse. The first two
+workers keep their table on RocksDB (partition databases closed at each revocation and
+opened again, behind by what the others wrote meanwhile), the third in memory."""
 
 from __future__ import annotations
 
@@ -81,7 +83,8 @@ def test_workers_joining_and_leaving_a_busy_group_crash_none_and_count_every_eve
     logs = [tmp_path / f"worker-{n}.log" for n in range(3)]
 
     def worker(n: int):  # noqa: ANN202
-        w = s.model_copy(update={"data_dir": str(tmp_path / f"worker-{n}")})
+        store = "rocksdict://" if n < 2 else "memory://"
+        w = s.model_copy(update={"data_dir": str(tmp_path / f"worker-{n}"), "store": store})
         return running_worker(w, logs[n])
 
     def alive(procs: list, what: str) -> None:  # noqa: ANN001

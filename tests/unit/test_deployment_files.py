@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from touchstream.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -260,6 +262,18 @@ def test_production_workers_run_on_the_live_clock() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     env = compose["services"]["worker"]["environment"]
     assert env["TOUCHSTREAM_CLOCK"] == "live"
+
+
+def test_production_workers_keep_their_table_in_rocksdb_in_a_volume_of_their_own(
+    dockerfile, services
+) -> None:
+    envs = " ".join(args for instruction, args in dockerfile if instruction == "ENV")
+    assert re.search(r"\bTOUCHSTREAM_STORE=rocksdict://", envs)
+    worker = env(services["worker"])
+    assert worker["TOUCHSTREAM_STORE"] == "rocksdict://"
+    Settings(store=worker["TOUCHSTREAM_STORE"], standbys=int(worker["TOUCHSTREAM_STANDBYS"]))
+    # An anonymous volume at the data dir: one per replica, never a shared named one.
+    assert worker["TOUCHSTREAM_DATA_DIR"] in services["worker"]["volumes"]
 
 
 def _lock() -> dict[str, str]:
