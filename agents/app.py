@@ -53,6 +53,9 @@ from touchstream.security import faust_credentials
 
 log = logging.getLogger("touchstream.worker")
 
+# Messages processed between turns of the event loop: about 4 ms at 65 µs each, the most
+# a till request waits for the batch in progress; a turn costs well under 1% of that.
+YIELD_EVERY = 64
 EFFECTS_IN_FLIGHT = 2  # batches whose effects may still be going out (handle())
 
 
@@ -292,7 +295,13 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
                 # A rebalance began while this batch waited for the lock (the revocation
                 # holds it): its partitions may be another worker's now.
                 return None
-            done = apply(processor.process(messages, load, datetime.now(UTC), scan))
+            batch = processor.begin(load, datetime.now(UTC))
+            for i in range(0, len(messages), YIELD_EVERY):
+                if i:
+                    await asyncio.sleep(0)  # the till's requests and the timers get a turn
+                for m in messages[i : i + YIELD_EVERY]:
+                    batch.message(m)
+            done = apply(processor.end(batch, {m.partition for m in messages}, scan))
         in_flight.append(done)
         # Up to EFFECTS_IN_FLIGHT batches' effects go out behind the one being processed:
         # enough to keep processing busy through a ClickHouse insert and the changelog

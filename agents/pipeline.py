@@ -303,14 +303,35 @@ class Processor:
         allowed lateness, fire deadlines on ``partitions`` (this worker's, quiet or not).
         ``watermarks``: partitions known complete up to a time (idle partitions the worker
         advances): their deadlines up to it fire."""
-        batch = _Batch(self, load, received_at)
+        batch = self.begin(load, received_at)
         for m in messages:
             batch.message(m)
+        return self.end(
+            batch, {m.partition for m in messages}, scan, wall_ms, partitions, watermarks
+        )
+
+    def begin(self, load: Load, received_at: datetime) -> _Batch:
+        """A batch taken in parts: ``message`` for each message (the caller may do other
+        work between them: the worker answers the till), then ``end``. The same as
+        ``process``."""
+        return _Batch(self, load, received_at)
+
+    def end(
+        self,
+        batch: _Batch,
+        seen: Iterable[int],
+        scan: Scan = lambda p: (),
+        wall_ms: int | None = None,
+        partitions: Iterable[int] = (),
+        watermarks: Mapping[int, int] | None = None,
+    ) -> BatchResult:
+        """Fire the deadlines now due and finish the batch. ``seen``: the partitions its
+        messages came from."""
         marks = self.watermark
         for p, t in (watermarks or {}).items():
             if t > marks.get(p, 0):
                 marks[p] = t
-        due = {m.partition for m in messages} | set(partitions) | set(watermarks or ())
+        due = set(seen) | set(partitions) | set(watermarks or ())
         for p in sorted(due):
             index = self._index(p, scan, batch.customers)
             st = max(batch.clocks.get(p, 0), self.stream_time.get(p, 0))  # this batch counts

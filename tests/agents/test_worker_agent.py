@@ -179,3 +179,37 @@ def test_a_batch_of_purchases_in_120_months_lands_whole_in_chdb(harness) -> None
     ]
     assert harness.rows("SELECT purchases FROM {db}.customer_state FINAL") == [(120,)]
     assert harness.worker.totals.rows_refused == 0
+
+
+def test_the_event_loop_gets_a_turn_at_least_every_64_messages_of_a_batch(harness) -> None:
+    # A till request arriving while a large batch is processed waits for one slice, not
+    # for the whole batch (agents/app.py, YIELD_EVERY).
+    import asyncio
+
+    from agents.app import YIELD_EVERY
+    from agents.pipeline import RawMessage
+
+    handle = next(iter(harness.worker.app.batch_handlers.values()))
+    n = 10 * YIELD_EVERY
+    batch = [
+        RawMessage("t", part(b"c1"), i, b"c1", purchase(f"e{i}", "c1", "1997-01-01", "1"))
+        for i in range(n)
+    ]
+    turns = 0
+
+    async def meanwhile() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async def go() -> None:
+        other = asyncio.ensure_future(meanwhile())
+        await asyncio.sleep(0)
+        before = turns
+        await handle(batch)  # returns once the batch is processed (its effects go on)
+        during = turns - before
+        other.cancel()
+        assert during >= n // YIELD_EVERY - 1
+
+    run(go())

@@ -162,4 +162,4 @@ def with_churn(alert: Alert, churn_probability_90d: float, value_at_risk: float 
 
 _set = object.__setattr__
 _new = object.__new__
-_ALERT_FIELDS: tuple[str, ...] = Alert.__slots__  # type: ignore[attr-defined]
+_ALERT_FIELDS: tuple[str, ...] = Alert.__slots__

@@ -113,7 +113,7 @@ def _signal_codes() -> tuple[str, ...]:
     codes += [f"survey:{k}" for k, v in SATISFACTION_LEVELS.items() if v < 0]
     # Appended, never reordered: a code's number is part of every stored format.
     codes += [f"call_unresolved:{r}" for r in values(Call, "reason")]
-    return (None, *codes)  # type: ignore[return-value]  # 0: the code follows as text
+    return (None, *codes)  # type: ignore[arg-type]  # 0: the code follows as text
 
 
 _SIGNALS = _signal_codes()
@@ -240,7 +240,7 @@ def encode(s: CustomerState | Working, partition: int, offset: int) -> bytes:
 
 def partition_of(raw: bytes) -> int:
     """The partition stored with a state, without decoding the rest."""
-    return _PARTITION[raw[0]].unpack_from(raw, 1)[0]  # type: ignore[no-any-return]
+    return _PARTITION[raw[0]].unpack_from(raw, 1)[0]
 
 
 def _upgrade_v1(w: Working) -> None:
@@ -323,7 +323,7 @@ def decode(raw: bytes) -> tuple[Working, int, int]:
         w.recent_spend = ()
     if n_signals:
         times, pos = _read_ints(raw, pos, n_signals, _I64)
-        codes: list[str] = [_SIGNALS[c] for c in raw[pos : pos + n_signals]]  # type: ignore[misc]
+        codes: list[str] = [_SIGNALS[c] for c in raw[pos : pos + n_signals]]
         pos += n_signals
         for i, c in enumerate(codes):
             if c is None:  # stored as text after the codes
