@@ -47,11 +47,12 @@ from typing import Any
 import click
 import orjson
 
-from bench.common import START_S, YEAR_S, median, tail
+from bench.common import START_S, median, tail
 from bench.live import ROOT, process_figures
 
 STORES = {"memory": "memory://", "rocksdict": "rocksdict://"}
 PARTITIONS = 8
+DAY_S = 86_400
 
 
 @dataclass
@@ -116,7 +117,10 @@ async def _produce(bootstrap: str, topic: str, customers: int) -> dict[int, int]
             cid = customer_id(i)
             key = cid.encode()
             part = key_partition(key, PARTITIONS)
-            value = purchase(cid, f"load-{i}", START_S + (i * YEAR_S) // customers)
+            # All in one day of event time: no silence deadline is due yet, so the load
+            # writes one changelog record per customer and the restart finds every
+            # customer with a deadline to index.
+            value = purchase(cid, f"load-{i}", START_S + (i * DAY_S) // customers)
             b = batches.get(part)
             if b is None:
                 b = batches[part] = p.create_batch()
@@ -145,7 +149,7 @@ def markers(customers: int, run: int) -> dict[int, tuple[bytes, bytes]]:
         cid = customer_id(i)
         p = key_partition(cid.encode(), PARTITIONS)
         if p not in out:
-            t = START_S + YEAR_S + run * 3600
+            t = START_S + DAY_S + run * 60
             out[p] = (cid.encode(), purchase(cid, f"restart-{run}-{p}", t))
         i += 1
     return out
@@ -369,6 +373,172 @@ def run_store(
     return res
 
 
+# --- the state alone, in process, at sizes the local broker cannot load in time -------
+
+WRITE_STATES = """
+import sys
+import touchstream
+from bench.recovery import write_states
+write_states(sys.argv[1], int(sys.argv[2]))
+"""
+
+RESTART_STATE = """
+import json, sys
+import touchstream
+from bench.recovery import restart_state
+print(json.dumps(restart_state(sys.argv[1])))
+"""
+
+
+def _table(datadir: str) -> Any:
+    """The worker's table on RocksDB (agents/app.py's options), without a broker."""
+    import faust
+
+    from agents.state import faust_store
+
+    url, options = faust_store("rocksdict://")
+    app = faust.App(
+        "bench-recovery",
+        broker="kafka://127.0.0.1:9",
+        store=url,
+        datadir=datadir,
+        web_enabled=False,
+    )
+    return app.Table(
+        "customers",
+        default=None,
+        partitions=PARTITIONS,
+        key_type=bytes,
+        value_type=bytes,
+        use_partitioner=True,
+        options=options,
+    )
+
+
+def write_states(datadir: str, customers: int) -> None:
+    """Store ``customers`` customers' states as the load leaves them (one purchase each, in
+    one day), through agents.state.TableState, then die by SIGKILL, as a killed worker."""
+    import os
+    from datetime import UTC
+
+    from agents.pipeline import Processor, RawMessage, key_partition
+    from agents.state import TableState
+    from touchstream.domain import codec
+
+    state = TableState(_table(datadir))
+    # States of 1,000 real customers, made by the worker's own batch path; the others
+    # are copies of them under their own ids and partitions.
+    proc = Processor(partitions=PARTITIONS)
+    msgs = []
+    for i in range(1000):
+        cid = customer_id(i)
+        key = cid.encode()
+        msgs.append(
+            RawMessage(
+                "in",
+                key_partition(key, PARTITIONS),
+                i,
+                key,
+                purchase(cid, f"load-{i}", START_S + i * 86),
+            )
+        )
+    samples = list(proc.process(msgs, lambda c: None, datetime.now(UTC)).states.values())
+    chunk: dict[bytes, bytes] = {}
+    for i in range(customers):
+        cid = customer_id(i)
+        work, _, offset = codec.decode(samples[i % len(samples)])
+        work.customer_id = cid
+        key = cid.encode()
+        chunk[key] = codec.encode(work, key_partition(key, PARTITIONS), i)
+        if len(chunk) == 20_000 or i == customers - 1:
+            state.persist(chunk, None)
+            chunk = {}
+    os.kill(os.getpid(), 9)
+
+
+def restart_state(datadir: str) -> dict[str, float]:
+    """What a restarted worker does with its store before it processes again: open the
+    partition databases, rebuild the deadline index and sketches of every partition
+    (the first batch does), apply one purchase per partition. Seconds and MiB."""
+    import gc
+    from datetime import UTC
+
+    import aiokafka  # noqa: F401  (a worker's imports: a comparable baseline)
+    import clickhouse_driver  # noqa: F401
+
+    from agents.pipeline import Processor, RawMessage
+    from agents.state import TableState
+    from bench.scale import memory_status
+
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)  # as the worker (touchstream/cli.py)
+    before = memory_status()["VmRSS"]
+    t0 = time.perf_counter()
+    state = TableState(_table(datadir))
+    state.open(range(PARTITIONS))
+    opened = time.perf_counter() - t0
+    proc = Processor(partitions=PARTITIONS)
+    msgs = [RawMessage("in", p, 10**9, key, value) for p, (key, value) in markers(1, 0).items()]
+    t1 = time.perf_counter()
+    r = proc.process(msgs, lambda c: state.get(c.encode()), datetime.now(UTC), state.scan)
+    first_batch = time.perf_counter() - t1
+    if r.accepted != len(msgs):
+        raise RuntimeError(f"the restart applied {r.accepted} of {len(msgs)} purchases")
+    gc.collect()
+    after = memory_status()
+    return {
+        "open_s": opened,
+        "first_batch_s": first_batch,
+        "rss_before_mb": before,
+        "rss_mb": after["VmRSS"],
+        "peak_rss_mb": after["VmHWM"],
+        "indexed": sum(len(ix.latest) for ix in proc._deadlines.values()),
+    }
+
+
+@dataclass
+class InProcess:
+    customers: int
+    write_s: float
+    disk_mb: float
+    runs: list[dict[str, float]] = field(default_factory=list)
+
+
+def run_in_process(customers: int, runs: int, workdir: Path, console: Any) -> InProcess:
+    import json
+
+    datadir = workdir / f"state-{customers}"
+    t0 = time.monotonic()
+    with console.status(f"in process: storing {customers:,} customers' states"):
+        w = subprocess.run(
+            [sys.executable, "-c", WRITE_STATES, str(datadir), str(customers)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+    if w.returncode != -9:
+        raise RuntimeError(f"storing the states failed ({w.returncode}):\n{w.stderr[-2000:]}")
+    res = InProcess(customers, time.monotonic() - t0, disk_mb(datadir))
+    for run in range(runs):
+        r = subprocess.run(
+            [sys.executable, "-c", RESTART_STATE, str(datadir)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"the restart failed:\n{r.stderr[-2000:]}")
+        fig = json.loads(r.stdout.strip().splitlines()[-1])
+        res.runs.append(fig)
+        console.print(
+            f"in process, {customers:,} customers, restart {run + 1}: databases open in "
+            f"{fig['open_s']:.1f} s, first batch (index of every customer) "
+            f"{fig['first_batch_s']:.1f} s, RSS {fig['rss_before_mb']:,.0f} -> "
+            f"{fig['rss_mb']:,.0f} MiB (peak {fig['peak_rss_mb']:,.0f})"
+        )
+    return res
+
+
 def report(results: list[StoreResult], console: Any) -> None:
     from rich.table import Table
 
@@ -416,9 +586,17 @@ def report(results: list[StoreResult], console: Any) -> None:
 )
 @click.option("--stores", default="memory,rocksdict", show_default=True)
 @click.option("--runs", default=2, show_default=True, help="restarts per count and store")
+@click.option(
+    "--in-process",
+    "in_process",
+    default="",
+    help="comma-separated counts: the store and index part alone (no broker), e.g. 10000000",
+)
 @click.option("--keep", is_flag=True, help="keep the work dir (logs, stores)")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
-def main(customers: str, stores: str, runs: int, keep: bool, json_out: str | None) -> None:
+def main(
+    customers: str, stores: str, runs: int, in_process: str, keep: bool, json_out: str | None
+) -> None:
     """Time from a restarted worker's spawn to processing again, after kill -9."""
     import touchstream  # noqa: F401  (puts this repository first on sys.path)
     from bench.common import standalone_end, standalone_start
@@ -432,21 +610,38 @@ def main(customers: str, stores: str, runs: int, keep: bool, json_out: str | Non
             raise click.BadParameter(f"{s!r}: choose from {', '.join(STORES)}", param_hint="stores")
     workdir = Path(tempfile.mkdtemp(prefix="bench-recovery-"))
     results: list[StoreResult] = []
+    states: list[InProcess] = []
     try:
-        with ClickHouseServer(workdir / "clickhouse") as ch:
-            for n in counts:
-                # A broker per count: Tansu keeps every topic in memory.
-                with Tansu(workdir / f"broker-{n}") as broker:
-                    for s in names:
-                        results.append(run_store(broker, ch, workdir, s, n, runs, console))
+        for n in (int(c) for c in in_process.split(",") if c):
+            states.append(run_in_process(n, runs, workdir, console))
+            shutil.rmtree(workdir / f"state-{n}", ignore_errors=True)
+        if counts:
+            with ClickHouseServer(workdir / "clickhouse") as ch:
+                for n in counts:
+                    # A broker per count: Tansu keeps every topic in memory.
+                    with Tansu(workdir / f"broker-{n}") as broker:
+                        for s in names:
+                            results.append(run_store(broker, ch, workdir, s, n, runs, console))
     finally:
         if results:
             report(results, console)
+        for st in states:
+            console.print(
+                f"in process, {st.customers:,} customers ({st.disk_mb:,.0f} MiB on disk): "
+                f"first batch {median([r['first_batch_s'] for r in st.runs]):.1f} s, RSS "
+                f"{median([r['rss_mb'] for r in st.runs]):,.0f} MiB (medians of {len(st.runs)})"
+            )
         if keep:
             console.print(f"work dir kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    standalone_end(console, m, json_out, "recovery", [asdict(r) for r in results])
+    standalone_end(
+        console,
+        m,
+        json_out,
+        "recovery",
+        {"workers": [asdict(r) for r in results], "in_process": [asdict(s) for s in states]},
+    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -71,6 +71,7 @@ def worker(loglevel: str = "info") -> None:
     # Until Faust installs its own handlers, a stop request ends the start-up cleanly.
     signal.signal(signal.SIGTERM, _stop_while_starting)
     import faust
+    from faust.exceptions import ConsistencyError
 
     from agents.app import build_app
     from sinks import SinkUnavailable, open_sink
@@ -107,18 +108,26 @@ def worker(loglevel: str = "info") -> None:
     # 0.86-1.3 s against 0.97-2.5 s at 4,000 events/s, throughput unchanged).
     sys.setswitchinterval(0.001)
     code = 0
-    logs: dict[str, object] = {}
+    logs: dict[str, Any] = {}
     if s.log_format == "json":  # one JSON object per line, and no start-up banner
         from touchstream.jsonlog import logging_config
 
         logs = {"logging_config": logging_config(loglevel), "quiet": True}
+    runner = faust.Worker(worker_app, loglevel=loglevel, **logs)
     try:
-        faust.Worker(worker_app, loglevel=loglevel, **logs).execute_from_commandline()
+        runner.execute_from_commandline()
     except SystemExit as e:  # mode's worker always ends with one: its exit code
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         sink.close()
         logging.shutdown()
+    if isinstance(runner.crash_reason, ConsistencyError):
+        # A RocksDB store that holds more of the changelog than the broker says it has.
+        built.stopped_because = built.stopped_because or (
+            f"the table store in {s.data_dir} is ahead of its changelog topic: if the topics "
+            "were deleted and created again, delete that data dir; on the local Tansu broker "
+            "set TOUCHSTREAM_PRODUCER_MAX_BATCH_SIZE=1 (docs/operations.md)"
+        )
     if built.stopped_because:  # a fatal error (ClickHouse auth, schema): one line, exit 2
         try:
             _fail(built.stopped_because)

@@ -165,3 +165,47 @@ def test_the_store_setting_names_faust_stores_and_refuses_others(monkeypatch) ->
     monkeypatch.setenv("TOUCHSTREAM_STORE", "redis://")
     with pytest.raises(ValueError, match="memory://"):
         Settings()
+
+
+def test_on_rocksdb_the_batch_path_keeps_its_cache_and_the_deadlines_survive_a_reopen(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from agents import pipeline
+    from agents.pipeline import Processor, RawMessage
+
+    def purchase(cid: str, eid: str, day: int) -> RawMessage:
+        value = (
+            f'{{"event_id": "{eid}", "customer_id": "{cid}", "type": "purchase", '
+            f'"occurred_at": "2024-03-{day:02d}T10:00:00Z", "amount": "5", "currency": "EUR"}}'
+        ).encode()
+        return RawMessage("in", 0, day, cid.encode(), value)
+
+    table = table_in(tmp_path, "rocksdict://", partitions=1)
+    state = TableState(table)
+    proc = Processor(partitions=1)
+    now = datetime(2024, 4, 1, tzinfo=UTC)
+
+    def run(p: Processor, s: TableState, messages: list[RawMessage]) -> None:
+        r = p.process(messages, lambda c: s.get(c.encode()), now, s.scan)
+        for cid, value in r.states.items():
+            s.stage(cid.encode(), value, 0)
+        s.persist({c.encode(): v for c, v in r.states.items()}, {0: messages[-1].offset})
+
+    run(proc, state, [purchase("a", "e1", 1), purchase("b", "e2", 2)])
+    decoded: list[str] = []
+    decode = pipeline.codec.decode
+    monkeypatch.setattr(pipeline.codec, "decode", lambda raw: decoded.append(raw) or decode(raw))
+    run(proc, state, [purchase("a", "e3", 3)])
+    assert decoded == []  # the bytes RocksDB gives back equal the cached ones
+    close(table)
+
+    table = table_in(tmp_path, "rocksdict://", partitions=1)  # a restarted worker
+    state = TableState(table)
+    state.open({0})
+    restarted = Processor(partitions=1)
+    run(restarted, state, [purchase("b", "e4", 4)])
+    assert restarted._deadlines[0].latest.keys() == {"a", "b"}  # rebuilt from the store
+    assert len(decoded) == 1  # a new process: b's state decoded from the store, once
+    close(table)
