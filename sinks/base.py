@@ -23,12 +23,12 @@ import re
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sinks.errors import RowsRefused, SinkError, classify
-from sinks.tables import BY_NAME, TABLES, table_migrations, view_definitions
+from sinks.tables import BY_NAME, TABLES, Capabilities
 
 Row = tuple[Any, ...]
 log = logging.getLogger("touchstream.sinks")
@@ -61,36 +61,33 @@ class Sink(ABC):
     def close(self) -> None:  # noqa: B027 - optional for sinks holding nothing
         """Release the connection."""
 
-    def migrate(self, segment_map: Sequence[Sequence[str]] | None = None) -> list[str]:
-        """Create the database and tables if missing, add the columns they lack, then
-        create or replace the views. Safe to run again, also by several processes at
-        once. ``segment_map``: a 5x5 R/F segment map for customer_scores
-        (docs/scoring.md). Returns the statements applied."""
-        db = self.database
-        statements = table_migrations(db)
-        for sql in statements:
-            self.execute(sql)
-        added = self.missing_columns()
-        for sql in added:
-            self.execute(sql)
-        defs = view_definitions(db, segment_map)
-        if self.replaces_views():
-            views = [
-                f"CREATE OR REPLACE VIEW {db}.{name} AS\n{select}" for name, select in defs.items()
-            ]
-            for sql in views:
-                self.execute(sql)
-        else:
-            views = self.swap_views(defs)
-        return statements + added + views
+    def migrate(
+        self,
+        segment_map: Sequence[Sequence[str]] | None = None,
+        ttl_days: Mapping[str, int] | None = None,
+    ) -> list[str]:
+        """Apply the pending numbered migrations (sinks/migrations.py), recording each,
+        then create or replace the views. Safe to run again, also by several processes
+        at once. ``segment_map``: a 5x5 R/F segment map for customer_scores
+        (docs/scoring.md); ``ttl_days``: table name -> days its TTL keeps rows
+        (Settings.ttl_days; the description's defaults otherwise). Returns the
+        statements applied."""
+        from sinks.migrations import migrate
+
+        return migrate(self, segment_map, ttl_days)
 
     def server_version(self) -> tuple[int, ...]:
         _, rows = self.query("SELECT version()")
         return tuple(int(p) for p in re.findall(r"\d+", str(rows[0][0]))[:3])
 
+    def capabilities(self) -> Capabilities:
+        """What the server has beyond ClickHouse 18.16, by its version (not by sink
+        class: a ClickHouseSink may reach an 18.16 or a current server)."""
+        return Capabilities.of(self.server_version())
+
     def replaces_views(self) -> bool:
         """CREATE OR REPLACE VIEW exists from ClickHouse 19.5 on (chdb is current)."""
-        return self.server_version() >= (19, 5)
+        return self.capabilities().replace_view
 
     def swap_views(self, defs: dict[str, str]) -> list[str]:
         """Views on a server without CREATE OR REPLACE VIEW (ClickHouse 18.16): each is
@@ -133,21 +130,21 @@ class Sink(ABC):
         return bool(rows and rows[0][0])
 
     def missing_columns(self) -> list[str]:
-        """ALTER statements adding the columns a table made by an earlier release lacks
-        (CREATE TABLE IF NOT EXISTS leaves an existing table as it was; 18.16 has no
-        ADD COLUMN IF NOT EXISTS). New columns are only ever appended."""
-        _, rows = self.query(
-            f"SELECT table, name FROM system.columns WHERE database = '{self.database}'"
+        """ALTER statements adding the columns that tables made by an earlier release
+        lack (CREATE TABLE IF NOT EXISTS leaves an existing table as it was), whatever
+        the recorded migrations say. ``migrate`` adds them: its steps, then its check."""
+        from sinks.migrations import STEPS, Snapshot, plan, read_snapshot
+
+        caps = self.capabilities()
+        snap = read_snapshot(self, caps)
+        present = Snapshot(
+            snap.database, snap.tables, snap.ttls, frozenset(s.version for s in STEPS)
         )
-        have: dict[str, set[str]] = {}
-        for table, name in rows:
-            have.setdefault(table, set()).add(name)
+        tables = [t for t in TABLES if t.name in snap.tables]
         return [
-            f"ALTER TABLE {self.database}.{t.name} ADD COLUMN `{c}` {ctype}"
-            for t in TABLES
-            if t.name in have
-            for c, ctype in t.columns
-            if c not in have[t.name]
+            sql
+            for sql in plan(self.database, present, caps, tables=tables).statements
+            if " ADD COLUMN " in sql
         ]
 
     def __enter__(self) -> Sink:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from sinks.tables import DEAD_LETTERS_TTL_DAYS, RFM_CUTOFFS_TTL_DAYS
 from touchstream import security
 from touchstream.domain.lifecycle import DEFAULT_RULES
 
@@ -103,6 +104,19 @@ class Settings(BaseSettings):
     # The R/F segment map of customer_scores, 5 rows (R = 1..5) of 5 names (F = 1..5), as
     # JSON; applied by `migrate` (and the worker's start). Default: scoring.DEFAULT_SEGMENTS.
     rfm_segments: list[list[str]] | None = None
+    # Days a TTL keeps rows, on servers with TTL (not 18.16); applied by `migrate` (and
+    # the worker's start); 0 keeps them forever. Defaults: the tables' (sinks/tables.py).
+    dead_letters_ttl_days: int = Field(
+        DEAD_LETTERS_TTL_DAYS,
+        ge=0,
+        description="dead letters older than this (received_at, wall clock) are dropped",
+    )
+    rfm_cutoffs_ttl_days: int = Field(
+        RFM_CUTOFFS_TTL_DAYS,
+        ge=0,
+        description="RFM cut-off rows written longer ago than this are dropped; "
+        "customer_scores reads the latest, which a running worker rewrites",
+    )
     web_port: int = Field(6066, description="the worker's web port: GET /customers/{id}")
     web_host: str | None = Field(
         None,
@@ -174,6 +188,14 @@ class Settings(BaseSettings):
     model_poll_s: float = Field(
         30.0, gt=0, description="how often every worker looks for a new chosen model version"
     )
+
+    @property
+    def ttl_days(self) -> dict[str, int]:
+        """Table name -> the days its TTL keeps rows (Sink.migrate)."""
+        return {
+            "dead_letters": self.dead_letters_ttl_days,
+            "rfm_cutoffs": self.rfm_cutoffs_ttl_days,
+        }
 
     @property
     def bootstrap(self) -> str:
