@@ -496,7 +496,7 @@ def build_app(
             await run_fit(settings, loop, io, sink)
             await poll_model()
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers as sync
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         async with lock:  # a batch in flight finishes (and is acked) first
             if effects_in_order.tail is not None:

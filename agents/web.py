@@ -36,7 +36,7 @@ def add_customer_page(
 
     @app.page(PATH, name="customer")
     class CustomerPage(View):
-        @app.table_route(table=table, match_info="customer_id")
+        @app.table_route(table=table, match_info="customer_id")  # type: ignore[arg-type]  # Faust types views without path parameters
         async def get(self, request: Request, customer_id: str) -> Response:
             raw = load(customer_id.encode())
             if raw is None:
