@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from agents.pipeline import CLOCK_KEY, clock_value
 from schemas.events import epoch_ms
 from sinks import open_sink
 from touchstream.behaviour import instant_of
 from touchstream.config import Settings
+from touchstream.domain.messages import CLOCK_KEY, clock_value
 from touchstream.evaluate import from_clickhouse, run_in_process
 from touchstream.kafka import committed_offsets, producer
 from touchstream.localstack import ClickHouseServer, Tansu
