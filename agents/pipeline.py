@@ -16,6 +16,7 @@ import base64
 import functools
 import heapq
 import logging
+import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -258,6 +259,7 @@ class Processor:
             # Every customer of the partition, once after each assignment (a restart, a
             # rebalance): only the fields the index and the sketches need are read, not
             # the whole state (codec.index_view), and nothing goes into the state cache.
+            started = time.perf_counter()
             heap, points = [], []
             view = codec.index_view
             for cid, raw in scan(partition):
@@ -267,6 +269,14 @@ class Processor:
                 points.append((None, point_keys(state)))
             index = self._deadlines[partition] = DeadlineIndex(heap)
             self.sketches[partition] = RfmSketches().move(points)
+            if points:  # what a restart or a rebalance costs before the partition's first batch
+                log.info(
+                    "partition %d: %d customers scanned, %d deadlines indexed in %.1fs",
+                    partition,
+                    len(points),
+                    len(heap),
+                    time.perf_counter() - started,
+                )
         return index
 
     def forget(self, partitions: Iterable[int]) -> None:
