@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import heapq
 import logging
+import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -247,6 +248,7 @@ class Processor:
             # Every customer of the partition, once after each assignment (a restart, a
             # rebalance): only the fields the index and the sketches need are read, not
             # the whole state (codec.index_view), and nothing goes into the state cache.
+            started = time.perf_counter()
             heap, points = [], []
             view = codec.index_view
             n = 0
@@ -259,6 +261,14 @@ class Processor:
             index = self._deadlines[partition] = DeadlineIndex(heap)
             self.sketches[partition] = RfmSketches().move(points)
             self.customers[partition] = n
+            if points:  # what a restart or a rebalance costs before the partition's first batch
+                log.info(
+                    "partition %d: %d customers scanned, %d deadlines indexed in %.1fs",
+                    partition,
+                    len(points),
+                    len(heap),
+                    time.perf_counter() - started,
+                )
         return index
 
     def forget(self, partitions: Iterable[int]) -> None:
