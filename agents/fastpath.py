@@ -15,9 +15,12 @@ takes the records as the consumer fetched them instead:
 - Rebalances: records fetched in one generation are handled and acked only in that
   generation, with the flow running. A rebalance restarts every partition from its
   committed offset (aiokafka makes a new assignment, positions included, each time), so
-  records dropped while one is under way are read again; records of a partition Faust
-  has paused (its table is still recovering) are dropped and the partition is sought
-  back to them.
+  records dropped while one is under way are read again. Each partition is then taken in
+  order from the offset its seek set: nothing before the seek (the consumer thread may
+  still hand over records fetched under the previous assignment), and a fetch that starts
+  past the next offset is sought back to it, because the state skips what it has seen
+  later records of. Records of a partition Faust has paused (its table is still
+  recovering) are dropped and the partition is sought back to them.
 - ``KafkaEmitter`` sends many records with the producer's batch API and waits for their
   delivery, instead of one ``send`` (a future, a buffer, a task hop) per record.
 
@@ -31,10 +34,11 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 from aiokafka.errors import IllegalStateError
+from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -61,9 +65,19 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+_UNSOUGHT: Any = object()
+
+
 class BatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, with batch delivery for the topics in
     ``app.batch_handlers``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per batch-topic partition of this generation: the next offset to take (None: the
+        # first record fetched), set once the partition is sought to its committed offset.
+        self._next_offset: dict[Any, int | None] = {}
+        self._sought_back: dict[Any, int] = {}  # the offset each was last sought back to
 
     def _new_consumer_thread(self) -> Any:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -90,20 +104,38 @@ class BatchConsumer(faust_aiokafka.Consumer):
             # partition that came back below where its data was acked.
             return
         batches: dict[str, list[Any]] = {}
-        others, paused = [], []
+        others, back = [], []
+        expected = self._next_offset
         for tp, recs in records.items():
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 if tp.topic in handlers and recs:
-                    paused.append((tp, recs[0].offset))
+                    # Paused since the fetch (its table recovers): dropped, so read it again
+                    # from here, or its next records would be acked past them.
+                    back.append((tp, recs[0].offset))
                 continue
-            if tp.topic in handlers:
-                batches.setdefault(tp.topic, []).extend(recs)
-            else:
+            if tp.topic not in handlers:
                 others.append((tp, recs))
-        for tp, offset in paused:
-            # Paused since the fetch (its table recovers): dropped, so read it again from
-            # here, or its next records would be acked past them (no commit yet: lost;
-            # with one: the committed offset stuck below a gap).
+                continue
+            nxt = expected.get(tp, _UNSOUGHT)
+            if nxt is _UNSOUGHT:
+                # Assigned, not yet sought to its committed offset: whatever this is (even
+                # records the consumer thread fetched under the previous assignment), the
+                # seek reads it again.
+                continue
+            if nxt is not None:
+                if recs and recs[0].offset < nxt:
+                    recs = [r for r in recs if r.offset >= nxt]
+                if recs and recs[0].offset > nxt and self._sought_back.get(tp) != nxt:
+                    # Records between were dropped (around a rebalance): taking these would
+                    # run ahead of them, and the state would then skip them as applied.
+                    # Read from where this generation stands; a real gap (a transaction
+                    # marker) comes back the same and is taken then.
+                    back.append((tp, nxt))
+                    continue
+            if recs:
+                expected[tp] = recs[-1].offset + 1
+                batches.setdefault(tp.topic, []).extend(recs)
+        for tp, offset in back:
             await self._seek_back(tp, offset, current)
         for topic, batch in batches.items():
             if not current():
@@ -145,6 +177,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def _seek_back(self, tp: Any, offset: int, current: Callable[[], bool]) -> None:
         if not current():
             return  # a rebalance restarts the partition anyway
+        self._sought_back[tp] = offset
         try:
             await self.seek(tp, offset)
         except (IllegalStateError, AssertionError) as e:  # no longer assigned: not ours
@@ -162,14 +195,46 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
         # Every assigned partition starts again at its committed offset: acks and gaps
         # kept from an earlier generation (a batch finished during the revocation) would
-        # only be wrong now.
+        # only be wrong now, and nothing is taken until the seek says where it starts.
         handlers = getattr(self.app, "batch_handlers", {})
+        self._next_offset.clear()
+        self._sought_back.clear()
         for tp in assigned:
             if tp.topic in handlers:
                 self._acked.pop(tp, None)
                 self._acked_index.pop(tp, None)
                 self._gap.pop(tp, None)
         await super().on_partitions_assigned(assigned, generation_id)
+
+    async def perform_seek(self) -> None:
+        """Faust's seek of every assigned partition to its committed offset (recovery
+        calls it after each assignment), then: the batch topics' partitions are taken
+        from there, in order."""
+        generation = self.app.consumer_generation_id
+        await super().perform_seek()
+        if self.app.consumer_generation_id != generation:
+            return  # another assignment came meanwhile: its own seek follows
+        handlers = getattr(self.app, "batch_handlers", {})
+        fresh = []
+        for tp in self.assignment():
+            if tp.topic in handlers:
+                committed = self._committed_offset[tp]
+                if committed and committed > 0:
+                    self._next_offset[tp] = committed
+                else:  # no commit yet: from the first record the reset policy gives
+                    self._next_offset[tp] = None
+                    fresh.append(tp)
+        if fresh and self.app.conf.consumer_auto_offset_reset == "earliest":
+            # Records dropped before this seek moved the position on: back to the start.
+            await self._seek_to_start(fresh)
+
+    async def _seek_to_start(self, tps: list[Any]) -> None:
+        try:
+            await self._thread.seek_to_beginning(
+                *(TopicPartition(t.topic, t.partition) for t in tps)
+            )
+        except (IllegalStateError, AssertionError) as e:  # revoked meanwhile: not ours
+            log.info("partitions %s not sought to their start: %s", tps, e)
 
     def _ack_all(self, batch: Sequence[Any]) -> None:
         """``Consumer.ack`` for a whole batch: offsets into the acked lists the committer
@@ -212,6 +277,13 @@ class BatchApp(faust.App):
 Record = tuple[int | None, bytes | None, bytes]  # (partition or None: by key, key, value)
 
 
+class Emitter(Protocol):
+    """Where the worker's records go: ``send`` returns once every record is delivered,
+    with each partition's offset of the last of them (None where not known)."""
+
+    async def send(self, topic: str, records: Sequence[Record]) -> dict[int, int] | None: ...
+
+
 class KafkaEmitter:
     """Sends records through the app's producer in as few produce batches as possible and
     returns once the broker has them all. A record without a partition goes where Kafka's
@@ -227,9 +299,10 @@ class KafkaEmitter:
             n = self._partitions[topic] = len(await producer.partitions_for(topic))
         return n
 
-    async def send(self, topic: str, records: Sequence[Record]) -> None:
+    async def send(self, topic: str, records: Sequence[Record]) -> dict[int, int]:
+        """Returns each partition's offset of the last of ``records`` sent to it."""
         if not records:
-            return
+            return {}
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
         n = await self._partition_count(producer, topic)
         by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
@@ -239,14 +312,22 @@ class KafkaEmitter:
                 # kafka-python's murmur2 is pure Python.
                 partition = key_partition(key, n) if key else 0
             by_partition.setdefault(partition, []).append((key, value))
-        pending = []
+        pending, counts = [], []
         for partition, kvs in by_partition.items():
             batch = producer.create_batch()
             for key, value in kvs:
                 # A full batch (the producer's max_batch_size) goes out; the record opens
                 # the next one (the first record of a batch always fits).
                 while batch.append(key=key, value=value, timestamp=None) is None:
+                    counts.append(batch.record_count())
                     pending.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
+            counts.append(batch.record_count())
             pending.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*pending)
+        last: dict[int, int] = {}
+        # Each batch's metadata has the offset of its first record.
+        for meta, n in zip(await asyncio.gather(*pending), counts, strict=True):
+            end = meta.offset + n - 1
+            if end > last.get(meta.partition, -1):
+                last[meta.partition] = end
+        return last

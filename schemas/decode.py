@@ -6,13 +6,22 @@ structured JSON (``specversion`` present), mapped as documented in docs/events.m
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from schemas.events import EVENT_ADAPTER, MAX_FUTURE_SKEW_MS, Event, ahead_of_received, epoch_ms
+from schemas.events import (
+    EVENT_ADAPTER,
+    JSON_KINDS,
+    MAX_FUTURE_SKEW_MS,
+    Event,
+    ahead_of_received,
+    epoch_ms,
+)
 
 CLOUDEVENTS_TYPE_PREFIX = "com.touchstream."
 # The adapter's core validator, called directly: TypeAdapter.validate_python only adds
@@ -41,6 +50,8 @@ def from_cloudevent(obj: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError("CloudEvents data must be a JSON object")
     ce_type = obj.get("type")
+    if isinstance(ce_type, str):
+        ce_type = ce_type.strip()
     if isinstance(ce_type, str) and ce_type.startswith(CLOUDEVENTS_TYPE_PREFIX):
         ce_type = ce_type[len(CLOUDEVENTS_TYPE_PREFIX) :]
     mapped = dict(data)
@@ -74,6 +85,10 @@ def decode_obj(
             obj = from_cloudevent(obj)
         except ValueError as e:
             return Rejected(f"invalid CloudEvent: {e}")
+    t = obj.get("type")
+    if isinstance(t, str) and t != t.strip():
+        # The tag is read before any field validator: stripped here, as every string is.
+        obj = {**obj, "type": t.strip()}
     try:
         ev: Event = _validate(obj)
     except ValidationError as e:
@@ -97,3 +112,26 @@ def decode(
     except orjson.JSONDecodeError as e:
         return Rejected(f"not valid JSON: {e}")
     return decode_obj(obj, received_ms, max_future_skew_ms)
+
+
+_JSON_NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")
+
+
+def from_text_cells(row: Mapping[str, str]) -> dict[str, Any]:
+    """A row of text cells (a CSV line) as the JSON object it stands for: the contract's
+    boolean fields' ``true``/``false`` and its number fields' numerals become JSON values,
+    as a JSON producer would send them. Any other cell stays text, to be rejected with
+    its reason if the field wants a boolean or a number."""
+    out: dict[str, Any] = dict(row)
+    for name, cell in row.items():
+        kind = JSON_KINDS.get(name)
+        if kind is None or not isinstance(cell, str):
+            continue
+        text = cell.strip()
+        if kind == "boolean" and text in ("true", "false"):
+            out[name] = text == "true"
+        elif kind == "number" and _JSON_NUMBER.fullmatch(text):
+            n = float(text)
+            if n == n and abs(n) != float("inf"):
+                out[name] = int(text) if text.lstrip("-").isdigit() else n
+    return out

@@ -2,15 +2,31 @@
 
 A tagged union on ``type``. Unknown extra fields are accepted and ignored; naive
 timestamps are rejected (event time must be unambiguous for replays to agree).
+
+Values are taken as JSON types them (docs/events.md, "Types are JSON's"): a boolean is
+``true``/``false``, a number is a JSON number, a time is an RFC 3339 string. Pydantic's
+lax mode would also read ``"yes"`` as true, ``"3"`` as 3 and a bare number as a Unix time;
+those are rejected. Amounts are the one documented exception (a decimal string is exact).
+Strings, enumerations included, lose their leading and trailing whitespace.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Literal
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+)
 from pydantic_core import PydanticCustomError
 
 SATISFACTION_LEVELS: dict[str, int] = {
@@ -48,8 +64,81 @@ def _storable(t: datetime) -> datetime:
     return t
 
 
+# RFC 3339's date-time (its T may be t or a space); the offset is optional here so that a
+# naive time gets AwareDatetime's own reason ("should have timezone info").
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)?")
+
+
+_KINDS = {
+    bool: "a boolean",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+def _kind(v: object) -> str:
+    """What a JSON value is, for a reason."""
+    return _KINDS.get(v.__class__, v.__class__.__name__)
+
+
+def _rfc3339(v: Any) -> Any:
+    """A time is an RFC 3339 string: lax parsing would take 1700000000 (or "1700000000")
+    as seconds since 1970, and a date alone as midnight. (Python callers may pass a
+    datetime.)"""
+    if isinstance(v, datetime):
+        return v
+    if not isinstance(v, str):
+        raise PydanticCustomError(
+            "rfc3339_type",
+            "Input should be an RFC 3339 string such as 2024-05-01T10:15:00Z, not {kind}",
+            {"kind": _kind(v)},
+        )
+    v = v.strip()
+    if not _RFC3339.fullmatch(v):
+        raise PydanticCustomError(
+            "rfc3339_format",
+            "Input should be an RFC 3339 date and time with seconds and an offset, such as "
+            "2024-05-01T10:15:00Z or 2024-05-01T12:15:00+02:00",
+        )
+    return v
+
+
+def _json_number(v: Any) -> Any:
+    """A JSON number: lax mode reads "3" and true as numbers."""
+    if isinstance(v, bool | str):
+        raise PydanticCustomError(
+            "json_number", "Input should be a JSON number, not {kind}", {"kind": _kind(v)}
+        )
+    return v
+
+
+def _json_boolean(v: Any) -> Any:
+    """JSON true or false: lax mode reads "yes", "off", 1 and 0.0 as booleans."""
+    if not isinstance(v, bool):
+        raise PydanticCustomError(
+            "json_boolean", "Input should be JSON true or false, not {kind}", {"kind": _kind(v)}
+        )
+    return v
+
+
+def _stripped(v: Any) -> Any:
+    # Enumerations are strings too: stripped like the others (str_strip_whitespace does
+    # not reach Literal fields). Case is kept: "Inbound" is not an enumeration value.
+    return v.strip() if isinstance(v, str) else v
+
+
+Number = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_json_number)]
+Integer = Annotated[int, BeforeValidator(_json_number)]  # 3.0 is an integer, as in JSON Schema
+Boolean = Annotated[bool, BeforeValidator(_json_boolean)]
+Stripped = BeforeValidator(_stripped)
+
 OccurredAt = Annotated[
     AwareDatetime,
+    BeforeValidator(_rfc3339),
     AfterValidator(_storable),
     Field(
         description="RFC 3339 with an offset or Z, from 1970-01-02T00:00:00Z to before "
@@ -89,51 +178,62 @@ class Purchase(_Event):
     amount: Money
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     order_id: str | None = None
-    discount: float | None = Field(default=None, ge=0, le=1)
+    # The bounds inside, before the JSON-number check (pydantic's JSON Schema for them).
+    discount: (
+        Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), BeforeValidator(_json_number)]
+        | None
+    ) = None
     category: str | None = None
     channel: str | None = None
 
 
 class Call(_Event):
     type: Literal["call"]
-    direction: Literal["inbound", "outbound"]
-    reason: Literal["price", "product", "service", "billing", "other"]
-    duration_s: float = Field(ge=0)
-    wait_s: float = Field(default=0, ge=0)
-    resolved: bool
+    direction: Annotated[Literal["inbound", "outbound"], Stripped]
+    reason: Annotated[Literal["price", "product", "service", "billing", "other"], Stripped]
+    duration_s: Number = Field(ge=0)
+    wait_s: Number = Field(default=0, ge=0)
+    resolved: Boolean
 
 
 class Complaint(_Event):
     type: Literal["complaint"]
     complaint_id: str = Field(min_length=1)
-    category: Literal["price", "product", "service", "other"]
-    severity: int = Field(ge=1, le=5)
-    status: Literal["open", "resolved", "rejected"]
+    category: Annotated[Literal["price", "product", "service", "other"], Stripped]
+    severity: Integer = Field(ge=1, le=5)
+    status: Annotated[Literal["open", "resolved", "rejected"], Stripped]
 
 
 class Refund(_Event):
     type: Literal["refund"]
     amount: Money
     order_id: str | None = None
-    reason: Literal["defective", "not_as_described", "price", "changed_mind", "other"]
+    reason: Annotated[
+        Literal["defective", "not_as_described", "price", "changed_mind", "other"], Stripped
+    ]
 
 
 class Survey(_Event):
     type: Literal["survey"]
-    satisfaction: Literal[
-        "very_satisfied",
-        "satisfied",
-        "fairly_satisfied",
-        "neutral",
-        "fairly_dissatisfied",
-        "dissatisfied",
-        "very_dissatisfied",
+    satisfaction: Annotated[
+        Literal[
+            "very_satisfied",
+            "satisfied",
+            "fairly_satisfied",
+            "neutral",
+            "fairly_dissatisfied",
+            "dissatisfied",
+            "very_dissatisfied",
+        ],
+        Stripped,
     ]
 
 
 class Account(_Event):
     type: Literal["account"]
-    change: Literal["moved", "closed", "reopened", "contact_changed", "life_event"]
+    change: Annotated[
+        Literal["moved", "closed", "reopened", "contact_changed", "life_event"], Stripped
+    ]
 
 
 Event = Annotated[
@@ -141,6 +241,25 @@ Event = Annotated[
 ]
 EVENT_TYPES: tuple[type[_Event], ...] = (Purchase, Call, Complaint, Refund, Survey, Account)
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def _json_kinds() -> dict[str, str]:
+    """Field -> "boolean" or "number", for the fields JSON types so (text sources such as
+    CSV give them as text: schemas.decode.from_text_cells)."""
+    kinds = {}
+    for model in EVENT_TYPES:
+        for name, f in model.model_fields.items():
+            args = get_args(f.annotation) if get_origin(f.annotation) in (Union, UnionType) else ()
+            types = {get_args(a)[0] if get_origin(a) is Annotated else a for a in args}
+            types = (types or {f.annotation}) - {NoneType}
+            if types == {bool}:
+                kinds[name] = "boolean"
+            elif types and types <= {int, float}:
+                kinds[name] = "number"
+    return kinds
+
+
+JSON_KINDS: dict[str, str] = _json_kinds()
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sinks.errors import RowsRefused, classify
+from sinks.errors import RowsRefused, SinkError, classify
 from sinks.tables import BY_NAME, TABLES, Capabilities
 
 Row = tuple[Any, ...]
@@ -194,16 +194,24 @@ class BatchingWriter:
     A row the server refuses (``RowsRefused``) is isolated by halving the insert until
     only refused rows are left; each goes to ``dead_letters`` with the server's reason,
     its table and its key, and the other rows are written. ``clock`` dates those dead
-    letters."""
+    letters. ``on_insert(table, rows, seconds, error)`` is told of every insert, done
+    (``error`` None) or failed (the error's kind), for the worker's metrics and health."""
 
     def __init__(
-        self, sink: Sink, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        sink: Sink,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_insert: Callable[[str, int, float, SinkError | None], None] | None = None,
     ) -> None:
         self.sink = sink
         self.clock = clock
+        self.on_insert = on_insert
         self._rows: dict[str, list[Row]] = {}
         self.rows_written = 0
         self.rows_refused = 0
+        # Per table, since the start: what /metrics reports.
+        self.written_by_table: dict[str, int] = {}
+        self.refused_by_table: dict[str, int] = {}
 
     def add(self, table: str, rows: Sequence[Row]) -> None:
         if table not in BY_NAME:
@@ -229,16 +237,23 @@ class BatchingWriter:
                 self._set_aside(table, refused)
             del self._rows[table]
             written += len(rows) - len(refused)
+            by_table = self.written_by_table
+            by_table[table] = by_table.get(table, 0) + len(rows) - len(refused)
         self.rows_written += written
         return written
 
     def _insert(self, table: str, rows: Sequence[Row]) -> list[tuple[Row, str]]:
         """Insert ``rows``; returns those refused, each with the server's reason."""
+        start = time.perf_counter()
         try:
             self.sink.insert(table, rows)
+            if self.on_insert is not None:
+                self.on_insert(table, len(rows), time.perf_counter() - start, None)
             return []
         except Exception as e:
             err = classify(e)
+            if self.on_insert is not None:
+                self.on_insert(table, len(rows), time.perf_counter() - start, err)
             if not isinstance(err, RowsRefused):
                 raise err from e
             if len(rows) == 1:
@@ -250,6 +265,8 @@ class BatchingWriter:
         from sinks.rows import refused_row, row_key  # sinks.rows imports this module
 
         self.rows_refused += len(refused)
+        by_table = self.refused_by_table
+        by_table[table] = by_table.get(table, 0) + len(refused)
         for row, reason in refused:
             log.error(
                 "ClickHouse refused the %s row %s; it goes to dead_letters: %s",
@@ -262,6 +279,8 @@ class BatchingWriter:
             return
         at = self.clock()
         lost = self._insert("dead_letters", [refused_row(table, r, why, at) for r, why in refused])
+        written = self.written_by_table
+        written["dead_letters"] = written.get("dead_letters", 0) + len(refused) - len(lost)
         if lost:
             log.error("dead letters refused by ClickHouse cannot be stored: %s", lost)
 

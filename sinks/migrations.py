@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sinks.errors import SinkError
 from sinks.tables import TABLES, Capabilities, Column, Table, view_definitions
@@ -204,6 +204,11 @@ def _dialect(
     return out
 
 
+def _since(version: int) -> Callable[[Any], bool]:
+    """Selects what the step numbered ``version`` added."""
+    return lambda x: bool(x.since == version)
+
+
 def plan(
     db: str,
     snap: Snapshot,
@@ -225,7 +230,7 @@ def plan(
     for step in steps:
         if step.version in applied:
             continue
-        sql = _ensure(db, model, caps, ttl_days, tables, lambda x, v=step.version: x.since == v)
+        sql = _ensure(db, model, caps, ttl_days, tables, _since(step.version))
         groups.append(Group(f"step {step.version}: {step.name}", tuple(sql), step))
     check = _ensure(db, model, caps, ttl_days, tables, lambda x: True)
     if check:

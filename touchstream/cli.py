@@ -9,7 +9,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -27,7 +27,7 @@ console = Console()
 err = Console(stderr=True, soft_wrap=True)  # whole lines: errors get grepped
 
 
-def _fail(msg: str, code: int = 2) -> None:
+def _fail(msg: str, code: int = 2) -> NoReturn:
     from rich.markup import escape
 
     err.print(f"[bold red]error:[/] {escape(' '.join(msg.split()))}", highlight=False)
@@ -130,6 +130,7 @@ def worker(loglevel: str = "info") -> None:
     # Until Faust installs its own handlers, a stop request ends the start-up cleanly.
     signal.signal(signal.SIGTERM, _stop_while_starting)
     import faust
+    from faust.exceptions import ConsistencyError
 
     from agents.app import build_app
     from sinks import SinkUnavailable, open_sink
@@ -166,13 +167,26 @@ def worker(loglevel: str = "info") -> None:
     # 0.86-1.3 s against 0.97-2.5 s at 4,000 events/s, throughput unchanged).
     sys.setswitchinterval(0.001)
     code = 0
+    logs: dict[str, Any] = {}
+    if s.log_format == "json":  # one JSON object per line, and no start-up banner
+        from touchstream.jsonlog import logging_config
+
+        logs = {"logging_config": logging_config(loglevel), "quiet": True}
+    runner = faust.Worker(worker_app, loglevel=loglevel, **logs)
     try:
-        faust.Worker(worker_app, loglevel=loglevel).execute_from_commandline()
+        runner.execute_from_commandline()
     except SystemExit as e:  # mode's worker always ends with one: its exit code
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         sink.close()
         logging.shutdown()
+    if isinstance(runner.crash_reason, ConsistencyError):
+        # A RocksDB store that holds more of the changelog than the broker says it has.
+        built.stopped_because = built.stopped_because or (
+            f"the table store in {s.data_dir} is ahead of its changelog topic: if the topics "
+            "were deleted and created again, delete that data dir; on the local Tansu broker "
+            "set TOUCHSTREAM_PRODUCER_MAX_BATCH_SIZE=1 (docs/operations.md)"
+        )
     if built.stopped_because:  # a fatal error (ClickHouse auth, schema): one line, exit 2
         try:
             _fail(built.stopped_because)
@@ -222,8 +236,8 @@ def tick(
     each partition of the input topic, after the events already sent)."""
     from datetime import datetime
 
-    from agents.pipeline import CLOCK_KEY, clock_value
     from schemas.events import epoch_ms
+    from touchstream.domain.messages import CLOCK_KEY, clock_value
     from touchstream.kafka import BrokerUnavailable, producer
 
     s = Settings()
@@ -343,7 +357,7 @@ def query(
                         "not formatted text; leave the clause out and use --format "
                         f"{'|'.join(FORMATS)}"
                     )
-                sys.stdout.buffer.write(sink.query_formatted(sql))  # type: ignore[attr-defined]
+                sys.stdout.buffer.write(sink.query_formatted(sql))
                 return
             cols, rows = sink.query(sql)
     except SinkUnavailable as e:

@@ -27,6 +27,22 @@ class Settings(BaseSettings):
     partitions: int = Field(8, ge=1, description="partitions of the input topic and tables")
     replication_factor: int = Field(1, ge=1)
     data_dir: str = Field("var", description="worker data (Faust table stores)")
+    # memory:// by default: the local broker (touchstream broker) keeps its topics in
+    # memory, and a store on disk must not outlive the changelog it mirrors; the image
+    # and compose set rocksdict:// (docs/operations.md, "State").
+    store: Literal["memory://", "rocksdict://", "rocksdb://"] = Field(
+        "memory://",
+        description="the customers table's store: memory:// (rebuilt from the whole "
+        "changelog at every start) or rocksdict:// (RocksDB in data_dir: a restart reads "
+        "only the changelog written since; production); rocksdb:// is the same as "
+        "rocksdict://",
+    )
+    standbys: int = Field(
+        0,
+        ge=0,
+        description="standby replicas of each table partition, kept up to date by other "
+        "workers from the changelog, so a failover reads little of it (rocksdict:// only)",
+    )
     batch_max: int = Field(5000, ge=1, description="most messages handled in one batch")
     batch_within_s: float = Field(0.5, gt=0, description="longest wait to fill a batch")
     fetch_max_wait_ms: int = Field(
@@ -106,6 +122,15 @@ class Settings(BaseSettings):
         None,
         description="the host name other workers and `touchstream customer` reach this "
         "worker's web server by (its canonical URL); default: the machine's host name",
+    )
+    health_clickhouse_failing_s: float = Field(
+        120.0,
+        gt=0,
+        description="GET /health answers 503 once the worker's ClickHouse writes have "
+        "failed for this long without a success (it keeps retrying meanwhile)",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="the worker's log lines: text, or one JSON object per line"
     )
     worker_url: str | None = Field(
         None,

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from schemas.decode import from_text_cells
+
 
 def cdnow_path() -> Path:
     """CDNOW_master.txt from the lifetimes package (69,659 purchases, 23,570 customers)."""
@@ -175,7 +177,8 @@ def read_file(path: Path) -> Iterator[tuple[int, Any]]:
     if path.suffix.lower() == ".csv":
         with path.open(newline="") as f:
             for i, row in enumerate(csv.DictReader(f), start=2):
-                yield i, {k: v for k, v in row.items() if v not in ("", None)}
+                # Text cells typed as JSON would have them ("120" a number, "true" a boolean).
+                yield i, from_text_cells({k: v for k, v in row.items() if v not in ("", None)})
         return
     with path.open("rb") as f:
         for i, line in enumerate(f, start=1):

@@ -18,12 +18,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from kafka.partitioner.default import murmur2
 
-from agents.pipeline import CLOCK_KEY, Processor, RawMessage, Stored, clock_value
+from agents.pipeline import Processor, RawMessage, Stored, key_partition
 from schemas.events import epoch_ms
 from touchstream.behaviour import customer_of, instant_of, plain
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules
+from touchstream.domain.messages import CLOCK_KEY, clock_value
 from touchstream.simulate import DEFECTORS, Truth
 
 ALARMS = ("churn_risk", "decline", "churned")
@@ -350,7 +350,7 @@ def run_in_process(
     for e in events:
         key = customer_of(e).encode()
         latest = max(latest, epoch_ms(instant_of(e)))
-        p = (murmur2(key) & 0x7FFFFFFF) % partitions
+        p = key_partition(key, partitions)
         pending.append(RawMessage("touchpoints", p, offsets[p], key, orjson.dumps(e)))
         offsets[p] += 1
         if len(pending) >= batch:

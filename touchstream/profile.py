@@ -22,8 +22,8 @@ from typing import Any
 from touchstream.domain.alerts import LEVEL, SEVERITY_LABELS, iso_ms, severity
 from touchstream.domain.issues import outcome
 from touchstream.domain.rfm import CustomerState
+from touchstream.domain.units import DAY_MS
 
-DAY_MS = 86_400_000
 ALERT_KINDS = {level: kind for kind, level in LEVEL.items()}
 
 

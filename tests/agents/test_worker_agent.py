@@ -179,3 +179,61 @@ def test_a_batch_of_purchases_in_120_months_lands_whole_in_chdb(harness) -> None
     ]
     assert harness.rows("SELECT purchases FROM {db}.customer_state FINAL") == [(120,)]
     assert harness.worker.totals.rows_refused == 0
+
+
+def test_the_event_loop_gets_a_turn_at_least_every_64_messages_of_a_batch(harness) -> None:
+    # A till request arriving while a large batch is processed waits for one slice, not
+    # for the whole batch (agents/app.py, YIELD_EVERY).
+    import asyncio
+
+    from agents.app import YIELD_EVERY
+    from agents.pipeline import RawMessage
+
+    handle = next(iter(harness.worker.app.batch_handlers.values()))
+    n = 10 * YIELD_EVERY
+    batch = [
+        RawMessage("t", part(b"c1"), i, b"c1", purchase(f"e{i}", "c1", "1997-01-01", "1"))
+        for i in range(n)
+    ]
+    turns = 0
+
+    async def meanwhile() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async def go() -> None:
+        other = asyncio.ensure_future(meanwhile())
+        await asyncio.sleep(0)
+        before = turns
+        await handle(batch)  # returns once the batch is processed (its effects go on)
+        during = turns - before
+        other.cancel()
+        assert during >= n // YIELD_EVERY - 1
+
+    run(go())
+
+
+def test_on_rocksdb_the_table_lives_in_the_data_dir_with_the_standbys_asked_for(
+    tmp_path, chdb_dir
+) -> None:
+    import uuid
+
+    from agents.app import build_app
+    from sinks import open_sink
+    from touchstream.config import Settings
+
+    with open_sink(f"chdb://{chdb_dir}?database=t_{uuid.uuid4().hex[:8]}") as sink:
+        sink.migrate()
+        s = Settings(
+            broker="kafka://127.0.0.1:9",
+            store="rocksdict://",
+            standbys=1,
+            data_dir=str(tmp_path / "worker"),
+        )
+        worker = build_app(s, sink)
+    store = worker.table.data
+    assert type(store).__module__ == "faust.stores.rocksdb" and store.use_rocksdict
+    assert worker.app.conf.table_standby_replicas == 1
+    assert store.partition_path(0).is_relative_to(tmp_path / "worker")

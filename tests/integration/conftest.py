@@ -72,7 +72,11 @@ def worker_env(s: Settings) -> dict[str, str]:
         "transitions_topic",
         "partitions",
         "data_dir",
+        "store",
+        "standbys",
+        "batch_max",
         "batch_within_s",
+        "session_timeout_s",
         "cutoff_interval_s",
         "producer_max_batch_size",
         "idle_s",
@@ -81,26 +85,35 @@ def worker_env(s: Settings) -> dict[str, str]:
         "web_host",
         "fit_interval_s",
         "model_poll_s",
+        "health_clickhouse_failing_s",
+        "log_format",
+        "session_timeout_s",
     ):
         if getattr(s, field) is not None:
             env[f"TOUCHSTREAM_{field.upper()}"] = str(getattr(s, field))
     return env
 
 
-@contextmanager
-def running_worker(s: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `touchstream worker` process; stopped (SIGTERM, then kill) on exit. Its web
+def spawn_worker(s: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """A real `touchstream worker` process, its output appended to ``log``. Its web
     server gets a free port unless the settings name one."""
     env = worker_env(s)
     if s.web_port == Settings.model_fields["web_port"].default:
         env["TOUCHSTREAM_WEB_PORT"] = str(free_port())
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "touchstream.cli", "worker"],
         env=env,
         cwd=ROOT,
-        stdout=log.open("wb"),
+        stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
+
+
+@contextmanager
+def running_worker(s: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `touchstream worker` process (``spawn_worker``); stopped (SIGTERM, then
+    kill) on exit."""
+    proc = spawn_worker(s, log)
     try:
         yield proc
     finally:

@@ -372,3 +372,221 @@ def test_the_committed_docs_event_schema_json_equals_the_models():
         "docs/event.schema.json is not in its generated form: "
         "run `python -m touchstream.schema_export`"
     )
+
+
+# -- types are JSON's (docs/events.md): no lax coercion ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("yes", "a string"),
+        ("off", "a string"),
+        ("true", "a string"),
+        (1, "a number"),
+        (0.0, "a number"),
+        ([True], "an array"),
+    ],
+)
+def test_resolved_is_only_json_true_or_false(value, kind):
+    reason = rejected(message("call", resolved=value))
+    assert reason == f"invalid event: call.resolved: Input should be JSON true or false, not {kind}"
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_resolved_as_json_true_or_false_is_accepted(value):
+    ev = decode(raw(message("call", resolved=value)))
+    assert isinstance(ev, Call) and ev.resolved is value
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"severity": "3"}, "complaint.severity: Input should be a JSON number, not a string"),
+        ({"severity": True}, "complaint.severity: Input should be a JSON number, not a boolean"),
+        (
+            {"severity": 3.5},
+            "complaint.severity: Input should be a valid integer, got a number with a "
+            "fractional part",
+        ),
+    ],
+)
+def test_severity_as_text_a_boolean_or_a_fraction_is_rejected(changes, reason):
+    assert rejected(message("complaint", **changes)) == f"invalid event: {reason}"
+
+
+@pytest.mark.parametrize("severity", [3, 3.0])
+def test_severity_as_a_json_integer_is_accepted_also_written_with_a_zero_fraction(severity):
+    ev = decode(raw(message("complaint", severity=severity)))
+    assert isinstance(ev, Complaint) and ev.severity == 3 and isinstance(ev.severity, int)
+
+
+@pytest.mark.parametrize(
+    ("type_", "field", "value", "kind"),
+    [
+        ("call", "duration_s", "120", "a string"),
+        ("call", "duration_s", True, "a boolean"),
+        ("call", "wait_s", "35", "a string"),
+        ("purchase", "discount", "0.1", "a string"),
+        ("purchase", "discount", True, "a boolean"),
+    ],
+)
+def test_a_number_field_given_text_or_a_boolean_is_rejected(type_, field, value, kind):
+    reason = rejected(message(type_, **{field: value}))
+    assert reason == f"invalid event: {type_}.{field}: Input should be a JSON number, not {kind}"
+
+
+def test_an_infinite_duration_is_rejected_as_not_finite():
+    # JSON cannot carry one (orjson refuses 1e400); a Python caller can.
+    from schemas.decode import decode_obj
+
+    result = decode_obj(message("call", duration_s=float("inf")))
+    assert isinstance(result, Rejected) and "finite" in result.reason
+
+
+@pytest.mark.parametrize("occurred_at", [1709288100, 1709288100.5])
+def test_a_bare_number_as_occurred_at_is_rejected_not_read_as_unix_time(occurred_at):
+    reason = rejected(message(occurred_at=occurred_at))
+    assert reason == (
+        "invalid event: purchase.occurred_at: Input should be an RFC 3339 string such as "
+        "2024-05-01T10:15:00Z, not a number"
+    )
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    ["1709288100", "2024-03-01", "2024-03-01T10:15Z", "20240301T101500Z", "March 1st"],
+)
+def test_an_occurred_at_that_is_not_an_rfc_3339_date_time_is_rejected(occurred_at):
+    reason = rejected(message(occurred_at=occurred_at))
+    assert "purchase.occurred_at: Input should be an RFC 3339 date and time with seconds" in reason
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "2024-03-01T10:15:00Z",
+        "2024-03-01t10:15:00z",
+        "2024-03-01 10:15:00Z",
+        "2024-03-01T10:15:00.123456Z",
+        "2024-03-01T11:15:00+01:00",
+        "  2024-03-01T10:15:00Z ",
+    ],
+)
+def test_rfc_3339_forms_of_occurred_at_are_accepted_and_blanks_around_them_removed(occurred_at):
+    ev = decode(raw(message(occurred_at=occurred_at)))
+    assert isinstance(ev, Purchase)
+    assert ev.occurred_at.replace(microsecond=0) == datetime(2024, 3, 1, 10, 15, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("type_", "changes", "field", "value"),
+    [
+        ("call", {"direction": " inbound "}, "direction", "inbound"),
+        ("call", {"reason": "billing\t"}, "reason", "billing"),
+        ("complaint", {"status": " open"}, "status", "open"),
+        ("complaint", {"category": "service "}, "category", "service"),
+        ("refund", {"reason": " defective "}, "reason", "defective"),
+        ("survey", {"satisfaction": " satisfied "}, "satisfaction", "satisfied"),
+        ("account", {"change": "moved "}, "change", "moved"),
+        ("purchase", {"type": " purchase "}, "type", "purchase"),
+        ("purchase", {"currency": " EUR "}, "currency", "EUR"),
+    ],
+)
+def test_enumerations_lose_their_surrounding_blanks_like_every_string(type_, changes, field, value):
+    ev = decode(raw(message(type_, **changes)))
+    assert isinstance(ev, MODELS[type_]), ev
+    assert getattr(ev, field) == value
+
+
+def test_a_cloudevent_type_with_surrounding_blanks_is_read_without_them():
+    assert decode(raw(cloudevent(" com.touchstream.purchase "))) == decode(raw(message()))
+
+
+@pytest.mark.parametrize(
+    ("type_", "changes", "reason"),
+    [
+        (
+            "call",
+            {"direction": "Inbound"},
+            "call.direction: Input should be 'inbound' or 'outbound'",
+        ),
+        ("survey", {"satisfaction": "very satisfied"}, "survey.satisfaction: Input should be"),
+        (
+            "purchase",
+            {"type": "Purchase"},
+            "Input tag 'Purchase' found using 'type' does not match",
+        ),
+    ],
+)
+def test_enumerations_are_case_sensitive_and_keep_inner_blanks(type_, changes, reason):
+    assert reason in rejected(message(type_, **changes))
+
+
+@pytest.mark.parametrize("amount", ["19.99", 19.99, " 19.99 ", 19])
+def test_amounts_stay_accepted_as_decimal_strings_or_json_numbers(amount):
+    ev = decode(raw(message(amount=amount)))
+    assert isinstance(ev, Purchase) and ev.amount == Decimal(str(amount).strip())
+
+
+@pytest.mark.parametrize(
+    ("amount", "reason"),
+    [
+        (True, "Decimal input should be an integer, float, string or Decimal object"),
+        ("NaN", "Input should be a finite number"),
+        ("Infinity", "Input should be a finite number"),
+        ("1e11", "Input should be less than or equal to 10000000000"),
+        ("1e400", "Decimal input should have no more than 18 digits in total"),
+    ],
+)
+def test_amounts_that_are_booleans_or_not_finite_or_overflowing_are_rejected(amount, reason):
+    assert rejected(message(amount=amount)) == f"invalid event: purchase.amount: {reason}"
+
+
+@pytest.mark.parametrize("field", ["event_id", "customer_id", "order_id", "source"])
+def test_a_number_where_a_string_is_due_is_rejected(field):
+    assert rejected(message(**{field: 42})) == (
+        f"invalid event: purchase.{field}: Input should be a valid string"
+    )
+
+
+def test_text_cells_of_boolean_and_number_fields_become_json_values_and_others_stay_text():
+    from schemas.decode import from_text_cells
+
+    cells = {
+        "resolved": "true",
+        "duration_s": "120",
+        "wait_s": " 35.5 ",
+        "severity": "3",
+        "discount": "0.1",
+        "amount": "12.50",
+        "order_id": "1001",
+        "currency": "EUR",
+    }
+    assert from_text_cells(cells) == {
+        "resolved": True,
+        "duration_s": 120,
+        "wait_s": 35.5,
+        "severity": 3,
+        "discount": 0.1,
+        "amount": "12.50",  # a decimal string: exact
+        "order_id": "1001",  # a string field: text
+        "currency": "EUR",
+    }
+    # Not a JSON boolean or numeral: left as text, so decoding rejects it with its reason.
+    odd = {"resolved": "yes", "duration_s": "NaN", "wait_s": "1e999", "severity": "III"}
+    assert from_text_cells(odd) == odd
+
+
+def test_a_csv_file_is_read_with_its_booleans_and_numbers_typed(tmp_path):
+    from touchstream.datasets import read_file
+
+    f = tmp_path / "e.csv"
+    f.write_text(
+        "event_id,customer_id,type,occurred_at,direction,reason,duration_s,resolved\n"
+        "1,c,call,2020-01-02T10:00:00Z,inbound,billing,120,true\n"
+        "2,c,call,2020-01-02T11:00:00Z,inbound,billing,120,yes\n"
+    )
+    (_, first), (_, second) = read_file(f)
+    assert isinstance(decode(raw(first)), Call)
+    assert "call.resolved: Input should be JSON true or false, not a string" in rejected(second)

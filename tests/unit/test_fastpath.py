@@ -53,6 +53,8 @@ class Harness:
             raise IllegalStateError(f"No current assignment for partition {IN}")
 
         c._wait_next_records = wait_next_records
+        # Sought to where each fetch starts (what perform_seek does after an assignment).
+        c._next_offset.update({tp: recs[0].offset for tp, recs in fetched.items() if recs})
         c._seek = seek
         c.perform_seek = perform_seek
 
@@ -177,3 +179,58 @@ def test_offsets_a_topic_skips_are_tracked_as_gaps_so_commits_pass_them(gap):
     h.consumer._read_offset[IN] = 4
     run(h.fetch())
     assert bool(h.consumer._gap[IN]) is gap
+
+
+def test_records_of_a_partition_not_yet_sought_after_its_assignment_are_not_handled():
+    h = Harness({IN: records(IN, 5, 6)})
+    h.consumer._next_offset.clear()  # assigned; the seek to the committed offset is to come
+    run(h.fetch())
+    assert h.handled == [] and h.sought == []
+
+
+def test_a_fetch_that_starts_past_the_next_offset_is_sought_back_and_not_handled():
+    # Records 3-4 were dropped around a rebalance: taking 5-6 would run ahead of them.
+    h = Harness({IN: records(IN, 5, 6), IN1: records(IN1, 0)})
+    h.consumer._next_offset[IN] = 3
+    run(h.fetch())
+    assert [[r.offset for r in b] for b in h.handled] == [[0]]
+    assert h.sought == [(IN, 3)]
+    assert h.consumer._next_offset[IN] == 3 and h.consumer._next_offset[IN1] == 1
+
+
+def test_a_gap_that_comes_back_the_same_after_a_seek_back_is_taken():
+    h = Harness({IN: records(IN, 5, 6)})
+    h.consumer._next_offset[IN] = 3
+    run(h.fetch())
+    run(h.fetch())  # read again from 3: still 5 first, a real gap (a transaction marker)
+    assert [[r.offset for r in b] for b in h.handled] == [[5, 6]]
+    assert h.sought == [(IN, 3)] and h.consumer._next_offset[IN] == 7
+
+
+def test_records_below_the_next_offset_are_not_handled_twice():
+    h = Harness({IN: records(IN, 5, 6, 7)})
+    h.consumer._next_offset[IN] = 7
+    run(h.fetch())
+    assert [[r.offset for r in b] for b in h.handled] == [[7]]
+
+
+def test_the_seek_after_an_assignment_sets_where_each_partition_is_taken_from(monkeypatch):
+    h = Harness({})
+    c = h.consumer
+    fresh = TP("in", 2)
+    changelog = TP("t-customers-changelog", 0)
+    started: list[TP] = []
+
+    async def seek_to_committed() -> dict[TP, int | None]:
+        return {IN: 120, IN1: None, fresh: 0, changelog: 9}
+
+    async def seek_to_start(tps: list[TP]) -> None:
+        started.extend(tps)
+
+    monkeypatch.setattr(type(c), "assignment", lambda self: {IN, IN1, fresh, changelog})
+    c.seek_to_committed = seek_to_committed
+    c._seek_to_start = seek_to_start
+    del c.perform_seek  # the class's, not the harness's stand-in
+    run(c.perform_seek())
+    assert c._next_offset == {IN: 120, IN1: None, fresh: None}
+    assert sorted(started) == sorted([IN1, fresh])

@@ -520,10 +520,11 @@ def test_custom_rules_change_the_spend_trend_threshold():
 
 
 def test_deadline_is_none_for_a_churned_customer_or_without_purchases():
-    assert lc.deadline_ms(CHURNED, 0, (0, 10)) is None
-    assert lc.deadline_ms(None, None, ()) is None
-    assert lc.deadline_ms(EXPLORATION, 0, (0,)) == 90 * DAY_MS
-    assert lc.deadline_ms(DECLINE, 0, (0,)) == 180 * DAY_MS
+    one = lc.typical_gap_days((0,))
+    assert lc.deadline_ms(CHURNED, 0, lc.typical_gap_days((0, 10))) is None
+    assert lc.deadline_ms(None, None, one) is None
+    assert lc.deadline_ms(EXPLORATION, 0, one) == 90 * DAY_MS
+    assert lc.deadline_ms(DECLINE, 0, one) == 180 * DAY_MS
 
 
 def test_a_reactivated_relationship_reaches_stability_on_its_own_spend():

@@ -19,18 +19,13 @@ from hypothesis import strategies as st
 
 from touchstream.domain.rfm import CustomerState
 from touchstream.domain.scoring import (
-    DAY_EXACT_BELOW,
     DEFAULT_SEGMENTS,
-    GAMMA,
     QUADRANTS,
     QUINTILES,
-    REAL,
-    RELATIVE_ACCURACY,
     SEGMENTS,
     Cutoffs,
     RfmPoint,
     RfmSketches,
-    Sketch,
     behaviour_quadrant,
     cutoffs_from,
     is_key_account,
@@ -43,6 +38,7 @@ from touchstream.domain.scoring import (
     score,
     segment,
 )
+from touchstream.domain.sketch import DAY_EXACT_BELOW, GAMMA, REAL, RELATIVE_ACCURACY, Sketch
 
 PROPS = settings(max_examples=100, deadline=None)
 TOLERANCE = RELATIVE_ACCURACY * (1 + 1e-9)  # log and exp round in the last bits

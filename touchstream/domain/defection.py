@@ -19,8 +19,8 @@ from schemas.events import SATISFACTION_LEVELS, Event
 from touchstream.domain import issues as iss
 from touchstream.domain.alerts import _ISO_EXACT, iso_ms
 from touchstream.domain.issues import Complaint
+from touchstream.domain.units import DAY_MS
 
-DAY_MS = 86_400_000
 TYPES = ("price", "product", "service", "self_change")
 
 EVIDENCE_WINDOW_DAYS = 180
@@ -44,7 +44,7 @@ def signals_of(event: Event) -> tuple[str, ...]:
     kind = event.type  # the union's tag: cheaper than isinstance on every event
     if kind == "purchase" or kind == "complaint":
         return ()
-    if kind == "call":
+    if event.type == "call":  # (compared on the event itself, so the type checker narrows it)
         codes = []
         if not event.resolved:
             codes.append(f"call_unresolved:{event.reason}")
@@ -53,11 +53,11 @@ def signals_of(event: Event) -> tuple[str, ...]:
         if event.wait_s >= LONG_WAIT_S:
             codes.append("call_long_wait")
         return tuple(codes)
-    if kind == "refund":
+    if event.type == "refund":
         return (f"refund:{event.reason}",)
-    if kind == "account":
+    if event.type == "account":
         return (f"account:{event.change}",)
-    if kind == "survey" and SATISFACTION_LEVELS[event.satisfaction] < 0:
+    if event.type == "survey" and SATISFACTION_LEVELS[event.satisfaction] < 0:
         return (f"survey:{event.satisfaction}",)
     return ()
 
@@ -358,7 +358,7 @@ def risk(
                     score += w
                     support.append(f"{_day(t)} {code}")
     for reason, history in calls.items():
-        run = []
+        run: list[int] = []
         for t, resolved in history:  # the unresolved calls since the last resolved one
             run = [] if resolved else [*run, t]
         if not run or run[-1] < at_ms - RISK_WINDOW_DAYS * DAY_MS:

@@ -19,13 +19,14 @@ import zlib
 from bisect import insort
 from typing import NamedTuple
 
+from touchstream.domain.units import DAY_MS
+
 MAX_COMPLAINTS = 8  # complaints kept per customer, the latest opened
 MAX_REPORTS = 6  # reports kept per complaint: the first and the latest five
 
 OPEN, RESOLVED, REJECTED = 0, 1, 2
 STATUS = {"open": OPEN, "resolved": RESOLVED, "rejected": REJECTED}
 OUTCOMES = ("none", "unresolved", "resolved", "resolved_quickly")
-DAY_MS = 86_400_000
 
 
 class Complaint(NamedTuple):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import sub
 
-DAY_MS = 86_400_000
+from touchstream.domain.units import DAY_MS
 
 EXPLORATION = "exploration"
 FORMATION = "formation"
@@ -133,14 +133,14 @@ def silence_days(stage: str, typical_gap: float, rules: Rules = DEFAULT_RULES) -
 def deadline_ms(
     stage: str | None,
     last_purchase_ms: int | None,
-    purchase_days: Sequence[int],
+    gap_days: float,
     rules: Rules = DEFAULT_RULES,
 ) -> int | None:
-    """When silence next changes this customer's stage (None: nothing pending)."""
+    """When silence next changes this customer's stage (None: nothing pending).
+    ``gap_days``: the customer's ``typical_gap_days``."""
     if last_purchase_ms is None or stage is None or stage == CHURNED:
         return None
-    gap = typical_gap_days(purchase_days, rules)
-    return last_purchase_ms + int(silence_days(stage, gap, rules) * DAY_MS)
+    return last_purchase_ms + int(silence_days(stage, gap_days, rules) * DAY_MS)
 
 
 def promotion(

@@ -33,8 +33,8 @@ from touchstream.domain import lifecycle as lc
 from touchstream.domain.alerts import Alert
 from touchstream.domain.issues import Complaint
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules, Transition
+from touchstream.domain.units import DAY_MS
 
-DAY_MS = 86_400_000
 # How many recent event ids each customer remembers to drop redeliveries. At-least-once
 # redelivery replays a short tail, so a small window catches it; older duplicates still
 # collapse in ClickHouse (events are keyed by event_id) but would count twice in state.
@@ -133,7 +133,7 @@ class CustomerState(_Derived):
     risk_checked_ms: int = 0
 
 
-FIELDS: tuple[str, ...] = CustomerState.__slots__  # type: ignore[attr-defined]
+FIELDS: tuple[str, ...] = CustomerState.__slots__
 _DEFAULTS = CustomerState("")
 _new = object.__new__
 _set = object.__setattr__
@@ -207,12 +207,16 @@ class Working(_Derived):
             self._deadline = d if r is None else r if d is None else min(d, r)
         return self._deadline
 
+    @next_deadline_ms.setter
+    def next_deadline_ms(self, value: int | None) -> None:
+        self._deadline, self._deadline_rules = value, None
+
     def silence_deadline_ms(self, rules: Rules) -> int | None:
         stage, last = self.stage, self.last_purchase_ms
         if last is None or stage is None or stage == lc.CHURNED:
             return None
-        d = last + int(lc.silence_days(stage, self.typical_gap(rules), rules) * DAY_MS)
-        return max(d, self.stage_since_ms)  # never back in time
+        d = lc.deadline_ms(stage, last, self.typical_gap(rules), rules)
+        return None if d is None else max(d, self.stage_since_ms)  # never back in time
 
     def risk_check_ms(self, rules: Rules) -> int | None:
         """The next moment live trouble may raise churn_risk (None: nothing to check):
@@ -232,10 +236,6 @@ class Working(_Derived):
             ),
             default=None,
         )
-
-    @next_deadline_ms.setter
-    def next_deadline_ms(self, value: int | None) -> None:
-        self._deadline, self._deadline_rules = value, None
 
     def __repr__(self) -> str:
         return f"Working({self.freeze()!r})"
@@ -605,19 +605,22 @@ def apply(
     codes = dfx.signals_of(event)
     if codes:
         w.signals = dfx.record(w.signals, t, codes)
-    kind = event.type
-    if kind == "complaint":
+    if event.type == "complaint":  # compared on the event, so the type checker narrows it
         w.complaints = iss.report(
             w.complaints, event.complaint_id, event.category, event.severity, event.status, t
         )
-    elif kind == "purchase" and event.discount is not None and event.discount >= dfx.DISCOUNT_MIN:
+    elif (
+        event.type == "purchase"
+        and event.discount is not None
+        and event.discount >= dfx.DISCOUNT_MIN
+    ):
         w.discount_days = dfx.add_discount_day(w.discount_days, t // DAY_MS)
-    if kind == "purchase":
+    if event.type == "purchase":
         previous_purchase_ms = w.last_purchase_ms
         _add_purchase(w, event.amount, t)
         more = _on_purchase(w, t, rules, previous_purchase_ms)
     else:
-        if kind == "refund":
+        if event.type == "refund":
             w.refunds += 1
             w.refund_total += event.amount
         more = _on_signal(w, event, t, rules)

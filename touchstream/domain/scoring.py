@@ -6,21 +6,7 @@ customers a batch changed, merges the sketches of all partitions and turns them 
 ``Cutoffs`` (quintiles of the current population). Scores, segments and flags are then
 plain functions of a customer's values and those cut-offs.
 
-The quantile sketch (``Sketch``) is a histogram over buckets:
-
-* exact buckets for integer values with ``|v| < exact_below`` (default 128: small counts
-  such as purchase days are exact; ``DAY_EXACT_BELOW`` makes every day number exact);
-* logarithmic buckets with relative accuracy ``RELATIVE_ACCURACY`` (1%) for everything
-  else (DDSketch: bucket ``i = ceil(log|v| / log(gamma))``, ``gamma = (1 + a) / (1 - a)``,
-  covering ``(gamma**(i-1), gamma**i]``). A sketch with ``exact_below > 1`` holds integers
-  below it (a non-integer there is a ValueError); ``exact_below=REAL`` (1) is for real
-  values: only 0 is exact and every other value gets 1% relative accuracy.
-* Negative values (net spend after refunds) are mapped **symmetrically**: ``-v`` goes to
-  the mirror of ``v``'s bucket, with the same accuracy. Nothing is clamped.
-
-Bucket keys are integers ordered like the values they hold, so a sorted tuple of
-``(key, count)`` is the whole sketch, its persistence form and a bucket-wise sum merges
-sketches (associative and commutative).
+The quantile sketch behind the cut-offs is ``touchstream.domain.sketch``.
 """
 
 from __future__ import annotations
@@ -30,229 +16,21 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-# -- the sketch --------------------------------------------------------------------------
-
-RELATIVE_ACCURACY = 0.01
-GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
-_LOG_GAMMA = math.log(GAMMA)
-_MID = 2 / (GAMMA + 1)  # a bucket's representative is _MID * its upper bound
-EXACT_BELOW = 128  # integers 0..127 (and -127..-1) have their own bucket
-DAY_EXACT_BELOW = 1 << 22  # every day number (days since 1970) has its own bucket
-REAL = 1  # exact_below of real-valued sketches: only 0 is exact
-MAX_MAGNITUDE = 1e300  # larger values (and NaN, infinities) are rejected
-# Log keys are exact_below + _LOG_OFFSET + i; i >= -37_222 for any positive float, so
-# they never meet the exact keys.
-_LOG_OFFSET = 40_000
-
-Bins = tuple[tuple[int, int], ...]
-Delta = tuple[float | None, float | None]
-
-
-def _key(value: Any, e: int) -> int:
-    x = float(value)
-    a = -x if x < 0 else x
-    if a < e:
-        if a.is_integer():
-            k = int(a)
-            return -k if x < 0 else k
-        if e > 1:
-            raise ValueError(f"{value!r}: this sketch holds integers below {e}")
-    elif not a <= MAX_MAGNITUDE:
-        raise ValueError(f"{value!r}: not a finite value of magnitude <= {MAX_MAGNITUDE:g}")
-    k = e + _LOG_OFFSET + math.ceil(math.log(a) / _LOG_GAMMA)
-    return -k if x < 0 else k
-
-
-def _order(v: float, e: int) -> float:
-    """``_key`` extended to every float (a non-integer below ``e`` sorts between its
-    integers), for the searches of ``_settle``."""
-    a = abs(v)
-    if e > 1 and a < e and not a.is_integer():
-        return math.copysign(math.floor(a) + 0.5, v)
-    return _key(v, e)
-
-
-def _rep(k: int, e: int) -> float:
-    """The value a bucket stands for: within RELATIVE_ACCURACY of any value in it."""
-    a = -k if k < 0 else k
-    if a < e:
-        v = float(a)
-    else:
-        v = math.exp((a - e - _LOG_OFFSET) * _LOG_GAMMA) * _MID
-        if e > 1:
-            v = max(v, float(e))  # the bucket holds only values >= e: closer still
-    return -v if k < 0 else v
-
-
-def _settle(v: float, k: int, e: int) -> float:
-    """The smallest float whose bucket is ``k`` or later, starting from a guess ``v``
-    a few ulps away (log and exp round)."""
-    while _order(v, e) < k:
-        v = math.nextafter(v, math.inf)
-    while _order(w := math.nextafter(v, -math.inf), e) >= k:
-        v = w
-    return v
-
-
-def _bucket_start(k: int, e: int) -> float:
-    """The smallest value that falls in bucket ``k`` (a bucket that can hold values)."""
-    a = -k if k < 0 else k
-    if a < e:
-        return float(k)
-    i = a - e - _LOG_OFFSET
-    if k > 0:
-        v = math.exp((i - 1) * _LOG_GAMMA)
-        if e > 1:
-            v = max(v, float(e))
-    else:
-        v = -math.exp(i * _LOG_GAMMA)
-    return _settle(v, k, e)
-
-
-def _after_bucket(k: int, e: int) -> float:
-    """The smallest value beyond bucket ``k``."""
-    a = -k if k < 0 else k
-    if a < e:
-        return float(k + 1) if e > 1 else math.nextafter(float(k), math.inf)
-    if k > 0:
-        return _bucket_start(k + 1, e)
-    v = -math.exp((a - e - _LOG_OFFSET - 1) * _LOG_GAMMA)  # -(its lower magnitude bound)
-    if e > 1 and -v < e:
-        return float(1 - e)  # the next possible value is the exact integer -(e - 1)
-    return _settle(v, k + 1, e)
-
-
-def _rank(q: float | Fraction, n: int) -> int:
-    """ceil(q * n), exactly (0.2 * 5 is 1, not 1.0000000000000002)."""
-    fq = q if isinstance(q, Fraction | int) else Fraction(str(float(q)))
-    if not 0 <= fq <= 1:
-        raise ValueError(f"quantile {q!r} is not in [0, 1]")
-    return math.ceil(fq * n)
-
-
-def _move(counts: dict[int, int], e: int, old: Any, new: Any) -> None:
-    ko = None if old is None else _key(old, e)
-    kn = None if new is None else ko if new == old else _key(new, e)
-    _move_key(counts, ko, kn, old)
-
-
-def _move_key(counts: dict[int, int], ko: int | None, kn: int | None, value: Any = None) -> None:
-    """One value leaves bucket ``ko`` and enters bucket ``kn`` (None: none)."""
-    if ko is not None:
-        c = counts.get(ko, 0)
-        if c <= 0:
-            what = f"bucket {ko}" if value is None else repr(value)
-            raise ValueError(f"cannot remove {what}: not in the sketch")
-        if ko == kn:
-            return
-        counts[ko] = c - 1
-    if kn is not None:
-        counts[kn] = counts.get(kn, 0) + 1
-
-
-def _freeze(counts: dict[int, int]) -> Bins:
-    return tuple(sorted((k, c) for k, c in counts.items() if c))
-
-
-@dataclass(frozen=True, slots=True)
-class Sketch:
-    """A mergeable quantile sketch: sorted ``(bucket key, count)`` pairs, no zero counts.
-
-    Build it with ``Sketch()`` (or ``Sketch(exact_below=REAL)`` for real values) and
-    ``apply``/``add``/``remove``; every method returns a new sketch.
-    """
-
-    bins: Bins = ()
-    exact_below: int = EXACT_BELOW
-
-    @property
-    def count(self) -> int:
-        return sum(c for _, c in self.bins)
-
-    def bucket(self, value: float) -> int:
-        """The key of the bucket ``value`` falls in (keys are ordered like values)."""
-        return _key(value, self.exact_below)
-
-    def apply(self, deltas: Iterable[Delta]) -> Sketch:
-        """Apply ``(old value or None, new value or None)`` changes in order, copying the
-        sketch once for the whole batch. Removing a value that is not in the sketch
-        raises ValueError (and nothing changes: sketches are immutable)."""
-        e = self.exact_below
-        counts = dict(self.bins)
-        for old, new in deltas:
-            _move(counts, e, old, new)
-        return Sketch(_freeze(counts), e)
-
-    def add(self, value: float) -> Sketch:
-        return self.apply(((None, value),))
-
-    def remove(self, value: float) -> Sketch:
-        return self.apply(((value, None),))
-
-    def merge(self, *others: Sketch) -> Sketch:
-        """Bucket-wise sum (sketches of different partitions; same ``exact_below``)."""
-        counts = dict(self.bins)
-        for o in others:
-            if o.exact_below != self.exact_below:
-                raise ValueError("cannot merge sketches with different exact_below")
-            for k, c in o.bins:
-                counts[k] = counts.get(k, 0) + c
-        return Sketch(_freeze(counts), self.exact_below)
-
-    def quantile(self, q: float | Fraction) -> float:
-        """The lower empirical quantile: the value of rank ``max(ceil(q * n) - 1, 0)``
-        (0-based, ascending), i.e. the smallest value with at least ``q * n`` values at or
-        below it. Exact for exact buckets, else within 1% relative error. ValueError when
-        empty."""
-        n = self.count
-        if n == 0:
-            raise ValueError("quantile of an empty sketch")
-        rank = max(_rank(q, n) - 1, 0)
-        seen = 0
-        for k, c in self.bins:
-            seen += c
-            if seen > rank:
-                return _rep(k, self.exact_below)
-        raise AssertionError("unreachable")
-
-    def cut(self, q: float | Fraction) -> float:
-        """The score threshold for ``q`` (0 < q <= 1): the smallest value that has at least
-        ``ceil(q * n)`` of the population in strictly lower buckets. A value ``>=`` the cut
-        is above the lower ``q`` share. When no bucket qualifies (a tie group at the top
-        holds more than ``1 - q`` of the population) the cut is just above the largest
-        bucket, so no current member reaches it; for an empty sketch it is ``inf``."""
-        n = self.count
-        if n == 0:
-            return math.inf
-        need = _rank(q, n)
-        if need == 0:
-            raise ValueError("cut needs q > 0")
-        bins, e = self.bins, self.exact_below
-        seen = 0
-        for i, (k, c) in enumerate(bins):
-            seen += c
-            if seen >= need:
-                if i + 1 < len(bins):
-                    return _bucket_start(bins[i + 1][0], e)
-                return _after_bucket(k, e)
-        raise AssertionError("unreachable")
-
-    def to_record(self) -> list[list[int]]:
-        """Sorted ``[bucket, count]`` pairs (JSON-able); ``exact_below`` is not included."""
-        return [[k, c] for k, c in self.bins]
-
-    @classmethod
-    def from_record(cls, rec: Sequence[Sequence[int]], exact_below: int = EXACT_BELOW) -> Sketch:
-        bins = tuple((k, c) for k, c in rec)
-        for i, (k, c) in enumerate(bins):
-            if not (type(k) is int and type(c) is int and c > 0):
-                raise ValueError(f"bad sketch bin {[k, c]!r}")
-            if i and bins[i - 1][0] >= k:
-                raise ValueError("sketch bins are not strictly increasing")
-        return cls(bins, exact_below)
-
+from touchstream.domain.sketch import (
+    DAY_EXACT_BELOW,
+    EXACT_BELOW,
+    LOG_GAMMA,
+    LOG_OFFSET,
+    MAX_MAGNITUDE,
+    REAL,
+    Sketch,
+    bucket_key,
+    freeze,
+    move_count,
+    move_key,
+)
 
 # -- the RFM population ------------------------------------------------------------------
 
@@ -304,10 +82,10 @@ PointKeys = tuple[int, int, int, int, int]
 
 
 def _real_key(x: float) -> int:
-    """``_key(x, REAL)``, the common case (x >= 1) inlined."""
+    """``bucket_key(x, REAL)``, the common case (x >= 1) inlined."""
     if 1.0 <= x <= MAX_MAGNITUDE:
-        return REAL + _LOG_OFFSET + math.ceil(math.log(x) / _LOG_GAMMA)
-    return _key(x, REAL)
+        return REAL + LOG_OFFSET + math.ceil(math.log(x) / LOG_GAMMA)
+    return bucket_key(x, REAL)
 
 
 def point_keys(state: Any) -> PointKeys | None:
@@ -320,8 +98,8 @@ def point_keys(state: Any) -> PointKeys | None:
     first, last, n = days[0], days[-1], len(days)
     net = float(state.purchase_total - state.refund_total)
     return (
-        last if -DAY_EXACT_BELOW < last < DAY_EXACT_BELOW else _key(last, DAY_EXACT_BELOW),
-        n if n < EXACT_BELOW else _key(n, EXACT_BELOW),
+        last if -DAY_EXACT_BELOW < last < DAY_EXACT_BELOW else bucket_key(last, DAY_EXACT_BELOW),
+        n if n < EXACT_BELOW else bucket_key(n, EXACT_BELOW),
         _real_key(net),
         _real_key(n * 365 / max(last - first + 1, RATE_MIN_WINDOW_DAYS)),  # RfmPoint.rate
         _real_key(net / n),  # RfmPoint.amount
@@ -333,11 +111,11 @@ def keys_of(p: RfmPoint | None) -> PointKeys | None:
     if p is None:
         return None
     return (
-        _key(p.last_day, DAY_EXACT_BELOW),
-        _key(p.purchase_days, EXACT_BELOW),
-        _key(p.net_spend, REAL),
-        _key(p.rate, REAL),
-        _key(p.amount, REAL),
+        bucket_key(p.last_day, DAY_EXACT_BELOW),
+        bucket_key(p.purchase_days, EXACT_BELOW),
+        bucket_key(p.net_spend, REAL),
+        bucket_key(p.rate, REAL),
+        bucket_key(p.amount, REAL),
     )
 
 
@@ -385,8 +163,8 @@ class RfmSketches:
             if old == new:
                 continue
             for i, o, n in zip(range(5), _axes(old), _axes(new), strict=True):
-                _move(counts[i], es[i], o, n)
-        return RfmSketches(*(Sketch(_freeze(c), e) for c, e in zip(counts, es, strict=True)))
+                move_count(counts[i], es[i], o, n)
+        return RfmSketches(*(Sketch(freeze(c), e) for c, e in zip(counts, es, strict=True)))
 
     def move(
         self, deltas: Iterable[tuple[PointKeys | None, PointKeys | None]], strict: bool = True
@@ -407,9 +185,9 @@ class RfmSketches:
             ):
                 old = None
             for c, ko, kn in zip(counts, old or _NONE5, new or _NONE5, strict=True):
-                _move_key(c, ko, kn)
+                move_key(c, ko, kn)
         return RfmSketches(
-            *(Sketch(_freeze(c), s.exact_below) for c, s in zip(counts, sk, strict=True))
+            *(Sketch(freeze(c), s.exact_below) for c, s in zip(counts, sk, strict=True))
         )
 
     def merge(self, *others: RfmSketches) -> RfmSketches:
@@ -448,7 +226,7 @@ def _four(name: str, values: Iterable[float]) -> Thresholds:
     t = tuple(float(v) for v in values)
     if len(t) != 4 or any(math.isnan(v) for v in t) or list(t) != sorted(t):
         raise ValueError(f"{name}: four ascending thresholds expected, got {t!r}")
-    return t  # type: ignore[return-value]
+    return t
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,9 +262,9 @@ class Cutoffs:
         if list(days) != sorted(days, reverse=True):
             raise ValueError(f"recency_days: four descending values expected, got {days!r}")
         return cls(
-            tuple(as_of_day - d for d in days),
-            frequency,
-            monetary,  # type: ignore[arg-type]
+            cast(Thresholds, tuple(as_of_day - d for d in days)),
+            cast(Thresholds, frequency),
+            cast(Thresholds, monetary),
             0,
             "fixed",
         )

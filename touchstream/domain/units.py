@@ -1,0 +1,3 @@
+"""Units every part of the domain counts in: times are epoch milliseconds (UTC)."""
+
+DAY_MS = 86_400_000
