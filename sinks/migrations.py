@@ -18,8 +18,8 @@ step is pending, each finds what is there already and adds what is not, and is r
 
 ``migrate`` runs the plan, then replaces the views in place. It is safe with several
 processes at once: every statement is idempotent (IF NOT EXISTS where the server has it,
-check-then-add on 18.16), and a statement that fails is retried in thought: if a fresh
-plan no longer holds it, another process did it first and the error is ignored.
+check-then-add on 18.16), and a statement that fails is checked against a fresh plan:
+if that no longer holds it, another process did it first and the error is ignored.
 """
 
 from __future__ import annotations
@@ -126,6 +126,10 @@ def _state(c: Column, caps: Capabilities) -> ColumnState:
     return ColumnState(c.type_in(caps), c.codec_in(caps))
 
 
+def _materialized(c: Column) -> bool:
+    return c.fill.startswith("MATERIALIZED")
+
+
 def _ensure(
     db: str,
     model: _Model,
@@ -148,7 +152,12 @@ def _ensure(
         for i, c in enumerate(t.all_columns):
             if c.name in have or not wanted(c):
                 continue
-            before = [b.name for b in t.all_columns[:i] if b.name in have]
+            # 18.16 keeps MATERIALIZED columns in a list of their own: AFTER finds only those.
+            before = [
+                b.name
+                for b in t.all_columns[:i]
+                if b.name in have and _materialized(b) == _materialized(c)
+            ]
             where = f" AFTER `{before[-1]}`" if before else ""
             if_not = "IF NOT EXISTS " if caps.add_column_if_not_exists else ""
             out.append(f"ALTER TABLE {db}.{t.name} ADD COLUMN {if_not}{c.ddl(caps)}{where}")
