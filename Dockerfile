@@ -3,11 +3,14 @@
 FROM python:3.11-slim
 
 # agents, schemas and sinks are generic import names: the app directory must come first.
+# The worker's table lives in RocksDB under the data dir, so a restart reads only the
+# changelog written since (docs/operations.md, "State").
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/app \
-    TOUCHSTREAM_DATA_DIR=/app/var
+    TOUCHSTREAM_DATA_DIR=/app/var \
+    TOUCHSTREAM_STORE=rocksdict://
 
 WORKDIR /app
 

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,8 +36,10 @@ from typing import Any
 import faust
 import orjson
 
-from agents.fastpath import BatchApp, KafkaEmitter
+from agents.fastpath import BatchApp, Emitter, KafkaEmitter
+from agents.metrics import Metrics, add_ops_pages
 from agents.pipeline import BatchResult, Processor, Stored, cutoffs_row_for
+from agents.state import TableState, faust_store
 from agents.web import add_customer_page
 from schemas.events import epoch_ms
 from sinks import BatchingWriter, Sink
@@ -86,8 +88,9 @@ class Worker:
     table: Any
     outputs: dict[str, str]  # "dead_letters", "transitions", "alerts" -> topic name
     totals: Totals
-    emitter: KafkaEmitter  # every record the worker produces goes through it
+    emitter: Emitter  # every record the worker produces goes through it
     stopped_because: str | None = None  # a fatal ClickHouse error stopped the worker
+    metrics: Metrics | None = None  # GET /metrics and GET /health (agents/metrics.py)
 
 
 class InOrder:
@@ -131,15 +134,23 @@ async def flush_with_retry(
             delay = min(delay * 2, 30.0)
 
 
-def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = None) -> Worker:
-    """``stop``: how a fatal ClickHouse error stops the worker (default: stop the app);
-    the command line stops the whole process, as a SIGTERM does."""
+def build_app(
+    settings: Settings,
+    sink: Sink,
+    stop: Callable[[], Any] | None = None,
+    emitter: Emitter | None = None,
+) -> Worker:
+    """The worker: its Faust app around a Processor, writing to ``sink``. ``stop``: how a
+    fatal ClickHouse error stops the worker (default: stop the app); the command line
+    stops the whole process, as a SIGTERM does. ``emitter``: where the records it produces
+    go (default: the app's Kafka producer, ``KafkaEmitter``)."""
     datadir = Path(settings.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
+    store_url, store_options = faust_store(settings.store)
     app = BatchApp(
         settings.app_id,
         broker=settings.broker,
-        store="memory://",
+        store=store_url,
         datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -155,7 +166,7 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
         web_tables_enabled=False,
         web_graph_enabled=False,
         web_stats_enabled=False,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standbys,
         broker_max_poll_records=settings.batch_max,
         broker_credentials=faust_credentials(settings),  # TLS / SASL (touchstream.security)
         **(
@@ -182,6 +193,7 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
         key_type=bytes,  # bytes -> the "raw" codec: the same key bytes as the input topic
         value_type=bytes,
         use_partitioner=True,
+        options=store_options,
     )
     alerts = _raw_topic(app, settings.alerts_topic, settings.partitions)
     transitions = _raw_topic(app, settings.transitions_topic, settings.partitions)
@@ -191,14 +203,16 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
         "alerts": alerts.get_topic_name(),
     }
     changelog = customers.changelog_topic.get_topic_name()
-    emitter = KafkaEmitter(app)
+    if emitter is None:
+        emitter = KafkaEmitter(app)
     processor = Processor(
         rules_of(settings),
         settings.partitions,
         model=_load_model(sink),
         max_future_skew_ms=int(settings.max_future_skew_s * 1000),
     )
-    writer = BatchingWriter(sink)
+    metrics = Metrics(settings.health_clickhouse_failing_s)
+    writer = BatchingWriter(sink, on_insert=metrics.insert)
     worker: Worker  # set below; the closures read it
     # One thread owns the ClickHouse connection, so a slow insert never blocks the loop.
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
@@ -206,15 +220,14 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
     lock = asyncio.Lock()
     totals = Totals()
 
-    store = customers.data  # the table's store: reads and writes without a changelog send
+    # The table's store, written by the batch path without Faust's changelog send; states
+    # are stored once their effects are done (agents/state.py).
+    state = TableState(customers)
 
     def load(cid: str) -> bytes | None:
-        return store.get(cid.encode())
+        return state.get(cid.encode())
 
-    def scan(partition: int) -> Iterator[tuple[str, bytes]]:
-        for key, raw in customers.items():
-            if Stored.partition_of(raw) == partition:
-                yield key.decode(), raw
+    scan = state.scan
 
     # Batches reach ClickHouse, the topics and the changelog in order (``effects_in_order``); a
     # batch's output records only wait for the previous batch's (``sending``).
@@ -246,12 +259,14 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
         effects go out in the background, in the order that makes a replay safe (module
         doc), while the next batch is processed. The returned future is done when all of
         them reached ClickHouse and the broker: then the batch's offsets may be acked."""
-        records = []
+        records, states = [], {}
         for cid, value in result.states.items():
             key = cid.encode()
-            store[key] = value
             # The changelog partition is the customer's input partition (murmur2 of the key).
-            records.append((Stored.partition_of(value), key, value))
+            partition = Stored.partition_of(value)
+            state.stage(key, value, partition)
+            states[key] = value
+            records.append((partition, key, value))
 
         for table, rows in result.rows.items():
             if rows:
@@ -275,8 +290,9 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
             # re-sends the same alert_ids), the changelog only after both: once the table
             # has the batch, a replay skips it.
             await asyncio.gather(write_rows(), sent)
-            await emitter.send(changelog, records)
+            state.persist(states, await emitter.send(changelog, records))
             totals.add(result)
+            metrics.effects_done(result.rows)
 
         return effects_in_order.then(effects)
 
@@ -287,7 +303,7 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
     async def handle(
         messages: Any, current: Callable[[], bool] = lambda: True
     ) -> asyncio.Future[None] | None:
-        now = time.monotonic()
+        handed, now = time.perf_counter(), time.monotonic()
         for m in messages:
             last_message[m.partition] = now
         async with lock:
@@ -295,6 +311,8 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
                 # A rebalance began while this batch waited for the lock (the revocation
                 # holds it): its partitions may be another worker's now.
                 return None
+            state.open({m.partition for m in messages})
+            began = time.perf_counter()
             batch = processor.begin(load, datetime.now(UTC))
             for i in range(0, len(messages), YIELD_EVERY):
                 if i:
@@ -302,6 +320,13 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
                 for m in messages[i : i + YIELD_EVERY]:
                     batch.message(m)
             done = apply(processor.end(batch, {m.partition for m in messages}, scan))
+            metrics.batch_processed(time.perf_counter() - began)
+
+        def completed(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                metrics.batch_done(time.perf_counter() - handed)
+
+        done.add_done_callback(completed)
         in_flight.append(done)
         # Up to EFFECTS_IN_FLIGHT batches' effects go out behind the one being processed:
         # enough to keep processing busy through a ClickHouse insert and the changelog
@@ -471,16 +496,19 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
             await run_fit(settings, loop, io, sink)
             await poll_model()
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers as sync
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         async with lock:  # a batch in flight finishes (and is acked) first
             if effects_in_order.tail is not None:
                 await asyncio.wait([effects_in_order.tail])
-            processor.forget({tp.partition for tp in revoked if tp.topic == settings.input_topic})
+            gone = {tp.partition for tp in revoked if tp.topic == settings.input_topic}
+            processor.forget(gone)
+            state.forget(gone)
 
     add_customer_page(
         app,
         customers,
+        state.get,
         lambda: max(processor.stream_time.values(), default=0),
         settings.quick_resolution_days,
     )
@@ -500,7 +528,11 @@ def build_app(settings: Settings, sink: Sink, stop: Callable[[], Any] | None = N
                 asyncio.ensure_future(app.stop())
         await asyncio.Future()  # never done: the stop cancels it
 
-    worker = Worker(app, process, customers, outputs, totals, emitter)
+    worker = Worker(app, process, customers, outputs, totals, emitter, metrics=metrics)
+    metrics.watch(
+        app, settings.input_topic, totals, processor, writer, lambda: worker.stopped_because
+    )
+    add_ops_pages(app, metrics)
     return worker
 
 

@@ -34,7 +34,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 from aiokafka.errors import IllegalStateError
@@ -277,6 +277,13 @@ class BatchApp(faust.App):
 Record = tuple[int | None, bytes | None, bytes]  # (partition or None: by key, key, value)
 
 
+class Emitter(Protocol):
+    """Where the worker's records go: ``send`` returns once every record is delivered,
+    with each partition's offset of the last of them (None where not known)."""
+
+    async def send(self, topic: str, records: Sequence[Record]) -> dict[int, int] | None: ...
+
+
 class KafkaEmitter:
     """Sends records through the app's producer in as few produce batches as possible and
     returns once the broker has them all. A record without a partition goes where Kafka's
@@ -292,9 +299,10 @@ class KafkaEmitter:
             n = self._partitions[topic] = len(await producer.partitions_for(topic))
         return n
 
-    async def send(self, topic: str, records: Sequence[Record]) -> None:
+    async def send(self, topic: str, records: Sequence[Record]) -> dict[int, int]:
+        """Returns each partition's offset of the last of ``records`` sent to it."""
         if not records:
-            return
+            return {}
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
         n = await self._partition_count(producer, topic)
         by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
@@ -304,14 +312,22 @@ class KafkaEmitter:
                 # kafka-python's murmur2 is pure Python.
                 partition = key_partition(key, n) if key else 0
             by_partition.setdefault(partition, []).append((key, value))
-        pending = []
+        pending, counts = [], []
         for partition, kvs in by_partition.items():
             batch = producer.create_batch()
             for key, value in kvs:
                 # A full batch (the producer's max_batch_size) goes out; the record opens
                 # the next one (the first record of a batch always fits).
                 while batch.append(key=key, value=value, timestamp=None) is None:
+                    counts.append(batch.record_count())
                     pending.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
+            counts.append(batch.record_count())
             pending.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*pending)
+        last: dict[int, int] = {}
+        # Each batch's metadata has the offset of its first record.
+        for meta, n in zip(await asyncio.gather(*pending), counts, strict=True):
+            end = meta.offset + n - 1
+            if end > last.get(meta.partition, -1):
+                last[meta.partition] = end
+        return last

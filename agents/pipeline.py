@@ -12,10 +12,10 @@ they were decoded from; rows carry DateTime values as epoch milliseconds.
 
 from __future__ import annotations
 
-import base64
 import functools
 import heapq
 import logging
+import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,14 +36,14 @@ from sinks.rows import (
     dead_letter_row,
     event_row,
     state_row,
-    transition_json,
     transition_row,
 )
 from sinks.tables import MONEY, MONEY_LIMIT
-from touchstream.domain import codec
-from touchstream.domain.alerts import Alert, iso_ms, with_churn
+from touchstream.domain import codec, messages
+from touchstream.domain.alerts import Alert, with_churn
 from touchstream.domain.btyd import Model
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules, Transition
+from touchstream.domain.messages import CLOCK_KEY
 from touchstream.domain.rfm import CustomerState, Working, advance_working, apply
 from touchstream.domain.scoring import (
     Cutoffs,
@@ -66,16 +66,10 @@ def key_partition(key: bytes, partitions: int) -> int:
 
 Load = Callable[[str], bytes | None]
 
+
 # A clock message closes a period: key CLOCK_KEY, value {"clock": RFC 3339 time}, sent to
 # every partition (``touchstream tick --until``). The partition's watermark moves to that
 # time: every deadline due by then fires, as if an event that late had arrived.
-CLOCK_KEY = b"__touchstream_clock__"
-
-
-def clock_value(until_ms: int) -> bytes:
-    return orjson.dumps({"clock": iso_ms(until_ms)})
-
-
 def _clock_time(value: bytes | None) -> int | str:
     """A clock message's time (epoch ms), or why it is not one."""
     try:
@@ -135,23 +129,8 @@ class BatchResult:
 
 
 def dead_letter_envelope(m: RawMessage, reason: str) -> bytes:
-    """The dead-letter topic's value: where it came from, why, and the raw bytes."""
-    raw = m.value or b""
-    try:
-        text: str | None = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    return orjson.dumps(
-        {
-            "reason": reason,
-            "topic": m.topic,
-            "partition": m.partition,
-            "offset": m.offset,
-            "key": (m.key or b"").decode("utf-8", "replace"),
-            "raw": text,
-            "raw_base64": base64.b64encode(raw).decode(),
-        }
-    )
+    """The dead-letter topic's value for ``m`` (touchstream.domain.messages)."""
+    return messages.dead_letter_envelope(reason, m.topic, m.partition, m.offset, m.key, m.value)
 
 
 # Customers whose decoded state the processor keeps between batches (``state_cache``):
@@ -251,27 +230,45 @@ class Processor:
         # its sketch keys), least recently used first.
         self.state_cache = state_cache
         self._cache: dict[str, tuple[bytes, Working, int, int, PointKeys | None]] = {}
+        # Customers in the table per partition, for the metrics: counted by the scan that
+        # builds a partition's deadline index, then kept up to date by each batch.
+        self.customers: dict[int, int] = {}
 
-    def _index(
-        self, partition: int, scan: Scan, loaded: Mapping[str, object] = {}
-    ) -> DeadlineIndex:
+    def customers_held(self) -> int:
+        """Customers in the table, of the partitions this processor has seen."""
+        return sum(self.customers.values())
+
+    def deadlines_pending(self) -> int:
+        """Silence deadlines waiting for stream time to pass them, all partitions."""
+        return sum(len(index.latest) for index in self._deadlines.values())
+
+    def _index(self, partition: int, scan: Scan) -> DeadlineIndex:
         index = self._deadlines.get(partition)
         if index is None:
+            # Every customer of the partition, once after each assignment (a restart, a
+            # rebalance): only the fields the index and the sketches need are read, not
+            # the whole state (codec.index_view), and nothing goes into the state cache.
+            started = time.perf_counter()
             heap, points = [], []
-            cache, room = self._cache, self.state_cache - len(self._cache)
+            view = codec.index_view
+            n = 0
             for cid, raw in scan(partition):
-                state, p, offset = codec.decode(raw)
+                n += 1
+                state = view(raw)
                 if state.next_deadline_ms is not None:
                     heap.append((state.next_deadline_ms, cid))
-                keys = point_keys(state)
-                points.append((None, keys))
-                if (
-                    room > 0 and raw.__class__ is bytes and cid not in cache and cid not in loaded
-                ):  # the batch puts those back itself
-                    cache[cid] = (raw, _compact(state), p, offset, keys)  # for the next batches
-                    room -= 1
+                points.append((None, point_keys(state)))
             index = self._deadlines[partition] = DeadlineIndex(heap)
             self.sketches[partition] = RfmSketches().move(points)
+            self.customers[partition] = n
+            if points:  # what a restart or a rebalance costs before the partition's first batch
+                log.info(
+                    "partition %d: %d customers scanned, %d deadlines indexed in %.1fs",
+                    partition,
+                    len(points),
+                    len(heap),
+                    time.perf_counter() - started,
+                )
         return index
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -282,6 +279,7 @@ class Processor:
             self.stream_time.pop(p, None)
             self.watermark.pop(p, None)
             self.sketches.pop(p, None)
+            self.customers.pop(p, None)
         if gone and self._cache:
             self._cache = {cid: e for cid, e in self._cache.items() if e[2] not in gone}
 
@@ -333,7 +331,7 @@ class Processor:
                 marks[p] = t
         due = set(seen) | set(partitions) | set(watermarks or ())
         for p in sorted(due):
-            index = self._index(p, scan, batch.customers)
+            index = self._index(p, scan)
             st = max(batch.clocks.get(p, 0), self.stream_time.get(p, 0))  # this batch counts
             if wall_ms is not None:
                 st = max(st, wall_ms)
@@ -381,7 +379,7 @@ class _Batch:
         self.customers: dict[str, _Customer | None] = {}  # as loaded, in load order
         self.cache = proc._cache
         self.clocks: dict[int, int] = {}
-        self._updated_by_partition: dict[int, list[tuple[int, str]]] | None = None
+        self._updated_by_partition: dict[int, list[tuple[str, int | None]]] | None = None
 
     def stored(self, cid: str) -> _Customer | None:
         c = self.customers.get(cid, _UNSEEN)
@@ -396,7 +394,7 @@ class _Batch:
                     work, partition, offset = codec.decode(raw)
                     c = _Customer(work, partition, offset, raw, point_keys(work))
             self.customers[cid] = c
-        return c  # type: ignore[return-value]
+        return c
 
     def reject(self, m: RawMessage, reason: str) -> None:
         self.out.rejected += 1
@@ -424,7 +422,7 @@ class _Batch:
             return self.clock(m)
         ev = decode(m.value)
         if ev.__class__ is Rejected:
-            return self.reject(m, ev.reason)  # type: ignore[union-attr]
+            return self.reject(m, ev.reason)
         key = m.key.decode("utf-8", "replace") if m.key is not None else None
         cid = ev.customer_id  # type: ignore[union-attr]
         if key != cid:
@@ -475,7 +473,7 @@ class _Batch:
             # Stored, the total would be rounded or refused by ClickHouse: park the event.
             total = "purchase_total" if ev.__class__ is Purchase else "refund_total"
             reason = (
-                f"{ev.type} of {ev.amount} would take customer {cid!r}'s {total} to "  # type: ignore[union-attr]
+                f"{ev.type} of {ev.amount} would take customer {cid!r}'s {total} to "
                 f"{getattr(c.work, total)}, beyond what ClickHouse {MONEY} holds "
                 f"(under {MONEY_LIMIT:,}): not applied; check this customer's amounts"
             )
@@ -488,7 +486,7 @@ class _Batch:
         if r is None:
             self.out.duplicates += 1
             return None
-        c.applied.append(m.value)  # type: ignore[arg-type]
+        c.applied.append(m.value)
         c.changed = True
         self.events_rows.append(event_row(ev, c.work.version, p, offset, t))  # type: ignore[arg-type]
         if r[1]:
@@ -502,13 +500,13 @@ class _Batch:
         c.work = codec.decode(c.raw)[0] if c.raw else Working(c.work.customer_id)
         for value in c.applied:
             ev = decode(value)
-            apply(c.work, ev, epoch_ms(ev.occurred_at), self.rules)  # type: ignore[union-attr]
+            apply(c.work, ev, epoch_ms(ev.occurred_at), self.rules)  # type: ignore[arg-type, union-attr]
 
     def emit(self, o: Transition | Alert, work: Working | None = None) -> None:
         key = o.customer_id.encode()
         if isinstance(o, Transition):
             self.transition_rows.append(transition_row(o))
-            self.out.transitions.append((key, orjson.dumps(transition_json(o))))
+            self.out.transitions.append((key, messages.transition_value(o)))
         else:
             model = self.proc.model
             if model is not None and work is not None:
@@ -516,7 +514,7 @@ class _Batch:
                 if scores is not None:
                     o = with_churn(o, scores[1], scores[3])
             self.alert_rows.append(alert_row(o))
-            self.out.alerts.append((key, orjson.dumps(o.to_json())))
+            self.out.alerts.append((key, messages.alert_value(o)))
 
     def fire(self, partition: int, index: DeadlineIndex, due_by: int) -> None:
         """Fire the silence deadlines of ``partition`` due by ``due_by``."""
@@ -558,9 +556,12 @@ class _Batch:
         changed = [(cid, c) for cid, c in self.customers.items() if c is not None and c.changed]
         # Offset-only moves (duplicates) are stored too: the offset skips redeliveries.
         states = out.states
+        counts = self.proc.customers
         for cid, c in self.customers.items():
             if c is not None and c.touched:
                 states[cid] = codec.encode(c.work, c.partition, c.offset)
+                if c.raw is None:  # a new customer in the table
+                    counts[c.partition] = counts.get(c.partition, 0) + 1
         self.proc.stream_time.update(self.clocks)
         deltas: dict[int, list[tuple[PointKeys | None, PointKeys | None]]] = {}
         for _, c in changed:
@@ -604,7 +605,7 @@ class _Batch:
             if c is not None:
                 raw = states.get(cid) or c.raw
                 cache[cid] = (
-                    raw if raw.__class__ is bytes else bytes(raw),  # type: ignore[union-attr, arg-type]
+                    raw if raw.__class__ is bytes else bytes(raw),  # type: ignore[arg-type]
                     _compact(c.work),
                     c.partition,
                     c.offset,

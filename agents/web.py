@@ -23,17 +23,22 @@ PATH = "/customers/{customer_id}"
 
 
 def add_customer_page(
-    app: faust.App, table: Any, stream_time: Callable[[], int], quick_days: float
+    app: faust.App,
+    table: Any,
+    load: Callable[[bytes], bytes | None],
+    stream_time: Callable[[], int],
+    quick_days: float,
 ) -> type[View]:
-    """Register the page. ``stream_time``: the worker's stream time, epoch ms."""
-    store = table.data  # read without a changelog round trip: the batch wrote it there
+    """Register the page. ``load``: a customer's stored bytes as the batch path reads
+    them (agents/state.py: current to the last processed batch); ``stream_time``: the
+    worker's stream time, epoch ms."""
     url = str(app.conf.canonical_url)
 
     @app.page(PATH, name="customer")
     class CustomerPage(View):
-        @app.table_route(table=table, match_info="customer_id")
+        @app.table_route(table=table, match_info="customer_id")  # type: ignore[arg-type]  # Faust types views without path parameters
         async def get(self, request: Request, customer_id: str) -> Response:
-            raw = store.get(customer_id.encode())
+            raw = load(customer_id.encode())
             if raw is None:
                 return self.json(
                     {"error": f"no customer {customer_id!r}", "worker": url}, status=404

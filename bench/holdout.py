@@ -108,9 +108,10 @@ def _replay(
     partition; rows to ``sink`` if given. Returns the last customer_state row per customer."""
     from kafka.partitioner.default import murmur2
 
-    from agents.pipeline import Processor, RawMessage, Stored, clock_value
+    from agents.pipeline import Processor, RawMessage, Stored
     from schemas.events import epoch_ms
     from sinks import BatchingWriter
+    from touchstream.domain.messages import clock_value
 
     proc = Processor(partitions=partitions, model=model)
     table: dict[str, bytes] = {}

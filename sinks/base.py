@@ -23,12 +23,12 @@ import re
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sinks.errors import RowsRefused, classify
-from sinks.tables import BY_NAME, TABLES, table_migrations, view_definitions
+from sinks.errors import RowsRefused, SinkError, classify
+from sinks.tables import BY_NAME, TABLES, Capabilities
 
 Row = tuple[Any, ...]
 log = logging.getLogger("touchstream.sinks")
@@ -61,36 +61,33 @@ class Sink(ABC):
     def close(self) -> None:  # noqa: B027 - optional for sinks holding nothing
         """Release the connection."""
 
-    def migrate(self, segment_map: Sequence[Sequence[str]] | None = None) -> list[str]:
-        """Create the database and tables if missing, add the columns they lack, then
-        create or replace the views. Safe to run again, also by several processes at
-        once. ``segment_map``: a 5x5 R/F segment map for customer_scores
-        (docs/scoring.md). Returns the statements applied."""
-        db = self.database
-        statements = table_migrations(db)
-        for sql in statements:
-            self.execute(sql)
-        added = self.missing_columns()
-        for sql in added:
-            self.execute(sql)
-        defs = view_definitions(db, segment_map)
-        if self.replaces_views():
-            views = [
-                f"CREATE OR REPLACE VIEW {db}.{name} AS\n{select}" for name, select in defs.items()
-            ]
-            for sql in views:
-                self.execute(sql)
-        else:
-            views = self.swap_views(defs)
-        return statements + added + views
+    def migrate(
+        self,
+        segment_map: Sequence[Sequence[str]] | None = None,
+        ttl_days: Mapping[str, int] | None = None,
+    ) -> list[str]:
+        """Apply the pending numbered migrations (sinks/migrations.py), recording each,
+        then create or replace the views. Safe to run again, also by several processes
+        at once. ``segment_map``: a 5x5 R/F segment map for customer_scores
+        (docs/scoring.md); ``ttl_days``: table name -> days its TTL keeps rows
+        (Settings.ttl_days; the description's defaults otherwise). Returns the
+        statements applied."""
+        from sinks.migrations import migrate
+
+        return migrate(self, segment_map, ttl_days)
 
     def server_version(self) -> tuple[int, ...]:
         _, rows = self.query("SELECT version()")
         return tuple(int(p) for p in re.findall(r"\d+", str(rows[0][0]))[:3])
 
+    def capabilities(self) -> Capabilities:
+        """What the server has beyond ClickHouse 18.16, by its version (not by sink
+        class: a ClickHouseSink may reach an 18.16 or a current server)."""
+        return Capabilities.of(self.server_version())
+
     def replaces_views(self) -> bool:
         """CREATE OR REPLACE VIEW exists from ClickHouse 19.5 on (chdb is current)."""
-        return self.server_version() >= (19, 5)
+        return self.capabilities().replace_view
 
     def swap_views(self, defs: dict[str, str]) -> list[str]:
         """Views on a server without CREATE OR REPLACE VIEW (ClickHouse 18.16): each is
@@ -133,21 +130,21 @@ class Sink(ABC):
         return bool(rows and rows[0][0])
 
     def missing_columns(self) -> list[str]:
-        """ALTER statements adding the columns a table made by an earlier release lacks
-        (CREATE TABLE IF NOT EXISTS leaves an existing table as it was; 18.16 has no
-        ADD COLUMN IF NOT EXISTS). New columns are only ever appended."""
-        _, rows = self.query(
-            f"SELECT table, name FROM system.columns WHERE database = '{self.database}'"
+        """ALTER statements adding the columns that tables made by an earlier release
+        lack (CREATE TABLE IF NOT EXISTS leaves an existing table as it was), whatever
+        the recorded migrations say. ``migrate`` adds them: its steps, then its check."""
+        from sinks.migrations import STEPS, Snapshot, plan, read_snapshot
+
+        caps = self.capabilities()
+        snap = read_snapshot(self, caps)
+        present = Snapshot(
+            snap.database, snap.tables, snap.ttls, frozenset(s.version for s in STEPS)
         )
-        have: dict[str, set[str]] = {}
-        for table, name in rows:
-            have.setdefault(table, set()).add(name)
+        tables = [t for t in TABLES if t.name in snap.tables]
         return [
-            f"ALTER TABLE {self.database}.{t.name} ADD COLUMN `{c}` {ctype}"
-            for t in TABLES
-            if t.name in have
-            for c, ctype in t.columns
-            if c not in have[t.name]
+            sql
+            for sql in plan(self.database, present, caps, tables=tables).statements
+            if " ADD COLUMN " in sql
         ]
 
     def __enter__(self) -> Sink:
@@ -197,16 +194,24 @@ class BatchingWriter:
     A row the server refuses (``RowsRefused``) is isolated by halving the insert until
     only refused rows are left; each goes to ``dead_letters`` with the server's reason,
     its table and its key, and the other rows are written. ``clock`` dates those dead
-    letters."""
+    letters. ``on_insert(table, rows, seconds, error)`` is told of every insert, done
+    (``error`` None) or failed (the error's kind), for the worker's metrics and health."""
 
     def __init__(
-        self, sink: Sink, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        sink: Sink,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_insert: Callable[[str, int, float, SinkError | None], None] | None = None,
     ) -> None:
         self.sink = sink
         self.clock = clock
+        self.on_insert = on_insert
         self._rows: dict[str, list[Row]] = {}
         self.rows_written = 0
         self.rows_refused = 0
+        # Per table, since the start: what /metrics reports.
+        self.written_by_table: dict[str, int] = {}
+        self.refused_by_table: dict[str, int] = {}
 
     def add(self, table: str, rows: Sequence[Row]) -> None:
         if table not in BY_NAME:
@@ -232,16 +237,23 @@ class BatchingWriter:
                 self._set_aside(table, refused)
             del self._rows[table]
             written += len(rows) - len(refused)
+            by_table = self.written_by_table
+            by_table[table] = by_table.get(table, 0) + len(rows) - len(refused)
         self.rows_written += written
         return written
 
     def _insert(self, table: str, rows: Sequence[Row]) -> list[tuple[Row, str]]:
         """Insert ``rows``; returns those refused, each with the server's reason."""
+        start = time.perf_counter()
         try:
             self.sink.insert(table, rows)
+            if self.on_insert is not None:
+                self.on_insert(table, len(rows), time.perf_counter() - start, None)
             return []
         except Exception as e:
             err = classify(e)
+            if self.on_insert is not None:
+                self.on_insert(table, len(rows), time.perf_counter() - start, err)
             if not isinstance(err, RowsRefused):
                 raise err from e
             if len(rows) == 1:
@@ -253,6 +265,8 @@ class BatchingWriter:
         from sinks.rows import refused_row, row_key  # sinks.rows imports this module
 
         self.rows_refused += len(refused)
+        by_table = self.refused_by_table
+        by_table[table] = by_table.get(table, 0) + len(refused)
         for row, reason in refused:
             log.error(
                 "ClickHouse refused the %s row %s; it goes to dead_letters: %s",
@@ -265,6 +279,8 @@ class BatchingWriter:
             return
         at = self.clock()
         lost = self._insert("dead_letters", [refused_row(table, r, why, at) for r, why in refused])
+        written = self.written_by_table
+        written["dead_letters"] = written.get("dead_letters", 0) + len(refused) - len(lost)
         if lost:
             log.error("dead letters refused by ClickHouse cannot be stored: %s", lost)
 

@@ -26,7 +26,8 @@ def _first_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
-def _tls_failure(e: BaseException) -> bool:
+def _tls_failure(error: BaseException) -> bool:
+    e: BaseException | None = error
     while e is not None:
         if isinstance(e, ssl.SSLError) or "SSL" in str(e) or "certificate" in str(e):
             return True

@@ -147,20 +147,6 @@ def state_row(
     )
 
 
-def transition_json(t: Transition) -> dict[str, Any]:
-    """The transitions topic's message."""
-    return {
-        "customer_id": t.customer_id,
-        "seq": t.seq,
-        "at": iso_ms(t.at_ms),
-        "from": t.from_stage,
-        "to": t.to_stage,
-        "reason": t.reason,
-        "relationship": t.relationship,
-        "pattern": t.pattern,
-    }
-
-
 def transition_row(t: Transition) -> Row:
     return (
         t.customer_id,

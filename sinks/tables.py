@@ -1,15 +1,21 @@
-"""The ClickHouse tables: one DDL for ClickHouse 18.16, a current server and chdb.
+"""The ClickHouse tables, described once: DDL for ClickHouse 18.16 and for a current server.
 
 Every table is a ReplacingMergeTree keyed by its natural key with a ``version`` column,
 so a replay or a retry that writes a row again never double counts: query with FINAL
 (or argMax by version) to see one row per key. docs/analysts.md describes each table.
+
+Each column has its 18.16 type (the one rows are made for and every query sees) and hints
+that apply where the server has them (``Capabilities``, from its version): LowCardinality
+for a column of few distinct values, a compression codec, and per table a TTL. The two
+dialects store the same values, so every query gives the same answer on both.
+sinks/migrations.py creates and upgrades the tables from this description.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 DT = "DateTime('UTC')"
@@ -18,13 +24,107 @@ MONEY = "Decimal(18, 4)"
 # exactly (clickhouse-driver rounds a larger one to 18 digits; chdb refuses it).
 MONEY_LIMIT = Decimal(10) ** 14
 
+# Codecs, spelled as the server reports them in system.columns (a migrate compares them),
+# chosen on simulated data against the default LZ4 (docs/benchmarks.md, bench/schema.py).
+TIME = "Delta(4), ZSTD(1)"  # DateTime: 17-28% smaller (DoubleDelta was larger than LZ4)
+TEXT = "ZSTD(3)"  # ids, JSON and other long text: 40-77% smaller
+NUMBER = "ZSTD(1)"  # amounts: 27% smaller
+OFFSET = "T64, ZSTD(1)"  # Kafka offsets: 51% smaller
+
+# Days the TTLs keep rows by default (settings TOUCHSTREAM_*_TTL_DAYS override them).
+DEAD_LETTERS_TTL_DAYS = 30
+RFM_CUTOFFS_TTL_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a server has beyond ClickHouse 18.16. ``of(version)`` decides; everything
+    but CREATE OR REPLACE VIEW is taken from 21.8 (an LTS release) on, so a server
+    between 18.16 and 21.8 gets the 18.16 dialect, which every later release accepts."""
+
+    replace_view: bool = False  # CREATE OR REPLACE VIEW (19.5)
+    low_cardinality: bool = False  # 18.16: only with an experimental setting
+    codecs: bool = False  # CODEC(...) on columns, compression_codec in system.columns
+    ttl: bool = False  # table TTL, ALTER TABLE MODIFY TTL / REMOVE TTL
+    add_column_if_not_exists: bool = False
+
+    CURRENT_FROM = (21, 8)
+
+    @classmethod
+    def of(cls, version: Sequence[int]) -> Capabilities:
+        v = tuple(version)
+        current = v >= cls.CURRENT_FROM
+        return cls(v >= (19, 5), current, current, current, current)
+
+    @property
+    def dialect(self) -> str:
+        return "current" if self.low_cardinality else "18.16"
+
+
+PLAIN = Capabilities()  # ClickHouse 18.16
+CURRENT = Capabilities(True, True, True, True, True)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # the 18.16 type: what rows carry and queries see, in either dialect
+    low_cardinality: bool = False  # LowCardinality(type) where the server has it
+    codec: str = ""  # CODEC(codec) where the server has codecs
+    fill: str = ""  # "MATERIALIZED expr" or "DEFAULT expr": the server fills it, no insert does
+    since: int = 1  # the migration step (sinks/migrations.py) that added it
+
+    def type_in(self, caps: Capabilities) -> str:
+        return (
+            f"LowCardinality({self.type})"
+            if self.low_cardinality and caps.low_cardinality
+            else self.type
+        )
+
+    def codec_in(self, caps: Capabilities) -> str:
+        return f"CODEC({self.codec})" if self.codec and caps.codecs else ""
+
+    def ddl(self, caps: Capabilities) -> str:
+        parts = [f"`{self.name}`", self.type_in(caps), self.fill, self.codec_in(caps)]
+        return " ".join(p for p in parts if p)
+
+
+def _lc(name: str, type_: str = "String", **kw: object) -> Column:
+    return Column(name, type_, low_cardinality=True, **kw)  # type: ignore[arg-type]
+
+
+def _attribute(name: str, since: int, low_cardinality: bool = True) -> Column:
+    """A field of events.attributes as a column of its own, computed by the server (the
+    same expression on 18.16 and current servers, so both give the same values)."""
+    return Column(
+        name,
+        "String",
+        low_cardinality=low_cardinality,
+        fill=f"MATERIALIZED visitParamExtractString(attributes, '{name}')",
+        since=since,
+    )
+
 
 @dataclass(frozen=True)
 class Table:
     name: str
-    columns: tuple[tuple[str, str], ...]
+    spec: tuple[Column | tuple[str, str], ...]  # (name, type) pairs are plain columns
     engine: str
     comment: str = ""
+    # (DateTime column, default days): rows older than that are dropped where the server
+    # has TTL; the days are a setting (touchstream.config), 0 keeps rows forever.
+    ttl: tuple[str, int] | None = None
+    since: int = 1  # the migration step that created it
+    all_columns: tuple[Column, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        cols = tuple(c if isinstance(c, Column) else Column(*c) for c in self.spec)
+        object.__setattr__(self, "all_columns", cols)
+
+    @property
+    def columns(self) -> tuple[tuple[str, str], ...]:
+        """(name, type) of the columns rows carry, in order (not the ones the server fills)."""
+        return tuple((c.name, c.type) for c in self.all_columns if not c.fill)
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -43,25 +143,45 @@ class Table:
         order_by = self.engine.split("ORDER BY", 1)[1].strip().strip("()")
         return tuple(c.strip() for c in order_by.split(","))
 
-    def ddl(self, db: str) -> str:
-        cols = ",\n  ".join(f"`{c}` {t}" for c, t in self.columns)
-        return f"CREATE TABLE IF NOT EXISTS {db}.{self.name} (\n  {cols}\n) ENGINE = {self.engine}"
+    def ttl_expression(self, caps: Capabilities, days: Mapping[str, int] | None = None) -> str:
+        """The TTL clause's expression on this server with these days ('' for none), as
+        the server reports it in system.tables.engine_full."""
+        if self.ttl is None or not caps.ttl:
+            return ""
+        column, default = self.ttl
+        n = (days or {}).get(self.name, default)
+        return f"{column} + toIntervalDay({n})" if n > 0 else ""
+
+    def ddl(
+        self, db: str, caps: Capabilities = PLAIN, ttl_days: Mapping[str, int] | None = None
+    ) -> str:
+        cols = ",\n  ".join(c.ddl(caps) for c in self.all_columns)
+        ttl = self.ttl_expression(caps, ttl_days)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {db}.{self.name} (\n  {cols}\n) ENGINE = {self.engine}"
+            + (f" TTL {ttl}" if ttl else "")
+        )
 
 
 EVENTS = Table(
     "events",
     (
-        ("event_id", "String"),
-        ("customer_id", "String"),
-        ("type", "String"),
-        ("occurred_at", DT),
-        ("source", "String"),
-        ("amount", MONEY),  # purchases and refunds; 0 for other types
-        ("currency", "String"),
-        ("attributes", "String"),  # the type's other fields, as JSON
+        Column("event_id", "String", codec=TEXT),
+        Column("customer_id", "String", codec=TEXT),
+        _lc("type"),
+        Column("occurred_at", DT, codec=TIME),
+        _lc("source"),
+        Column("amount", MONEY, codec=NUMBER),  # purchases and refunds; 0 for other types
+        _lc("currency"),
+        Column("attributes", "String", codec=TEXT),  # the type's other fields, as JSON
         ("kafka_partition", "UInt16"),
-        ("kafka_offset", "UInt64"),
+        Column("kafka_offset", "UInt64", codec=OFFSET),
         ("version", "UInt64"),
+        # The attributes the views and analysts filter on, as columns ('' where absent).
+        _attribute("satisfaction", since=2),  # survey
+        _attribute("complaint_id", since=2, low_cardinality=False),  # complaint
+        _attribute("category", since=2),  # purchase, complaint
+        _attribute("reason", since=2),  # call, refund
     ),
     "ReplacingMergeTree(version) PARTITION BY toYYYYMM(occurred_at) "
     "ORDER BY (customer_id, event_id)",
@@ -80,8 +200,8 @@ CUSTOMER_STATE = Table(
     (
         ("customer_id", "String"),
         ("version", "UInt64"),
-        ("first_event_at", DT),
-        ("last_event_at", DT),
+        Column("first_event_at", DT, codec=TIME),
+        Column("last_event_at", DT, codec=TIME),
         ("purchases", "UInt32"),
         ("purchase_total", MONEY),
         ("refunds", "UInt32"),
@@ -92,17 +212,17 @@ CUSTOMER_STATE = Table(
         ("frequency", "UInt32"),
         ("recency", "UInt32"),
         ("monetary_value", "Float64"),
-        ("stage", "String"),  # '' before the first purchase
+        _lc("stage"),  # '' before the first purchase
         ("stage_since", DT),
-        ("declined_from", "String"),
+        _lc("declined_from"),
         ("relationships", "UInt32"),
-        ("exit_pattern", "String"),
-        ("defection_type", "String"),
+        _lc("exit_pattern"),
+        _lc("defection_type"),
         ("defection_confidence", "Float64"),
         ("alert_level", "UInt8"),
         ("next_deadline", f"Nullable({DT})"),
         # none | unresolved | resolved | resolved_quickly: the latest complaint's outcome
-        ("complaint_outcome", "String"),
+        _lc("complaint_outcome"),
         # The churn model's values as the stream scored them at scored_at (NULL without a
         # model); customer_churn has them as of stream time (docs/churn-probability.md).
         *CHURN_COLUMNS,
@@ -120,20 +240,21 @@ DEAD_LETTERS = Table(
         ("partition", "UInt16"),
         ("offset", "UInt64"),
         ("key", "String"),
-        ("raw", "String"),
-        ("reason", "String"),
-        ("received_at", DT),
+        Column("raw", "String", codec=TEXT),
+        Column("reason", "String", codec=TEXT),  # the error, with values: not few distinct
+        Column("received_at", DT, codec=TIME),  # the worker's wall clock
         ("version", "UInt64"),
     ),
     "ReplacingMergeTree(version) ORDER BY (topic, partition, offset)",
     "messages that are not valid events, with the reason",
+    ttl=("received_at", DEAD_LETTERS_TTL_DAYS),
 )
 
 STREAM_CLOCK = Table(
     "stream_clock",
     (
         ("partition", "UInt16"),
-        ("stream_time", DT),
+        Column("stream_time", DT, codec=TIME),
         ("version", "UInt64"),
     ),
     "ReplacingMergeTree(version) ORDER BY partition",
@@ -145,12 +266,12 @@ TRANSITIONS = Table(
     (
         ("customer_id", "String"),
         ("seq", "UInt32"),
-        ("at", DT),
-        ("from_stage", "String"),
-        ("to_stage", "String"),
-        ("reason", "String"),
+        Column("at", DT, codec=TIME),
+        _lc("from_stage"),
+        _lc("to_stage"),
+        Column("reason", "String", codec=TEXT),  # a sentence with numbers in it
         ("relationship", "UInt32"),
-        ("pattern", "String"),
+        _lc("pattern"),
         ("version", "UInt64"),
     ),
     "ReplacingMergeTree(version) ORDER BY (customer_id, seq)",
@@ -162,21 +283,21 @@ ALERTS = Table(
     (
         ("alert_id", "String"),
         ("customer_id", "String"),
-        ("at", DT),
-        ("kind", "String"),
+        Column("at", DT, codec=TIME),
+        _lc("kind"),
         ("episode", "UInt32"),
-        ("stage", "String"),
-        ("previous_stage", "String"),
-        ("defection_type", "String"),
+        _lc("stage"),
+        _lc("previous_stage"),
+        _lc("defection_type"),
         ("confidence", "Float64"),
         ("severity", "UInt8"),
-        ("severity_label", "String"),
+        _lc("severity_label"),
         ("net_spend", MONEY),
-        ("evidence", "String"),  # JSON array of strings
-        ("message", "String"),
+        Column("evidence", "String", codec=TEXT),  # JSON array of strings
+        Column("message", "String", codec=TEXT),
         ("schema_version", "UInt16"),
         ("version", "UInt64"),
-        ("open_issues", "String"),  # JSON array: churn_risk's live trouble
+        Column("open_issues", "String", codec=TEXT),  # JSON array: churn_risk's live trouble
         ("churn_probability_90d", "Nullable(Float64)"),  # with a churn model loaded
         ("value_at_risk", "Nullable(Float64)"),  # predicted_clv_365d, likewise
     ),
@@ -188,7 +309,7 @@ RFM_CUTOFFS = Table(
     "rfm_cutoffs",
     (
         ("as_of", DT),  # stream time when they were computed
-        ("kind", "String"),  # quantile | fixed
+        _lc("kind"),  # quantile | fixed
         ("population", "UInt64"),
         *((f"r{i}", "Float64") for i in range(1, 5)),  # last purchase day numbers
         *((f"f{i}", "Float64") for i in range(1, 5)),  # purchase days
@@ -196,18 +317,23 @@ RFM_CUTOFFS = Table(
         ("rate_median", "Float64"),  # purchase days per year
         ("amount_median", "Float64"),  # net spend per purchase day
         ("version", "UInt64"),
+        # The server's wall clock at the insert: the TTL counts from it, not from as_of
+        # (stream time, years back in a replay). A running worker writes every
+        # cutoff_interval_s, so the latest row is always recent while one runs.
+        Column("written_at", DT, codec=TIME, fill="DEFAULT now()", since=3),
     ),
     "ReplacingMergeTree(version) ORDER BY as_of",
     "RFM score cut-offs from the stream's merged quantile sketches, over stream time",
+    ttl=("written_at", RFM_CUTOFFS_TTL_DAYS),
 )
 
 RFM_SKETCHES = Table(
     "rfm_sketches",
     (
         ("partition", "UInt16"),
-        ("sketch", "String"),  # JSON: touchstream.domain.scoring.RfmSketches.to_record()
+        Column("sketch", "String", codec=TEXT),  # JSON: scoring.RfmSketches.to_record()
         ("customers", "UInt64"),
-        ("published_at", DT),
+        Column("published_at", DT, codec=TIME),
         ("version", "UInt64"),
     ),
     "ReplacingMergeTree(version) ORDER BY partition",
@@ -422,12 +548,6 @@ VIEWS = ("customer_rfm", "customer_churn", "customer_scores")
 _VIEW_HEAD = re.compile(r"CREATE VIEW IF NOT EXISTS \S+\.(\w+) AS\n")
 
 
-def table_migrations(db: str) -> list[str]:
-    """The database and the tables, created if missing (an existing table is left as
-    it is: Sink.missing_columns adds the columns it lacks)."""
-    return [f"CREATE DATABASE IF NOT EXISTS {db}", *(t.ddl(db) for t in TABLES)]
-
-
 def view_definitions(db: str, segment_map: Sequence[Sequence[str]] | None = None) -> dict[str, str]:
     """Every view, name -> its SELECT, in the order they are created (a view may read
     the ones before it): customer_rfm, customer_scores, then sinks/views.py's."""
@@ -439,18 +559,3 @@ def view_definitions(db: str, segment_map: Sequence[Sequence[str]] | None = None
         assert head, sql[:80]
         defs[head.group(1)] = sql[head.end() :]
     return defs | analyst_views(db, segment_map)
-
-
-def migrations(db: str, segment_map: Sequence[Sequence[str]] | None = None) -> list[str]:
-    """Every statement is idempotent: `migrate` can run any number of times. Tables are
-    created if missing; views hold no data, so each is replaced in place (CREATE OR
-    REPLACE VIEW: a new segment map or view definition takes effect on the next migrate,
-    and queries on the view never find it missing). ClickHouse 18.16 has no CREATE OR
-    REPLACE VIEW: Sink.migrate swaps its views instead (sinks/base.py)."""
-    return [
-        *table_migrations(db),
-        *(
-            f"CREATE OR REPLACE VIEW {db}.{name} AS\n{select}"
-            for name, select in view_definitions(db, segment_map).items()
-        ),
-    ]

@@ -344,11 +344,9 @@ def satisfaction_monthly(db: str, segment_map: Sequence[Sequence[str]] | None = 
 FROM (
   SELECT customer_id, toStartOfMonth(occurred_at) AS month,
     addMonths(toStartOfMonth(occurred_at), -1) AS prev_month,
-    transform(visitParamExtractString(attributes, 'satisfaction'), {sql_array(names)},
-              {sql_array(scores)}, 0) AS score
+    transform(satisfaction, {sql_array(names)}, {sql_array(scores)}, 0) AS score
   FROM {db}.events FINAL
-  WHERE type = 'survey'
-    AND has({sql_array(names)}, visitParamExtractString(attributes, 'satisfaction'))
+  WHERE type = 'survey' AND has({sql_array(names)}, satisfaction)
 ) AS v
 LEFT JOIN ({_segment_at_month_start(db, segment_map)}) AS s USING (customer_id, prev_month)
 GROUP BY month, segment
@@ -370,7 +368,7 @@ def complaint_repurchase(db: str) -> str:
     # The latest complaint: the complaint_id opened last (its first report).
     latest = (
         f"SELECT customer_id, max(opened) AS complained_at FROM ("
-        f"SELECT customer_id, visitParamExtractString(attributes, 'complaint_id') AS cid, "
+        f"SELECT customer_id, complaint_id AS cid, "
         f"min(occurred_at) AS opened FROM {db}.events FINAL WHERE type = 'complaint' "
         f"GROUP BY customer_id, cid) GROUP BY customer_id"
     )

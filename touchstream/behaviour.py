@@ -685,7 +685,8 @@ def _defector(life: _Life, kind: str) -> tuple[str, ...]:
         pairs = [p for p, _ in _SELF_CHANGE_PAIRS]
         chosen = r.choices(pairs, [w for _, w in _SELF_CHANGE_PAIRS])[0]
     else:
-        chosen = tuple(r.sample(SIGNALS[kind], 2))
+        first, second = r.sample(SIGNALS[kind], 2)
+        chosen = (first, second)
     start, gap, times = _until_they_stop(life)
     last = times[-1]
     window = _days(r.uniform(max(30, 2.2 * gap), 90))

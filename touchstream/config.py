@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from sinks.tables import DEAD_LETTERS_TTL_DAYS, RFM_CUTOFFS_TTL_DAYS
 from touchstream import security
 from touchstream.domain.lifecycle import DEFAULT_RULES
 
@@ -26,6 +27,22 @@ class Settings(BaseSettings):
     partitions: int = Field(8, ge=1, description="partitions of the input topic and tables")
     replication_factor: int = Field(1, ge=1)
     data_dir: str = Field("var", description="worker data (Faust table stores)")
+    # memory:// by default: the local broker (touchstream broker) keeps its topics in
+    # memory, and a store on disk must not outlive the changelog it mirrors; the image
+    # and compose set rocksdict:// (docs/operations.md, "State").
+    store: Literal["memory://", "rocksdict://", "rocksdb://"] = Field(
+        "memory://",
+        description="the customers table's store: memory:// (rebuilt from the whole "
+        "changelog at every start) or rocksdict:// (RocksDB in data_dir: a restart reads "
+        "only the changelog written since; production); rocksdb:// is the same as "
+        "rocksdict://",
+    )
+    standbys: int = Field(
+        0,
+        ge=0,
+        description="standby replicas of each table partition, kept up to date by other "
+        "workers from the changelog, so a failover reads little of it (rocksdict:// only)",
+    )
     batch_max: int = Field(5000, ge=1, description="most messages handled in one batch")
     batch_within_s: float = Field(0.5, gt=0, description="longest wait to fill a batch")
     fetch_max_wait_ms: int = Field(
@@ -87,11 +104,33 @@ class Settings(BaseSettings):
     # The R/F segment map of customer_scores, 5 rows (R = 1..5) of 5 names (F = 1..5), as
     # JSON; applied by `migrate` (and the worker's start). Default: scoring.DEFAULT_SEGMENTS.
     rfm_segments: list[list[str]] | None = None
+    # Days a TTL keeps rows, on servers with TTL (not 18.16); applied by `migrate` (and
+    # the worker's start); 0 keeps them forever. Defaults: the tables' (sinks/tables.py).
+    dead_letters_ttl_days: int = Field(
+        DEAD_LETTERS_TTL_DAYS,
+        ge=0,
+        description="dead letters older than this (received_at, wall clock) are dropped",
+    )
+    rfm_cutoffs_ttl_days: int = Field(
+        RFM_CUTOFFS_TTL_DAYS,
+        ge=0,
+        description="RFM cut-off rows written longer ago than this are dropped; "
+        "customer_scores reads the latest, which a running worker rewrites",
+    )
     web_port: int = Field(6066, description="the worker's web port: GET /customers/{id}")
     web_host: str | None = Field(
         None,
         description="the host name other workers and `touchstream customer` reach this "
         "worker's web server by (its canonical URL); default: the machine's host name",
+    )
+    health_clickhouse_failing_s: float = Field(
+        120.0,
+        gt=0,
+        description="GET /health answers 503 once the worker's ClickHouse writes have "
+        "failed for this long without a success (it keeps retrying meanwhile)",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="the worker's log lines: text, or one JSON object per line"
     )
     worker_url: str | None = Field(
         None,
@@ -149,6 +188,14 @@ class Settings(BaseSettings):
     model_poll_s: float = Field(
         30.0, gt=0, description="how often every worker looks for a new chosen model version"
     )
+
+    @property
+    def ttl_days(self) -> dict[str, int]:
+        """Table name -> the days its TTL keeps rows (Sink.migrate)."""
+        return {
+            "dead_letters": self.dead_letters_ttl_days,
+            "rfm_cutoffs": self.rfm_cutoffs_ttl_days,
+        }
 
     @property
     def bootstrap(self) -> str:

@@ -19,10 +19,11 @@ from typing import Any
 
 import orjson
 
-from agents.pipeline import CLOCK_KEY, Processor, RawMessage, Stored, clock_value, key_partition
+from agents.pipeline import Processor, RawMessage, Stored, key_partition
 from schemas.events import epoch_ms
 from touchstream.behaviour import customer_of, instant_of, plain
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules
+from touchstream.domain.messages import CLOCK_KEY, clock_value
 from touchstream.simulate import DEFECTORS, Truth
 
 ALARMS = ("churn_risk", "decline", "churned")

@@ -391,8 +391,8 @@ def fit_all(full: Summary, holdout: Holdout | None, models: Sequence[str] = btyd
             errors.append(f"on the split: {e}")
             continue
         m = btyd.Model(0, btyd.purchase_model(name, split_fit.params))
-        q, e = holdout_predictions(m, hs, days)
-        scored[name] = (log_loss(q, quiet), float(e.sum()), m)
+        q, expected = holdout_predictions(m, hs, days)
+        scored[name] = (log_loss(q, quiet), float(expected.sum()), m)
     if not scored:
         raise FitError("no model could be fitted on the holdout split: " + "; ".join(errors))
     best_name = min(scored, key=lambda k: scored[k][0])

@@ -10,6 +10,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 
 def free_port() -> int:
@@ -49,7 +50,7 @@ class Server:
     def stop(self) -> None:
         stop_process(self.proc)
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

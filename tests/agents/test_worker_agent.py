@@ -213,3 +213,27 @@ def test_the_event_loop_gets_a_turn_at_least_every_64_messages_of_a_batch(harnes
         assert during >= n // YIELD_EVERY - 1
 
     run(go())
+
+
+def test_on_rocksdb_the_table_lives_in_the_data_dir_with_the_standbys_asked_for(
+    tmp_path, chdb_dir
+) -> None:
+    import uuid
+
+    from agents.app import build_app
+    from sinks import open_sink
+    from touchstream.config import Settings
+
+    with open_sink(f"chdb://{chdb_dir}?database=t_{uuid.uuid4().hex[:8]}") as sink:
+        sink.migrate()
+        s = Settings(
+            broker="kafka://127.0.0.1:9",
+            store="rocksdict://",
+            standbys=1,
+            data_dir=str(tmp_path / "worker"),
+        )
+        worker = build_app(s, sink)
+    store = worker.table.data
+    assert type(store).__module__ == "faust.stores.rocksdb" and store.use_rocksdict
+    assert worker.app.conf.table_standby_replicas == 1
+    assert store.partition_path(0).is_relative_to(tmp_path / "worker")

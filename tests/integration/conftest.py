@@ -72,7 +72,11 @@ def worker_env(s: Settings) -> dict[str, str]:
         "transitions_topic",
         "partitions",
         "data_dir",
+        "store",
+        "standbys",
+        "batch_max",
         "batch_within_s",
+        "session_timeout_s",
         "cutoff_interval_s",
         "producer_max_batch_size",
         "idle_s",
@@ -81,6 +85,8 @@ def worker_env(s: Settings) -> dict[str, str]:
         "web_host",
         "fit_interval_s",
         "model_poll_s",
+        "health_clickhouse_failing_s",
+        "log_format",
         "session_timeout_s",
     ):
         if getattr(s, field) is not None:

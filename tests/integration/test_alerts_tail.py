@@ -16,6 +16,7 @@ from rich.console import Console
 from touchstream.alerts_tail import tail
 from touchstream.config import Settings
 from touchstream.domain.alerts import Alert
+from touchstream.domain.messages import alert_json
 from touchstream.kafka import BrokerUnavailable, ensure_topics
 from touchstream.localstack import Tansu, free_port
 
@@ -52,7 +53,7 @@ def test_tail_prints_every_alert_once_from_the_beginning(tmp_path: Path) -> None
         ]
         producer = KafkaProducer(bootstrap_servers=t.bootstrap, acks="all")
         for a in [*sent, sent[0]]:  # the first one twice, as a worker replay would
-            producer.send(topic, key=a.customer_id.encode(), value=orjson.dumps(a.to_json()))
+            producer.send(topic, key=a.customer_id.encode(), value=orjson.dumps(alert_json(a)))
         producer.flush()
         producer.close()
 
@@ -83,7 +84,7 @@ def test_tail_of_new_alerts_only_skips_the_old_ones(tmp_path: Path) -> None:
         ensure_topics(t.bootstrap, {topic: 1})
         producer = KafkaProducer(bootstrap_servers=t.bootstrap, acks="all")
         old = alert("cust-old", "decline", 2, "an old alert")
-        producer.send(topic, key=b"cust-old", value=orjson.dumps(old.to_json()))
+        producer.send(topic, key=b"cust-old", value=orjson.dumps(alert_json(old)))
         producer.flush()
         out = io.StringIO()
         result: list[int] = []
@@ -101,7 +102,7 @@ def test_tail_of_new_alerts_only_skips_the_old_ones(tmp_path: Path) -> None:
         reader.start()
         time.sleep(2.5)  # the reader is positioned at the end of the topic by now
         new = alert("cust-new", "churn_risk", 4, "a new alert")
-        producer.send(topic, key=b"cust-new", value=orjson.dumps(new.to_json()))
+        producer.send(topic, key=b"cust-new", value=orjson.dumps(alert_json(new)))
         producer.flush()
         producer.close()
         reader.join(30)
@@ -132,7 +133,7 @@ def test_tail_keeps_only_the_kinds_and_severities_asked_for_as_json_lines(
         ]
         producer = KafkaProducer(bootstrap_servers=t.bootstrap, acks="all")
         for a in sent:
-            producer.send(topic, key=a.customer_id.encode(), value=orjson.dumps(a.to_json()))
+            producer.send(topic, key=a.customer_id.encode(), value=orjson.dumps(alert_json(a)))
         producer.flush()
         producer.close()
         out, status = io.StringIO(), io.StringIO()

@@ -2,7 +2,9 @@
 reassigns partitions under batches in flight. No worker may stop on its own, every
 offset gets committed, and every event counts exactly once in ClickHouse, whether the
 worker that goes leaves the group (SIGTERM) or is killed (SIGKILL) and its partitions
-wait out the session timeout."""
+wait out the session timeout. The first two workers keep their table on RocksDB
+(partition databases closed at each revocation and opened again, behind by what the
+others wrote meanwhile), the third in memory."""
 
 from __future__ import annotations
 
@@ -54,7 +56,8 @@ def group_under_load(
             n = len(procs)
             before = max((generation(log) for log in logs[:n]), default=-1)
             for m in range(n, n + k):
-                w = s.model_copy(update={"data_dir": str(tmp_path / f"worker-{m}")})
+                store = "rocksdict://" if m < 2 else "memory://"
+                w = s.model_copy(update={"data_dir": str(tmp_path / f"worker-{m}"), "store": store})
                 procs.append(stack.enter_context(running_worker(w, logs[m])))
             took[f"join {n}"] = wait_for(
                 f"a group of {n + k} sharing the partitions",

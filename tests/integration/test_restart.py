@@ -30,15 +30,16 @@ pytestmark = [
 ]
 
 
+@pytest.mark.parametrize("store", ["memory://", "rocksdict://"])
 def test_a_restarted_worker_recovers_its_state_and_decides_as_one_run_would(
-    broker: Tansu, clickhouse: ClickHouseServer, tmp_path: Path
+    broker: Tansu, clickhouse: ClickHouseServer, tmp_path: Path, store: str
 ) -> None:
     events, _ = simulate(120, seed=21)
     half = len(events) // 2
     # Tansu's log end is wrong for multi-record batches: one record per changelog batch
     # keeps Faust's table recovery right on it (docs/operations.md).
     s = settings_for(broker, clickhouse.url(unique("restart")), tmp_path).model_copy(
-        update={"producer_max_batch_size": 1}
+        update={"producer_max_batch_size": 1, "store": store}
     )
     log = tmp_path / "worker-0.log"
     with running_worker(s, log) as proc:

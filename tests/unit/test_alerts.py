@@ -15,6 +15,7 @@ from touchstream.domain import alerts as al
 from touchstream.domain import lifecycle as lc
 from touchstream.domain.alerts import Alert
 from touchstream.domain.lifecycle import Transition
+from touchstream.domain.messages import alert_json
 from touchstream.domain.rfm import DAY_MS, CustomerState, advance, step
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -233,7 +234,7 @@ def test_refunds_lower_the_severity():
 def test_to_json_has_schema_version_one_and_iso_times_ending_in_z():
     s, _ = run(regular())
     _, outs = advance(s, ms(AFTER))
-    j = alerts(outs)[0].to_json()
+    j = alert_json(alerts(outs)[0])
     assert j["schema_version"] == 1
     assert j["at"] == al.iso_ms(ms(DECLINE_AT))
     assert j["last_purchase_at"] == "2024-02-10T12:00:00Z"
@@ -261,7 +262,7 @@ def test_to_json_keeps_milliseconds_and_still_ends_in_z():
         message="m",
         version=3,
     )
-    j = a.to_json()
+    j = alert_json(a)
     assert j["at"].endswith("Z") and j["at"].startswith("2024-01-01T12:00:00.123")
     assert j["last_purchase_at"] is None
 

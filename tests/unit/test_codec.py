@@ -251,3 +251,25 @@ def test_every_earlier_stored_format_still_decodes_and_is_rewritten_in_the_lates
         again = codec.encode(work, partition, offset)
         assert again[0] in (COMPACT, WIDE)
         assert codec.decode(again)[0].freeze() == work.freeze()
+
+
+@settings(max_examples=300, deadline=None)
+@given(s=states(), partition=st.integers(0, 2**31 - 1), offset=st.integers(-1, 2**63 - 1))
+def test_the_index_view_of_any_stored_state_equals_its_decoded_fields(s, partition, offset):
+    raw = codec.encode(s, partition, offset)
+    view = codec.index_view(raw)
+    work = codec.decode(raw)[0]
+    assert view == (
+        work.next_deadline_ms,
+        work.purchase_days,
+        work.purchase_total,
+        work.refund_total,
+    )
+
+
+def test_the_index_view_reads_every_earlier_stored_format():
+    for raw in (FORMAT_1, FORMAT_2):
+        view = codec.index_view(raw)
+        assert view.next_deadline_ms == 1_709_380_800_000
+        assert view.purchase_days == [19723, 19733, 19743, 19754]
+        assert (view.purchase_total, view.refund_total) == (Decimal("120.50"), Decimal("10"))

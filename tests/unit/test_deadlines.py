@@ -153,7 +153,7 @@ def test_the_deadline_index_agrees_with_a_plain_dict_of_latest_deadlines(
 
 
 def clock(worker: Worker, until: datetime, value: bytes | None = None) -> None:
-    from agents.pipeline import CLOCK_KEY, clock_value
+    from touchstream.domain.messages import CLOCK_KEY, clock_value
 
     raw = clock_value(int(until.timestamp() * 1000)) if value is None else value
     r = worker.proc.process(

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from touchstream.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -191,6 +193,18 @@ def test_every_service_with_a_server_has_a_healthcheck(services):
     assert "/ping" in clickhouse_check or "clickhouse-client" in clickhouse_check
 
 
+def test_the_worker_healthcheck_gets_health_on_its_web_port_with_the_images_python(services):
+    worker = services["worker"]
+    port = env(worker)["TOUCHSTREAM_WEB_PORT"]
+    assert int(port) in container_ports(worker)
+    test = worker["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    assert f"http://127.0.0.1:{port}/health" in test[3]
+    compile(test[3], "healthcheck", "exec")  # a valid one-liner
+    assert "urllib.request.urlopen" in test[3]  # raises on a 503: the check fails
+    assert worker["healthcheck"].get("start_period")  # a worker joins the group first
+
+
 def test_every_named_volume_is_declared_and_data_is_persisted(compose, services):
     declared = set(compose.get("volumes") or {})
     used = set()
@@ -248,6 +262,18 @@ def test_production_workers_run_on_the_live_clock() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     env = compose["services"]["worker"]["environment"]
     assert env["TOUCHSTREAM_CLOCK"] == "live"
+
+
+def test_production_workers_keep_their_table_in_rocksdb_in_a_volume_of_their_own(
+    dockerfile, services
+) -> None:
+    envs = " ".join(args for instruction, args in dockerfile if instruction == "ENV")
+    assert re.search(r"\bTOUCHSTREAM_STORE=rocksdict://", envs)
+    worker = env(services["worker"])
+    assert worker["TOUCHSTREAM_STORE"] == "rocksdict://"
+    Settings(store=worker["TOUCHSTREAM_STORE"], standbys=int(worker["TOUCHSTREAM_STANDBYS"]))
+    # An anonymous volume at the data dir: one per replica, never a shared named one.
+    assert worker["TOUCHSTREAM_DATA_DIR"] in services["worker"]["volumes"]
 
 
 def _lock() -> dict[str, str]:

@@ -48,8 +48,8 @@ def replay(
 ) -> tuple[dict[str, tuple], list[tuple], list[dict]]:
     """One partition; the last customer_state row per customer, the alert rows and the
     alert messages."""
-    from agents.pipeline import clock_value
     from schemas.events import epoch_ms
+    from touchstream.domain.messages import clock_value
 
     proc, table = Processor(model=model), {}
     msgs = [

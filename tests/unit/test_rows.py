@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -21,7 +20,6 @@ from sinks.tables import (
     EVENTS,
     STREAM_CLOCK,
     TABLES,
-    migrations,
 )
 from touchstream.domain.rfm import CustomerState, step
 
@@ -155,23 +153,6 @@ def test_every_table_is_a_replacing_merge_tree_on_a_version_column(table):
     assert "ReplacingMergeTree(version)" in ddl
     assert "`version` UInt64" in ddl
     assert dict(table.columns)["version"] == "UInt64"
-
-
-def test_migrations_create_data_tables_if_missing_and_replace_views_in_place():
-    from sinks.tables import VIEWS, view_definitions
-
-    statements = migrations("analytics")
-    assert statements[0] == "CREATE DATABASE IF NOT EXISTS analytics"
-    for sql in statements:
-        assert not sql.startswith("DROP"), "nothing is dropped: views are replaced in place"
-        assert re.match(
-            r"^CREATE (DATABASE IF NOT EXISTS|TABLE IF NOT EXISTS|OR REPLACE VIEW) ", sql
-        ), sql
-    for table in TABLES:
-        assert any(f"IF NOT EXISTS analytics.{table.name} (" in sql for sql in statements)
-    views = list(view_definitions("analytics"))
-    assert views[: len(VIEWS)] == list(VIEWS)
-    assert [s.split()[4] for s in statements if " VIEW " in s] == [f"analytics.{v}" for v in views]
 
 
 def test_a_configured_segment_map_goes_into_the_scores_view():

@@ -14,7 +14,6 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 ALERT_SCHEMA_VERSION = 1
 KINDS = ("churn_risk", "decline", "churned", "recovered")
@@ -53,32 +52,6 @@ class Alert:
     @property
     def severity_label(self) -> str:
         return SEVERITY_LABELS[self.severity - 1]
-
-    def to_json(self) -> dict[str, Any]:
-        """The alerts topic's message (schema version ALERT_SCHEMA_VERSION)."""
-        return {
-            "schema_version": ALERT_SCHEMA_VERSION,
-            "alert_id": self.alert_id,
-            "customer_id": self.customer_id,
-            "at": _iso(self.at_ms),
-            "kind": self.kind,
-            "episode": self.episode,
-            "stage": self.stage,
-            "previous_stage": self.previous_stage,
-            "defection_type": self.defection_type,
-            "confidence": self.confidence,
-            "severity": self.severity,
-            "severity_label": self.severity_label,
-            "net_spend": format(self.net_spend, "f"),
-            "last_purchase_at": (
-                None if self.last_purchase_ms is None else _iso(self.last_purchase_ms)
-            ),
-            "evidence": list(self.evidence),
-            "open_issues": list(self.open_issues),
-            "message": self.message,
-            "churn_probability_90d": self.churn_probability_90d,
-            "value_at_risk": self.value_at_risk,
-        }
 
 
 def iso_ms(ms: int) -> str:

@@ -298,7 +298,8 @@ def purchase_model(name: str, params: Mapping[str, float]) -> PurchaseModel:
     cls = _BY_NAME.get(name)
     if cls is None:
         raise ValueError(f"unknown model {name!r}: use one of {', '.join(MODELS)}")
-    return cls(*(float(params[p]) for p in cls.PARAMS))
+    values = [float(params[p]) for p in cls.PARAMS]
+    return cls(*values)  # type: ignore[arg-type]  # the dataclass fields are PARAMS, in order
 
 
 @dataclass(frozen=True, slots=True)

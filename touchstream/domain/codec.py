@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from itertools import accumulate
 from operator import sub
-from typing import Any, get_args
+from typing import Any, NamedTuple, get_args
 
 from schemas.events import SATISFACTION_LEVELS, Account, Call, Complaint, Refund
 from touchstream.domain import defection as dfx
@@ -241,6 +241,34 @@ def encode(s: CustomerState | Working, partition: int, offset: int) -> bytes:
 def partition_of(raw: bytes) -> int:
     """The partition stored with a state, without decoding the rest."""
     return _PARTITION[raw[0]].unpack_from(raw, 1)[0]
+
+
+class IndexView(NamedTuple):
+    """What the shell rebuilds its deadline index and RFM sketches from: a stored
+    state's silence deadline, purchase days and totals (``scoring.point_keys`` takes it
+    as it takes a state)."""
+
+    next_deadline_ms: int | None
+    purchase_days: list[int]
+    purchase_total: Decimal
+    refund_total: Decimal
+
+
+def index_view(raw: bytes) -> IndexView:
+    """``IndexView`` of stored bytes, equal to what ``decode`` gives for those fields,
+    without decoding the rest (about a quarter of the cost: a restart rebuilds the index
+    from every stored customer)."""
+    fmt = FORMAT[raw[0]]
+    values = fmt.unpack_from(raw, 1)
+    nones, n_cid, n_totals, n_ids, n_days = (values[i] for i in (21, 23, 24, 25, 26))
+    pos = 1 + fmt.size + n_cid
+    end = pos + n_totals
+    purchase_total, refund_total, _ = raw[pos:end].decode().split(",")
+    pos = end + 4 * n_ids
+    days = _read_ints(raw, pos, n_days, _I32)[0] if n_days else []
+    return IndexView(
+        None if nones & 4 else values[9], days, Decimal(purchase_total), Decimal(refund_total)
+    )
 
 
 def _upgrade_v1(w: Working) -> None:

@@ -1,0 +1,450 @@
+"""What a worker tells its operators: ``GET /metrics`` (Prometheus) and ``GET /health``
+on its Faust web server (docs/operations.md, "Monitoring").
+
+Nothing here costs the hot path per event. The counters are the ones the worker keeps
+anyway (``agents.app.Totals``, the ``BatchingWriter``'s rows per table, the processor's
+customers and deadlines), read when Prometheus scrapes; the histograms are observed once
+per batch and once per ClickHouse insert; dead letters and alerts are counted per batch
+from the rows the batch made. Every worker has its own ``CollectorRegistry`` (not the
+process-wide one), so several workers in one process (tests) never share a series.
+
+Two pure functions decide what the pages say: ``reason_class`` (a dead letter's reason
+-> one of a few fixed classes, so the ``reason`` label never carries raw text) and
+``health`` (the worker's condition -> an HTTP status and a small JSON body).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sinks.errors import RowsRefused, SinkError, SinkFatal
+from sinks.tables import BY_NAME
+from touchstream.domain.alerts import KINDS
+
+# Dead-letter reasons, by how they begin (the texts of schemas/decode.py, schemas/events.py
+# and agents/pipeline.py; tests/unit/test_metrics.py makes each one and checks its class).
+REASON_CLASSES = (
+    "malformed",  # not JSON, no value, not a JSON object
+    "invalid_event",  # JSON, but not the event contract (a field missing or wrong)
+    "future_time",  # dated too far after its arrival
+    "key_mismatch",  # the message key is not the customer_id
+    "wrong_partition",  # the customer lives on another partition
+    "amount_limit",  # a total beyond what ClickHouse stores
+    "invalid_clock",  # a clock message (touchstream tick) without a valid time
+    "processing_error",  # the event could not be applied (a bug: see the worker's log)
+    "clickhouse_refused",  # ClickHouse refused the row the event made
+    "other",
+)
+_BY_PREFIX = (
+    ("not valid JSON", "malformed"),
+    ("empty message", "malformed"),
+    ("expected a JSON object", "malformed"),
+    ("invalid event:", "invalid_event"),
+    ("invalid CloudEvent", "invalid_event"),
+    ("occurred_at ", "future_time"),
+    ("message key ", "key_mismatch"),
+    ("message on partition ", "wrong_partition"),
+    ("invalid clock message", "invalid_clock"),
+    ("could not be processed", "processing_error"),
+    ("ClickHouse refused", "clickhouse_refused"),
+)
+
+
+def reason_class(reason: str) -> str:
+    """The class of a dead letter's reason: one of ``REASON_CLASSES``."""
+    for prefix, cls in _BY_PREFIX:
+        if reason.startswith(prefix):
+            return cls
+    if " would take customer " in reason:
+        return "amount_limit"
+    return "other"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What the health decision looks at; times are seconds on one monotonic clock, passed
+    in (``now``), None when it never happened."""
+
+    now: float
+    state: str  # the app's service state: init, running, stopping, shutdown, crashed
+    joined: bool  # the worker has had a partition assignment (it is in the group)
+    rebalancing: bool
+    recovering: bool  # the table is being restored from its changelog
+    partitions: int  # input partitions assigned to this worker
+    last_batch: float | None
+    last_write: float | None  # the latest ClickHouse insert that succeeded
+    failing_since: float | None  # the first failed insert since the latest success
+    write_error: str | None  # the latest failed insert's reason
+    fatal: str | None  # why the worker stopped itself
+
+
+def _age(now: float, t: float | None) -> float | None:
+    return None if t is None else round(max(0.0, now - t), 3)
+
+
+def health(c: Condition, failing_limit_s: float) -> tuple[int, dict[str, Any]]:
+    """The worker's health: 200 or 503, and the body of ``GET /health``. Unhealthy (503)
+    when it stopped itself on a fatal error, is stopping, or its ClickHouse writes have
+    failed for longer than ``failing_limit_s``. ``ready`` (it has its partitions and its
+    table, and processes) is reported but does not make it unhealthy: a rebalance or a
+    table recovery is part of normal work."""
+    problems = []
+    if c.fatal is not None:
+        problems.append(f"stopped on a fatal error: {c.fatal}")
+    if c.state in ("stopping", "shutdown", "crashed"):
+        problems.append(f"the worker is {c.state}")
+    failing = _age(c.now, c.failing_since)
+    if failing is not None and failing > failing_limit_s:
+        problems.append(
+            f"ClickHouse writes have failed for {failing:.0f} s "
+            f"(TOUCHSTREAM_HEALTH_CLICKHOUSE_FAILING_S={failing_limit_s:g}): {c.write_error}; "
+            "check that the server is up and reachable"
+        )
+    ready = (
+        c.state == "running"
+        and c.joined
+        and not c.rebalancing
+        and not c.recovering
+        and not problems
+    )
+    body = {
+        "healthy": not problems,
+        "ready": ready,
+        "state": c.state,
+        "rebalancing": c.rebalancing,
+        "recovering": c.recovering,
+        "partitions_assigned": c.partitions,
+        "last_batch_age_s": _age(c.now, c.last_batch),
+        "last_clickhouse_write_age_s": _age(c.now, c.last_write),
+        "clickhouse_failing_s": failing,
+        "clickhouse_error": c.write_error if failing is not None else None,
+        "fatal_error": c.fatal,
+        "problems": problems,
+    }
+    return (503 if problems else 200), body
+
+
+# Batches take milliseconds at low load and up to seconds at full load (5,000 events);
+# inserts the same, and up to the driver's timeouts when the server struggles.
+BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+INSERT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+_REASON = BY_NAME["dead_letters"].column_names.index("reason")
+_KIND = BY_NAME["alerts"].column_names.index("kind")
+
+
+@dataclass
+class Sources:
+    """Where the scrape reads what the worker counts anyway (set by ``Metrics.watch``)."""
+
+    app: Any  # the Faust app
+    input_topic: str
+    totals: Any  # agents.app.Totals
+    processor: Any  # agents.pipeline.Processor
+    writer: Any  # sinks.BatchingWriter
+    fatal: Callable[[], str | None]
+
+
+class Metrics:
+    """One worker's metrics and health. The hooks (``batch_processed``, ``batch_done``,
+    ``effects_done``, ``insert``) are called by agents/app.py; ``watch`` tells it where the
+    rest is read at scrape time."""
+
+    def __init__(self, failing_limit_s: float, clock: Callable[[], float] = time.monotonic):
+        self.failing_limit_s = failing_limit_s
+        self.clock = clock
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.batch_seconds = Histogram(
+            "touchstream_batch_process_seconds",
+            "Time to process one batch of input messages (decode, validate, fold into "
+            "state, make rows and records), on the worker's event loop, with the turns it "
+            "gives other tasks between slices of the batch",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_complete_seconds = Histogram(
+            "touchstream_batch_complete_seconds",
+            "Time from a batch being handed to the worker until all its effects are "
+            "written (ClickHouse, output topics, changelog), when its offsets may commit",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.insert_seconds = Histogram(
+            "touchstream_clickhouse_insert_seconds",
+            "Duration of one successful ClickHouse insert, per table",
+            ["table"],
+            buckets=INSERT_BUCKETS,
+            registry=self.registry,
+        )
+        self.dead_letters = dict.fromkeys(REASON_CLASSES, 0)
+        self.alerts = dict.fromkeys(KINDS, 0)
+        self.insert_failures = {"transient": 0, "refused": 0, "fatal": 0}
+        self.last_batch: float | None = None
+        self.last_write: float | None = None
+        self.failing_since: float | None = None
+        self.write_error: str | None = None
+        self.sources: Sources | None = None
+        self.joined = False
+        self.registry.register(_Scrape(self))
+        # The standard process_* series (CPU, resident memory, start time: restarts).
+        ProcessCollector(registry=self.registry)
+
+    # -- hooks, called by the worker ---------------------------------------------------
+
+    def batch_processed(self, seconds: float) -> None:
+        """A batch of input messages was processed (its effects are on their way)."""
+        self.batch_seconds.observe(seconds)
+        self.last_batch = self.clock()
+
+    def batch_done(self, seconds: float) -> None:
+        """A batch's effects are all written, ``seconds`` after it was handed over."""
+        self.batch_complete_seconds.observe(seconds)
+
+    def effects_done(self, rows: Mapping[str, list[Any]]) -> None:
+        """A batch's (or a clock tick's) rows are written: count its dead letters and
+        alerts. Per batch, over those rows only (few)."""
+        dead = self.dead_letters
+        for row in rows.get("dead_letters", ()):
+            cls = reason_class(row[_REASON])
+            dead[cls] += 1
+        alerts = self.alerts
+        for row in rows.get("alerts", ()):
+            kind = row[_KIND]
+            alerts[kind] = alerts.get(kind, 0) + 1
+
+    def insert(self, table: str, rows: int, seconds: float, error: SinkError | None) -> None:
+        """``BatchingWriter.on_insert``: in the ClickHouse thread."""
+        if error is None:
+            self.insert_seconds.labels(table).observe(seconds)
+            self.last_write = self.clock()
+            self.failing_since = self.write_error = None
+            return
+        if isinstance(error, RowsRefused):
+            self.insert_failures["refused"] += 1  # the writer isolates and parks the rows
+            return
+        self.insert_failures["fatal" if isinstance(error, SinkFatal) else "transient"] += 1
+        self.write_error = str(error)
+        if self.failing_since is None:
+            self.failing_since = self.clock()
+
+    def watch(
+        self,
+        app: Any,
+        input_topic: str,
+        totals: Any,
+        processor: Any,
+        writer: Any,
+        fatal: Callable[[], str | None],
+    ) -> None:
+        self.sources = Sources(app, input_topic, totals, processor, writer, fatal)
+
+        @app.on_partitions_assigned.connect
+        async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+            self.joined = True
+
+    # -- reading -----------------------------------------------------------------------
+
+    def condition(self) -> Condition:
+        s = self.sources
+        app = s.app if s is not None else None
+        return Condition(
+            now=self.clock(),
+            state=str(getattr(app, "state", "init")),
+            joined=self.joined,
+            rebalancing=bool(getattr(app, "rebalancing", False)),
+            recovering=bool(getattr(app, "in_recovery", False)),
+            partitions=len(self.assigned()),
+            last_batch=self.last_batch,
+            last_write=self.last_write,
+            failing_since=self.failing_since,
+            write_error=self.write_error,
+            fatal=s.fatal() if s is not None else None,
+        )
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        return health(self.condition(), self.failing_limit_s)
+
+    def assigned(self) -> list[Any]:
+        """The input topic's partitions assigned to this worker (TPs)."""
+        s = self.sources
+        if s is None:
+            return []
+        try:
+            actives = s.app.assignor.assigned_actives()
+        except Exception:  # not started, or stopped
+            return []
+        return [tp for tp in actives if tp.topic == s.input_topic]
+
+    def lag(self) -> dict[int, int]:
+        """Per assigned input partition: the log end (the consumer's highwater, from its
+        latest fetch) less the committed offset (0 before the group's first commit).
+        A partition not fetched yet has no highwater and is left out."""
+        s = self.sources
+        consumer = getattr(s.app, "_consumer", None) if s is not None else None
+        if consumer is None:
+            return {}
+        committed = getattr(consumer, "_committed_offset", {})
+        out = {}
+        for tp in self.assigned():
+            try:
+                end = consumer.highwater(tp)
+            except Exception:  # revoked since, or the consumer is gone
+                continue
+            if end is None:
+                continue
+            out[tp.partition] = max(0, end - (committed.get(tp) or 0))
+        return out
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Scrape(Collector):
+    """The series read at scrape time from what the worker counts anyway."""
+
+    def __init__(self, m: Metrics) -> None:
+        self.m = m
+
+    def collect(self) -> Iterator[Metric]:
+        m, s = self.m, self.m.sources
+        events = CounterMetricFamily(
+            "touchstream_events",
+            "Input messages by outcome, once their batch's effects are written: accepted "
+            "(applied), duplicate (an event_id seen before), redelivered (an offset applied "
+            "before), rejected (dead-lettered). Events per second: rate() of this",
+            labels=["outcome"],
+        )
+        totals = s.totals if s is not None else None
+        for outcome, field in (
+            ("accepted", "accepted"),
+            ("duplicate", "duplicates"),
+            ("redelivered", "redelivered"),
+            ("rejected", "rejected"),
+        ):
+            events.add_metric([outcome], getattr(totals, field, 0))
+        yield events
+        yield CounterMetricFamily(
+            "touchstream_batches",
+            "Batches (and clock ticks) whose effects are written",
+            value=getattr(totals, "batches", 0),
+        )
+        yield CounterMetricFamily(
+            "touchstream_deadlines_fired",
+            "Silence deadlines fired (a customer's stage re-decided because it went quiet)",
+            value=getattr(totals, "deadlines_fired", 0),
+        )
+        writer = s.writer if s is not None else None
+        written = getattr(writer, "written_by_table", {})
+        refused = getattr(writer, "refused_by_table", {})
+        dead = CounterMetricFamily(
+            "touchstream_dead_letters",
+            "Dead letters by reason class: rejected input messages, and rows ClickHouse "
+            "refused (clickhouse_refused)",
+            labels=["reason"],
+        )
+        for cls, n in m.dead_letters.items():
+            if cls == "clickhouse_refused":
+                n += sum(v for t, v in refused.items() if t != "dead_letters")
+            dead.add_metric([cls], n)
+        yield dead
+        alerts = CounterMetricFamily("touchstream_alerts", "Churn alerts sent", labels=["kind"])
+        for kind, n in m.alerts.items():
+            alerts.add_metric([kind], n)
+        yield alerts
+        rows = CounterMetricFamily(
+            "touchstream_clickhouse_rows_written", "Rows written to ClickHouse", labels=["table"]
+        )
+        for table, n in sorted(written.items()):
+            rows.add_metric([table], n)
+        yield rows
+        bad = CounterMetricFamily(
+            "touchstream_clickhouse_rows_refused",
+            "Rows ClickHouse refused (set aside in dead_letters)",
+            labels=["table"],
+        )
+        for table, n in sorted(refused.items()):
+            bad.add_metric([table], n)
+        yield bad
+        failures = CounterMetricFamily(
+            "touchstream_clickhouse_insert_failures",
+            "Failed ClickHouse inserts by kind: transient (retried), refused (rows set "
+            "aside), fatal (the worker stops)",
+            labels=["kind"],
+        )
+        for kind, n in m.insert_failures.items():
+            failures.add_metric([kind], n)
+        yield failures
+        status, body = m.health()
+        yield CounterMetricFamily(
+            "touchstream_fatal_errors",
+            "Fatal errors (a configuration error: the worker stops itself)",
+            value=1 if body["fatal_error"] else 0,
+        )
+        yield GaugeMetricFamily(
+            "touchstream_healthy", "1 while GET /health answers 200", value=int(status == 200)
+        )
+        yield GaugeMetricFamily(
+            "touchstream_ready",
+            "1 while the worker has its partitions and its table and processes",
+            value=int(body["ready"]),
+        )
+        yield GaugeMetricFamily(
+            "touchstream_partitions_assigned",
+            "Input partitions assigned to this worker",
+            value=body["partitions_assigned"],
+        )
+        yield GaugeMetricFamily(
+            "touchstream_clickhouse_failing_seconds",
+            "How long ClickHouse inserts have failed without a success (0: they do not)",
+            value=body["clickhouse_failing_s"] or 0.0,
+        )
+        lag = GaugeMetricFamily(
+            "touchstream_consumer_lag",
+            "Messages of an input partition not yet committed: the log end (the "
+            "consumer's highwater) less the committed offset",
+            labels=["topic", "partition"],
+        )
+        if s is not None:
+            for p, n in sorted(m.lag().items()):
+                lag.add_metric([s.input_topic, str(p)], n)
+        yield lag
+        processor = s.processor if s is not None else None
+        yield GaugeMetricFamily(
+            "touchstream_customers",
+            "Customers in this worker's state (its partitions' table)",
+            value=processor.customers_held() if processor is not None else 0,
+        )
+        yield GaugeMetricFamily(
+            "touchstream_deadlines_pending",
+            "Silence deadlines waiting for stream time to pass them (this worker's partitions)",
+            value=processor.deadlines_pending() if processor is not None else 0,
+        )
+
+
+def add_ops_pages(app: Any, metrics: Metrics) -> None:
+    """Register ``GET /metrics`` and ``GET /health`` on the app's web server."""
+    from faust.web import Request, Response, View
+
+    @app.page("/metrics", name="metrics")
+    class MetricsPage(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/health", name="health")
+    class HealthPage(View):
+        async def get(self, request: Request) -> Response:
+            status, body = metrics.health()
+            return self.json(body, status=status)
