@@ -19,8 +19,10 @@ takes the records as the consumer fetched them instead:
   order from the offset its seek set: nothing before the seek (the consumer thread may
   still hand over records fetched under the previous assignment), and a fetch that starts
   past the next offset is sought back to it, because the state skips what it has seen
-  later records of. Records of a partition Faust has paused (its table is still
-  recovering) are dropped and the partition is sought back to them.
+  later records of (a gap is taken only if the fetch after that seek starts at the same
+  offset again: a fetch the consumer thread made before a seek can arrive after it).
+  Records of a partition Faust has paused (its table is still recovering) are dropped
+  and the partition is sought back to them.
 - ``KafkaEmitter`` sends many records with the producer's batch API and waits for their
   delivery, instead of one ``send`` (a future, a buffer, a task hop) per record.
 
@@ -77,7 +79,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # Per batch-topic partition of this generation: the next offset to take (None: the
         # first record fetched), set once the partition is sought to its committed offset.
         self._next_offset: dict[Any, int | None] = {}
-        self._sought_back: dict[Any, int] = {}  # the offset each was last sought back to
+        # Per partition: (the next offset it was sought back to, the first offset of the
+        # fetch that ran past it), so a gap is taken only when a fetch after the seek
+        # starts at that same offset again.
+        self._sought_back: dict[Any, tuple[int, int]] = {}
 
     def _new_consumer_thread(self) -> Any:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -111,7 +116,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if tp.topic in handlers and recs:
                     # Paused since the fetch (its table recovers): dropped, so read it again
                     # from here, or its next records would be acked past them.
-                    back.append((tp, recs[0].offset))
+                    back.append((tp, recs[0].offset, None))
                 continue
             if tp.topic not in handlers:
                 others.append((tp, recs))
@@ -125,18 +130,21 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if nxt is not None:
                 if recs and recs[0].offset < nxt:
                     recs = [r for r in recs if r.offset >= nxt]
-                if recs and recs[0].offset > nxt and self._sought_back.get(tp) != nxt:
+                ahead = bool(recs) and recs[0].offset > nxt
+                if ahead and self._sought_back.get(tp) != (nxt, recs[0].offset):
                     # Records between were dropped (around a rebalance): taking these would
                     # run ahead of them, and the state would then skip them as applied.
                     # Read from where this generation stands; a real gap (a transaction
-                    # marker) comes back the same and is taken then.
-                    back.append((tp, nxt))
+                    # marker) comes back the same, from the same first offset, and is
+                    # taken then. Not any fetch after a seek back: one the consumer thread
+                    # made before the seek can still arrive after it.
+                    back.append((tp, nxt, recs[0].offset))
                     continue
             if recs:
                 expected[tp] = recs[-1].offset + 1
                 batches.setdefault(tp.topic, []).extend(recs)
-        for tp, offset in back:
-            await self._seek_back(tp, offset, current)
+        for tp, offset, first in back:
+            await self._seek_back(tp, offset, current, first)
         for topic, batch in batches.items():
             if not current():
                 return
@@ -174,14 +182,21 @@ class BatchConsumer(faust_aiokafka.Consumer):
             gaps.addi(offset_from, offset_to + 1)
             gaps.merge_overlaps()
 
-    async def _seek_back(self, tp: Any, offset: int, current: Callable[[], bool]) -> None:
+    async def _seek_back(
+        self, tp: Any, offset: int, current: Callable[[], bool], first: int | None = None
+    ) -> None:
+        """Read ``tp`` again from ``offset``; ``first``: where the fetch that ran past it
+        started (None: records dropped while paused)."""
         if not current():
             return  # a rebalance restarts the partition anyway
-        self._sought_back[tp] = offset
+        self._sought_back.pop(tp, None)
         try:
             await self.seek(tp, offset)
         except (IllegalStateError, AssertionError) as e:  # no longer assigned: not ours
             log.info("partition %s not sought back to %d: %s", tp, offset, e)
+            return
+        if first is not None:
+            self._sought_back[tp] = (offset, first)
 
     def _ack_when_done(
         self, batch: Sequence[Any], current: Callable[[], bool], done: asyncio.Future[None]
@@ -218,6 +233,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         fresh = []
         for tp in self.assignment():
             if tp.topic in handlers:
+                # Seeks back made before this seek say nothing about where fetches start.
+                self._sought_back.pop(tp, None)
                 committed = self._committed_offset[tp]
                 if committed and committed > 0:
                     self._next_offset[tp] = committed
@@ -225,8 +242,24 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     self._next_offset[tp] = None
                     fresh.append(tp)
         if fresh and self.app.conf.consumer_auto_offset_reset == "earliest":
-            # Records dropped before this seek moved the position on: back to the start.
+            # Records dropped before this seek moved the position on: back to the start,
+            # and taken from there (a fetch made before the seek may still arrive).
             await self._seek_to_start(fresh)
+            starts = await self._log_starts(fresh)
+            if self.app.consumer_generation_id == generation:
+                self._next_offset.update(starts)
+
+    async def _log_starts(self, tps: list[Any]) -> dict[Any, int]:
+        """Each partition's first offset (None stays where the broker cannot say)."""
+        try:
+            starts = await self.earliest_offsets(*tps)
+        except Exception as e:  # revoked meanwhile, or the broker away: the next seek says
+            log.info("partitions %s: log start unknown: %s", tps, e)
+            return {}
+        by_tp = {(t.topic, t.partition): o for t, o in starts.items()}
+        return {
+            tp: o for tp in tps if (o := by_tp.get((tp.topic, tp.partition))) is not None and o >= 0
+        }
 
     async def _seek_to_start(self, tps: list[Any]) -> None:
         try:

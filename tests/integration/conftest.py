@@ -87,7 +87,6 @@ def worker_env(s: Settings) -> dict[str, str]:
         "model_poll_s",
         "health_clickhouse_failing_s",
         "log_format",
-        "session_timeout_s",
     ):
         if getattr(s, field) is not None:
             env[f"TOUCHSTREAM_{field.upper()}"] = str(getattr(s, field))

@@ -89,8 +89,19 @@ def verify(clickhouse_url: str, topic: str, sent: list[Sent]) -> Report:
     extra = set(stored) - set(expected)
     twice = {k: n for k, n in stored.items() if n > 1}
     if missing:
+        where = {
+            (s.message.event["customer_id"], s.message.event["event_id"]): (s.partition, s.offset)
+            for s in sent
+            if s.message.event is not None
+        }
+        ranges: dict[int, list[int]] = {}
+        for k in missing:
+            p, o = where[k]
+            ranges.setdefault(p, []).append(o)
+        spans = {p: (min(o), max(o), len(o)) for p, o in sorted(ranges.items())}
         problems.append(
-            f"{len(missing)} valid events missing from events FINAL: {_sample(missing)}"
+            f"{len(missing)} valid events missing from events FINAL: {_sample(missing)}; "
+            f"by partition (first offset, last offset, count): {spans}"
         )
     if extra:
         problems.append(f"{len(extra)} events FINAL rows that were never sent: {_sample(extra)}")

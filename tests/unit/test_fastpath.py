@@ -227,10 +227,96 @@ def test_the_seek_after_an_assignment_sets_where_each_partition_is_taken_from(mo
     async def seek_to_start(tps: list[TP]) -> None:
         started.extend(tps)
 
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return {IN1: 0, fresh: 7}  # fresh: records before 7 are gone (retention)
+
     monkeypatch.setattr(type(c), "assignment", lambda self: {IN, IN1, fresh, changelog})
     c.seek_to_committed = seek_to_committed
     c._seek_to_start = seek_to_start
+    c.earliest_offsets = earliest_offsets
     del c.perform_seek  # the class's, not the harness's stand-in
     run(c.perform_seek())
-    assert c._next_offset == {IN: 120, IN1: None, fresh: None}
+    # Partitions without a commit are taken from their log start, not from whatever
+    # fetch comes first (one made before the seek to the start can still arrive).
+    assert c._next_offset == {IN: 120, IN1: 0, fresh: 7}
     assert sorted(started) == sorted([IN1, fresh])
+
+
+def test_a_partition_whose_log_start_is_unknown_is_taken_from_its_first_record(monkeypatch):
+    h = Harness({})
+    c = h.consumer
+
+    async def seek_to_committed() -> dict[TP, int | None]:
+        return {IN: None}
+
+    async def seek_to_start(tps: list[TP]) -> None:
+        pass
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        raise IllegalStateError(f"No current assignment for partition {IN}")
+
+    monkeypatch.setattr(type(c), "assignment", lambda self: {IN})
+    c.seek_to_committed = seek_to_committed
+    c._seek_to_start = seek_to_start
+    c.earliest_offsets = earliest_offsets
+    del c.perform_seek
+    run(c.perform_seek())
+    assert c._next_offset == {IN: None}
+
+
+def test_a_seek_back_made_before_the_assignment_seek_lets_no_later_fetch_run_ahead(monkeypatch):
+    # Seen in a rebalance: while its table recovered, the partition's records from its
+    # committed offset 313 were dropped and sought back to 313; then the seek to the
+    # committed offset (313 again); then a fetch the consumer thread had made before it,
+    # starting at 679. Taken as "a gap that came back after a seek back", it lost 313-678.
+    fetched = {IN: records(IN, 313, 314)}
+    active: set[TP] = set()  # paused: its table recovers
+    h = Harness(fetched, active)
+    c = h.consumer
+    c._next_offset.clear()
+    run(h.fetch())
+    assert h.sought == [(IN, 313)] and h.handled == []
+
+    async def seek_to_committed() -> dict[TP, int | None]:
+        return {IN: 313}
+
+    monkeypatch.setattr(type(c), "assignment", lambda self: {IN})
+    c.seek_to_committed = seek_to_committed
+    del c.perform_seek
+    run(c.perform_seek())
+    active.add(IN)
+    fetched[IN] = records(IN, 679, 680)  # fetched before the seek, handed over after it
+    run(h.fetch())
+    assert h.handled == [] and h.sought == [(IN, 313), (IN, 313)]
+    fetched[IN] = records(IN, 313, 314)  # the fetch after the seek back
+    run(h.fetch())
+    assert [[r.offset for r in b] for b in h.handled] == [[313, 314]]
+
+
+def test_a_fetch_after_a_seek_back_that_starts_elsewhere_is_sought_back_again():
+    # Two fetches made before the seek back arrive after it: neither is a gap that came
+    # back the same, so neither is taken.
+    fetched = {IN: records(IN, 5, 6)}
+    h = Harness(fetched)
+    h.consumer._next_offset[IN] = 3
+    run(h.fetch())
+    fetched[IN] = records(IN, 7, 8)
+    run(h.fetch())
+    assert h.handled == [] and h.sought == [(IN, 3), (IN, 3)]
+    fetched[IN] = records(IN, 3, 4)
+    run(h.fetch())
+    assert [[r.offset for r in b] for b in h.handled] == [[3, 4]]
+
+
+def test_a_seek_back_that_failed_does_not_count_as_one():
+    fetched = {IN: records(IN, 5, 6)}
+    h = Harness(fetched)
+    h.consumer._next_offset[IN] = 3
+
+    async def refuse(tp: TP, offset: int) -> None:
+        raise IllegalStateError(f"No current assignment for partition {tp}")
+
+    h.consumer._seek = refuse
+    run(h.fetch())
+    run(h.fetch())  # the same fetch again, but no seek back happened in between
+    assert h.handled == []
