@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -59,6 +59,9 @@ from bench.common import (
     wait_committed,
 )
 from bench.extra import EXTRA_JOBS, details, run_extra
+
+if TYPE_CHECKING:
+    from touchstream.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = (
@@ -284,22 +287,21 @@ def job_quix(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
     return _measure(ctx, "quix", i, cmd, None, group, topic, end, run_dir / "log")
 
 
-def touchstream_env(s: object) -> dict[str, str]:
+def touchstream_env(s: Settings) -> dict[str, str]:
     """TOUCHSTREAM_* for a worker process (as tests/integration/conftest.worker_env)."""
-    env = dict(os.environ)
-    for f in (
-        "broker",
-        "clickhouse_url",
-        "app_id",
-        "input_topic",
-        "dlq_topic",
-        "alerts_topic",
-        "transitions_topic",
-        "partitions",
-        "data_dir",
-    ):
-        env[f"TOUCHSTREAM_{f.upper()}"] = str(getattr(s, f))
-    return env
+    return s.environment(
+        (
+            "broker",
+            "clickhouse_url",
+            "app_id",
+            "input_topic",
+            "dlq_topic",
+            "alerts_topic",
+            "transitions_topic",
+            "partitions",
+            "data_dir",
+        )
+    )
 
 
 def _touchstream(

@@ -23,7 +23,6 @@ tests (tests/unit/test_bench_helpers.py).
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import threading
@@ -33,7 +32,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from touchstream.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,26 +134,25 @@ class LiveWorker:
             )
 
 
-def worker_env(s: Any) -> dict[str, str]:
+def worker_env(s: Settings) -> dict[str, str]:
     """TOUCHSTREAM_* for the worker and migrate (as tests/integration/conftest.worker_env),
     and the event clock."""
-    env = dict(os.environ)
-    for f in (
-        "broker",
-        "clickhouse_url",
-        "app_id",
-        "input_topic",
-        "dlq_topic",
-        "alerts_topic",
-        "transitions_topic",
-        "partitions",
-        "data_dir",
-        "batch_within_s",
-        "clock",
-        "web_port",
-    ):
-        env[f"TOUCHSTREAM_{f.upper()}"] = str(getattr(s, f))
-    return env
+    return s.environment(
+        (
+            "broker",
+            "clickhouse_url",
+            "app_id",
+            "input_topic",
+            "dlq_topic",
+            "alerts_topic",
+            "transitions_topic",
+            "partitions",
+            "data_dir",
+            "batch_within_s",
+            "clock",
+            "web_port",
+        )
+    )
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -201,3 +203,13 @@ class Settings(BaseSettings):
     def bootstrap(self) -> str:
         """host:port list for kafka-python, without the kafka:// scheme."""
         return ",".join(b.removeprefix("kafka://") for b in self.broker.split(","))
+
+    def environment(self, fields: Iterable[str]) -> dict[str, str]:
+        """This process's environment with ``fields`` as TOUCHSTREAM_* (those set): what a
+        worker or command started from here needs to read the same settings."""
+        env = dict(os.environ)
+        for name in fields:
+            value = getattr(self, name)
+            if value is not None:
+                env[f"TOUCHSTREAM_{name.upper()}"] = str(value)
+        return env

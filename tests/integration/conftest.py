@@ -3,7 +3,6 @@ a Tansu broker (Kafka protocol) and Debian's ClickHouse server; chdb runs in pro
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -61,36 +60,34 @@ def settings_for(broker: Tansu, clickhouse_url: str, tmp: Path, partitions: int 
 
 
 def worker_env(s: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for field in (
-        "broker",
-        "clickhouse_url",
-        "app_id",
-        "input_topic",
-        "dlq_topic",
-        "alerts_topic",
-        "transitions_topic",
-        "partitions",
-        "data_dir",
-        "store",
-        "standbys",
-        "batch_max",
-        "batch_within_s",
-        "session_timeout_s",
-        "cutoff_interval_s",
-        "producer_max_batch_size",
-        "idle_s",
-        "tick_s",
-        "web_port",
-        "web_host",
-        "fit_interval_s",
-        "model_poll_s",
-        "health_clickhouse_failing_s",
-        "log_format",
-    ):
-        if getattr(s, field) is not None:
-            env[f"TOUCHSTREAM_{field.upper()}"] = str(getattr(s, field))
-    return env
+    return s.environment(
+        (
+            "broker",
+            "clickhouse_url",
+            "app_id",
+            "input_topic",
+            "dlq_topic",
+            "alerts_topic",
+            "transitions_topic",
+            "partitions",
+            "data_dir",
+            "store",
+            "standbys",
+            "batch_max",
+            "batch_within_s",
+            "session_timeout_s",
+            "cutoff_interval_s",
+            "producer_max_batch_size",
+            "idle_s",
+            "tick_s",
+            "web_port",
+            "web_host",
+            "fit_interval_s",
+            "model_poll_s",
+            "health_clickhouse_failing_s",
+            "log_format",
+        )
+    )
 
 
 def spawn_worker(s: Settings, log: Path) -> subprocess.Popen[bytes]:
