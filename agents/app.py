@@ -304,14 +304,15 @@ def build_app(
         messages: Any, current: Callable[[], bool] = lambda: True
     ) -> asyncio.Future[None] | None:
         handed, now = time.perf_counter(), time.monotonic()
-        for m in messages:
-            last_message[m.partition] = now
+        seen = {m.partition for m in messages}
+        for p in seen:
+            last_message[p] = now
         async with lock:
             if not current():
                 # A rebalance began while this batch waited for the lock (the revocation
                 # holds it): its partitions may be another worker's now.
                 return None
-            state.open({m.partition for m in messages})
+            state.open(seen)
             began = time.perf_counter()
             batch = processor.begin(load, datetime.now(UTC))
             for i in range(0, len(messages), YIELD_EVERY):
@@ -319,7 +320,7 @@ def build_app(
                     await asyncio.sleep(0)  # the till's requests and the timers get a turn
                 for m in messages[i : i + YIELD_EVERY]:
                     batch.message(m)
-            done = apply(processor.end(batch, {m.partition for m in messages}, scan))
+            done = apply(processor.end(batch, seen, scan))
             metrics.batch_processed(time.perf_counter() - began)
 
         def completed(f: asyncio.Future[None]) -> None:
