@@ -76,6 +76,19 @@ class Sink(ABC):
 
         return migrate(self, segment_map, ttl_days)
 
+    def catalog(self, sql: str) -> tuple[list[str], list[Row]]:
+        """A query of system.tables or system.columns. ClickHouse 18.16 fails one when a
+        table it lists is dropped before it is read (another worker's temporary view, at
+        start): the listing is read again."""
+        for attempt in range(20):
+            try:
+                return self.query(sql)
+            except Exception as e:
+                if "doesn't exist" not in str(e) or attempt == 19:
+                    raise
+                time.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     def server_version(self) -> tuple[int, ...]:
         _, rows = self.query("SELECT version()")
         return tuple(int(p) for p in re.findall(r"\d+", str(rows[0][0]))[:3])
@@ -95,7 +108,7 @@ class Sink(ABC):
         stays as it is (so analysts' queries on it never fail because a worker started),
         a changed one is dropped and the new one renamed into its place at once."""
         db, applied = self.database, []
-        _, rows = self.query(f"SELECT name FROM system.tables WHERE database = '{db}'")
+        _, rows = self.catalog(f"SELECT name FROM system.tables WHERE database = '{db}'")
         existing = {r[0] for r in rows}
         suffix = uuid.uuid4().hex[:8]
         for name, select in defs.items():

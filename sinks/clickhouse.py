@@ -116,7 +116,10 @@ class ClickHouseSink(Sink):
             raise classify(e) from e
 
     def query(self, sql: str) -> tuple[list[str], list[Row]]:
-        rows, cols = self.client.execute(sql, with_column_types=True)
+        try:
+            rows, cols = self.client.execute(sql, with_column_types=True)
+        except Exception as e:
+            raise classify(e) from e
         return [c for c, _ in cols], [tuple(r) for r in rows]
 
     def close(self) -> None:

@@ -97,7 +97,10 @@ class ChdbSink(Sink):
     def query(self, sql: str) -> tuple[list[str], list[Row]]:
         # JSONCompact keeps ClickHouse's own rendering of dates and decimals. The SQL is
         # run as given (its settings are the session's, set once when it opened).
-        res = self.session.query(sql, "JSONCompact")
+        try:
+            res = self.session.query(sql, "JSONCompact")
+        except Exception as e:
+            raise classify(e) from e
         raw = res.bytes() if res is not None else b""
         if not raw:
             return [], []

@@ -253,13 +253,13 @@ def read_snapshot(sink: Sink, caps: Capabilities) -> Snapshot:
     _, rows = sink.query(f"SELECT count() FROM system.databases WHERE name = {db}")
     if not int(rows[0][0]):
         return Snapshot()
-    _, rows = sink.query(
+    _, rows = sink.catalog(
         f"SELECT name, engine_full FROM system.tables WHERE database = {db} "
         "AND engine LIKE '%MergeTree'"
     )
     ttls = {str(name): _ttl_of(str(full)) for name, full in rows}
     codec = "compression_codec" if caps.codecs else "''"
-    _, rows = sink.query(
+    _, rows = sink.catalog(
         f"SELECT table, name, type, {codec} FROM system.columns WHERE database = {db}"
     )
     tables: dict[str, dict[str, ColumnState]] = {t: {} for t in ttls}
