@@ -1,1 +1,1 @@
-"""Stream processing: the Faust app (app.py) and its batch hot path (pipeline.py)."""
+"""Stream processing: the Faust app (app.py) and its batch hot path (processor.py)."""

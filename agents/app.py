@@ -1,7 +1,7 @@
-"""The Faust app: a thin loop around agents.pipeline.Processor.
+"""The Faust app: a thin loop around agents.processor.Processor.
 
 Per batch of messages (each fetch of the consumer, up to ``batch_max`` records; see
-agents/fastpath.py for why not Faust's per-event stream), in this order, for at-least-once
+agents/consumer.py for why not Faust's per-event stream), in this order, for at-least-once
 with idempotent effects, and only then are the batch's offsets acked:
 1. decode, validate and fold events into per-customer state (pure); the changed states
    go into the table's store at once, for the next batch to read;
@@ -36,9 +36,10 @@ from typing import Any
 import faust
 import orjson
 
-from agents.fastpath import BatchApp, Emitter, KafkaEmitter
+from agents.consumer import BatchApp, Emitter, KafkaEmitter
 from agents.metrics import Metrics, add_ops_pages
-from agents.pipeline import BatchResult, Processor, Stored, cutoffs_row_for
+from agents.processor import Processor, cutoffs_row_for
+from agents.records import BatchResult, Stored
 from agents.state import TableState, faust_store
 from agents.web import add_customer_page
 from schemas.events import epoch_ms
@@ -184,7 +185,7 @@ def build_app(
         value_serializer="raw",
     )
     dlq = _raw_topic(app, settings.dlq_topic, settings.partitions)
-    # Values are our own compact encoding (agents.pipeline.Stored). use_partitioner: the
+    # Values are our own compact encoding (agents.records.Stored). use_partitioner: the
     # changelog partition follows the key, like the input topic, not the current event.
     customers = app.Table(
         "customers",
@@ -337,7 +338,7 @@ def build_app(
         return done
 
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
-    # The fast path: the consumer hands over each fetch as one batch (agents/fastpath.py)
+    # The fast path: the consumer hands over each fetch as one batch (agents/consumer.py)
     # and acks it when the returned future is done.
     app.batch_handlers[settings.input_topic] = handle
 

@@ -35,7 +35,7 @@ from sinks.tables import BY_NAME
 from touchstream.domain.alerts import KINDS
 
 # Dead-letter reasons, by how they begin (the texts of schemas/decode.py, schemas/events.py
-# and agents/pipeline.py; tests/unit/test_metrics.py makes each one and checks its class).
+# and agents/processor.py; tests/unit/test_metrics.py makes each one and checks its class).
 REASON_CLASSES = (
     "malformed",  # not JSON, no value, not a JSON object
     "invalid_event",  # JSON, but not the event contract (a field missing or wrong)
@@ -153,7 +153,7 @@ class Sources:
     app: Any  # the Faust app
     input_topic: str
     totals: Any  # agents.app.Totals
-    processor: Any  # agents.pipeline.Processor
+    processor: Any  # agents.processor.Processor
     writer: Any  # sinks.BatchingWriter
     fatal: Callable[[], str | None]
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from agents.pipeline import Stored
+from agents.records import Stored
 
 MEMORY, ROCKSDB = "memory://", "rocksdict://"
 # Faust names its RocksDB store rocksdb:// whatever the binding; rocksdict is the one

@@ -16,7 +16,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from agents.pipeline import Stored
+from agents.records import Stored
 from touchstream.profile import live_profile
 
 PATH = "/customers/{customer_id}"

@@ -13,7 +13,7 @@ fresh consumer group, one job at a time:
   touchstream-ch  the same worker writing to a ClickHouse server (Debian's 18.16, started
                by the bench) through clickhouse-driver: the production path
   touchstream-2w  two such workers in one group, sharing the partitions
-  processor    agents.pipeline.Processor in process over the same messages (no Kafka, no
+  processor    agents.processor.Processor in process over the same messages (no Kafka, no
                ClickHouse), once: the hot path alone, and the state bytes per customer
 
 Opt-in jobs, run only when named in --only (bench/extra.py): latency (event -> ClickHouse
@@ -109,7 +109,7 @@ class Ctx:
     clickhouse: Any = None  # a ClickHouseServer, started by the first job that needs it
 
     def clickhouse_server(self) -> Any:
-        from touchstream.localstack import ClickHouseServer
+        from touchstream.local_servers import ClickHouseServer
 
         if self.clickhouse is None:
             self.clickhouse = ClickHouseServer(self.workdir / "clickhouse")
@@ -364,7 +364,8 @@ def replay_processor(
     """The worker's hot path in process over the input, batches of ``batch`` (the
     worker's batch_max), a dict as the table: (events/s, table, rows produced, CPU
     microseconds per event)."""
-    from agents.pipeline import Processor, RawMessage, Stored
+    from agents.processor import Processor
+    from agents.records import RawMessage, Stored
     from touchstream.config import Settings
     from touchstream.domain.lifecycle import Rules
 
@@ -559,7 +560,7 @@ def main(
 ) -> None:
     """Throughput of touchstream against the practical limit (raw) and its peers."""
     import touchstream  # noqa: F401  (puts this repository first on sys.path)
-    from touchstream.localstack import Tansu
+    from touchstream.local_servers import Tansu
 
     selected = [j.strip() for j in only.split(",") if j.strip()] or list(JOBS)
     unknown = set(selected) - set(JOBS) - set(EXTRA_JOBS)

@@ -7,7 +7,7 @@
    churn calibration), over the (x, tx, T, m) of every customer update of a CDNOW replay
    in stream order: first with an empty memo (every (x, T) new), then again (the memo
    warm, as in a long-running worker).
-2. The worker's batch path (agents.pipeline.Processor, batches of 5,000, a dict as the
+2. The worker's batch path (agents.processor.Processor, batches of 5,000, a dict as the
    table) over all 69,659 CDNOW purchases, without a model and with each model: the
    difference in process CPU time per scored item: a customer_state row (one per changed
    customer per batch) or an alert (each carries the churn probability of its time).
@@ -59,7 +59,8 @@ def model(name: str) -> Any:
 def replay(inp: Any, m: Any, batch: int = 5000) -> tuple[float, list[tuple], int]:
     """Process CPU seconds of the batch path over the input, its customer_state rows and
     its number of alerts."""
-    from agents.pipeline import Processor, RawMessage, Stored
+    from agents.processor import Processor
+    from agents.records import RawMessage, Stored
 
     proc = Processor(model=m)
     table: dict[str, bytes] = {}

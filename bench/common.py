@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from touchstream.localstack import stop_process
+from touchstream.local_servers import stop_process
 
 YEAR_S = 365 * 86_400
 START_S = 1_735_689_600  # 2025-01-01T00:00:00Z
@@ -395,7 +395,7 @@ def standalone_start() -> tuple[Any, dict[str, str]]:
 @contextmanager
 def broker_workdir(prefix: str, keep: bool, console: Any) -> Iterator[tuple[Path, Any]]:
     """A fresh work dir with a Tansu broker in it; removed afterwards unless ``keep``."""
-    from touchstream.localstack import Tansu
+    from touchstream.local_servers import Tansu
 
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     try:

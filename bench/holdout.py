@@ -4,7 +4,7 @@
     python -m bench.holdout --json out.json
 
 Calibration: every CDNOW purchase up to 1997-09-30 goes through the worker's batch path
-in process (agents.pipeline.Processor, partitioned like Kafka, batches of 5,000) into
+in process (agents.processor.Processor, partitioned like Kafka, batches of 5,000) into
 embedded ClickHouse (chdb), and the period is closed with a clock message on every
 partition at 1997-09-30T23:59:59Z, as ``touchstream tick`` does. Then ``touchstream
 fit``'s code (touchstream.model_store.fit) fits the models on the customer_rfm view,
@@ -108,7 +108,8 @@ def _replay(
     partition; rows to ``sink`` if given. Returns the last customer_state row per customer."""
     from kafka.partitioner.default import murmur2
 
-    from agents.pipeline import Processor, RawMessage, Stored
+    from agents.processor import Processor
+    from agents.records import RawMessage, Stored
     from schemas.events import epoch_ms
     from sinks import BatchingWriter
     from touchstream.domain.messages import clock_value

@@ -19,7 +19,7 @@ default (murmur2) partitioner. The workload: purchases of ``--customers`` custom
 at random, event time one second apart (so no silence deadline fires), and, as
 ``--close-share`` of the events, an ``account`` event ``change: closed`` of a customer who
 already purchased (never one already closed): the domain moves that customer to decline at
-once and raises a ``decline`` alert (touchstream/domain/rfm.py ``_on_signal``).
+once and raises a ``decline`` alert (touchstream/domain/update.py ``_on_signal``).
 
 - event to ClickHouse: the send time of every event is kept by (partition, offset) from
   the producer's RecordMetadata; bench/live.OffsetPoller reads each partition's max

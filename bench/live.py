@@ -163,7 +163,7 @@ def live_worker(
     exit. The worker's log is ``workdir / "worker.log"``."""
     from bench.common import tail
     from touchstream.config import Settings
-    from touchstream.localstack import ClickHouseServer, free_port, stop_process
+    from touchstream.local_servers import ClickHouseServer, free_port, stop_process
 
     workdir.mkdir(parents=True, exist_ok=True)
     name = f"bench_live_{uuid.uuid4().hex[:8]}"
@@ -218,7 +218,7 @@ def live_worker(
 
 def keys_by_partition(partitions: int, prefix: str = "warmup") -> dict[int, bytes]:
     """One key per partition under Kafka's default (murmur2) partitioner."""
-    from agents.pipeline import key_partition
+    from agents.records import key_partition
 
     out: dict[int, bytes] = {}
     i = 0

@@ -1,5 +1,5 @@
 """Where the worker's hot path spends its time: cProfile of
-agents.pipeline.Processor.process over the bench input (no Kafka, no ClickHouse).
+agents.processor.Processor.process over the bench input (no Kafka, no ClickHouse).
 
     python -m bench.profile --events 30000 --mix sim     # top 10 functions by tottime
 """

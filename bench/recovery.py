@@ -105,7 +105,7 @@ async def _produce(bootstrap: str, topic: str, customers: int) -> dict[int, int]
     """One purchase per customer, in per-partition batches; each partition's end offset."""
     from aiokafka import AIOKafkaProducer
 
-    from agents.pipeline import key_partition
+    from agents.records import key_partition
 
     p = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=256 * 1024
@@ -142,7 +142,7 @@ async def _produce(bootstrap: str, topic: str, customers: int) -> dict[int, int]
 
 def markers(customers: int, run: int) -> dict[int, tuple[bytes, bytes]]:
     """One purchase of a known customer per partition (event ids unique per run)."""
-    from agents.pipeline import key_partition
+    from agents.records import key_partition
 
     out: dict[int, tuple[bytes, bytes]] = {}
     i = 0
@@ -231,7 +231,7 @@ class Job:
 
     def env(self) -> dict[str, str]:
         from bench.live import worker_env
-        from touchstream.localstack import free_port
+        from touchstream.local_servers import free_port
 
         env = worker_env(self.s)
         for f in ("store", "producer_max_batch_size", "idle_s", "fit_interval_s"):
@@ -435,7 +435,8 @@ def write_states(datadir: str, customers: int) -> None:
     import os
     from datetime import UTC
 
-    from agents.pipeline import Processor, RawMessage, key_partition
+    from agents.processor import Processor
+    from agents.records import RawMessage, key_partition
     from agents.state import TableState
     from touchstream.domain import codec
 
@@ -480,7 +481,8 @@ def restart_state(datadir: str) -> dict[str, float]:
     import aiokafka  # noqa: F401  (a worker's imports: a comparable baseline)
     import clickhouse_driver  # noqa: F401
 
-    from agents.pipeline import Processor, RawMessage
+    from agents.processor import Processor
+    from agents.records import RawMessage
     from agents.state import TableState
     from bench.scale import memory_status
 
@@ -626,7 +628,7 @@ def main(
     """Time from a restarted worker's spawn to processing again, after kill -9."""
     import touchstream  # noqa: F401  (puts this repository first on sys.path)
     from bench.common import standalone_end, standalone_start
-    from touchstream.localstack import ClickHouseServer, Tansu
+    from touchstream.local_servers import ClickHouseServer, Tansu
 
     console, m = standalone_start()
     counts = [int(c) for c in customers.split(",") if c]

@@ -5,7 +5,7 @@ customers (the issue's target: 1,000,000 customers in one worker under 1.5 GB RS
     python -m bench.scale --customers 100000      # a quick check
     python -m bench --only scale --scale-customers 1000000
 
-In process, no Kafka and no ClickHouse: ``agents.pipeline.Processor.process`` (the
+In process, no Kafka and no ClickHouse: ``agents.processor.Processor.process`` (the
 worker's hot path) over ``--events-per-customer`` x N purchases, batches of 5,000 (the
 worker's batch_max), partitions by murmur2 of the key as the broker would. The table is
 held as the worker's Faust table holds it: ``store="memory://"`` keeps a dict of raw key
@@ -144,7 +144,8 @@ def run_scale(
     import clickhouse_driver  # noqa: F401
     import faust  # noqa: F401
 
-    from agents.pipeline import Processor, RawMessage, Stored, key_partition
+    from agents.processor import Processor
+    from agents.records import RawMessage, Stored, key_partition
     from touchstream.config import Settings
     from touchstream.domain.lifecycle import Rules
 

@@ -47,7 +47,7 @@ OCCURRED_MIN = datetime(1970, 1, 2, tzinfo=UTC)
 OCCURRED_END = datetime(2100, 1, 1, tzinfo=UTC)  # exclusive
 # One amount: at most ten billion. Customer totals live in Decimal(18, 4) columns (under
 # 10^14); with this cap a customer needs 10,000 maximal purchases to reach that, and the
-# worker dead-letters the event that would (agents/pipeline.py).
+# worker dead-letters the event that would (agents/processor.py).
 AMOUNT_MAX = Decimal(10) ** 10
 # How far ahead of the time its batch was received an event may be dated (default of
 # TOUCHSTREAM_MAX_FUTURE_SKEW_S): producers' clocks drift, but not by days.

@@ -20,9 +20,10 @@ from schemas.events import EVENT_TYPES, Event, Purchase, Refund, _Event, epoch_m
 from sinks.base import Row
 from sinks.tables import BY_NAME
 from touchstream.domain.alerts import ALERT_SCHEMA_VERSION, Alert, iso_ms
+from touchstream.domain.btyd import Model
+from touchstream.domain.customer import CustomerState, Working, churn_scores
 from touchstream.domain.issues import outcome as complaint_outcome
 from touchstream.domain.lifecycle import DEFAULT_RULES, Transition
-from touchstream.domain.rfm import CustomerState, Working
 from touchstream.domain.scoring import Cutoffs, RfmSketches
 
 _COMMON = {"event_id", "customer_id", "type", "occurred_at", "source", "amount", "currency"}
@@ -109,13 +110,25 @@ def event_row(
 _UNSCORED = (None, None, None, None, 0, None)
 
 
+def model_columns(model: Model | None, s: CustomerState | Working) -> tuple[Any, ...]:
+    """customer_state's churn model columns: (p_alive, churn_probability_90d,
+    expected_purchases_90d, predicted_clv_365d, model_version, scored_at ms), scored as of
+    the customer's latest event or stage change (so a replay scores the same)."""
+    if model is None:
+        return _UNSCORED
+    as_of = max(s.last_event_ms, s.stage_since_ms)
+    scores = churn_scores(model, s, as_of)
+    if scores is None:
+        return (None, None, None, None, model.version, None)
+    return (*scores, model.version, as_of)
+
+
 def state_row(
     s: CustomerState | Working,
     quick_days: float = DEFAULT_RULES.quick_resolution_days,
-    scores: tuple[Any, ...] = _UNSCORED,
+    model: Model | None = None,
 ) -> Row:
-    """``scores``: the churn model's (p_alive, churn_probability_90d,
-    expected_purchases_90d, predicted_clv_365d, model_version, scored_at ms)."""
+    """``model``: the churn model whose values fill the model columns (none: empty)."""
     days = s.purchase_days
     frequency = len(days) - 1 if days else 0  # the summary properties, inlined
     return (
@@ -143,7 +156,7 @@ def state_row(
         s.alert_level,
         s.next_deadline_ms,
         complaint_outcome(s.complaints, quick_days) if s.complaints else "none",
-        *scores,
+        *model_columns(model, s),
     )
 
 

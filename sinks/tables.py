@@ -481,7 +481,7 @@ class _Constants:
     """The SQL literals of customer_scores, from the constants the domain uses."""
 
     def __init__(self) -> None:
-        from touchstream.domain import lifecycle as lc
+        from touchstream.domain import lifecycle
         from touchstream.domain import scoring as sc
 
         # QUADRANTS in its order: both high, frequent only, high spend only, neither
@@ -493,7 +493,7 @@ class _Constants:
         self.key_days = sc.KEY_ACCOUNT_MIN_PURCHASE_DAYS
         self.one_off_days = sc.TRANSACTION_BUYER_MIN_DAYS
         self.rate_window = sc.RATE_MIN_WINDOW_DAYS
-        self.declining = f"'{lc.DECLINE}', '{lc.CHURNED}'"
+        self.declining = f"'{lifecycle.DECLINE}', '{lifecycle.CHURNED}'"
 
 
 def _score_sql(value: str, prefix: str) -> str:

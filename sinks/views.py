@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from schemas.events import SATISFACTION_LEVELS
 from sinks.tables import CUSTOMER_STATE, _segment_sql
-from touchstream.domain import lifecycle as lc
+from touchstream.domain import lifecycle
 from touchstream.domain.alerts import LEVEL as ALERT_LEVEL
 from touchstream.domain.issues import OUTCOMES
 from touchstream.domain.scoring import QUADRANTS
@@ -45,7 +45,7 @@ PROFILE_SCORE_COLUMNS = (
 # A customer who had not bought before the month began has no segment at its start.
 NO_SEGMENT_YET = "(none yet)"
 LONG_TERM_RETENTION = "long_term_retention"
-STAGES = (*lc.ACTIVE, lc.DECLINE, lc.CHURNED)
+STAGES = (*lifecycle.ACTIVE, lifecycle.DECLINE, lifecycle.CHURNED)
 
 
 def sql_str(s: str) -> str:
@@ -233,7 +233,7 @@ FROM ({joined})"""
 def lifecycle_funnel(db: str) -> str:
     started = (
         f"(SELECT uniqExact(customer_id, relationship) FROM {db}.transitions FINAL "
-        f"WHERE to_stage = {sql_str(lc.EXPLORATION)})"
+        f"WHERE to_stage = {sql_str(lifecycle.EXPLORATION)})"
     )
     return f"""SELECT to_stage AS stage,
   uniqExact(customer_id) AS customers,
@@ -277,9 +277,10 @@ ORDER BY indexOf({sql_array(STAGES)}, stage)"""
 def exit_patterns(db: str) -> str:
     """Ended relationships by the stage they ended in, beside long-term retention
     (customers whose latest transition took them into stability)."""
-    patterns = [lc.EXIT_PATTERN[s] for s in lc.ACTIVE]
+    patterns = [lifecycle.EXIT_PATTERN[s] for s in lifecycle.ACTIVE]
     counts = ", ".join(
-        f"countIf(to_stage = {sql_str(lc.CHURNED)} AND pattern = {sql_str(p)})" for p in patterns
+        f"countIf(to_stage = {sql_str(lifecycle.CHURNED)} AND pattern = {sql_str(p)})"
+        for p in patterns
     )
     return f"""SELECT pattern, relationships,
   round(100 * relationships / greatest(total, 1), 1) AS pct
@@ -288,7 +289,7 @@ FROM (
     arrayPushBack([{counts}], any(retained)) AS counts, arraySum(counts) AS total
   FROM {db}.transitions FINAL
   CROSS JOIN (
-    SELECT countIf(latest = {sql_str(lc.STABILITY)}) AS retained
+    SELECT countIf(latest = {sql_str(lifecycle.STABILITY)}) AS retained
     FROM (SELECT customer_id, argMax(to_stage, seq) AS latest
           FROM {db}.transitions FINAL GROUP BY customer_id)
   ) AS r
@@ -305,7 +306,7 @@ FROM (
   SELECT customer_id, kind, defection_type, net_spend, toStartOfMonth(at) AS month,
     addMonths(toStartOfMonth(at), -1) AS prev_month
   FROM {db}.alerts FINAL
-  WHERE kind IN ({sql_str(lc.DECLINE)}, {sql_str(lc.CHURNED)})
+  WHERE kind IN ({sql_str(lifecycle.DECLINE)}, {sql_str(lifecycle.CHURNED)})
 ) AS a
 LEFT JOIN ({_segment_at_month_start(db, segment_map)}) AS s USING (customer_id, prev_month)
 GROUP BY month, segment, kind, defection_type

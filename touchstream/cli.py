@@ -551,7 +551,7 @@ def schema() -> None:
 @app.command()
 def broker(port: int = 9092) -> None:
     """Run a local Tansu broker in the foreground (memory only: a restart loses topics)."""
-    from touchstream.localstack import Tansu
+    from touchstream.local_servers import Tansu
 
     try:
         broker_ = Tansu(Path("var/tansu"), port)

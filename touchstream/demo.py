@@ -24,7 +24,7 @@ from rich.table import Table
 from touchstream.config import Settings
 from touchstream.datasets import BAD_SAMPLES, cdnow_events, sample_events
 from touchstream.kafka import committed_offsets, ensure_topics
-from touchstream.localstack import Tansu, free_port, stop_process
+from touchstream.local_servers import Tansu, free_port, stop_process
 from touchstream.producing import send_events
 from touchstream.security import kafka_options
 

@@ -1,7 +1,7 @@
 """`touchstream evaluate`: score the pipeline's decisions against planted ground truth.
 
 The decisions come either from ClickHouse after a real run (customer_state, alerts), or
-from the same batch pipeline run in process over an events file (agents.pipeline with
+from the same batch pipeline run in process over an events file (agents.processor with
 Kafka's partitioning; no broker), which is what the quick checks use.
 
 Two streams have truth: touchstream/simulate.py (written from the rules; its targets are
@@ -19,7 +19,8 @@ from typing import Any
 
 import orjson
 
-from agents.pipeline import Processor, RawMessage, Stored, key_partition
+from agents.processor import Processor
+from agents.records import RawMessage, Stored, key_partition
 from schemas.events import epoch_ms
 from touchstream.behaviour import customer_of, instant_of, plain
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules

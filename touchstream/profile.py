@@ -2,7 +2,7 @@
 "how many times this customer came this month and how much they bought"). Pure.
 
 ``live_profile(state, as_of_ms, quick_days)`` turns a customer's state, as the worker's
-table holds it (``agents.pipeline.Stored.decode``), into the JSON of
+table holds it (``agents.records.Stored.decode``), into the JSON of
 ``GET /customers/{id}`` (docs/analysts.md, "The till"). The month is the calendar month
 (UTC) of ``as_of_ms``, the worker's stream time.
 
@@ -20,8 +20,8 @@ from decimal import Decimal
 from typing import Any
 
 from touchstream.domain.alerts import LEVEL, SEVERITY_LABELS, iso_ms, severity
+from touchstream.domain.customer import CustomerState
 from touchstream.domain.issues import outcome
-from touchstream.domain.rfm import CustomerState
 from touchstream.domain.units import DAY_MS
 
 ALERT_KINDS = {level: kind for kind, level in LEVEL.items()}

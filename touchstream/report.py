@@ -20,7 +20,7 @@ from typing import Any
 from sinks import Sink
 from sinks.views import sql_str
 from touchstream import charts
-from touchstream.domain import lifecycle as lc
+from touchstream.domain import lifecycle
 from touchstream.output import text
 
 QUERIES = {
@@ -35,7 +35,7 @@ QUERIES = {
     "exits": "SELECT pattern, relationships, pct FROM {db}.exit_patterns",
     "defections": "SELECT substring(toString(month), 1, 7) AS m, defection_type, "
     "sum(alerts) AS n FROM {db}.defection_monthly "
-    f"WHERE kind = {sql_str(lc.DECLINE)} GROUP BY m, defection_type "
+    f"WHERE kind = {sql_str(lifecycle.DECLINE)} GROUP BY m, defection_type "
     "ORDER BY m, defection_type",
     "retention": "SELECT substring(toString(cohort), 1, 7) AS c, period, retention_pct, "
     "cohort_customers FROM {db}.retention_cohorts ORDER BY c, period",

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from agents.app import Worker, build_app
-from agents.pipeline import key_partition
+from agents.records import key_partition
 from sinks import Sink, open_sink
 from touchstream.config import Settings
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 from kafka.partitioner.default import murmur2
 
-from agents.pipeline import Stored
+from agents.records import Stored
 
 
 def purchase(eid: str, cid: str, day: str, amount: str) -> bytes:
@@ -97,11 +97,11 @@ def test_a_duplicated_event_id_counts_once(harness) -> None:
 def test_behind_a_slow_clickhouse_insert_alerts_go_out_at_once_and_later_batches_share_one_insert(
     harness,
 ) -> None:
-    # The fast path's batch handler (agents/fastpath.py), called as the consumer calls it.
+    # The fast path's batch handler (agents/consumer.py), called as the consumer calls it.
     import asyncio
     import threading
 
-    from agents.pipeline import RawMessage
+    from agents.records import RawMessage
 
     handle = next(iter(harness.worker.app.batch_handlers.values()))
     gate, inserts = threading.Event(), []
@@ -154,7 +154,7 @@ def test_behind_a_slow_clickhouse_insert_alerts_go_out_at_once_and_later_batches
 def test_a_batch_of_purchases_in_120_months_lands_whole_in_chdb(harness) -> None:
     # A backfill: one batch touching more months (events partitions) than chdb's engine
     # takes in one insert (100).
-    from agents.pipeline import RawMessage
+    from agents.records import RawMessage
 
     handle = next(iter(harness.worker.app.batch_handlers.values()))
     batch = [
@@ -187,7 +187,7 @@ def test_the_event_loop_gets_a_turn_at_least_every_64_messages_of_a_batch(harnes
     import asyncio
 
     from agents.app import YIELD_EVERY
-    from agents.pipeline import RawMessage
+    from agents.records import RawMessage
 
     handle = next(iter(harness.worker.app.batch_handlers.values()))
     n = 10 * YIELD_EVERY

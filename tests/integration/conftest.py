@@ -15,7 +15,7 @@ import pytest
 from touchstream.config import Settings
 from touchstream.demo import wait_until_processed
 from touchstream.kafka import ensure_topics
-from touchstream.localstack import ClickHouseServer, Tansu, free_port, stop_process
+from touchstream.local_servers import ClickHouseServer, Tansu, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from touchstream.config import Settings
 from touchstream.domain.alerts import Alert
 from touchstream.domain.messages import alert_json
 from touchstream.kafka import BrokerUnavailable, ensure_topics
-from touchstream.localstack import Tansu, free_port
+from touchstream.local_servers import Tansu, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 
 from sinks import open_sink
 from touchstream.kafka import committed_offsets
-from touchstream.localstack import ClickHouseServer, Tansu
+from touchstream.local_servers import ClickHouseServer, Tansu
 from touchstream.producing import send_events
 
 from .conftest import running_worker, settings_for, unique, wait_committed

@@ -14,7 +14,7 @@ from schemas.events import epoch_ms
 from sinks import open_sink
 from touchstream.behaviour import END, simulate_behaviour
 from touchstream.evaluate import decisions_diff, evaluate, from_clickhouse, run_in_process
-from touchstream.localstack import ClickHouseServer, Tansu
+from touchstream.local_servers import ClickHouseServer, Tansu
 from touchstream.producing import send_events
 from touchstream.simulate import disorder
 

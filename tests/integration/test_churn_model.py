@@ -20,8 +20,8 @@ from sinks import open_sink
 from sinks.rows import clock_row, model_params_row, state_row
 from touchstream.datasets import cdnow_events
 from touchstream.domain import btyd
-from touchstream.domain.rfm import CustomerState
-from touchstream.localstack import ClickHouseServer, Tansu
+from touchstream.domain.customer import CustomerState
+from touchstream.local_servers import ClickHouseServer, Tansu
 from touchstream.model_store import load_chosen
 from touchstream.producing import send_events
 

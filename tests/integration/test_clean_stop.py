@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from touchstream.localstack import Tansu
+from touchstream.local_servers import Tansu
 from touchstream.producing import send_events
 from touchstream.simulate import simulate
 

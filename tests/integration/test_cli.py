@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from sinks import open_sink
-from touchstream.localstack import ClickHouseServer, Tansu, free_port
+from touchstream.local_servers import ClickHouseServer, Tansu, free_port
 
 from .conftest import ROOT, unique, worker_env
 from .conftest import settings_for as make_settings

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from touchstream.localstack import ClickHouseServer, Tansu, stop_process
+from touchstream.local_servers import ClickHouseServer, Tansu, stop_process
 
 from .conftest import settings_for, spawn_worker, unique
 from .faults import clean_logs, committed, drain, progress, touchpoints, wait_for

@@ -13,7 +13,7 @@ import pytest
 
 from sinks import SinkUnavailable, open_sink
 from touchstream.config import Settings
-from touchstream.localstack import ClickHouseServer, LocalCA, clickhouse_server_bin, make_test_ca
+from touchstream.local_servers import ClickHouseServer, LocalCA, clickhouse_server_bin, make_test_ca
 
 pytestmark = pytest.mark.skipif(
     clickhouse_server_bin() is None, reason="clickhouse-server is not installed"

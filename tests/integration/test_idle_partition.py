@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.pipeline import key_partition
+from agents.records import key_partition
 from sinks import open_sink
-from touchstream.localstack import ClickHouseServer, Tansu
+from touchstream.local_servers import ClickHouseServer, Tansu
 from touchstream.producing import send_events
 
 from .conftest import running_worker, settings_for, unique, wait_committed

@@ -12,7 +12,7 @@ from kafka import KafkaConsumer
 
 from sinks import open_sink
 from touchstream.evaluate import evaluate, from_clickhouse, run_in_process
-from touchstream.localstack import ClickHouseServer, Tansu
+from touchstream.local_servers import ClickHouseServer, Tansu
 from touchstream.producing import send_events
 from touchstream.simulate import disorder, simulate
 

@@ -21,7 +21,7 @@ import pytest
 from sinks import open_sink
 from touchstream.config import Settings
 from touchstream.datasets import sample_events
-from touchstream.localstack import (
+from touchstream.local_servers import (
     ClickHouseServer,
     LocalCA,
     Tansu,

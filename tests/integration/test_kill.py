@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from touchstream.localstack import ClickHouseServer, Tansu, stop_process
+from touchstream.local_servers import ClickHouseServer, Tansu, stop_process
 
 from .conftest import settings_for, spawn_worker, unique
 from .faults import clean_logs, drain, kill9, progress, touchpoints, wait_for

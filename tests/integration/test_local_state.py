@@ -21,7 +21,7 @@ from touchstream.config import Settings
 from touchstream.domain.messages import CLOCK_KEY, clock_value
 from touchstream.evaluate import from_clickhouse, run_in_process
 from touchstream.kafka import committed_offsets, producer
-from touchstream.localstack import ClickHouseServer, Tansu
+from touchstream.local_servers import ClickHouseServer, Tansu
 from touchstream.producing import send_events
 from touchstream.simulate import simulate
 

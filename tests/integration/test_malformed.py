@@ -12,7 +12,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from touchstream.localstack import ClickHouseServer, Tansu
+from touchstream.local_servers import ClickHouseServer, Tansu
 
 from .conftest import running_worker, settings_for, unique
 from .faults import clean_logs, drain, interleave, malformed, touchpoints

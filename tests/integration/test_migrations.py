@@ -25,7 +25,7 @@ from sinks.tables import CURRENT, VIEWS, view_definitions
 from tests import previous_release
 from touchstream import __version__
 from touchstream.domain.scoring import cutoffs_from, medians_from
-from touchstream.localstack import ClickHouseServer
+from touchstream.local_servers import ClickHouseServer
 
 from .conftest import ROOT
 from .test_views import (

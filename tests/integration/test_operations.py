@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from touchstream.config import Settings
 from touchstream.datasets import sample_events
-from touchstream.localstack import ClickHouseServer, Tansu, free_port
+from touchstream.local_servers import ClickHouseServer, Tansu, free_port
 from touchstream.producing import send_events
 
 from .conftest import running_worker, settings_for, unique, wait_committed

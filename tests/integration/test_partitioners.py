@@ -13,7 +13,7 @@ from kafka.partitioner.default import murmur2
 
 from sinks import open_sink
 from touchstream.kafka import producer
-from touchstream.localstack import ClickHouseServer, Tansu
+from touchstream.local_servers import ClickHouseServer, Tansu
 
 from .conftest import running_worker, settings_for, unique, wait_committed
 

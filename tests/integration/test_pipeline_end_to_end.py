@@ -11,7 +11,7 @@ from kafka import KafkaConsumer
 
 from sinks import open_sink
 from touchstream.datasets import BAD_SAMPLES, cdnow_events, sample_events
-from touchstream.localstack import ClickHouseServer, Tansu
+from touchstream.local_servers import ClickHouseServer, Tansu
 from touchstream.producing import send_events
 from touchstream.simulate import disorder
 

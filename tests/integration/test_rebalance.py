@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from touchstream.localstack import ClickHouseServer, Tansu, stop_process
+from touchstream.local_servers import ClickHouseServer, Tansu, stop_process
 
 from .conftest import running_worker, settings_for, unique
 from .faults import clean_logs, drain, generation, kill9, progress, settled, touchpoints, wait_for

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from sinks import BatchingWriter, open_sink
-from touchstream.localstack import ClickHouseServer
+from touchstream.local_servers import ClickHouseServer
 
 
 @pytest.fixture(params=["server", "chdb"])

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sinks import open_sink
-from touchstream.localstack import ClickHouseServer, Tansu, free_port
+from touchstream.local_servers import ClickHouseServer, Tansu, free_port
 from touchstream.producing import send_events
 
 from .conftest import running_worker, settings_for, unique, wait_committed, worker_env

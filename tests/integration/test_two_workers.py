@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sinks import open_sink
-from touchstream.localstack import ClickHouseServer, Tansu
+from touchstream.local_servers import ClickHouseServer, Tansu
 from touchstream.producing import send_events
 from touchstream.simulate import simulate
 

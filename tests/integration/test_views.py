@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.pipeline import Processor, RawMessage
+from agents.processor import Processor
+from agents.records import RawMessage
 from schemas.events import epoch_ms
 from sinks import Sink, open_sink
 from sinks.rows import cutoffs_row
@@ -23,7 +24,7 @@ from sinks.tables import BY_NAME
 from touchstream.domain import scoring
 from touchstream.domain.codec import decode
 from touchstream.domain.scoring import cutoffs_from, medians_from
-from touchstream.localstack import ClickHouseServer
+from touchstream.local_servers import ClickHouseServer
 
 pytestmark = pytest.mark.integration
 

@@ -223,7 +223,7 @@ def test_the_validator_rejects_a_missing_field() -> None:
 
 def test_alerts_raised_by_the_state_machine_are_valid() -> None:
     from schemas.decode import decode
-    from touchstream.domain.rfm import step
+    from tests.steps import step
 
     def ev(i: int, at: str, type_: str, **fields: Any) -> Any:
         return decode(

@@ -1,4 +1,4 @@
-"""The alert episode policy (touchstream/domain/alerts.py) through rfm.step/advance."""
+"""The alert episode policy (touchstream/domain/alerts.py) through update.step/advance."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Account, Call, Complaint, Purchase, Refund, Survey, epoch_ms
-from touchstream.domain import alerts as al
-from touchstream.domain import lifecycle as lc
+from tests.steps import advance, step
+from touchstream.domain import alerts as alert_policy
+from touchstream.domain import lifecycle
 from touchstream.domain.alerts import Alert
+from touchstream.domain.customer import CustomerState
 from touchstream.domain.lifecycle import Transition
 from touchstream.domain.messages import alert_json
-from touchstream.domain.rfm import DAY_MS, CustomerState, advance, step
+from touchstream.domain.units import DAY_MS
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
 CID = "cust-7"
@@ -96,8 +98,8 @@ def regular(days=(0, 20, 40), amount="30"):
 
 # The silence limits of regular(): an early rhythm of two 20-day gaps (lifecycle.Rules).
 _DAYS = tuple(epoch_ms(BASE) // DAY_MS + d for d in (0, 20, 40))
-DECLINE_AT = 40 + lc.decline_after_days(_DAYS)  # day of the decline
-CHURN_AT = 40 + lc.churn_after_days(_DAYS)
+DECLINE_AT = 40 + lifecycle.decline_after_days(_DAYS)  # day of the decline
+CHURN_AT = 40 + lifecycle.churn_after_days(_DAYS)
 AFTER = DECLINE_AT + 1  # a day after the decline
 
 
@@ -210,8 +212,8 @@ def test_the_alert_follows_the_transition_it_belongs_to():
     ],
 )
 def test_severity_grows_with_the_net_spend_tiers(net, sev, label):
-    assert al.severity(Decimal(net)) == sev
-    assert al.SEVERITY_LABELS[sev - 1] == label
+    assert alert_policy.severity(Decimal(net)) == sev
+    assert alert_policy.SEVERITY_LABELS[sev - 1] == label
 
 
 @pytest.mark.parametrize(("amount", "sev"), [("33.33", 1), ("34", 2), ("170", 3), ("700", 4)])
@@ -236,7 +238,7 @@ def test_to_json_has_schema_version_one_and_iso_times_ending_in_z():
     _, outs = advance(s, ms(AFTER))
     j = alert_json(alerts(outs)[0])
     assert j["schema_version"] == 1
-    assert j["at"] == al.iso_ms(ms(DECLINE_AT))
+    assert j["at"] == alert_policy.iso_ms(ms(DECLINE_AT))
     assert j["last_purchase_at"] == "2024-02-10T12:00:00Z"
     assert j["alert_id"] == f"{CID}/1/decline"
     assert j["net_spend"] == "90"
@@ -317,4 +319,4 @@ def test_the_alert_evidence_is_the_classifiers_dated_codes():
 )  # whole seconds
 def test_iso_ms_is_the_datetime_isoformat_of_the_millisecond_with_a_z(ms_):
     expected = datetime.fromtimestamp(ms_ / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
-    assert al.iso_ms(ms_) == expected
+    assert alert_policy.iso_ms(ms_) == expected

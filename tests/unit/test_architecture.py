@@ -46,10 +46,10 @@ def test_the_code_keeps_every_import_contract() -> None:
     [
         ("touchstream/domain/lifecycle.py", "import kafka", "do no I/O"),
         ("schemas/events.py", "import clickhouse_driver", "do no I/O"),
-        ("touchstream/domain/rfm.py", "import sinks.rows", "agents above sinks"),
-        ("sinks/rows.py", "import agents.pipeline", "agents above sinks"),
+        ("touchstream/domain/update.py", "import sinks.rows", "agents above sinks"),
+        ("sinks/rows.py", "import agents.processor", "agents above sinks"),
         ("agents/web.py", "import touchstream.cli", "entry points sit on the shell"),
-        ("sinks/base.py", "import touchstream.localstack", "entry points sit on the shell"),
+        ("sinks/base.py", "import touchstream.local_servers", "entry points sit on the shell"),
     ],
 )
 def test_a_forbidden_import_breaks_a_contract(

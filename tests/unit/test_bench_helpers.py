@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-from agents.pipeline import Processor, RawMessage, key_partition
+from agents.processor import Processor
+from agents.records import RawMessage, key_partition
 from bench.latency import Workload
 from bench.live import backlog_at, coverage_latencies, keys_by_partition, percentiles
 from bench.scale import purchase_stream

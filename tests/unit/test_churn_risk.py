@@ -1,5 +1,5 @@
 """Complaints followed to their outcome (touchstream/domain/issues.py) and churn_risk on
-live, unresolved trouble only (defection.risk, rfm._check_risk), through rfm.step/advance."""
+live, unresolved trouble only (defection.risk, update._check_risk), through update.step/advance."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Call, Complaint, Purchase, Survey, epoch_ms
-from touchstream.domain import issues as iss
+from tests.steps import advance, step, step_many
+from touchstream.domain import issues
 from touchstream.domain.lifecycle import Rules
-from touchstream.domain.rfm import DAY_MS, advance, step, step_many
+from touchstream.domain.units import DAY_MS
 
 # One customer's days from 2024-01-01 at noon, and folding its events through step.
 from .test_alerts import alerts, common, kinds, ms, run
@@ -61,8 +62,8 @@ def test_a_complaint_is_followed_by_its_id_from_open_to_resolved():
     s, _ = run([*regular(), complaint(45), complaint(45.25, status="resolved")])
     (c,) = s.complaints
     assert c.opened_ms == ms(45) and c.closed_ms == ms(45.25)
-    assert c.status == iss.RESOLVED and not c.reopened
-    assert iss.outcome(s.complaints, 3) == "resolved_quickly"
+    assert c.status == issues.RESOLVED and not c.reopened
+    assert issues.outcome(s.complaints, 3) == "resolved_quickly"
 
 
 def test_the_complaint_record_is_the_same_whatever_order_its_reports_arrive_in():
@@ -75,27 +76,32 @@ def test_the_complaint_record_is_the_same_whatever_order_its_reports_arrive_in()
     for order in itertools.permutations(reports):
         s, _ = run([*regular(), *order])
         (c,) = s.complaints
-        assert [st for _, st in c.reports] == [iss.OPEN, iss.RESOLVED, iss.OPEN, iss.REJECTED]
-        assert c.reopened and c.status == iss.REJECTED
-        assert c.status_at(ms(55)) == iss.RESOLVED and c.status_at(ms(60)) == iss.OPEN
+        assert [st for _, st in c.reports] == [
+            issues.OPEN,
+            issues.RESOLVED,
+            issues.OPEN,
+            issues.REJECTED,
+        ]
+        assert c.reopened and c.status == issues.REJECTED
+        assert c.status_at(ms(55)) == issues.RESOLVED and c.status_at(ms(60)) == issues.OPEN
 
 
 def test_the_outcome_names_the_latest_complaint():
     quick, slow = 3, 3
     s, _ = run([*regular()])
-    assert iss.outcome(s.complaints, quick) == "none"
+    assert issues.outcome(s.complaints, quick) == "none"
     s, _ = run([complaint(41, "a"), complaint(49, "a", status="resolved")], s)
-    assert iss.outcome(s.complaints, slow) == "resolved"  # 8 days: not quickly
+    assert issues.outcome(s.complaints, slow) == "resolved"  # 8 days: not quickly
     s, _ = run([complaint(50, "b")], s)
-    assert iss.outcome(s.complaints, quick) == "unresolved"
+    assert issues.outcome(s.complaints, quick) == "unresolved"
     s, _ = run([complaint(51, "b", status="rejected")], s)
-    assert iss.outcome(s.complaints, quick) == "unresolved"
+    assert issues.outcome(s.complaints, quick) == "unresolved"
 
 
 def test_quickly_is_configurable():
     s, _ = run([*regular(), complaint(45), complaint(49, status="resolved")])
-    assert iss.outcome(s.complaints, 3) == "resolved"
-    assert iss.outcome(s.complaints, 5) == "resolved_quickly"
+    assert issues.outcome(s.complaints, 3) == "resolved"
+    assert issues.outcome(s.complaints, 5) == "resolved_quickly"
 
 
 # -- churn risk on live trouble only ---------------------------------------------------

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 from touchstream.domain import codec
 from touchstream.domain.codec import COMPACT, WIDE
+from touchstream.domain.customer import CustomerState, Working
 from touchstream.domain.defection import TYPES
 from touchstream.domain.issues import OPEN, REJECTED, RESOLVED, Complaint
 from touchstream.domain.lifecycle import EXIT_PATTERN, STABILITY
-from touchstream.domain.rfm import CustomerState, Working
 
 STAGES = [None, "exploration", "formation", "stability", "decline", "churned"]
 

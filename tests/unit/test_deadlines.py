@@ -9,7 +9,9 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.pipeline import DeadlineIndex, Processor, RawMessage, Stored
+from agents.deadlines import DeadlineIndex
+from agents.processor import Processor
+from agents.records import RawMessage, Stored
 
 NOW = datetime(2000, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Account, Call, Complaint, Purchase, Refund, Survey, epoch_ms
-from touchstream.domain import defection as dfx
-from touchstream.domain import issues as iss
+from touchstream.domain import defection, issues
 from touchstream.domain.defection import (
     DAY_MS,
     EVIDENCE_WINDOW_DAYS,
@@ -88,7 +87,7 @@ def weights_of(event) -> dict[str, float]:
     """The summed type weights of the signals an event leaves."""
     total: dict[str, float] = {}
     for code in signals_of(event):
-        for k, v in dfx._weights(code).items():
+        for k, v in defection._weights(code).items():
             total[k] = total.get(k, 0.0) + v
     return total
 
@@ -97,18 +96,18 @@ def sig(day: float, *codes: str) -> tuple[tuple[int, str], ...]:
     return tuple((ms(day), c) for c in codes)
 
 
-def scores(d: dfx.Defection) -> dict[str, float]:
+def scores(d: defection.Defection) -> dict[str, float]:
     return dict(d.scores)
 
 
 # -- signal codes and their weights ---------------------------------------------------
 
 
-def tracked(*reports, category="product", severity=3) -> iss.Complaint:
+def tracked(*reports, category="product", severity=3) -> issues.Complaint:
     """A complaint with reports (day, status)."""
     out: tuple = ()
     for day, status in reports:
-        out = iss.report(out, "k", category, severity, status, ms(day))
+        out = issues.report(out, "k", category, severity, status, ms(day))
     (c,) = out
     return c
 
@@ -123,7 +122,7 @@ def test_a_complaint_resolved_slowly_weighs_its_category_by_severity_and_a_littl
     category, severity, weight
 ):
     c = tracked((0, "open"), (5, "resolved"), category=category, severity=severity)
-    w, label = dfx.complaint_weights(c, ms(10), 3.0)
+    w, label = defection.complaint_weights(c, ms(10), 3.0)
     expected = {category: weight}
     expected["service"] = expected.get("service", 0.0) + 0.5
     assert w == pytest.approx(expected)
@@ -132,27 +131,27 @@ def test_a_complaint_resolved_slowly_weighs_its_category_by_severity_and_a_littl
 
 def test_a_complaint_resolved_quickly_is_half_the_evidence():
     c = tracked((0, "open"), (0.5, "resolved"), category="product", severity=5)
-    w, label = dfx.complaint_weights(c, ms(10), 3.0)
+    w, label = defection.complaint_weights(c, ms(10), 3.0)
     assert w == pytest.approx({"product": 1.5})
     assert label == "complaint:product:5 resolved in 12 h"
 
 
 def test_a_complaint_of_category_other_weighs_nothing_on_its_subject():
     c = tracked((0, "open"), (0.5, "resolved"), category="other")
-    assert dfx.complaint_weights(c, ms(10), 3.0)[0] == {}
+    assert defection.complaint_weights(c, ms(10), 3.0)[0] == {}
 
 
 @pytest.mark.parametrize("status", ["open", "rejected"])
 def test_an_unresolved_complaint_also_counts_against_the_service(status):
     c = tracked((0, status), category="product", severity=5)
-    w, _ = dfx.complaint_weights(c, ms(10), 3.0)
+    w, _ = defection.complaint_weights(c, ms(10), 3.0)
     assert w == pytest.approx({"product": 3.0, "service": 1.0})
 
 
 def test_a_complaint_is_weighed_as_it_stood_at_the_decision():
     c = tracked((0, "open"), (20, "resolved"), category="service", severity=5)
-    assert dfx.complaint_weights(c, ms(10), 3.0)[1] == "complaint:service:5 open for 10 days"
-    assert dfx.complaint_weights(c, ms(-1), 3.0) is None
+    assert defection.complaint_weights(c, ms(10), 3.0)[1] == "complaint:service:5 open for 10 days"
+    assert defection.complaint_weights(c, ms(-1), 3.0) is None
 
 
 @pytest.mark.parametrize(
@@ -424,7 +423,7 @@ def test_confidence_is_always_between_zero_and_one(entries, now_day):
     signals = tuple(sorted((ms(d), c) for d, c in entries))
     d = classify(signals, ms(now_day), tuple(BASE_DAY + day for day, _ in entries))
     assert 0.0 <= d.confidence <= 1.0
-    assert d.type in (*dfx.TYPES, "unknown")
+    assert d.type in (*defection.TYPES, "unknown")
 
 
 def test_purer_evidence_gives_a_higher_confidence():

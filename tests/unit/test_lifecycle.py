@@ -1,4 +1,4 @@
-"""The lifecycle state machine (touchstream/domain/lifecycle.py) through rfm.step/advance."""
+"""The lifecycle state machine (touchstream/domain/lifecycle.py) through update.step/advance."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Account, Complaint, Purchase, epoch_ms
-from touchstream.domain import lifecycle as lc
+from tests.steps import advance, step
+from touchstream.domain import lifecycle
 from touchstream.domain.alerts import Alert
+from touchstream.domain.customer import CustomerState
 from touchstream.domain.lifecycle import (
     CHURNED,
     DECLINE,
@@ -23,7 +25,7 @@ from touchstream.domain.lifecycle import (
     Transition,
     typical_gap_days,
 )
-from touchstream.domain.rfm import DAY_MS, CustomerState, advance, step
+from touchstream.domain.units import DAY_MS
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
 BASE_DAY = epoch_ms(BASE) // DAY_MS
@@ -60,7 +62,7 @@ def closed(day: float) -> Account:
     )
 
 
-def run(events, rules: Rules = lc.DEFAULT_RULES, state: CustomerState | None = None):
+def run(events, rules: Rules = lifecycle.DEFAULT_RULES, state: CustomerState | None = None):
     """Fold events through step; return the final state and every output."""
     outs: list = []
     for e in events:
@@ -152,7 +154,7 @@ def test_a_spend_trend_exactly_at_the_threshold_is_enough():
 
 
 def test_promotion_never_skips_formation_even_when_stability_rules_hold():
-    assert lc.promotion(EXPLORATION, (0, 30, 60, 90), 0, 91 * DAY_MS, ()) == (
+    assert lifecycle.promotion(EXPLORATION, (0, 30, 60, 90), 0, 91 * DAY_MS, ()) == (
         FORMATION,
         "repeat purchase: 4 purchase days",
     )
@@ -175,12 +177,14 @@ def test_no_stage_is_ever_skipped_on_the_way_up(plan, in_order):
             assert t.to_stage == EXPLORATION
         elif t.from_stage == DECLINE and t.to_stage != CHURNED:
             assert t.to_stage == declined_from  # recovery goes back, never higher
-        elif t.to_stage in lc.ACTIVE:
-            assert lc.LEVEL[t.to_stage] == lc.LEVEL[t.from_stage] + 1
+        elif t.to_stage in lifecycle.ACTIVE:
+            assert lifecycle.LEVEL[t.to_stage] == lifecycle.LEVEL[t.from_stage] + 1
         if t.to_stage == DECLINE:
             declined_from = t.from_stage
     ups = [
-        t.to_stage for t in transitions(outs) if t.to_stage in lc.ACTIVE and t.from_stage != DECLINE
+        t.to_stage
+        for t in transitions(outs)
+        if t.to_stage in lifecycle.ACTIVE and t.from_stage != DECLINE
     ]
     # each relationship climbs exploration -> formation -> stability in that order
     climb = "".join(s[0] for s in ups)  # e, f, s
@@ -267,8 +271,8 @@ def test_one_advance_far_ahead_fires_decline_and_churned_in_order():
     # two gaps of 20, shrunk towards the default gap (the early rhythm)
     days = (BASE_DAY, BASE_DAY + 20, BASE_DAY + 40)
     assert [t.at_ms for t in transitions(outs)] == [
-        ms(40 + lc.decline_after_days(days)),
-        ms(40 + lc.churn_after_days(days)),
+        ms(40 + lifecycle.decline_after_days(days)),
+        ms(40 + lifecycle.churn_after_days(days)),
     ]
     assert s2.stage == CHURNED
 
@@ -344,7 +348,7 @@ def test_an_account_closed_event_moves_an_active_customer_to_decline_at_once():
     assert s2.stage == DECLINE and s2.declined_from == FORMATION
     # the churn limit still counts from the last purchase
     days = (BASE_DAY, BASE_DAY + 20, BASE_DAY + 40)
-    assert s2.next_deadline_ms == ms(40 + lc.churn_after_days(days))
+    assert s2.next_deadline_ms == ms(40 + lifecycle.churn_after_days(days))
 
 
 def test_an_account_closed_event_without_any_purchase_moves_nothing():
@@ -459,8 +463,8 @@ def test_typical_gap_uses_only_the_latest_gaps_of_its_window():
 
 
 def test_an_early_rhythm_leans_on_the_default_gap_until_enough_gaps_are_seen():
-    k, default = lc.DEFAULT_RULES.rhythm_prior_gaps, lc.DEFAULT_RULES.default_gap_days
-    assert lc.DEFAULT_RULES.rhythm_min_gaps == 8
+    k, default = lifecycle.DEFAULT_RULES.rhythm_prior_gaps, lifecycle.DEFAULT_RULES.default_gap_days
+    assert lifecycle.DEFAULT_RULES.rhythm_min_gaps == 8
     assert typical_gap_days((0, 3)) == pytest.approx((3 + k * default) / (1 + k))
     assert typical_gap_days((0, 3, 6, 9)) == pytest.approx((3 * 3 + k * default) / (3 + k))
     assert typical_gap_days(every(3, 8)) == 3.0  # eight gaps: the customer's own
@@ -520,11 +524,11 @@ def test_custom_rules_change_the_spend_trend_threshold():
 
 
 def test_deadline_is_none_for_a_churned_customer_or_without_purchases():
-    one = lc.typical_gap_days((0,))
-    assert lc.deadline_ms(CHURNED, 0, lc.typical_gap_days((0, 10))) is None
-    assert lc.deadline_ms(None, None, one) is None
-    assert lc.deadline_ms(EXPLORATION, 0, one) == 90 * DAY_MS
-    assert lc.deadline_ms(DECLINE, 0, one) == 180 * DAY_MS
+    one = lifecycle.typical_gap_days((0,))
+    assert lifecycle.deadline_ms(CHURNED, 0, lifecycle.typical_gap_days((0, 10))) is None
+    assert lifecycle.deadline_ms(None, None, one) is None
+    assert lifecycle.deadline_ms(EXPLORATION, 0, one) == 90 * DAY_MS
+    assert lifecycle.deadline_ms(DECLINE, 0, one) == 180 * DAY_MS
 
 
 def test_a_reactivated_relationship_reaches_stability_on_its_own_spend():

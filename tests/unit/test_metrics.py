@@ -16,15 +16,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-import agents.pipeline
+import agents.processor
 from agents.metrics import REASON_CLASSES, Condition, Metrics, health, reason_class
-from agents.pipeline import CLOCK_KEY, Processor, RawMessage
+from agents.processor import Processor
+from agents.records import RawMessage
 from schemas.decode import Rejected, decode
 from sinks.errors import RowsRefused, SinkFatal, SinkTransient
 from sinks.rows import alert_row, dead_letter_row, refused_row
 from sinks.tables import MONEY_LIMIT
 from touchstream.domain import codec
 from touchstream.domain.alerts import Alert
+from touchstream.domain.messages import CLOCK_KEY
 
 RECEIVED = datetime(2024, 3, 2, tzinfo=UTC)
 
@@ -117,7 +119,7 @@ def test_an_event_the_domain_fails_on_is_a_processing_error(monkeypatch) -> None
     def broken(*args: Any) -> None:  # stands in for a bug in the domain code
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(agents.pipeline, "apply", broken)
+    monkeypatch.setattr(agents.processor, "apply", broken)
     day = RECEIVED - timedelta(days=1)
     (reason,) = reasons_of(Processor(), [msg(purchase("c1", "e1", day), 0)], {})
     assert reason_class(reason) == "processing_error"

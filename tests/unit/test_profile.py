@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from schemas.decode import decode
 from schemas.events import epoch_ms
-from touchstream.domain.rfm import step
+from tests.steps import step
 from touchstream.profile import live_profile, month_figures, month_start_day
 
 

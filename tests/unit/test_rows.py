@@ -21,7 +21,8 @@ from sinks.tables import (
     STREAM_CLOCK,
     TABLES,
 )
-from touchstream.domain.rfm import CustomerState, step
+from tests.steps import step
+from touchstream.domain.customer import CustomerState
 
 WHEN = datetime(2024, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
 COMMON = {"event_id": "e1", "customer_id": "c1", "occurred_at": WHEN}
@@ -241,7 +242,8 @@ def test_event_row_attributes_are_what_pydantic_json_mode_gives(obj):
 
 
 def test_every_datetime_column_of_the_worker_rows_is_epoch_milliseconds():
-    from agents.pipeline import Processor, RawMessage
+    from agents.processor import Processor
+    from agents.records import RawMessage
     from sinks.tables import BY_NAME
 
     def purchase(i: int, day: int) -> RawMessage:

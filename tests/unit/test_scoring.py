@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from touchstream.domain.rfm import CustomerState
+from touchstream.domain.customer import CustomerState
 from touchstream.domain.scoring import (
     DEFAULT_SEGMENTS,
     QUADRANTS,

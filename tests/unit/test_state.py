@@ -20,7 +20,7 @@ from faust.types import TP
 from agents.state import ROCKSDB, TableState, faust_store
 from touchstream.config import Settings
 from touchstream.domain import codec
-from touchstream.domain.rfm import Working
+from touchstream.domain.customer import Working
 
 ROOT = Path(__file__).resolve().parents[2]
 STORES = ["memory://", "rocksdict://"]
@@ -172,8 +172,9 @@ def test_on_rocksdb_the_batch_path_keeps_its_cache_and_the_deadlines_survive_a_r
 ) -> None:
     from datetime import UTC, datetime
 
-    from agents import pipeline
-    from agents.pipeline import Processor, RawMessage
+    from agents import processor
+    from agents.processor import Processor
+    from agents.records import RawMessage
 
     def purchase(cid: str, eid: str, day: int) -> RawMessage:
         value = (
@@ -195,8 +196,8 @@ def test_on_rocksdb_the_batch_path_keeps_its_cache_and_the_deadlines_survive_a_r
 
     run(proc, state, [purchase("a", "e1", 1), purchase("b", "e2", 2)])
     decoded: list[str] = []
-    decode = pipeline.codec.decode
-    monkeypatch.setattr(pipeline.codec, "decode", lambda raw: decoded.append(raw) or decode(raw))
+    decode = processor.codec.decode
+    monkeypatch.setattr(processor.codec, "decode", lambda raw: decoded.append(raw) or decode(raw))
     run(proc, state, [purchase("a", "e3", 3)])
     assert decoded == []  # the bytes RocksDB gives back equal the cached ones
     close(table)

@@ -23,10 +23,8 @@ from operator import sub
 from typing import Any, NamedTuple, get_args
 
 from schemas.events import SATISFACTION_LEVELS, Account, Call, Complaint, Refund
-from touchstream.domain import defection as dfx
-from touchstream.domain import issues
-from touchstream.domain import lifecycle as lc
-from touchstream.domain.rfm import CustomerState, Working
+from touchstream.domain import defection, issues, lifecycle
+from touchstream.domain.customer import CustomerState, Working
 
 _new = object.__new__
 
@@ -88,9 +86,16 @@ _PARTITION = {
 _COMPLAINT = struct.Struct("<IBBB")  # key, category, severity, reports
 _I32, _I64 = struct.Struct("<i"), struct.Struct("<q")
 
-_STAGES = (None, lc.EXPLORATION, lc.FORMATION, lc.STABILITY, lc.DECLINE, lc.CHURNED)
-_PATTERNS = (None, *lc.EXIT_PATTERN.values())
-_DEFECTIONS = (None, *dfx.TYPES, "unknown")
+_STAGES = (
+    None,
+    lifecycle.EXPLORATION,
+    lifecycle.FORMATION,
+    lifecycle.STABILITY,
+    lifecycle.DECLINE,
+    lifecycle.CHURNED,
+)
+_PATTERNS = (None, *lifecycle.EXIT_PATTERN.values())
+_DEFECTIONS = (None, *defection.TYPES, "unknown")
 
 
 def _signal_codes() -> tuple[str, ...]:

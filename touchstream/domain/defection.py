@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from schemas.events import SATISFACTION_LEVELS, Event
-from touchstream.domain import issues as iss
+from touchstream.domain import issues
 from touchstream.domain.alerts import _ISO_EXACT, iso_ms
 from touchstream.domain.issues import Complaint
 from touchstream.domain.units import DAY_MS
@@ -114,12 +114,12 @@ def complaint_weights(
         return None
     base = complaint_weight(c)
     w: dict[str, float] = {c.category: base} if base else {}
-    closed = next((t for t, s in c.reports if s != iss.OPEN and t <= at_ms), None)
-    if status == iss.OPEN:
+    closed = next((t for t, s in c.reports if s != issues.OPEN and t <= at_ms), None)
+    if status == issues.OPEN:
         w["service"] = w.get("service", 0.0) + 1.0  # not handled (yet)
         days = (at_ms - c.opened_ms) // DAY_MS
         label = f"complaint:{c.category}:{c.severity} open for {days} days"
-    elif status == iss.REJECTED:
+    elif status == issues.REJECTED:
         w["service"] = w.get("service", 0.0) + 1.0  # turned down: the handling failed
         label = f"complaint:{c.category}:{c.severity} rejected"
     else:
@@ -286,14 +286,14 @@ def risk_checks(
     for c in complaints:
         closed = False
         for t, s in c.reports:
-            if s == iss.OPEN:
+            if s == issues.OPEN:
                 if t == c.opened_ms:
                     yield t + after
                 elif closed:
                     yield t  # reopened: live at once
             else:
                 closed = True
-                if s == iss.REJECTED:
+                if s == issues.REJECTED:
                     yield t
     for t, code in signals:
         if code.startswith("call_unresolved:"):
@@ -320,15 +320,15 @@ def risk(
     score, live, support = 0.0, [], []
     for c in complaints:
         status = c.status_at(at_ms)
-        if status is None or status == iss.RESOLVED:
+        if status is None or status == issues.RESOLVED:
             continue
         prior = [(t, s) for t, s in c.reports if t <= at_ms]
         last_t, _ = prior[-1]
-        reopened = status == iss.OPEN and any(s != iss.OPEN for _, s in prior)
-        if status == iss.REJECTED:
+        reopened = status == issues.OPEN and any(s != issues.OPEN for _, s in prior)
+        if status == issues.REJECTED:
             became = last_t
         elif reopened:
-            became = next(t for t, s in reversed(prior) if s == iss.OPEN)
+            became = next(t for t, s in reversed(prior) if s == issues.OPEN)
         else:
             became = c.opened_ms + after
         if became > at_ms or not start <= became:
@@ -336,7 +336,7 @@ def risk(
         score += complaint_weight(c) + 1.0
         what = (
             "rejected"
-            if status == iss.REJECTED
+            if status == issues.REJECTED
             else ("reopened" if reopened else f"open {(at_ms - c.opened_ms) // DAY_MS} days")
         )
         live.append(f"{_day(c.opened_ms)} complaint:{c.category}:{c.severity} {what}")

@@ -6,7 +6,7 @@ the stage it fell from; a churned customer who buys again starts a new relations
 (a reactivation, counted). docs/lifecycle.md states every rule with its numbers.
 
 Silence is a signal: a customer who stops buying sends no events, so each state carries
-its next deadline (``next_deadline_ms``) and ``advance(state, now)`` fires what is due.
+its next deadline (``next_deadline_ms``) and ``update.advance_working`` fires what is due.
 Transition times are the deadlines themselves, never the moment they were noticed, so a
 replay decides exactly as live traffic did.
 """

@@ -6,10 +6,12 @@ JSON out."""
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from typing import Any
 
 import orjson
 
+from schemas.events import epoch_ms
 from touchstream.domain.alerts import ALERT_SCHEMA_VERSION, Alert, iso_ms
 from touchstream.domain.lifecycle import Transition
 
@@ -89,3 +91,15 @@ def dead_letter_envelope(
 def clock_value(until_ms: int) -> bytes:
     """A clock message's value: every partition's stream time may move up to ``until_ms``."""
     return orjson.dumps({"clock": iso_ms(until_ms)})
+
+
+# A clock message closes a period: key CLOCK_KEY, value {"clock": RFC 3339 time}, sent to
+# every partition (``touchstream tick --until``). The partition's watermark moves to that
+# time: every deadline due by then fires, as if an event that late had arrived.
+def clock_time(value: bytes | None) -> int | str:
+    """A clock message's time (epoch ms), or why it is not one."""
+    try:
+        obj = orjson.loads(value or b"")
+        return epoch_ms(datetime.fromisoformat(obj["clock"].replace("Z", "+00:00")))
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+        return f'invalid clock message ({e}): send {{"clock": "<RFC 3339 time>"}}'

@@ -1,4 +1,4 @@
-"""agents/fastpath.py's batch consumer around rebalances: what it does with records fetched
+"""agents/consumer.py's batch consumer around rebalances: what it does with records fetched
 while the group rebalances, with records of a partition paused since the fetch, and with
 batches done after their generation ended. A real (unstarted) Faust consumer; only the
 fetch and the seek, which would need a broker, are stand-ins."""
@@ -15,7 +15,7 @@ from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from agents.fastpath import BatchApp
+from agents.consumer import BatchApp
 
 IN = TP("in", 0)
 IN1 = TP("in", 1)

@@ -1,4 +1,4 @@
-"""agents/pipeline.py: one batch of raw Kafka messages -> states, rows and dead letters.
+"""agents/processor.py: one batch of raw Kafka messages -> states, rows and dead letters.
 
 The table is a dict: ``load`` reads it and the test writes ``BatchResult.states`` back,
 as the Faust agent does with its changelogged table.
@@ -18,11 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.pipeline import BatchResult, Processor, RawMessage, Stored
+from agents.processor import Processor
+from agents.records import BatchResult, RawMessage, Stored
 from schemas.events import epoch_ms
 from sinks.tables import CUSTOMER_STATE, DEAD_LETTERS, EVENTS, STREAM_CLOCK
 from touchstream.domain import codec
-from touchstream.domain.rfm import CustomerState
+from touchstream.domain.customer import CustomerState
 
 TOPIC = "touchpoints"
 BASE = datetime(2024, 3, 1, tzinfo=UTC)
@@ -341,12 +342,12 @@ def test_any_partitioner_that_keeps_each_customer_on_one_partition_is_accepted(h
 
 
 def test_an_event_the_domain_cannot_process_is_dead_lettered_not_raised(monkeypatch):
-    import agents.pipeline as pipeline
+    from agents import processor
 
     def broken(*_args, **_kw):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(pipeline, "apply", broken)  # a stand-in for a bug in the domain
+    monkeypatch.setattr(processor, "apply", broken)  # a stand-in for a bug in the domain
     result = Table().run(Processor(), [msg(event("a", "e1", 0), 0)])
     assert result.rejected == 1 and result.accepted == 0
     assert (
@@ -358,9 +359,9 @@ def test_an_event_the_domain_cannot_process_is_dead_lettered_not_raised(monkeypa
 def test_an_event_that_fails_half_applied_leaves_its_customer_as_the_earlier_events_made_it(
     monkeypatch,
 ):
-    import agents.pipeline as pipeline
+    from agents import processor
 
-    real = pipeline.apply
+    real = processor.apply
 
     def half_then_boom(work, ev, t, rules):
         if ev.event_id == "e2":
@@ -370,7 +371,7 @@ def test_an_event_that_fails_half_applied_leaves_its_customer_as_the_earlier_eve
 
     table, proc = Table(), Processor()
     table.run(proc, [msg(event("a", "e0", 0), 0)])
-    monkeypatch.setattr(pipeline, "apply", half_then_boom)
+    monkeypatch.setattr(processor, "apply", half_then_boom)
     result = table.run(proc, [msg(event("a", f"e{i}", i), i) for i in (1, 2, 3)])
     assert (result.accepted, result.rejected) == (2, 1)
 
@@ -386,16 +387,16 @@ def test_an_event_that_fails_half_applied_leaves_its_customer_as_the_earlier_eve
 
 def count_decodes(monkeypatch) -> list[str]:
     """The customers whose stored bytes the pipeline decodes, in order."""
-    import agents.pipeline as pipeline
+    from agents import processor
 
-    real, seen = pipeline.codec.decode, []
+    real, seen = processor.codec.decode, []
 
     def counting(raw):
         work, partition, offset = real(raw)
         seen.append(work.customer_id)
         return work, partition, offset
 
-    monkeypatch.setattr(pipeline.codec, "decode", counting)
+    monkeypatch.setattr(processor.codec, "decode", counting)
     return seen
 
 

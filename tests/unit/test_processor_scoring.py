@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-from agents.pipeline import Processor, RawMessage, Stored
+from agents.processor import Processor
+from agents.records import RawMessage, Stored
 from touchstream.datasets import sample_events
 from touchstream.domain.scoring import RfmSketches, cutoffs_from, point_of
 
@@ -68,7 +69,7 @@ def test_forgetting_a_revoked_partition_drops_its_customers_from_the_population(
 
 
 def test_cutoffs_are_quintiles_unless_fixed_thresholds_are_configured() -> None:
-    from agents.pipeline import cutoffs_row_for
+    from agents.processor import cutoffs_row_for
     from touchstream.config import Settings
 
     proc, table = Processor(), {}

@@ -1,4 +1,4 @@
-"""The per-customer state of touchstream/domain/rfm.py: RFM and the lifetimes summary."""
+"""A customer's state (domain/customer.py, update.py): RFM and the lifetimes summary."""
 
 from __future__ import annotations
 
@@ -14,20 +14,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Account, Call, Complaint, Purchase, Refund, Survey, epoch_ms
+from tests.steps import step, step_batch, step_many
 from touchstream.domain import codec
-from touchstream.domain.rfm import (
-    DAY_MS,
+from touchstream.domain.customer import (
     DEDUP_WINDOW,
     Accepted,
     CustomerState,
     Duplicate,
     Working,
-    apply,
     id_hash,
-    step,
-    step_batch,
-    step_many,
 )
+from touchstream.domain.units import DAY_MS
+from touchstream.domain.update import apply
 
 BASE = datetime(2023, 1, 1, tzinfo=UTC)  # "day 0" of the examples
 BASE_DAY = epoch_ms(BASE) // DAY_MS

@@ -12,20 +12,16 @@ they were decoded from; rows carry DateTime values as epoch milliseconds.
 
 from __future__ import annotations
 
-import functools
-import heapq
 import logging
 import time
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
-import orjson
-from kafka.partitioner.default import murmur2
-
+from agents.deadlines import DeadlineIndex
+from agents.records import BatchResult, Load, RawMessage, Scan, dead_letter_envelope
 from schemas.decode import Rejected, decode
 from schemas.events import Purchase, Refund, ahead_of_received, epoch_ms
 from sinks.base import Row
@@ -42,9 +38,9 @@ from sinks.tables import MONEY, MONEY_LIMIT
 from touchstream.domain import codec, messages
 from touchstream.domain.alerts import Alert, with_churn
 from touchstream.domain.btyd import Model
+from touchstream.domain.customer import Working, churn_scores
 from touchstream.domain.lifecycle import DEFAULT_RULES, Rules, Transition
 from touchstream.domain.messages import CLOCK_KEY
-from touchstream.domain.rfm import CustomerState, Working, advance_working, apply
 from touchstream.domain.scoring import (
     Cutoffs,
     PointKeys,
@@ -53,84 +49,9 @@ from touchstream.domain.scoring import (
     medians_from,
     point_keys,
 )
+from touchstream.domain.update import advance_working, apply
 
-log = logging.getLogger("touchstream.pipeline")
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def key_partition(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2; pure Python, so cached per key), for the
-    worker's own output records. Input may come partitioned by any partitioner."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-Load = Callable[[str], bytes | None]
-
-
-# A clock message closes a period: key CLOCK_KEY, value {"clock": RFC 3339 time}, sent to
-# every partition (``touchstream tick --until``). The partition's watermark moves to that
-# time: every deadline due by then fires, as if an event that late had arrived.
-def _clock_time(value: bytes | None) -> int | str:
-    """A clock message's time (epoch ms), or why it is not one."""
-    try:
-        obj = orjson.loads(value or b"")
-        return epoch_ms(datetime.fromisoformat(obj["clock"].replace("Z", "+00:00")))
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
-        return f'invalid clock message ({e}): send {{"clock": "<RFC 3339 time>"}}'
-
-
-Scan = Callable[[int], Iterable[tuple[str, bytes]]]
-
-
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """What the table holds per customer: the domain state and the transport position
-    (partition, offset) of the last message applied, so a redelivered message is skipped
-    exactly, whatever its event id. The bytes are touchstream.domain.codec's."""
-
-    state: CustomerState
-    partition: int
-    offset: int
-
-    def encode(self) -> bytes:
-        return codec.encode(self.state, self.partition, self.offset)
-
-    @staticmethod
-    def partition_of(raw: bytes) -> int:
-        return codec.partition_of(raw)
-
-    @staticmethod
-    def decode(raw: bytes) -> Stored:
-        work, partition, offset = codec.decode(raw)
-        return Stored(work.freeze(), partition, offset)
-
-
-@dataclass
-class BatchResult:
-    states: dict[str, bytes] = field(default_factory=dict)  # customer_id -> Stored bytes
-    rows: dict[str, list[Row]] = field(default_factory=dict)  # table -> rows
-    dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)  # (key, value)
-    alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
-    transitions: list[tuple[bytes, bytes]] = field(default_factory=list)
-    accepted: int = 0
-    duplicates: int = 0
-    redelivered: int = 0
-    rejected: int = 0
-    deadlines_fired: int = 0
-
-
-def dead_letter_envelope(m: RawMessage, reason: str) -> bytes:
-    """The dead-letter topic's value for ``m`` (touchstream.domain.messages)."""
-    return messages.dead_letter_envelope(reason, m.topic, m.partition, m.offset, m.key, m.value)
+log = logging.getLogger("touchstream.processor")
 
 
 # Customers whose decoded state the processor keeps between batches (``state_cache``):
@@ -140,46 +61,16 @@ def dead_letter_envelope(m: RawMessage, reason: str) -> bytes:
 STATE_CACHE = 100_000
 
 
-class DeadlineIndex:
-    """One partition's silence deadlines: a heap of (deadline, customer) and each
-    customer's latest deadline. A heap entry that is no longer its customer's latest is
-    stale and skipped without loading the customer; when stale entries outnumber the live
-    ones the heap is rebuilt without them, so it stays under about twice the customers
-    that have a deadline, however often their deadlines move."""
+class Cached(NamedTuple):
+    """A customer in the processor's state cache: the stored bytes it was decoded from
+    (the entry is used only while the table holds these very bytes), the decoded working
+    copy (compacted: ``_compact``), where it stands, and its sketch keys."""
 
-    __slots__ = ("heap", "latest")
-
-    def __init__(self, entries: Iterable[tuple[int, str]] = ()) -> None:
-        self.latest = {cid: deadline for deadline, cid in entries}
-        self.heap = [(deadline, cid) for cid, deadline in self.latest.items()]
-        heapq.heapify(self.heap)
-
-    def __len__(self) -> int:
-        return len(self.heap)
-
-    def set(self, cid: str, deadline: int | None) -> None:
-        """``cid``'s deadline is now ``deadline`` (None: it has none)."""
-        latest = self.latest
-        if deadline is None:
-            latest.pop(cid, None)  # its heap entry, if any, is stale now
-            return
-        if latest.get(cid) == deadline:
-            return  # already indexed
-        latest[cid] = deadline
-        heapq.heappush(self.heap, (deadline, cid))
-        if len(self.heap) > 2 * len(latest) + 1024:
-            self.heap = [(d, c) for d, c in self.heap if latest.get(c) == d]
-            heapq.heapify(self.heap)
-
-    def pop_due(self, due_by: int) -> tuple[int, str] | None:
-        """The earliest live deadline at or before ``due_by``, taken out; None if none."""
-        heap, latest = self.heap, self.latest
-        while heap and heap[0][0] <= due_by:
-            deadline, cid = heapq.heappop(heap)
-            if latest.get(cid) == deadline:
-                del latest[cid]
-                return deadline, cid
-        return None
+    raw: bytes
+    work: Working
+    partition: int
+    offset: int
+    keys: PointKeys | None
 
 
 class Processor:
@@ -226,10 +117,9 @@ class Processor:
         self._deadlines: dict[int, DeadlineIndex] = {}
         # The RFM population of each partition, for score cut-offs (domain.scoring).
         self.sketches: dict[int, RfmSketches] = {}
-        # customer_id -> (stored bytes, their decoded working copy, partition, offset,
-        # its sketch keys), least recently used first.
+        # customer_id -> its Cached entry, least recently used first.
         self.state_cache = state_cache
-        self._cache: dict[str, tuple[bytes, Working, int, int, PointKeys | None]] = {}
+        self._cache: dict[str, Cached] = {}
         # Customers in the table per partition, for the metrics: counted by the scan that
         # builds a partition's deadline index, then kept up to date by each batch.
         self.customers: dict[int, int] = {}
@@ -281,7 +171,7 @@ class Processor:
             self.sketches.pop(p, None)
             self.customers.pop(p, None)
         if gone and self._cache:
-            self._cache = {cid: e for cid, e in self._cache.items() if e[2] not in gone}
+            self._cache = {cid: e for cid, e in self._cache.items() if e.partition not in gone}
 
     def population(self) -> RfmSketches:
         """This worker's partitions' RFM sketches, merged."""
@@ -388,8 +278,8 @@ class _Batch:
             hit = self.cache.pop(cid, None)  # taken out: this batch may change it
             c = None
             if raw:
-                if hit is not None and (hit[0] is raw or hit[0] == raw):
-                    c = _Customer(_expand(hit[1]), hit[2], hit[3], raw, hit[4])
+                if hit is not None and (hit.raw is raw or hit.raw == raw):
+                    c = _Customer(_expand(hit.work), hit.partition, hit.offset, raw, hit.keys)
                 else:
                     work, partition, offset = codec.decode(raw)
                     c = _Customer(work, partition, offset, raw, point_keys(work))
@@ -406,7 +296,7 @@ class _Batch:
         )
 
     def clock(self, m: RawMessage) -> None:
-        t = _clock_time(m.value)
+        t = messages.clock_time(m.value)
         if isinstance(t, str):
             return self.reject(m, t)
         p = m.partition
@@ -510,7 +400,7 @@ class _Batch:
         else:
             model = self.proc.model
             if model is not None and work is not None:
-                scores = score_state(model, work, o.at_ms)
+                scores = churn_scores(model, work, o.at_ms)
                 if scores is not None:
                     o = with_churn(o, scores[1], scores[3])
             self.alert_rows.append(alert_row(o))
@@ -584,9 +474,7 @@ class _Batch:
         model = self.proc.model
         out.rows = {
             "events": self.events_rows,
-            "customer_state": [state_row(c.work, quick) for _, c in changed]
-            if model is None
-            else [state_row(c.work, quick, scored_row(model, c.work)) for _, c in changed],
+            "customer_state": [state_row(c.work, quick, model) for _, c in changed],
             "transitions": self.transition_rows,
             "alerts": self.alert_rows,
             "dead_letters": self.dead_rows,
@@ -604,7 +492,7 @@ class _Batch:
         for cid, c in self.customers.items():
             if c is not None:
                 raw = states.get(cid) or c.raw
-                cache[cid] = (
+                cache[cid] = Cached(
                     raw if raw.__class__ is bytes else bytes(raw),  # type: ignore[arg-type]
                     _compact(c.work),
                     c.partition,
@@ -614,33 +502,6 @@ class _Batch:
         if len(cache) > size:
             for cid in list(islice(cache, len(cache) - size)):
                 del cache[cid]
-
-
-def score_state(
-    model: Model, w: Working, as_of_ms: int | None = None
-) -> tuple[float, float, float, float | None] | None:
-    """The churn model's four values for a customer's state as of ``as_of_ms`` (default:
-    its latest event or stage change, so a replay scores the same), or None before its
-    first purchase. ``T`` never goes before the last purchase day."""
-    days = w.purchase_days
-    if not days:
-        return None
-    if as_of_ms is None:
-        as_of_ms = max(w.last_event_ms, w.stage_since_ms)
-    first, last = days[0], days[-1]
-    x = len(days) - 1
-    day = as_of_ms // 86_400_000
-    m = float((w.purchase_total - w.first_day_spend) / x) if x else 0.0
-    return model.score(x, last - first, (day if day > last else last) - first, m)
-
-
-def scored_row(model: Model, w: Working) -> tuple[Any, ...]:
-    """customer_state's model columns (sinks.rows.state_row ``scores``)."""
-    as_of = max(w.last_event_ms, w.stage_since_ms)
-    s = score_state(model, w, as_of)
-    if s is None:
-        return (None, None, None, None, model.version, None)
-    return (*s, model.version, as_of)
 
 
 _LONG = 24  # purchase days: a longer list is kept as an array while cached

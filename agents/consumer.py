@@ -44,9 +44,9 @@ from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from agents.pipeline import key_partition
+from agents.records import key_partition
 
-log = logging.getLogger("touchstream.fastpath")
+log = logging.getLogger("touchstream.consumer")
 
 # Gets a fetch's records (aiokafka ConsumerRecords: topic, partition, offset, key, value)
 # and ``current``, true while they may still be processed (call it once the handler holds

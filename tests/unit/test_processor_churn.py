@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from agents.pipeline import Processor, RawMessage, Stored
+from agents.processor import Processor
+from agents.records import RawMessage, Stored
 from sinks.tables import ALERTS, CUSTOMER_STATE
 from touchstream.domain import btyd
 
