@@ -82,18 +82,6 @@ class Totals:
         self.deadlines_fired += r.deadlines_fired
 
 
-@dataclass
-class Worker:
-    app: faust.App
-    agent: Any
-    table: Any
-    outputs: dict[str, str]  # "dead_letters", "transitions", "alerts" -> topic name
-    totals: Totals
-    emitter: Emitter  # every record the worker produces goes through it
-    stopped_because: str | None = None  # a fatal ClickHouse error stopped the worker
-    metrics: Metrics | None = None  # GET /metrics and GET /health (agents/metrics.py)
-
-
 class InOrder:
     """Runs steps one after another: each starts once the one before it is done. If one
     fails, every one after it fails too (nothing is acked past a failure)."""
@@ -135,6 +123,392 @@ async def flush_with_retry(
             delay = min(delay * 2, 30.0)
 
 
+class Worker:
+    """One worker: its Faust app around a Processor, writing to a sink and producing through
+    an emitter. Made by ``build_app``; every timer, the agent and the revocation handler
+    are its methods, and everything they share is an attribute here."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        app: BatchApp,
+        sink: Sink,
+        stop: Callable[[], Any] | None,
+        emitter: Emitter | None,
+    ) -> None:
+        self.settings, self.app, self.sink, self._stop = settings, app, sink, stop
+        self.stopped_because: str | None = None  # a fatal ClickHouse error stopped the worker
+        source = app.topic(
+            settings.input_topic,
+            partitions=settings.partitions,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        # Values are our own compact encoding (agents.records.Stored). use_partitioner: the
+        # changelog partition follows the key, like the input topic, not the current event.
+        self.table = app.Table(
+            "customers",
+            default=None,
+            partitions=settings.partitions,
+            key_type=bytes,  # bytes -> the "raw" codec: the same key bytes as the input topic
+            value_type=bytes,
+            use_partitioner=True,
+            options=faust_store(settings.store)[1],
+        )
+        self.outputs = {  # BatchResult field -> topic name
+            "dead_letters": _raw_topic(app, settings.dlq_topic, settings.partitions),
+            "transitions": _raw_topic(app, settings.transitions_topic, settings.partitions),
+            "alerts": _raw_topic(app, settings.alerts_topic, settings.partitions),
+        }
+        self.outputs = {k: t.get_topic_name() for k, t in self.outputs.items()}
+        self.changelog = self.table.changelog_topic.get_topic_name()
+        self.emitter: Emitter = emitter if emitter is not None else KafkaEmitter(app)
+        self.processor = Processor(
+            rules_of(settings),
+            settings.partitions,
+            model=_load_model(sink),
+            max_future_skew_ms=int(settings.max_future_skew_s * 1000),
+        )
+        self.metrics = Metrics(settings.health_clickhouse_failing_s)
+        self.writer = BatchingWriter(sink, on_insert=self.metrics.insert)
+        # One thread owns the ClickHouse connection, so a slow insert never blocks the loop.
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        # The agent's batches and the timers' ticks all read and write customers.
+        self.lock = asyncio.Lock()
+        self.totals = Totals()
+        # The table's store, written by the batch path without Faust's changelog send;
+        # states are stored once their effects are done (agents/state.py).
+        self.state = TableState(self.table)
+        # Batches reach ClickHouse, the topics and the changelog in order (``effects``); a
+        # batch's output records only wait for the previous batch's (``sending``).
+        self.effects, self.sending = InOrder(), InOrder()
+        self.unwritten: dict[str, list[Any]] = {}  # rows of processed batches, not yet written
+        self.in_flight: deque[asyncio.Future[None]] = deque()  # effects of the latest batches
+        self.started = time.monotonic()
+        self.last_message: dict[int, float] = {}  # partition -> its last message (monotonic)
+
+        app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+        # The fast path: the consumer hands over each fetch as one batch (agents/consumer.py)
+        # and acks it when the returned future is done.
+        app.batch_handlers[settings.input_topic] = self.handle
+        # The same batches through Faust's own stream: what runs where the batch consumer
+        # does not (Faust's test context, another transport). It also subscribes the topic.
+        self.agent = app.agent(source, name="touchpoints")(self.process)
+        if settings.clock == "live":
+            app.timer(interval=settings.tick_s)(self.tick)
+        if settings.clock == "event" and settings.idle_s > 0:
+            app.timer(interval=min(settings.tick_s, settings.idle_s))(self.advance_idle)
+        app.timer(interval=settings.cutoff_interval_s)(self.publish_cutoffs)
+        app.timer(interval=settings.model_poll_s)(self.poll_model)
+        if settings.fit_interval_s > 0:
+            app.timer(interval=min(settings.fit_interval_s, 60.0))(self.scheduled_fit)
+        app.timer(interval=10.0)(self.report)
+        app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
+        add_customer_page(
+            app,
+            self.table,
+            self.state.get,
+            lambda: max(self.processor.stream_time.values(), default=0),
+            settings.quick_resolution_days,
+        )
+        self.metrics.watch(
+            app,
+            settings.input_topic,
+            self.totals,
+            self.processor,
+            self.writer,
+            lambda: self.stopped_because,
+        )
+        add_ops_pages(app, self.metrics)
+
+    # -- one batch: process, then its effects in order ------------------------------------
+
+    def load(self, cid: str) -> bytes | None:
+        return self.state.get(cid.encode())
+
+    async def handle(
+        self, messages: Any, current: Callable[[], bool] = lambda: True
+    ) -> asyncio.Future[None] | None:
+        """Process a batch; returns the future of its effects (then its offsets may be
+        acked), or None when a rebalance took the batch's partitions meanwhile."""
+        handed, now = time.perf_counter(), time.monotonic()
+        seen = {m.partition for m in messages}
+        for p in seen:
+            self.last_message[p] = now
+        processor, metrics = self.processor, self.metrics
+        async with self.lock:
+            if not current():
+                # A rebalance began while this batch waited for the lock (the revocation
+                # holds it): its partitions may be another worker's now.
+                return None
+            self.state.open(seen)
+            began = time.perf_counter()
+            batch = processor.begin(self.load, datetime.now(UTC))
+            for i in range(0, len(messages), YIELD_EVERY):
+                if i:
+                    await asyncio.sleep(0)  # the till's requests and the timers get a turn
+                for m in messages[i : i + YIELD_EVERY]:
+                    batch.message(m)
+            done = self.apply(processor.end(batch, seen, self.state.scan))
+            metrics.batch_processed(time.perf_counter() - began)
+
+        def completed(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                metrics.batch_done(time.perf_counter() - handed)
+
+        done.add_done_callback(completed)
+        in_flight = self.in_flight
+        in_flight.append(done)
+        # Up to EFFECTS_IN_FLIGHT batches' effects go out behind the one being processed:
+        # enough to keep processing busy through a ClickHouse insert and the changelog
+        # send after it, and bounded, so a slow ClickHouse slows the consumer down.
+        while len(in_flight) > EFFECTS_IN_FLIGHT or (in_flight and in_flight[0].done()):
+            await in_flight.popleft()
+        return done
+
+    async def process(self, stream: Any) -> None:
+        """The agent: Faust's stream, in batches, through ``handle``."""
+        s = self.settings
+        async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
+            done = await self.handle([e.message for e in events])
+            if done is not None:
+                await done
+
+    def apply(self, result: BatchResult) -> asyncio.Future[None]:
+        """The batch's states go into the store now (the next batch reads them); its
+        effects go out in the background, in the order that makes a replay safe (module
+        doc), while the next batch is processed. The returned future is done when all of
+        them reached ClickHouse and the broker: then the batch's offsets may be acked."""
+        records, states = [], {}
+        for cid, value in result.states.items():
+            key = cid.encode()
+            # The changelog partition is the customer's input partition (murmur2 of the key).
+            partition = Stored.partition_of(value)
+            self.state.stage(key, value, partition)
+            states[key] = value
+            records.append((partition, key, value))
+        for table, rows in result.rows.items():
+            if rows:
+                self.unwritten.setdefault(table, []).extend(rows)
+        sent = self.send_outputs(result)
+
+        async def effects() -> None:
+            # ClickHouse and the output topics at once (a replay rewrites the same rows and
+            # re-sends the same alert_ids), the changelog only after both: once the table
+            # has the batch, a replay skips it.
+            await asyncio.gather(self.write_rows(), sent)
+            self.state.persist(states, await self.emitter.send(self.changelog, records))
+            self.totals.add(result)
+            self.metrics.effects_done(result.rows)
+
+        return self.effects.then(effects)
+
+    def send_outputs(self, result: BatchResult) -> asyncio.Future[None]:
+        """Send the batch's dead letters, transitions and alerts now, behind only the
+        previous batch's output records (so each topic partition keeps batch order), not
+        behind its ClickHouse insert: an alert reaches its readers one batch sooner."""
+
+        async def send() -> None:
+            await asyncio.gather(
+                *(
+                    self.emitter.send(topic, [(None, k, v) for k, v in getattr(result, name)])
+                    for name, topic in self.outputs.items()
+                )
+            )
+
+        sent = self.sending.then(send)
+        # A failure surfaces through the effects chain that awaits it (the worker stops);
+        # this only keeps asyncio from reporting it a second time as never retrieved.
+        sent.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return sent
+
+    async def write_rows(self) -> None:
+        # Every batch processed by now goes in this insert: this one's rows and those of
+        # batches processed while the previous insert ran. So inserts (and parts) grow with
+        # the load instead of multiplying, and cost no wait at low load.
+        for table, rows in self.unwritten.items():
+            self.writer.add(table, rows)
+        self.unwritten.clear()
+        if self.writer.pending:
+            await self.flush()
+
+    async def flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.totals.rows += await flush_with_retry(loop, self.io, self.writer, self.fatal)
+        self.totals.rows_refused = self.writer.rows_refused
+
+    # -- stream time without events ---------------------------------------------------------
+
+    def assigned(self) -> set[int]:
+        """The input partitions this worker holds now."""
+        topic = self.settings.input_topic
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+
+    async def tick(self) -> None:
+        """TOUCHSTREAM_CLOCK=live: quiet partitions send no events, so the wall clock, less
+        the allowed lateness, fires their deadlines. Bound: lateness_s + tick_s late."""
+        now = datetime.now(UTC)
+        async with self.lock:
+            result = self.processor.process(
+                [],
+                self.load,
+                now,
+                self.state.scan,
+                wall_ms=epoch_ms(now),
+                partitions=self.assigned(),
+            )
+            done = self.apply(result)
+        await done
+
+    def cluster_stream_time(self) -> int:
+        """The latest stream time any worker has written (stream_clock), epoch ms."""
+        db = self.sink.database
+        _, rows = self.sink.query(f"SELECT toUInt64(max(stream_time)) FROM {db}.stream_clock")
+        return int(rows[0][0] or 0) * 1000 if rows else 0
+
+    async def advance_idle(self) -> None:
+        """A partition that has had no message for idle_s while the stream moved on
+        elsewhere (a quiet partition, or the end of a replay) is advanced to the latest
+        stream time of the others, less the lateness, as Flink does for idle sources: its
+        customers' deadlines fire as if its events had kept coming."""
+        now, idle_s, processor = time.monotonic(), self.settings.idle_s, self.processor
+        idle = [
+            p for p in self.assigned() if now - self.last_message.get(p, self.started) >= idle_s
+        ]
+        if not idle:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+            latest = await loop.run_in_executor(self.io, self.cluster_stream_time)
+        except Exception as e:  # ClickHouse away: this worker's own partitions still count
+            log.warning("stream time of the other workers unavailable (%s)", e)
+            latest = 0
+        latest = max(latest, *processor.stream_time.values(), 0)
+        mark = latest - processor.lateness_ms
+        marks = {
+            p: mark
+            for p in idle
+            if processor.watermark.get(p, 0) < mark
+            and processor.stream_time.get(p, 0) - processor.lateness_ms < mark
+        }
+        if not marks:
+            return
+        log.info(
+            "partitions %s idle for %.0fs: advanced to %s",
+            sorted(marks),
+            idle_s,
+            datetime.fromtimestamp(mark / 1000, UTC).isoformat(),
+        )
+        async with self.lock:
+            result = processor.process(
+                [], self.load, datetime.now(UTC), self.state.scan, watermarks=marks
+            )
+            done = self.apply(result)
+        await done
+
+    # -- RFM cut-offs over every worker's partitions ------------------------------------------
+
+    def merged_population(self) -> RfmSketches:
+        """Every partition's latest RFM sketch (rfm_sketches, one row per partition, the
+        newest wins), merged: the cut-offs cover the whole population however the
+        partitions are spread over workers. (A Faust GlobalTable did not deliver other
+        workers' updates on the local broker.)"""
+        db = self.sink.database
+        _, rows = self.sink.query(
+            f"SELECT partition, argMax(sketch, version) FROM {db}.rfm_sketches GROUP BY partition"
+        )
+        return RfmSketches().merge(*(RfmSketches.from_record(orjson.loads(r[1])) for r in rows))
+
+    async def publish_cutoffs(self) -> None:
+        processor = self.processor
+        async with self.lock:
+            if not processor.sketches:
+                return
+            published = datetime.now(UTC)
+            sketches = [sketch_row(p, sk, published) for p, sk in processor.sketches.items()]
+            stream_time = dict(processor.stream_time)
+
+        async def publish() -> None:  # in the effects chain: the writer is used in order
+            self.writer.add("rfm_sketches", sketches)
+            await self.flush()
+            try:
+                loop = asyncio.get_running_loop()
+                population = await loop.run_in_executor(self.io, self.merged_population)
+            except Exception as e:  # a failed step would fail every batch after it
+                err = classify(e)
+                if isinstance(err, SinkFatal):
+                    await self.fatal(f"ClickHouse refused the worker's query: {err}")
+                log.warning("RFM cut-offs not published this time: %s", err)
+                return
+            row = cutoffs_row_for(population, stream_time, self.settings)
+            if row is not None:
+                self.writer.add("rfm_cutoffs", [row])
+                await self.flush()
+
+        await self.effects.then(publish)
+
+    # -- the churn model ----------------------------------------------------------------------
+    # Every worker scores with the latest chosen version in model_params (loaded at start,
+    # polled); the worker that owns input partition 0 fits a new one when the latest is
+    # older than fit_interval_s (docs/churn-probability.md).
+
+    async def poll_model(self) -> None:
+        loop, processor = asyncio.get_running_loop(), self.processor
+        current = processor.model.version if processor.model is not None else 0
+        try:
+            latest = await loop.run_in_executor(self.io, latest_version, self.sink)
+            if latest <= current:
+                return
+            model = await loop.run_in_executor(self.io, load_chosen, self.sink)
+        except Exception as e:  # ClickHouse away: keep scoring with the model we have
+            log.warning("churn model: cannot look for a new version (%s)", e)
+            return
+        if model is not None:
+            async with self.lock:  # between batches
+                processor.model = model
+            log.info("churn model: version %d (%s) loaded", model.version, model.purchases.name)
+
+    async def scheduled_fit(self) -> None:
+        if 0 not in self.assigned():
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            latest = await loop.run_in_executor(self.io, latest_version, self.sink)
+        except Exception as e:
+            log.warning("churn model: cannot read model_params (%s)", e)
+            return
+        if time.time() * 1000 - latest < self.settings.fit_interval_s * 1000:
+            return
+        await run_fit(self.settings, loop, self.io, self.sink)
+        await self.poll_model()
+
+    # -- rebalances, reports, stops -------------------------------------------------------------
+
+    async def on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
+        async with self.lock:  # a batch in flight finishes (and is acked) first
+            if self.effects.tail is not None:
+                await asyncio.wait([self.effects.tail])
+            gone = {tp.partition for tp in revoked if tp.topic == self.settings.input_topic}
+            self.processor.forget(gone)
+            self.state.forget(gone)
+
+    async def report(self) -> None:
+        log.info("totals %s", self.totals)
+
+    async def fatal(self, reason: str) -> None:
+        """Stop the worker, saying why in one line; nothing more is written or acked."""
+        if self.stopped_because is None:
+            self.stopped_because = reason
+            log.critical("%s; the worker stops: fix that and start it again", reason)
+            if self._stop is not None:
+                self._stop()
+            else:
+                asyncio.ensure_future(self.app.stop())
+        await asyncio.Future()  # never done: the stop cancels it
+
+
 def build_app(
     settings: Settings,
     sink: Sink,
@@ -147,7 +521,7 @@ def build_app(
     go (default: the app's Kafka producer, ``KafkaEmitter``)."""
     datadir = Path(settings.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
-    store_url, store_options = faust_store(settings.store)
+    store_url, _ = faust_store(settings.store)
     app = BatchApp(
         settings.app_id,
         broker=settings.broker,
@@ -176,366 +550,7 @@ def build_app(
             else {}
         ),
     )
-    source = app.topic(
-        settings.input_topic,
-        partitions=settings.partitions,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    dlq = _raw_topic(app, settings.dlq_topic, settings.partitions)
-    # Values are our own compact encoding (agents.records.Stored). use_partitioner: the
-    # changelog partition follows the key, like the input topic, not the current event.
-    customers = app.Table(
-        "customers",
-        default=None,
-        partitions=settings.partitions,
-        key_type=bytes,  # bytes -> the "raw" codec: the same key bytes as the input topic
-        value_type=bytes,
-        use_partitioner=True,
-        options=store_options,
-    )
-    alerts = _raw_topic(app, settings.alerts_topic, settings.partitions)
-    transitions = _raw_topic(app, settings.transitions_topic, settings.partitions)
-    outputs = {
-        "dead_letters": dlq.get_topic_name(),
-        "transitions": transitions.get_topic_name(),
-        "alerts": alerts.get_topic_name(),
-    }
-    changelog = customers.changelog_topic.get_topic_name()
-    if emitter is None:
-        emitter = KafkaEmitter(app)
-    processor = Processor(
-        rules_of(settings),
-        settings.partitions,
-        model=_load_model(sink),
-        max_future_skew_ms=int(settings.max_future_skew_s * 1000),
-    )
-    metrics = Metrics(settings.health_clickhouse_failing_s)
-    writer = BatchingWriter(sink, on_insert=metrics.insert)
-    worker: Worker  # set below; the closures read it
-    # One thread owns the ClickHouse connection, so a slow insert never blocks the loop.
-    io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
-    # The agent's batches and the live clock's ticks both read and write customers.
-    lock = asyncio.Lock()
-    totals = Totals()
-
-    # The table's store, written by the batch path without Faust's changelog send; states
-    # are stored once their effects are done (agents/state.py).
-    state = TableState(customers)
-
-    def load(cid: str) -> bytes | None:
-        return state.get(cid.encode())
-
-    scan = state.scan
-
-    # Batches reach ClickHouse, the topics and the changelog in order (``effects_in_order``); a
-    # batch's output records only wait for the previous batch's (``sending``).
-    effects_in_order, sending = InOrder(), InOrder()
-
-    def send_outputs(result: BatchResult) -> asyncio.Future[None]:
-        """Send the batch's dead letters, transitions and alerts now, behind only the
-        previous batch's output records (so each topic partition keeps batch order), not
-        behind its ClickHouse insert: an alert reaches its readers one batch sooner."""
-
-        async def send() -> None:
-            await asyncio.gather(
-                *(
-                    emitter.send(topic, [(None, k, v) for k, v in getattr(result, name)])
-                    for name, topic in outputs.items()
-                )
-            )
-
-        sent = sending.then(send)
-        # A failure surfaces through the effects chain that awaits it (the worker stops);
-        # this only keeps asyncio from reporting it a second time as never retrieved.
-        sent.add_done_callback(lambda f: f.cancelled() or f.exception())
-        return sent
-
-    unwritten: dict[str, list[Any]] = {}  # rows of processed batches, not yet in the writer
-
-    def apply(result: BatchResult) -> asyncio.Future[None]:
-        """The batch's states go into the store now (the next batch reads them); its
-        effects go out in the background, in the order that makes a replay safe (module
-        doc), while the next batch is processed. The returned future is done when all of
-        them reached ClickHouse and the broker: then the batch's offsets may be acked."""
-        records, states = [], {}
-        for cid, value in result.states.items():
-            key = cid.encode()
-            # The changelog partition is the customer's input partition (murmur2 of the key).
-            partition = Stored.partition_of(value)
-            state.stage(key, value, partition)
-            states[key] = value
-            records.append((partition, key, value))
-
-        for table, rows in result.rows.items():
-            if rows:
-                unwritten.setdefault(table, []).extend(rows)
-
-        async def write_rows() -> None:
-            # Every batch processed by now goes in this insert: this one's rows and those
-            # of batches processed while the previous insert ran. So inserts (and parts)
-            # grow with the load instead of multiplying, and cost no wait at low load.
-            for table, rows in unwritten.items():
-                writer.add(table, rows)
-            unwritten.clear()
-            if writer.pending:
-                totals.rows += await flush_with_retry(asyncio.get_running_loop(), io, writer, fatal)
-                totals.rows_refused = writer.rows_refused
-
-        sent = send_outputs(result)
-
-        async def effects() -> None:
-            # ClickHouse and the output topics at once (a replay rewrites the same rows and
-            # re-sends the same alert_ids), the changelog only after both: once the table
-            # has the batch, a replay skips it.
-            await asyncio.gather(write_rows(), sent)
-            state.persist(states, await emitter.send(changelog, records))
-            totals.add(result)
-            metrics.effects_done(result.rows)
-
-        return effects_in_order.then(effects)
-
-    in_flight: deque[asyncio.Future[None]] = deque()  # effects of the latest batches
-    started = time.monotonic()
-    last_message: dict[int, float] = {}  # partition -> when it last had a message (monotonic)
-
-    async def handle(
-        messages: Any, current: Callable[[], bool] = lambda: True
-    ) -> asyncio.Future[None] | None:
-        handed, now = time.perf_counter(), time.monotonic()
-        seen = {m.partition for m in messages}
-        for p in seen:
-            last_message[p] = now
-        async with lock:
-            if not current():
-                # A rebalance began while this batch waited for the lock (the revocation
-                # holds it): its partitions may be another worker's now.
-                return None
-            state.open(seen)
-            began = time.perf_counter()
-            batch = processor.begin(load, datetime.now(UTC))
-            for i in range(0, len(messages), YIELD_EVERY):
-                if i:
-                    await asyncio.sleep(0)  # the till's requests and the timers get a turn
-                for m in messages[i : i + YIELD_EVERY]:
-                    batch.message(m)
-            done = apply(processor.end(batch, seen, scan))
-            metrics.batch_processed(time.perf_counter() - began)
-
-        def completed(f: asyncio.Future[None]) -> None:
-            if not f.cancelled() and f.exception() is None:
-                metrics.batch_done(time.perf_counter() - handed)
-
-        done.add_done_callback(completed)
-        in_flight.append(done)
-        # Up to EFFECTS_IN_FLIGHT batches' effects go out behind the one being processed:
-        # enough to keep processing busy through a ClickHouse insert and the changelog
-        # send after it, and bounded, so a slow ClickHouse slows the consumer down.
-        while len(in_flight) > EFFECTS_IN_FLIGHT or (in_flight and in_flight[0].done()):
-            await in_flight.popleft()
-        return done
-
-    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
-    # The fast path: the consumer hands over each fetch as one batch (agents/consumer.py)
-    # and acks it when the returned future is done.
-    app.batch_handlers[settings.input_topic] = handle
-
-    # The same batches through Faust's own stream: what runs where the batch consumer does
-    # not (Faust's test context, another transport). It also subscribes the input topic.
-    @app.agent(source, name="touchpoints")
-    async def process(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            done = await handle([e.message for e in events])
-            if done is not None:
-                await done
-
-    if settings.clock == "live":
-
-        @app.timer(interval=settings.tick_s)
-        async def tick() -> None:
-            # Quiet partitions send no events: the wall clock, less the allowed lateness,
-            # fires their deadlines. Bound: lateness_s + tick_s after the deadline.
-            now = datetime.now(UTC)
-            assigned = {
-                tp.partition
-                for tp in app.assignor.assigned_actives()
-                if tp.topic == settings.input_topic
-            }
-            async with lock:
-                done = apply(
-                    processor.process(
-                        [], load, now, scan, wall_ms=epoch_ms(now), partitions=assigned
-                    )
-                )
-            await done
-
-    def cluster_stream_time() -> int:
-        """The latest stream time any worker has written (stream_clock), epoch ms."""
-        _, rows = sink.query(f"SELECT toUInt64(max(stream_time)) FROM {sink.database}.stream_clock")
-        return int(rows[0][0] or 0) * 1000 if rows else 0
-
-    if settings.clock == "event" and settings.idle_s > 0:
-
-        @app.timer(interval=min(settings.tick_s, settings.idle_s))
-        async def advance_idle() -> None:
-            # A partition that has had no message for idle_s while the stream moved on
-            # elsewhere (a quiet partition, or the end of a replay) is advanced to the
-            # latest stream time of the others, less the lateness, as Flink does for idle
-            # sources: its customers' deadlines fire as if its events had kept coming.
-            now = time.monotonic()
-            assigned = {
-                tp.partition
-                for tp in app.assignor.assigned_actives()
-                if tp.topic == settings.input_topic
-            }
-            idle = [p for p in assigned if now - last_message.get(p, started) >= settings.idle_s]
-            if not idle:
-                return
-            try:
-                latest = await asyncio.get_running_loop().run_in_executor(io, cluster_stream_time)
-            except Exception as e:  # ClickHouse away: this worker's own partitions still count
-                log.warning("stream time of the other workers unavailable (%s)", e)
-                latest = 0
-            latest = max(latest, *processor.stream_time.values(), 0)
-            mark = latest - processor.lateness_ms
-            marks = {
-                p: mark
-                for p in idle
-                if processor.watermark.get(p, 0) < mark
-                and processor.stream_time.get(p, 0) - processor.lateness_ms < mark
-            }
-            if not marks:
-                return
-            log.info(
-                "partitions %s idle for %.0fs: advanced to %s",
-                sorted(marks),
-                settings.idle_s,
-                datetime.fromtimestamp(mark / 1000, UTC).isoformat(),
-            )
-            async with lock:
-                done = apply(processor.process([], load, datetime.now(UTC), scan, watermarks=marks))
-            await done
-
-    # Each worker publishes its partitions' RFM sketches to ClickHouse (rfm_sketches, one
-    # row per partition, the newest wins) and merges every partition's latest sketch, so the
-    # cut-offs cover the whole population however the partitions are spread over workers.
-    # (A Faust GlobalTable did not deliver other workers' updates on the local broker.)
-    def merged_population() -> RfmSketches:
-        db = sink.database
-        _, rows = sink.query(
-            f"SELECT partition, argMax(sketch, version) FROM {db}.rfm_sketches GROUP BY partition"
-        )
-        return RfmSketches().merge(*(RfmSketches.from_record(orjson.loads(r[1])) for r in rows))
-
-    @app.timer(interval=settings.cutoff_interval_s)
-    async def publish_cutoffs() -> None:
-        async with lock:
-            if not processor.sketches:
-                return
-            published = datetime.now(UTC)
-            sketches = [sketch_row(p, sk, published) for p, sk in processor.sketches.items()]
-            stream_time = dict(processor.stream_time)
-
-        async def publish() -> None:  # in the effects chain: the writer is used in order
-            loop = asyncio.get_running_loop()
-            writer.add("rfm_sketches", sketches)
-            totals.rows += await flush_with_retry(loop, io, writer, fatal)
-            try:
-                population = await loop.run_in_executor(io, merged_population)
-            except Exception as e:  # a failed step would fail every batch after it
-                err = classify(e)
-                if isinstance(err, SinkFatal):
-                    await fatal(f"ClickHouse refused the worker's query: {err}")
-                log.warning("RFM cut-offs not published this time: %s", err)
-                return
-            row = cutoffs_row_for(population, stream_time, settings)
-            if row is not None:
-                writer.add("rfm_cutoffs", [row])
-                totals.rows += await flush_with_retry(loop, io, writer, fatal)
-
-        await effects_in_order.then(publish)
-
-    # The churn model: every worker scores with the latest chosen version in model_params
-    # (loaded at start, polled); the worker that owns input partition 0 fits a new one
-    # when the latest is older than fit_interval_s (docs/churn-probability.md).
-    @app.timer(interval=settings.model_poll_s)
-    async def poll_model() -> None:
-        loop = asyncio.get_running_loop()
-        current = processor.model.version if processor.model is not None else 0
-        try:
-            latest = await loop.run_in_executor(io, latest_version, sink)
-            if latest <= current:
-                return
-            model = await loop.run_in_executor(io, load_chosen, sink)
-        except Exception as e:  # ClickHouse away: keep scoring with the model we have
-            log.warning("churn model: cannot look for a new version (%s)", e)
-            return
-        if model is not None:
-            async with lock:  # between batches
-                processor.model = model
-            log.info("churn model: version %d (%s) loaded", model.version, model.purchases.name)
-
-    if settings.fit_interval_s > 0:
-
-        @app.timer(interval=min(settings.fit_interval_s, 60.0))
-        async def scheduled_fit() -> None:
-            owns_first = any(
-                tp.topic == settings.input_topic and tp.partition == 0
-                for tp in app.assignor.assigned_actives()
-            )
-            if not owns_first:
-                return
-            loop = asyncio.get_running_loop()
-            try:
-                latest = await loop.run_in_executor(io, latest_version, sink)
-            except Exception as e:
-                log.warning("churn model: cannot read model_params (%s)", e)
-                return
-            if time.time() * 1000 - latest < settings.fit_interval_s * 1000:
-                return
-            await run_fit(settings, loop, io, sink)
-            await poll_model()
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers as sync
-    async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
-        async with lock:  # a batch in flight finishes (and is acked) first
-            if effects_in_order.tail is not None:
-                await asyncio.wait([effects_in_order.tail])
-            gone = {tp.partition for tp in revoked if tp.topic == settings.input_topic}
-            processor.forget(gone)
-            state.forget(gone)
-
-    add_customer_page(
-        app,
-        customers,
-        state.get,
-        lambda: max(processor.stream_time.values(), default=0),
-        settings.quick_resolution_days,
-    )
-
-    @app.timer(interval=10.0)
-    async def report() -> None:
-        log.info("totals %s", totals)
-
-    async def fatal(reason: str) -> None:
-        """Stop the worker, saying why in one line; nothing more is written or acked."""
-        if worker.stopped_because is None:
-            worker.stopped_because = reason
-            log.critical("%s; the worker stops: fix that and start it again", reason)
-            if stop is not None:
-                stop()
-            else:
-                asyncio.ensure_future(app.stop())
-        await asyncio.Future()  # never done: the stop cancels it
-
-    worker = Worker(app, process, customers, outputs, totals, emitter, metrics=metrics)
-    metrics.watch(
-        app, settings.input_topic, totals, processor, writer, lambda: worker.stopped_because
-    )
-    add_ops_pages(app, metrics)
-    return worker
+    return Worker(settings, app, sink, stop, emitter)
 
 
 def _load_model(sink: Sink) -> Model | None:
