@@ -121,7 +121,11 @@ def _print_status(sink: Sink, s: Settings) -> None:
 
 
 def _stop_while_starting(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+    # Exit now, without the interpreter's teardown: once the embedded ClickHouse is loaded
+    # its C++ globals crash that teardown (SIGSEGV). Nothing is written yet to be lost.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @app.command()
