@@ -3,7 +3,7 @@
 The view computes each buyer's four values at query time, from the stored summary, the
 stream time and the latest chosen model_params row, so they age with stream time and a
 new fit applies to every customer at once. The expressions below are the domain's, term
-for term (tests/unit/test_btyd_sql.py and tests/integration/test_churn_model.py hold them
+for term (tests/integration/test_churn_model.py holds them
 equal on chdb and ClickHouse 18.16); they run on ClickHouse 18.16 (no log1p, no expm1, one
 JOIN per SELECT).
 
