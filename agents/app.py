@@ -545,6 +545,11 @@ def build_app(
         broker_max_poll_records=settings.batch_max,
         broker_credentials=faust_credentials(settings),  # TLS / SASL (touchstream.security)
         **(
+            {"consumer_group_instance_id": settings.group_instance_id}
+            if settings.group_instance_id
+            else {}
+        ),
+        **(
             {"producer_max_batch_size": settings.producer_max_batch_size}
             if settings.producer_max_batch_size
             else {}

@@ -4,6 +4,7 @@ memory store and on RocksDB (TOUCHSTREAM_STORE), and its RSS then.
     python -m bench.recovery                                    # 100,000 and 1,000,000
     python -m bench.recovery --customers 100000 --runs 3
     python -m bench.recovery --customers 1000000 --stores rocksdict --runs 2
+    python -m bench.recovery --customers 50000 --stores rocksdict,rocksdict-static
 
 Per customer count and store, on one Tansu broker and one ClickHouse server (Debian's
 18.16, the production path): its own topics (8 partitions), consumer group, database and
@@ -50,7 +51,9 @@ import orjson
 from bench.common import START_S, median, tail
 from bench.live import ROOT, process_figures
 
-STORES = {"memory": "memory://", "rocksdict": "rocksdict://"}
+# rocksdict-static: RocksDB and static group membership (TOUCHSTREAM_GROUP_INSTANCE_ID),
+# so the restarted worker takes its partitions back without waiting for the session timeout.
+STORES = {"memory": "memory://", "rocksdict": "rocksdict://", "rocksdict-static": "rocksdict://"}
 PARTITIONS = 8
 DAY_S = 86_400
 
@@ -206,7 +209,7 @@ class Job:
     def __init__(self, broker: Any, ch: Any, workdir: Path, store: str, customers: int) -> None:
         from touchstream.config import Settings
 
-        name = f"rec_{store}_{customers}_{uuid.uuid4().hex[:6]}"
+        name = f"rec_{store.replace('-', '_')}_{customers}_{uuid.uuid4().hex[:6]}"
         self.dir = workdir / name
         self.database = name
         self.ch = ch
@@ -224,6 +227,7 @@ class Job:
             producer_max_batch_size=1,
             idle_s=0,
             fit_interval_s=0,
+            group_instance_id=f"{name}-worker" if store.endswith("-static") else "",
         )
         self.runs = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -234,7 +238,13 @@ class Job:
         from touchstream.local_servers import free_port
 
         env = worker_env(self.s)
-        for f in ("store", "producer_max_batch_size", "idle_s", "fit_interval_s"):
+        for f in (
+            "store",
+            "producer_max_batch_size",
+            "idle_s",
+            "fit_interval_s",
+            "group_instance_id",
+        ):
             env[f"TOUCHSTREAM_{f.upper()}"] = str(getattr(self.s, f))
         env["TOUCHSTREAM_WEB_PORT"] = str(free_port())
         return env
@@ -326,7 +336,7 @@ def run_store(
             assert job.proc is not None
             job.proc.send_signal(signal.SIGKILL)
             job.proc.wait()
-            if store == "rocksdict":
+            if store.startswith("rocksdict"):
                 res.store_disk_mb = disk_mb(Path(job.s.data_dir))
             marks = markers(customers, run)
             asyncio.run(_send(job.s.bootstrap, job.s.input_topic, list(marks.values())))

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         100, ge=0, description="longest a fetch waits at the broker for data (Faust: 1500)"
     )
     session_timeout_s: float = Field(10.0, gt=0)
+    group_instance_id: str = Field(
+        "",
+        description="static group membership (Kafka 2.3+): a worker restarted with the same "
+        "id takes its partitions back at once instead of after the session timeout; one id "
+        "per worker that keeps its data dir (a StatefulSet's pod name); empty: dynamic",
+    )
     clock: Literal["event", "live"] = Field(
         "event",
         description="event: only event time moves stream time (replays, demos); live: the "

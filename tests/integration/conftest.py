@@ -86,6 +86,7 @@ def worker_env(s: Settings) -> dict[str, str]:
             "model_poll_s",
             "health_clickhouse_failing_s",
             "log_format",
+            "group_instance_id",
         )
     )
 

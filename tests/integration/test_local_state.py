@@ -26,6 +26,7 @@ from touchstream.producing import send_events
 from touchstream.simulate import simulate
 
 from .conftest import running_worker, settings_for, unique, wait_committed
+from .faults import generation
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +136,44 @@ def test_a_worker_killed_mid_stream_resumes_from_its_rocksdb_store_and_counts_ev
     assert versions == per_customer  # every event applied exactly once across the kill
     expected = run_in_process(events, partitions=s.partitions, until_ms=latest)
     assert decisions.states == expected.states
+
+
+def test_a_worker_restarted_with_its_instance_id_takes_its_partitions_back_without_a_rebalance(
+    broker: Tansu, clickhouse: ClickHouseServer, tmp_path: Path
+) -> None:
+    # Static membership: the killed worker's member stays in the group under its instance
+    # id, and the restarted one takes its place and its assignment at once, in the same
+    # generation, instead of waiting out the session timeout (30 s here) for a rebalance.
+    events, _ = simulate(60, seed=5)
+    half = len(events) // 2
+    s = settings_for(broker, clickhouse.url(unique("static")), tmp_path).model_copy(
+        update={
+            "store": "rocksdict://",
+            "producer_max_batch_size": 1,
+            "idle_s": 0,
+            "session_timeout_s": 30.0,
+            "group_instance_id": "worker-a",
+        }
+    )
+    logs = [tmp_path / "worker-0.log", tmp_path / "worker-1.log"]
+    with running_worker(s, logs[0]) as proc:
+        report = send_events(s, enumerate(events[:half], 1))
+        wait_committed(s, report.end_offsets, proc, logs[0])
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(30) == -signal.SIGKILL
+    before = generation(logs[0])
+    assert before >= 0, logs[0].read_text()[-3000:]
+    with running_worker(s, logs[1]) as proc:
+        report = send_events(s, enumerate(events[half:], half + 1))
+        wait_committed(s, report.end_offsets, proc, logs[1])
+    assert generation(logs[1]) == before, logs[1].read_text()[-3000:]
+    with open_sink(s.clickhouse_url) as sink:
+        n_events = count(sink, "SELECT count() FROM {db}.events FINAL")
+        versions = dict(
+            sink.query(f"SELECT customer_id, version FROM {sink.database}.customer_state FINAL")[1]
+        )
+    per_customer: dict[str, int] = {}
+    for e in events:
+        per_customer[e["customer_id"]] = per_customer.get(e["customer_id"], 0) + 1
+    assert n_events == len(events)
+    assert versions == per_customer
