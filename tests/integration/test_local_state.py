@@ -26,7 +26,7 @@ from touchstream.producing import send_events
 from touchstream.simulate import simulate
 
 from .conftest import running_worker, settings_for, unique, wait_committed
-from .faults import generation
+from .faults import generation, settled, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -168,6 +168,70 @@ def test_a_worker_restarted_with_its_instance_id_takes_its_partitions_back_witho
         wait_committed(s, report.end_offsets, proc, logs[1])
     assert generation(logs[1]) == before, logs[1].read_text()[-3000:]
     with open_sink(s.clickhouse_url) as sink:
+        n_events = count(sink, "SELECT count() FROM {db}.events FINAL")
+        versions = dict(
+            sink.query(f"SELECT customer_id, version FROM {sink.database}.customer_state FINAL")[1]
+        )
+    per_customer: dict[str, int] = {}
+    for e in events:
+        per_customer[e["customer_id"]] = per_customer.get(e["customer_id"], 0) + 1
+    assert n_events == len(events)
+    assert versions == per_customer
+
+
+def last_recovery(log: str) -> tuple[dict[int, int], dict[int, int]]:
+    """``recovery_tables`` of the worker's latest table recovery (after a takeover)."""
+    at = log.rfind("Highwater - Active")
+    return recovery_tables(log[at:])
+
+
+def test_a_standby_takes_over_a_killed_workers_partitions_reading_little_of_their_changelog(
+    broker: Tansu, clickhouse: ClickHouseServer, tmp_path: Path
+) -> None:
+    # TOUCHSTREAM_STANDBYS=1: each worker keeps the other's partitions up to date from the
+    # changelog in its own RocksDB store, so when one is killed the other recovers them
+    # from where its copy stands, not from the changelog's start.
+    events, _ = simulate(120, seed=8)
+    half = len(events) // 2
+    base = settings_for(broker, clickhouse.url(unique("standby")), tmp_path).model_copy(
+        update={
+            "store": "rocksdict://",
+            "standbys": 1,
+            "producer_max_batch_size": 1,
+            "idle_s": 0,
+            "session_timeout_s": 6.0,
+        }
+    )
+    workers = [base.model_copy(update={"data_dir": str(tmp_path / f"data-{i}")}) for i in range(2)]
+    logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
+    topic = base.input_topic
+    with running_worker(workers[0], logs[0]) as a, running_worker(workers[1], logs[1]) as b:
+        wait_for(
+            "two workers sharing", lambda: settled(logs, topic, base.partitions), [a, b], logs, 120
+        )
+        report = send_events(base, enumerate(events[:half], 1))
+        wait_committed(base, report.end_offsets, b, logs[1])
+        written = changelog_ends(base)
+        time.sleep(5)  # the standby copies follow the changelog
+        a.send_signal(signal.SIGKILL)
+        assert a.wait(30) == -signal.SIGKILL
+        wait_for(
+            "the standby holding every partition",
+            lambda: settled(logs[1:], topic, base.partitions),
+            [b],
+            logs[1:],
+            120,
+        )
+        report = send_events(base, enumerate(events[half:], half + 1))
+        wait_committed(base, report.end_offsets, b, logs[1])
+    text = logs[1].read_text()
+    highwater, start = last_recovery(text)
+    assert set(start) == set(range(base.partitions)), text[-3000:]
+    read = sum(max(0, highwater[q] - start[q]) for q in start)
+    total = sum(written.values())
+    assert total > 100, written
+    assert read * 10 < total, (read, total, start, highwater)
+    with open_sink(base.clickhouse_url) as sink:
         n_events = count(sink, "SELECT count() FROM {db}.events FINAL")
         versions = dict(
             sink.query(f"SELECT customer_id, version FROM {sink.database}.customer_state FINAL")[1]
