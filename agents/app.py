@@ -505,7 +505,7 @@ class Worker:
             if self._stop is not None:
                 self._stop()
             else:
-                asyncio.ensure_future(self.app.stop())
+                self._stopping = asyncio.ensure_future(self.app.stop())  # kept: not collected
         await asyncio.Future()  # never done: the stop cancels it
 
 

@@ -175,7 +175,7 @@ def _measure(
     name: str,
     i: int,
     cmd: list[str],
-    env: dict[str, str] | None | list[dict[str, str]],
+    env: dict[str, str] | list[dict[str, str]] | None,
     group: str,
     topic: str,
     end: dict[int, int],
@@ -336,7 +336,7 @@ def _touchstream(
         data_dir=str(run_dir / "worker"),
     )
     ensure_topics(
-        s.bootstrap, {t: s.partitions for t in (s.dlq_topic, s.alerts_topic, s.transitions_topic)}
+        s.bootstrap, dict.fromkeys((s.dlq_topic, s.alerts_topic, s.transitions_topic), s.partitions)
     )
     envs = [
         touchstream_env(s.model_copy(update={"data_dir": f"{s.data_dir}-{k}"}))
@@ -373,7 +373,7 @@ def replay_processor(
     proc = Processor(Rules(allowed_lateness_ms=int(lateness * 1000)))
     table: dict[str, bytes] = {}
 
-    def scan(p: int):  # noqa: ANN202
+    def scan(p: int):
         return [(c, raw) for c, raw in table.items() if Stored.partition_of(raw) == p]
 
     msgs = [

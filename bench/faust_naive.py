@@ -17,7 +17,7 @@ import sys
 
 def build(
     broker: str, topic: str, app_id: str, datadir: str, partitions: int, commit_interval: float
-):  # noqa: ANN201 (faust.App)
+):
     import faust
     import orjson
 
@@ -46,7 +46,7 @@ def build(
     customers = app.Table("customers", default=None, partitions=partitions)
 
     @app.agent(source, name="aggregate")
-    async def aggregate(stream):  # noqa: ANN001, ANN202
+    async def aggregate(stream):
         async for value in stream:
             e = orjson.loads(value)
             cid = e["customer_id"]

@@ -67,7 +67,7 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict[str, 
             {
                 "predicted": float(p[chunk].mean()),
                 "observed": float(y[chunk].mean()),
-                "customers": int(len(chunk)),
+                "customers": len(chunk),
                 "lowest": float(p[chunk].min()),
                 "highest": float(p[chunk].max()),
             }

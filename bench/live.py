@@ -297,7 +297,7 @@ class OffsetPoller:
                 self.polls.append((t1, {int(p): int(o) for p, o in rows}))
                 self.query_s.append(t1 - t0)
                 self._stop.wait(max(0.0, self.period - (t1 - t0)))
-        except BaseException as e:  # noqa: BLE001  (re-raised by stop)
+        except BaseException as e:
             self._error = e
         finally:
             client.disconnect()

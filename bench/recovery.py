@@ -471,7 +471,7 @@ def write_states(datadir: str, customers: int) -> None:
     chunk: dict[bytes, bytes] = {}
     for i in range(customers):
         cid = customer_id(i)
-        work, _, offset = codec.decode(samples[i % len(samples)])
+        work, _, _offset = codec.decode(samples[i % len(samples)])
         work.customer_id = cid
         key = cid.encode()
         chunk[key] = codec.encode(work, key_partition(key, PARTITIONS), i)

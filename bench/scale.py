@@ -67,7 +67,7 @@ def memory_status() -> dict[str, float]:
     return out
 
 
-def purchase_stream(customers: int, events: int, seed: int = 1):  # noqa: ANN201
+def purchase_stream(customers: int, events: int, seed: int = 1):
     """(customer_id, value bytes) of ``events`` purchases: customer i's first purchase
     is event i, the rest go to random customers; event time over 2025 in order."""
     rng = random.Random(seed)
@@ -160,7 +160,7 @@ def run_scale(
     def load(cid: str) -> bytes | None:
         return table.get(cid.encode())
 
-    def scan(p: int):  # noqa: ANN202  (only when a partition is first seen: empty then)
+    def scan(p: int):
         return [(k.decode(), v) for k, v in table.items() if Stored.partition_of(v) == p]
 
     gc.collect()

@@ -66,7 +66,7 @@ def _bytes(sink: Any) -> dict[str, dict[str, int]]:
 
 
 def _answer(sink: Any, db: str, view: str) -> str:
-    cols, rows = sink.query(f"SELECT * FROM {db}.{view}")
+    _cols, rows = sink.query(f"SELECT * FROM {db}.{view}")
     text = sorted(orjson.dumps(r, default=str).decode() for r in rows)
     return hashlib.sha256("\n".join(text).encode()).hexdigest()
 

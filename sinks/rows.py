@@ -8,6 +8,7 @@ JSON has its own ISO text (``iso_ms``)."""
 from __future__ import annotations
 
 import hashlib
+from contextlib import suppress
 from datetime import datetime
 from decimal import Decimal
 from math import isfinite
@@ -234,10 +235,8 @@ def refused_row(table: str, row: Row, reason: str, received_at: datetime | int) 
     values = dict(zip(t.column_names, row, strict=True))
     for name, ty in t.columns:
         if "DateTime" in ty and values[name].__class__ is int:
-            try:
+            with suppress(OverflowError, ValueError):  # beyond any datetime: kept as epoch ms
                 values[name] = iso_ms(values[name])
-            except (OverflowError, ValueError):  # beyond any datetime: kept as epoch ms
-                pass
     key = row_key(table, row)
     digest = hashlib.blake2b(f"{key}\0{values.get('version')}".encode(), digest_size=8)
     return dead_letter_row(

@@ -665,7 +665,7 @@ def _until_they_stop(life: _Life) -> tuple[datetime, float, list[datetime]]:
 def _silent_leaver(life: _Life) -> None:
     """Buys for a while, then stops; nothing but purchases in the last six months."""
     r = life.rng
-    start, gap, times = _until_they_stop(life)
+    start, _gap, times = _until_they_stop(life)
     for t in times:
         life.buy(t, life.sale())
     calm = times[-1] - _days(190)
@@ -754,7 +754,7 @@ def simulate_behaviour(
     order, and the truth per customer. Deterministic for a seed."""
     rng = random.Random(seed)
     mix = mix or MIX
-    archetypes = [a for a in mix for _ in range(int(round(customers * mix[a])))]
+    archetypes = [a for a in mix for _ in range(round(customers * mix[a]))]
     rng.shuffle(archetypes)
     numbers = rng.sample(range(100_000, 1_000_000), len(archetypes))
     ids = _Ids()

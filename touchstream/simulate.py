@@ -291,7 +291,7 @@ def simulate(
     events: list[dict[str, Any]] = []
     truths: list[Truth] = []
     names = list(mix)
-    counts = {a: int(round(customers * mix[a])) for a in names}
+    counts = {a: round(customers * mix[a]) for a in names}
     for archetype in names:
         for i in range(counts[archetype]):
             evs, truth = _customer(archetype, i, rng)

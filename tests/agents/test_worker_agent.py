@@ -24,7 +24,7 @@ def part(key: bytes, partitions: int = 8) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     import asyncio
 
     return asyncio.run(coro)
@@ -107,7 +107,7 @@ def test_behind_a_slow_clickhouse_insert_alerts_go_out_at_once_and_later_batches
     gate, inserts = threading.Event(), []
     insert = harness.sink.insert
 
-    def slow_insert(table, rows):  # noqa: ANN001, ANN202 - runs in the worker's io thread
+    def slow_insert(table, rows):
         gate.wait(10)
         inserts.append((table, len(rows)))
         insert(table, rows)

@@ -54,7 +54,9 @@ def settings_for(broker: Tansu, clickhouse_url: str, tmp: Path, partitions: int 
     )
     ensure_topics(
         s.bootstrap,
-        {t: partitions for t in (s.input_topic, s.dlq_topic, s.alerts_topic, s.transitions_topic)},
+        dict.fromkeys(
+            (s.input_topic, s.dlq_topic, s.alerts_topic, s.transitions_topic), partitions
+        ),
     )
     return s
 

@@ -28,7 +28,7 @@ def test_clickhouse_frozen_for_30_s_then_killed_and_restarted_delays_the_stream_
     logs = [tmp_path / "worker.log"]
     with ClickHouseServer(tmp_path / "ch") as ch:
         s = settings_for(broker, ch.url(unique("chfault")), tmp_path)
-        all_offsets = {p: 10**12 for p in range(s.partitions)}
+        all_offsets = dict.fromkeys(range(s.partitions), 10**12)
         proc = spawn_worker(s, logs[0])
         try:
             with Stream(s.bootstrap, s.input_topic, touchpoints(10**6, 400, seed=9), 300) as stream:

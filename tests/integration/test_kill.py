@@ -37,7 +37,7 @@ def test_a_worker_killed_five_times_mid_stream_loses_nothing_and_counts_nothing_
     )
     logs: list[Path] = []
 
-    def start():  # noqa: ANN202
+    def start():
         logs.append(tmp_path / f"worker-{len(logs)}.log")
         return spawn_worker(s, logs[-1])
 

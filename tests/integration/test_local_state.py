@@ -55,7 +55,7 @@ def recovery_tables(log: str) -> tuple[dict[int, int], dict[int, int]]:
     return table("Highwater - Active"), table("Reading Starts At - Active")
 
 
-def count(sink, sql: str) -> int:  # noqa: ANN001
+def count(sink, sql: str) -> int:
     return sink.query(sql.format(db=sink.database))[1][0][0]
 
 

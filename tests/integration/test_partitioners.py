@@ -80,7 +80,7 @@ def test_a_stream_partitioned_by_crc32_is_accepted_and_a_customer_on_two_partiti
         )
         dead = sink.query(f"SELECT key, partition, reason FROM {db}.dead_letters FINAL")[1]
     assert n_events == len(events)
-    assert purchases == {c: 5 for c in customers}
+    assert purchases == dict.fromkeys(customers, 5)
     [(key, partition, reason)] = dead
     assert (key, partition) == (stray["customer_id"], (home + 1) % n)
     assert f"but customer '{stray['customer_id']}' is on partition {home}" in reason

@@ -94,24 +94,24 @@ def errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
 
 
 def make_alert(**changes: Any) -> Alert:
-    base: dict[str, Any] = dict(
-        alert_id="c-42/1/decline",
-        customer_id="c-42",
-        at_ms=1_581_328_800_000,
-        kind="decline",
-        episode=1,
-        stage=DECLINE,
-        previous_stage="formation",
-        defection_type="product",
-        confidence=0.71,
-        severity=3,
-        net_spend=Decimal("680.50"),
-        last_purchase_ms=1_578_736_800_000,
-        evidence=("2020-01-12 complaint:product:5", "2020-01-13 refund:defective"),
-        message="Customer c-42 (net spend 680.50) is declining after 30 days without a "
+    base: dict[str, Any] = {
+        "alert_id": "c-42/1/decline",
+        "customer_id": "c-42",
+        "at_ms": 1_581_328_800_000,
+        "kind": "decline",
+        "episode": 1,
+        "stage": DECLINE,
+        "previous_stage": "formation",
+        "defection_type": "product",
+        "confidence": 0.71,
+        "severity": 3,
+        "net_spend": Decimal("680.50"),
+        "last_purchase_ms": 1_578_736_800_000,
+        "evidence": ("2020-01-12 complaint:product:5", "2020-01-13 refund:defective"),
+        "message": "Customer c-42 (net spend 680.50) is declining after 30 days without a "
         "purchase: likely product defection (confidence 0.71).",
-        version=4,
-    )
+        "version": 4,
+    }
     base.update(changes)
     return Alert(**base)
 
@@ -140,37 +140,42 @@ def test_a_decline_alert_is_valid() -> None:
 @pytest.mark.parametrize(
     "changes",
     [
-        dict(
-            alert_id="c-42/2/churn_risk",
-            kind="churn_risk",
-            episode=2,
-            stage="stability",
-            previous_stage="stability",
-            defection_type="unknown",
-            confidence=1.0,
-            evidence=(),
-        ),
-        dict(
-            alert_id="c-42/1/churned",
-            kind="churned",
-            stage=CHURNED,
-            previous_stage=DECLINE,
-            at_ms=1_586_512_800_123,
-        ),
-        dict(
-            alert_id="c-42/1/recovered",
-            kind="recovered",
-            stage="exploration",
-            previous_stage=CHURNED,
-            defection_type="unknown",
-            confidence=0.0,
-            evidence=(),
-            severity=1,
-            net_spend=Decimal("-5"),
-        ),
-        dict(last_purchase_ms=None, previous_stage=None, severity=4, net_spend=Decimal("1E+3")),
-        dict(churn_probability_90d=0.83, value_at_risk=120.5),
-        dict(churn_probability_90d=0.4, value_at_risk=None),
+        {
+            "alert_id": "c-42/2/churn_risk",
+            "kind": "churn_risk",
+            "episode": 2,
+            "stage": "stability",
+            "previous_stage": "stability",
+            "defection_type": "unknown",
+            "confidence": 1.0,
+            "evidence": (),
+        },
+        {
+            "alert_id": "c-42/1/churned",
+            "kind": "churned",
+            "stage": CHURNED,
+            "previous_stage": DECLINE,
+            "at_ms": 1_586_512_800_123,
+        },
+        {
+            "alert_id": "c-42/1/recovered",
+            "kind": "recovered",
+            "stage": "exploration",
+            "previous_stage": CHURNED,
+            "defection_type": "unknown",
+            "confidence": 0.0,
+            "evidence": (),
+            "severity": 1,
+            "net_spend": Decimal("-5"),
+        },
+        {
+            "last_purchase_ms": None,
+            "previous_stage": None,
+            "severity": 4,
+            "net_spend": Decimal("1E+3"),
+        },
+        {"churn_probability_90d": 0.83, "value_at_risk": 120.5},
+        {"churn_probability_90d": 0.4, "value_at_risk": None},
     ],
 )
 def test_every_kind_and_the_optional_values_are_valid(changes: dict[str, Any]) -> None:

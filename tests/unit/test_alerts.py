@@ -172,12 +172,12 @@ def test_a_reactivation_after_churn_is_recovered_in_the_same_episode():
 
 
 def test_a_purchase_without_an_open_episode_raises_no_recovered_alert():
-    s, outs = run(regular((0, 10, 20, 30, 40)))
+    _s, outs = run(regular((0, 10, 20, 30, 40)))
     assert kinds(outs) == []
 
 
 def test_an_account_closed_event_raises_a_decline_alert_at_once():
-    s, outs = run([*regular(), account(45, "closed")])
+    _s, outs = run([*regular(), account(45, "closed")])
     (a,) = alerts(outs)
     assert (a.kind, a.at_ms, a.previous_stage, a.stage) == (
         "decline",

@@ -52,7 +52,7 @@ def _customers() -> list[tuple[int, float, float]]:
 CUSTOMERS = _customers()
 
 
-def _fitter(name: str, params: tuple[float, ...]):  # noqa: ANN202 - a lifetimes fitter
+def _fitter(name: str, params: tuple[float, ...]):
     f = LIFETIMES[name]()
     names = ["r", "alpha", "s", "beta"] if name == "pareto_nbd" else ["r", "alpha", "a", "b"]
     f.params_ = pd.Series(dict(zip(names, params, strict=True)))

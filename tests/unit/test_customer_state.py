@@ -183,7 +183,7 @@ def test_a_duplicated_event_id_changes_nothing_and_returns_a_duplicate_output():
 
 def test_the_latest_dedup_window_ids_are_remembered_and_the_oldest_forgotten():
     events = [purchase(1, "1", eid=f"w{i}") for i in range(DEDUP_WINDOW + 1)]
-    s, outs = step_many(None, events)
+    s, _outs = step_many(None, events)
     assert len(s.recent_ids) == DEDUP_WINDOW
     assert s.recent_ids == tuple(id_hash(f"w{i}") for i in range(1, DEDUP_WINDOW + 1))
     _, again = step_many(s, [purchase(2, "1", eid="w1"), purchase(2, "1", eid="w0")])

@@ -74,7 +74,7 @@ def container_ports(service: dict) -> set[int]:
 def depends_on(service: dict) -> dict[str, str]:
     raw = service.get("depends_on") or {}
     if isinstance(raw, list):
-        return {name: "service_started" for name in raw}
+        return dict.fromkeys(raw, "service_started")
     return {name: (spec or {}).get("condition", "service_started") for name, spec in raw.items()}
 
 

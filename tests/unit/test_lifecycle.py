@@ -446,7 +446,7 @@ def test_typical_gap_is_the_median_of_the_gaps():
 
 
 def test_the_typical_gap_is_at_least_three_quarters_of_the_longest_recent_gap():
-    days = (*range(0, 9), 48)  # eight gaps of 1 day, one of 40
+    days = (*range(9), 48)  # eight gaps of 1 day, one of 40
     assert typical_gap_days(days) == 0.75 * 40
 
 

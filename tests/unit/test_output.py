@@ -58,7 +58,7 @@ def test_a_plain_table_is_as_wide_as_its_content_and_cuts_nothing() -> None:
     cols = [f"column_number_{i}" for i in range(40)]
     rows = [tuple(f"value-{i}-{'x' * i}" for i in range(40))]
     out = as_plain_table(cols, rows)
-    header, rule, line = out.splitlines()
+    header, _rule, line = out.splitlines()
     assert all(c in header for c in cols)
     assert all(v in line for v in rows[0])
     assert len(header) > 1000

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STORES = ["memory://", "rocksdict://"]
 
 
-def table_in(datadir: Path, store: str, partitions: int = 4):  # noqa: ANN201
+def table_in(datadir: Path, store: str, partitions: int = 4):
     url, options = faust_store(store)
     app = faust.App(
         "state-test",
@@ -50,7 +50,7 @@ def stored(cid: str, partition: int, offset: int) -> bytes:
     return codec.encode(Working(cid), partition, offset)
 
 
-def close(table) -> None:  # noqa: ANN001
+def close(table) -> None:
     """What Faust does to the store when the worker stops."""
     asyncio.run(table.data.stop())
     gc.collect()

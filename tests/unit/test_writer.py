@@ -139,7 +139,7 @@ def test_refused_rows_are_found_by_halving_and_go_to_dead_letters_the_rest_is_wr
     assert [r[3] for r in dead] == ["customer_id=c0 event_id=e700", "customer_id=c3 event_id=e17"]
     for row in dead:
         assert len(row) == len(DEAD_LETTERS.columns)
-        topic, partition, offset, key, raw, reason, received_at, _ = row
+        topic, partition, offset, _key, raw, reason, received_at, _ = row
         assert topic == "clickhouse:events" and partition == 0 and 0 <= offset < 2**63
         assert reason.startswith("ClickHouse refused this events row: Code: 53.")
         assert "argument out of range" in reason
