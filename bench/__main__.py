@@ -12,7 +12,8 @@ The input is made once (``--mix``):
                recover far more often than in a real stream, a stress case
   sim          touchstream simulate's planted defectors (first N events): a stress case too
 
-The processor job prints the transitions and alerts per 1,000 events of the mix.
+The processor job prints the transitions and alerts per 1,000 events of the mix, and its
+garbage collection pauses per generation (``--gc worker``: under the worker's settings).
 
 One Tansu broker (free port) serves every job; each job reads its
 own topic (``--partitions`` partitions, produced once with aiokafka), each run with a
@@ -65,14 +66,17 @@ from bench.common import (
     Input,
     create_topic,
     default_customers,
+    gc_pauses,
     loadavg,
     machine,
     make_input,
     median,
+    pause_summary,
     produce,
     stop,
     tail,
     wait_committed,
+    worker_gc,
 )
 from bench.extra import EXTRA_JOBS, details, run_extra
 
@@ -122,7 +126,13 @@ class Ctx:
     timeout: float
     quix_python: str
     notes: dict[str, float] = field(default_factory=dict)
+    worker_gc: bool = False  # the processor job under the worker's GC settings
+    gc_pauses: dict[int, list[float]] = field(default_factory=dict)  # the processor job's
     clickhouse: Any = None  # a ClickHouseServer, started by the first job that needs it
+
+    @property
+    def gc_label(self) -> str:
+        return "the worker's GC settings" if self.worker_gc else "CPython's GC defaults"
 
     def clickhouse_server(self) -> Any:
         from touchstream.local_servers import ClickHouseServer
@@ -384,15 +394,19 @@ class Replay:
     cpu_us: float  # CPU microseconds per event
     transitions: int  # lifecycle transitions sent (the transitions topic)
     alerts: int  # churn alerts sent
+    gc_pauses: dict[int, list[float]]  # generation -> seconds of each collection
 
     def per_1000(self, n: int) -> tuple[float, float]:
         """Transitions and alerts per 1,000 events."""
         return self.transitions * 1000 / max(1, n), self.alerts * 1000 / max(1, n)
 
 
-def replay_processor(inp: Input, batch: int = 5000, profiler: Any = None) -> Replay:
+def replay_processor(
+    inp: Input, batch: int = 5000, profiler: Any = None, gc_as_worker: bool = False
+) -> Replay:
     """The worker's hot path in process over the input, batches of ``batch`` (the
-    worker's batch_max), a dict as the table."""
+    worker's batch_max), a dict as the table; every garbage collection timed.
+    ``gc_as_worker``: the worker's GC settings (touchstream/cli.py), else CPython's."""
     from agents.processor import Processor
     from agents.records import RawMessage, Stored
     from touchstream.config import Settings
@@ -410,32 +424,38 @@ def replay_processor(inp: Input, batch: int = 5000, profiler: Any = None) -> Rep
         for (k, v), (p, o) in zip(inp.messages, inp.placement, strict=True)
     ]
     rows = rejected = transitions = alerts = 0
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    for j in range(0, len(msgs), batch):
-        chunk, now = msgs[j : j + batch], datetime.now(UTC)
-        if profiler is not None:
-            profiler.enable()
-        r = proc.process(chunk, table.get, now, scan)
-        if profiler is not None:
-            profiler.disable()
-        table.update(r.states)
-        rows += sum(len(v) for v in r.rows.values())
-        rejected += r.rejected
-        transitions += len(r.transitions)
-        alerts += len(r.alerts)
-    elapsed = time.perf_counter() - t0
-    cpu_us = (time.process_time() - cpu0) / max(1, len(msgs)) * 1e6
+    with worker_gc(gc_as_worker), gc_pauses() as pauses:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for j in range(0, len(msgs), batch):
+            chunk, now = msgs[j : j + batch], datetime.now(UTC)
+            if profiler is not None:
+                profiler.enable()
+            r = proc.process(chunk, table.get, now, scan)
+            if profiler is not None:
+                profiler.disable()
+            table.update(r.states)
+            rows += sum(len(v) for v in r.rows.values())
+            rejected += r.rejected
+            transitions += len(r.transitions)
+            alerts += len(r.alerts)
+        elapsed = time.perf_counter() - t0
+        cpu_us = (time.process_time() - cpu0) / max(1, len(msgs)) * 1e6
     if rejected:
         raise RuntimeError(f"the processor rejected {rejected} bench messages")
-    return Replay(len(msgs) / elapsed, table, rows, cpu_us, transitions, alerts)
+    return Replay(len(msgs) / elapsed, table, rows, cpu_us, transitions, alerts, pauses)
 
 
 def job_processor(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
     with console.status(f"processor: replaying {ctx.inp.n:,} events in process"):
-        r = replay_processor(ctx.inp)
+        r = replay_processor(ctx.inp, gc_as_worker=ctx.worker_gc)
     ctx.notes["state_bytes"] = sum(map(len, r.table.values())) / max(1, len(r.table))
     ctx.notes["rows_per_event"] = r.rows / max(1, ctx.inp.n)
     ctx.notes["transitions_per_1000"], ctx.notes["alerts_per_1000"] = r.per_1000(ctx.inp.n)
+    ctx.notes["gc_seconds"] = sum(map(sum, r.gc_pauses.values()))
+    ctx.notes["replay_seconds"] = ctx.inp.n / r.events_per_s
+    ctx.gc_pauses = r.gc_pauses
+    for g, line in pause_summary(r.gc_pauses).items():
+        console.print(f"processor GC generation {g} ({ctx.gc_label}): {line}")
     return Run(r.events_per_s, "in process, perf_counter", cpu_us_per_event=r.cpu_us)
 
 
@@ -558,6 +578,15 @@ def report(results: dict[str, JobResult], inp: Input, extra: dict[str, object]) 
     "touchstream simulate's planted defectors (first N events of --customers customers)",
 )
 @click.option(
+    "--gc",
+    "gc_mode",
+    type=click.Choice(["default", "worker"]),
+    default="default",
+    show_default=True,
+    help="processor job: CPython's GC settings, or the worker's (start-up heap frozen, "
+    "thresholds 50,000, 20, 20); its GC pauses are printed either way",
+)
+@click.option(
     "--quix-python",
     default=lambda: os.environ.get("BENCH_QUIX_PYTHON", sys.executable),
     help="interpreter with quixstreams installed [env BENCH_QUIX_PYTHON; default: this one]",
@@ -588,6 +617,7 @@ def main(
     runs: int,
     only: str,
     mix: str,
+    gc_mode: str,
     quix_python: str,
     timeout: float,
     json_out: str | None,
@@ -631,7 +661,16 @@ def main(
             console.print(
                 f"broker: {' '.join(version) or 'tansu'} at {broker.bootstrap}; work dir {workdir}"
             )
-            ctx = Ctx(broker.bootstrap, broker.url, inp, workdir, timeout, quix_python, notes)
+            ctx = Ctx(
+                broker.bootstrap,
+                broker.url,
+                inp,
+                workdir,
+                timeout,
+                quix_python,
+                notes,
+                worker_gc=gc_mode == "worker",
+            )
             for name in selected:
                 res = results[name] = JobResult(name)
                 if name in EXTRA_JOBS:
@@ -713,6 +752,12 @@ def main(
         extra[f"transitions / alerts per 1,000 events (processor, {mix} mix)"] = (
             f"{notes['transitions_per_1000']:.1f} / {notes['alerts_per_1000']:.1f}"
         )
+    if ctx is not None and ctx.gc_pauses:
+        for g, line in pause_summary(ctx.gc_pauses).items():
+            extra[f"GC pauses, generation {g} (processor, {ctx.gc_label})"] = line
+        extra["GC share of the processor's wall time"] = (
+            f"{notes['gc_seconds'] / max(1e-9, notes['replay_seconds']):.1%}"
+        )
     extra["peers' state bytes per customer (JSON count/sum/last)"] = f"{naive_state_bytes(inp):.0f}"
     measured = details({k: v.notes for k, v in results.items() if k in EXTRA_JOBS})
     if not measured:
@@ -730,6 +775,7 @@ def main(
                     "events": inp.n,
                     "customers": inp.customers,
                     "mix": mix,
+                    "gc": gc_mode,
                     "partitions": partitions,
                     "runs": runs,
                     "run_time_s": elapsed,

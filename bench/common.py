@@ -4,6 +4,7 @@ watching a consumer group's committed offsets, peak memory of a process, the mac
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import json
 import math
@@ -503,6 +504,69 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "kernel": platform.release(),
     }
+
+
+# The worker's collector settings (touchstream/cli.py, worker): the start-up heap
+# frozen, generation 0 collected every 50,000 allocations.
+WORKER_GC_THRESHOLD = (50_000, 20, 20)
+
+
+@contextmanager
+def worker_gc(apply: bool = True) -> Iterator[None]:
+    """The worker's GC settings for the block (what is alive now is frozen, as the
+    worker's start-up heap), CPython's own again after it. ``apply`` False: no change."""
+    if not apply:
+        yield
+        return
+    before = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*WORKER_GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
+@contextmanager
+def gc_pauses() -> Iterator[dict[int, list[float]]]:
+    """Every garbage collection in the block, timed start to stop (``gc.callbacks``,
+    perf_counter), as seconds per generation."""
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    started = 0.0
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            pauses[info["generation"]].append(time.perf_counter() - started)
+
+    gc.callbacks.append(timed)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(timed)
+
+
+def pause_summary(pauses: dict[int, list[float]]) -> dict[int, str]:
+    """Per generation: collections, nearest-rank p50 / p99 / max and total, in ms."""
+    out = {}
+    for g, xs in sorted(pauses.items()):
+        if not xs:
+            out[g] = "0 collections"
+            continue
+        s = sorted(xs)
+
+        def rank(q: float, s: list[float] = s) -> float:
+            return s[max(1, math.ceil(q * len(s))) - 1] * 1e3
+
+        out[g] = (
+            f"{len(s):,} collections, p50 {rank(0.5):.2f} ms, p99 {rank(0.99):.2f} ms, "
+            f"max {s[-1] * 1e3:.2f} ms, total {sum(s) * 1e3:.0f} ms"
+        )
+    return out
 
 
 def median(xs: Sequence[float]) -> float:

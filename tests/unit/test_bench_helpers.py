@@ -134,3 +134,20 @@ def test_retail_customers_buy_in_rhythms_of_their_own() -> None:
     mean_gaps = sorted((d[-1] - d[0]) / (len(d) - 1) for d in days.values() if len(d) > 5)
     assert len(mean_gaps) >= 15
     assert mean_gaps[-1] > 2 * mean_gaps[0]  # not one rhythm for all
+
+
+def test_the_bench_times_each_collection_and_restores_cpythons_gc_settings() -> None:
+    import gc
+
+    from bench.common import gc_pauses, pause_summary, worker_gc
+
+    before = gc.get_threshold()
+    with worker_gc(), gc_pauses() as pauses:
+        assert gc.get_threshold() == (50_000, 20, 20) and gc.get_freeze_count() > 0
+        gc.collect()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    assert len(pauses[2]) >= 1 and all(s >= 0 for s in pauses[2])
+    assert pause_summary({0: [], 2: [0.001, 0.003]}) == {
+        0: "0 collections",
+        2: "2 collections, p50 1.00 ms, p99 3.00 ms, max 3.00 ms, total 4 ms",
+    }
