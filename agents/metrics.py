@@ -5,7 +5,8 @@ Nothing here costs the hot path per event. The counters are the ones the worker 
 anyway (``agents.app.Totals``, the ``BatchingWriter``'s rows per table, the processor's
 customers and deadlines), read when Prometheus scrapes; the histograms are observed once
 per batch and once per ClickHouse insert; dead letters and alerts are counted per batch
-from the rows the batch made. Every worker has its own ``CollectorRegistry`` (not the
+from the rows the batch made; garbage collection pauses are timed per collection, by a
+gc callback. Every worker has its own ``CollectorRegistry`` (not the
 process-wide one), so several workers in one process (tests) never share a series.
 
 Two pure functions decide what the pages say: ``reason_class`` (a dead letter's reason
@@ -15,7 +16,9 @@ Two pure functions decide what the pages say: ``reason_class`` (a dead letter's 
 
 from __future__ import annotations
 
+import gc
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +30,14 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from sinks.errors import RowsRefused, SinkError, SinkFatal
 from sinks.tables import BY_NAME
@@ -142,6 +151,64 @@ def health(c: Condition, failing_limit_s: float) -> tuple[int, dict[str, Any]]:
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 INSERT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
+# A generation-0 collection of the worker's heap takes well under a millisecond, a full
+# one of a large table tens to hundreds: the event loop stands still meanwhile.
+GC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class GcPauses:
+    """Garbage collection pauses by generation, timed by ``gc.callbacks`` (start to stop,
+    ``time.perf_counter``). Kept as plain counts, not a prometheus_client Histogram: a
+    collection may start inside any code, one holding a metric's lock included, so the
+    callback takes no lock (the GIL is held through a collection) and allocates little.
+    Collections are process-wide: one of these per process (``GC_PAUSES``), read by
+    every worker's registry."""
+
+    def __init__(self, buckets: tuple[float, ...] = GC_BUCKETS) -> None:
+        self.buckets = buckets
+        # Per generation: observations per bucket (the last: above every bound), and sums.
+        self.counts = [[0] * (len(buckets) + 1) for _ in range(3)]
+        self.sums = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.observe(info["generation"], time.perf_counter() - self._started)
+
+    def observe(self, generation: int, seconds: float) -> None:
+        self.counts[generation][bisect_left(self.buckets, seconds)] += 1
+        self.sums[generation] += seconds
+
+    def install(self) -> None:
+        """Start timing collections (once per process, however often it is called)."""
+        if self.callback not in gc.callbacks:
+            gc.callbacks.append(self.callback)
+
+    def remove(self) -> None:
+        while self.callback in gc.callbacks:
+            gc.callbacks.remove(self.callback)
+
+    def metric(self) -> HistogramMetricFamily:
+        h = HistogramMetricFamily(
+            "touchstream_gc_pause_seconds",
+            "Garbage collection pauses of the worker process by generation (0, 1, 2: 2 is "
+            "a full collection), timed with gc.callbacks; the event loop stands still "
+            "for each",
+            labels=["generation"],
+        )
+        for g in range(3):
+            counts, cumulative, buckets = self.counts[g], 0, []
+            for bound, n in zip((*self.buckets, float("inf")), counts, strict=True):
+                cumulative += n
+                buckets.append((floatToGoString(bound), cumulative))
+            h.add_metric([str(g)], buckets, self.sums[g])
+        return h
+
+
+GC_PAUSES = GcPauses()
+
 _REASON = BY_NAME["dead_letters"].column_names.index("reason")
 _KIND = BY_NAME["alerts"].column_names.index("kind")
 
@@ -201,6 +268,8 @@ class Metrics:
         self.registry.register(_Scrape(self))
         # The standard process_* series (CPU, resident memory, start time: restarts).
         ProcessCollector(registry=self.registry)
+        GC_PAUSES.install()
+        self.registry.register(_GcScrape(GC_PAUSES))
 
     # -- hooks, called by the worker ---------------------------------------------------
 
@@ -432,6 +501,14 @@ class _Scrape(Collector):
             "Silence deadlines waiting for stream time to pass them (this worker's partitions)",
             value=processor.deadlines_pending() if processor is not None else 0,
         )
+
+
+class _GcScrape(Collector):
+    def __init__(self, pauses: GcPauses) -> None:
+        self.pauses = pauses
+
+    def collect(self) -> Iterator[Metric]:
+        yield self.pauses.metric()
 
 
 def add_ops_pages(app: Any, metrics: Metrics) -> None:

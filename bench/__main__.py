@@ -1,7 +1,21 @@
 """``python -m bench``: events per second of touchstream against the practical limit and
 its peers, on this machine, in one run.
 
-The input is made once. One Tansu broker (free port) serves every job; each job reads its
+The input is made once (``--mix``):
+
+  retail       the default, the headline figures: a retailer's customers, each buying in
+               a steady but irregular rhythm of its own (mean gap gamma-distributed over
+               the customers, amounts lognormal), a few percent service calls,
+               complaints (opened, most resolved later by complaint_id), refunds and
+               surveys; about one lifecycle transition per 50 events
+  purchase     uniform purchases over a year, about 10 per customer: customers decline and
+               recover far more often than in a real stream, a stress case
+  sim          touchstream simulate's planted defectors (first N events): a stress case too
+
+The processor job prints the transitions and alerts per 1,000 events of the mix, and its
+garbage collection pauses per generation (``--gc worker``: under the worker's settings).
+
+One Tansu broker (free port) serves every job; each job reads its
 own topic (``--partitions`` partitions, produced once with aiokafka), each run with a
 fresh consumer group, one job at a time:
 
@@ -48,15 +62,21 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import (
+    MIXES,
     Input,
     create_topic,
+    default_customers,
+    gc_pauses,
+    loadavg,
     machine,
     make_input,
     median,
+    pause_summary,
     produce,
     stop,
     tail,
     wait_committed,
+    worker_gc,
 )
 from bench.extra import EXTRA_JOBS, details, run_extra
 
@@ -106,7 +126,13 @@ class Ctx:
     timeout: float
     quix_python: str
     notes: dict[str, float] = field(default_factory=dict)
+    worker_gc: bool = False  # the processor job under the worker's GC settings
+    gc_pauses: dict[int, list[float]] = field(default_factory=dict)  # the processor job's
     clickhouse: Any = None  # a ClickHouseServer, started by the first job that needs it
+
+    @property
+    def gc_label(self) -> str:
+        return "the worker's GC settings" if self.worker_gc else "CPython's GC defaults"
 
     def clickhouse_server(self) -> Any:
         from touchstream.local_servers import ClickHouseServer
@@ -358,12 +384,29 @@ def job_touchstream_two(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Ru
     return _touchstream(ctx, topic, end, i, "touchstream-2w", sink="server", workers=2)
 
 
+@dataclass
+class Replay:
+    """What an in-process replay of the input through the processor gives."""
+
+    events_per_s: float
+    table: dict[str, bytes]
+    rows: int  # ClickHouse rows produced
+    cpu_us: float  # CPU microseconds per event
+    transitions: int  # lifecycle transitions sent (the transitions topic)
+    alerts: int  # churn alerts sent
+    gc_pauses: dict[int, list[float]]  # generation -> seconds of each collection
+
+    def per_1000(self, n: int) -> tuple[float, float]:
+        """Transitions and alerts per 1,000 events."""
+        return self.transitions * 1000 / max(1, n), self.alerts * 1000 / max(1, n)
+
+
 def replay_processor(
-    inp: Input, batch: int = 5000, profiler: Any = None
-) -> tuple[float, dict[str, bytes], int, float]:
+    inp: Input, batch: int = 5000, profiler: Any = None, gc_as_worker: bool = False
+) -> Replay:
     """The worker's hot path in process over the input, batches of ``batch`` (the
-    worker's batch_max), a dict as the table: (events/s, table, rows produced, CPU
-    microseconds per event)."""
+    worker's batch_max), a dict as the table; every garbage collection timed.
+    ``gc_as_worker``: the worker's GC settings (touchstream/cli.py), else CPython's."""
     from agents.processor import Processor
     from agents.records import RawMessage, Stored
     from touchstream.config import Settings
@@ -380,31 +423,40 @@ def replay_processor(
         RawMessage("touchpoints", p, o, k, v)
         for (k, v), (p, o) in zip(inp.messages, inp.placement, strict=True)
     ]
-    rows = rejected = 0
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    for j in range(0, len(msgs), batch):
-        chunk, now = msgs[j : j + batch], datetime.now(UTC)
-        if profiler is not None:
-            profiler.enable()
-        r = proc.process(chunk, table.get, now, scan)
-        if profiler is not None:
-            profiler.disable()
-        table.update(r.states)
-        rows += sum(len(v) for v in r.rows.values())
-        rejected += r.rejected
-    elapsed = time.perf_counter() - t0
-    cpu_us = (time.process_time() - cpu0) / max(1, len(msgs)) * 1e6
+    rows = rejected = transitions = alerts = 0
+    with worker_gc(gc_as_worker), gc_pauses() as pauses:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for j in range(0, len(msgs), batch):
+            chunk, now = msgs[j : j + batch], datetime.now(UTC)
+            if profiler is not None:
+                profiler.enable()
+            r = proc.process(chunk, table.get, now, scan)
+            if profiler is not None:
+                profiler.disable()
+            table.update(r.states)
+            rows += sum(len(v) for v in r.rows.values())
+            rejected += r.rejected
+            transitions += len(r.transitions)
+            alerts += len(r.alerts)
+        elapsed = time.perf_counter() - t0
+        cpu_us = (time.process_time() - cpu0) / max(1, len(msgs)) * 1e6
     if rejected:
         raise RuntimeError(f"the processor rejected {rejected} bench messages")
-    return len(msgs) / elapsed, table, rows, cpu_us
+    return Replay(len(msgs) / elapsed, table, rows, cpu_us, transitions, alerts, pauses)
 
 
 def job_processor(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
     with console.status(f"processor: replaying {ctx.inp.n:,} events in process"):
-        rate, table, rows, cpu_us = replay_processor(ctx.inp)
-    ctx.notes["state_bytes"] = sum(map(len, table.values())) / max(1, len(table))
-    ctx.notes["rows_per_event"] = rows / max(1, ctx.inp.n)
-    return Run(rate, "in process, perf_counter", cpu_us_per_event=cpu_us)
+        r = replay_processor(ctx.inp, gc_as_worker=ctx.worker_gc)
+    ctx.notes["state_bytes"] = sum(map(len, r.table.values())) / max(1, len(r.table))
+    ctx.notes["rows_per_event"] = r.rows / max(1, ctx.inp.n)
+    ctx.notes["transitions_per_1000"], ctx.notes["alerts_per_1000"] = r.per_1000(ctx.inp.n)
+    ctx.notes["gc_seconds"] = sum(map(sum, r.gc_pauses.values()))
+    ctx.notes["replay_seconds"] = ctx.inp.n / r.events_per_s
+    ctx.gc_pauses = r.gc_pauses
+    for g, line in pause_summary(r.gc_pauses).items():
+        console.print(f"processor GC generation {g} ({ctx.gc_label}): {line}")
+    return Run(r.events_per_s, "in process, perf_counter", cpu_us_per_event=r.cpu_us)
 
 
 RUNNERS: dict[str, Callable[[Ctx, str, dict[int, int], int], Run]] = {
@@ -498,7 +550,12 @@ def report(results: dict[str, JobResult], inp: Input, extra: dict[str, object]) 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--events", default=200_000, show_default=True, help="input messages")
-@click.option("--customers", default=20_000, show_default=True, help="distinct customers")
+@click.option(
+    "--customers",
+    type=int,
+    default=None,
+    help="distinct customers [default: retail, one per 175 events; purchase and sim, 20,000]",
+)
 @click.option("--partitions", default=8, show_default=True, help="partitions of each topic")
 @click.option(
     "--runs",
@@ -513,11 +570,21 @@ def report(results: dict[str, JobResult], inp: Input, extra: dict[str, object]) 
 )
 @click.option(
     "--mix",
-    type=click.Choice(["purchase", "sim"]),
-    default="purchase",
+    type=click.Choice(list(MIXES)),
+    default="retail",
     show_default=True,
-    help="purchase: uniform purchases; sim: touchstream "
-    "simulate's realistic mix (first N events of --customers customers)",
+    help="retail: a retailer's customers, each buying in a rhythm of its own, a few "
+    "percent calls, complaints, refunds and surveys; purchase: uniform purchases; sim: "
+    "touchstream simulate's planted defectors (first N events of --customers customers)",
+)
+@click.option(
+    "--gc",
+    "gc_mode",
+    type=click.Choice(["default", "worker"]),
+    default="default",
+    show_default=True,
+    help="processor job: CPython's GC settings, or the worker's (start-up heap frozen, "
+    "thresholds 50,000, 20, 20); its GC pauses are printed either way",
 )
 @click.option(
     "--quix-python",
@@ -545,11 +612,12 @@ def report(results: dict[str, JobResult], inp: Input, extra: dict[str, object]) 
 )
 def main(
     events: int,
-    customers: int,
+    customers: int | None,
     partitions: int,
     runs: int,
     only: str,
     mix: str,
+    gc_mode: str,
     quix_python: str,
     timeout: float,
     json_out: str | None,
@@ -571,9 +639,11 @@ def main(
     m = machine()
     console.print(
         f"[bold]machine[/] {m['nproc']} cores, {m['memory']}, {m['cpu']}, "
-        f"Python {m['python']}, Linux {m['kernel']}"
+        f"Python {m['python']}, Linux {m['kernel']}; load average {loadavg()}"
     )
     t0 = time.monotonic()
+    if customers is None:
+        customers = default_customers(events, mix)
     inp = make_input(events, customers, partitions, mix)
     console.print(
         f"input: {inp.n:,} {mix} events of {inp.customers:,} customers, "
@@ -591,7 +661,16 @@ def main(
             console.print(
                 f"broker: {' '.join(version) or 'tansu'} at {broker.bootstrap}; work dir {workdir}"
             )
-            ctx = Ctx(broker.bootstrap, broker.url, inp, workdir, timeout, quix_python, notes)
+            ctx = Ctx(
+                broker.bootstrap,
+                broker.url,
+                inp,
+                workdir,
+                timeout,
+                quix_python,
+                notes,
+                worker_gc=gc_mode == "worker",
+            )
             for name in selected:
                 res = results[name] = JobResult(name)
                 if name in EXTRA_JOBS:
@@ -670,6 +749,15 @@ def main(
     if "state_bytes" in notes:
         extra["state bytes per customer (Stored encoding)"] = f"{notes['state_bytes']:.0f}"
         extra["ClickHouse rows per event (processor)"] = f"{notes['rows_per_event']:.2f}"
+        extra[f"transitions / alerts per 1,000 events (processor, {mix} mix)"] = (
+            f"{notes['transitions_per_1000']:.1f} / {notes['alerts_per_1000']:.1f}"
+        )
+    if ctx is not None and ctx.gc_pauses:
+        for g, line in pause_summary(ctx.gc_pauses).items():
+            extra[f"GC pauses, generation {g} (processor, {ctx.gc_label})"] = line
+        extra["GC share of the processor's wall time"] = (
+            f"{notes['gc_seconds'] / max(1e-9, notes['replay_seconds']):.1%}"
+        )
     extra["peers' state bytes per customer (JSON count/sum/last)"] = f"{naive_state_bytes(inp):.0f}"
     measured = details({k: v.notes for k, v in results.items() if k in EXTRA_JOBS})
     if not measured:
@@ -678,7 +766,7 @@ def main(
     extra.update(measured)
     report({k: v for k, v in results.items() if k not in EXTRA_JOBS or v.skipped}, inp, extra)
     elapsed = time.monotonic() - t_bench
-    console.print(f"bench run time {elapsed:.0f}s")
+    console.print(f"bench run time {elapsed:.0f}s; load average at the end {loadavg()}")
     if json_out:
         Path(json_out).write_text(
             json.dumps(
@@ -687,6 +775,7 @@ def main(
                     "events": inp.n,
                     "customers": inp.customers,
                     "mix": mix,
+                    "gc": gc_mode,
                     "partitions": partitions,
                     "runs": runs,
                     "run_time_s": elapsed,

@@ -4,7 +4,10 @@ watching a consumer group's committed offsets, peak memory of a process, the mac
 from __future__ import annotations
 
 import asyncio
+import gc
+import heapq
 import json
+import math
 import os
 import platform
 import random
@@ -84,8 +87,146 @@ def simulated(n: int, customers: int) -> list[dict[str, object]]:
     return events[:n]
 
 
+# The retail mix: a retailer's traffic, written from what shops see, not from the
+# lifecycle rules, so that the bench does not grade the domain with its own assumptions.
+RETAIL_START_S = 1_640_995_200  # 2022-01-01T00:00:00Z
+RETAIL_EVENTS_PER_CUSTOMER = 175  # --customers default for this mix: loyal shoppers
+# Per purchase, the chance that the customer also calls, complains, asks a refund or
+# answers a survey in the days after it (a few percent in all).
+RETAIL_SIDE = (("call", 0.025), ("complaint", 0.008), ("refund", 0.012), ("survey", 0.015))
+COMPLAINT_CATEGORIES = ("price", "product", "service", "other")
+CALL_REASONS = ("price", "product", "service", "billing", "other")
+REFUND_REASONS = ("defective", "not_as_described", "price", "changed_mind", "other")
+SATISFACTION = (
+    "very_satisfied",
+    "satisfied",
+    "fairly_satisfied",
+    "neutral",
+    "fairly_dissatisfied",
+    "dissatisfied",
+    "very_dissatisfied",
+)
+SATISFACTION_WEIGHTS = (20, 35, 20, 12, 6, 4, 3)
+CATEGORIES = ("grocery", "household", "beauty", "garden", "toys", "electronics")
+
+
+def retail(n: int, customers: int, seed: int = 1) -> list[dict[str, object]]:
+    """``n`` events of a retailer's customer base, in time order, deterministic for a
+    seed. Each customer buys in a rhythm of its own: a mean gap (gamma over the
+    customers, 2 to 90 days) with irregular gaps around it (gamma of shape 3), amounts
+    lognormal around a median of its own. Most customers are there from the start, the
+    rest join over the period; one in ten stops buying at some point. After a purchase,
+    now and then, a service call, a complaint (opened, and most resolved or rejected
+    days later under the same complaint_id), a refund of part of it, a survey."""
+    rng = random.Random(seed)
+    day = 86_400.0
+    gaps = [min(90.0, max(2.0, rng.gammavariate(2.0, 6.0))) for _ in range(customers)]
+    # The period: long enough for n events at these rhythms (the side events ~6%).
+    span = n / max(1e-9, sum(1 / g for g in gaps)) / 1.06 * day
+    heap: list[tuple[float, int, str, int, dict[str, object]]] = []
+    seq = 0
+
+    def push(t: float, kind: str, c: int, extra: dict[str, object]) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(heap, (t, seq, kind, c, extra))
+
+    median_amount: list[float] = []
+    stop: list[float] = []
+    for c in range(customers):
+        median_amount.append(math.exp(rng.gauss(math.log(35.0), 0.6)))
+        joined = rng.uniform(0, 30 * day) if rng.random() < 0.8 else rng.uniform(0, span)
+        stop.append(rng.uniform(joined, span) if rng.random() < 0.1 else math.inf)
+        push(RETAIL_START_S + joined, "purchase", c, {})
+    out: list[dict[str, object]] = []
+    complaints = 0
+    while heap and len(out) < n:
+        t, _, kind, c, extra = heapq.heappop(heap)
+        e: dict[str, object] = {
+            "event_id": f"retail-{len(out):09d}",
+            "customer_id": f"R{c:06d}",
+            "type": kind,
+            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)),
+        }
+        if kind == "purchase":
+            amount = median_amount[c] * math.exp(rng.gauss(0.0, 0.5))
+            order = f"o{len(out)}"
+            e |= {
+                "amount": f"{amount:.2f}",
+                "currency": "EUR",
+                "order_id": order,
+                "category": rng.choice(CATEGORIES),
+                "channel": "store" if rng.random() < 0.7 else "web",
+            }
+            nxt = t + rng.gammavariate(3.0, gaps[c] / 3.0) * day
+            if nxt - RETAIL_START_S < stop[c]:
+                push(nxt, "purchase", c, {})
+            for side, p in RETAIL_SIDE:
+                if rng.random() >= p:
+                    continue
+                at = t + rng.uniform(0.1, 5.0) * day
+                if side == "refund":
+                    share = 1.0 if rng.random() < 0.5 else rng.uniform(0.1, 0.9)
+                    push(at, side, c, {"amount": f"{amount * share:.2f}", "order_id": order})
+                elif side == "complaint":
+                    complaints += 1
+                    push(at, side, c, {"complaint_id": f"k{complaints}"})
+                else:
+                    push(at, side, c, {})
+        elif kind == "call":
+            e |= {
+                "direction": "inbound" if rng.random() < 0.85 else "outbound",
+                "reason": rng.choice(CALL_REASONS),
+                "duration_s": round(rng.gammavariate(2.0, 150.0), 1),
+                "wait_s": round(rng.expovariate(1 / 60), 1),
+                "resolved": rng.random() < 0.8,
+            }
+        elif kind == "complaint":
+            e |= {
+                "complaint_id": extra["complaint_id"],
+                "category": extra.get("category") or rng.choice(COMPLAINT_CATEGORIES),
+                "severity": extra.get("severity") or rng.randint(1, 4),
+                "status": extra.get("status", "open"),
+            }
+            if e["status"] == "open":
+                u = rng.random()  # most are closed days later; a few are left open
+                if u < 0.9:
+                    status = "resolved" if u < 0.8 else "rejected"
+                    follow = {k: e[k] for k in ("complaint_id", "category", "severity")}
+                    push(
+                        t + rng.gammavariate(2.0, 2.0) * day,
+                        "complaint",
+                        c,
+                        follow | {"status": status},
+                    )
+        elif kind == "refund":
+            e |= {
+                "amount": extra["amount"],
+                "order_id": extra["order_id"],
+                "reason": rng.choice(REFUND_REASONS),
+            }
+        else:
+            e["satisfaction"] = rng.choices(SATISFACTION, SATISFACTION_WEIGHTS)[0]
+        out.append(e)
+    return out
+
+
+MIXES = ("retail", "purchase", "sim")
+
+
+def default_customers(n: int, mix: str) -> int:
+    """Customers when --customers is not given: the retail mix's are loyal shoppers
+    (about RETAIL_EVENTS_PER_CUSTOMER events each over the period), the others 20,000."""
+    return max(1, n // RETAIL_EVENTS_PER_CUSTOMER) if mix == "retail" else 20_000
+
+
 def make_input(n: int, customers: int, partitions: int, mix: str) -> Input:
-    events = purchases(n, customers) if mix == "purchase" else simulated(n, customers)
+    if mix == "retail":
+        events = retail(n, customers)
+    elif mix == "purchase":
+        events = purchases(n, customers)
+    else:
+        events = simulated(n, customers)
     return input_of(events, partitions, mix)
 
 
@@ -363,6 +504,69 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "kernel": platform.release(),
     }
+
+
+# The worker's collector settings (touchstream/cli.py, worker): the start-up heap
+# frozen, generation 0 collected every 50,000 allocations.
+WORKER_GC_THRESHOLD = (50_000, 20, 20)
+
+
+@contextmanager
+def worker_gc(apply: bool = True) -> Iterator[None]:
+    """The worker's GC settings for the block (what is alive now is frozen, as the
+    worker's start-up heap), CPython's own again after it. ``apply`` False: no change."""
+    if not apply:
+        yield
+        return
+    before = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*WORKER_GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
+@contextmanager
+def gc_pauses() -> Iterator[dict[int, list[float]]]:
+    """Every garbage collection in the block, timed start to stop (``gc.callbacks``,
+    perf_counter), as seconds per generation."""
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    started = 0.0
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            pauses[info["generation"]].append(time.perf_counter() - started)
+
+    gc.callbacks.append(timed)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(timed)
+
+
+def pause_summary(pauses: dict[int, list[float]]) -> dict[int, str]:
+    """Per generation: collections, nearest-rank p50 / p99 / max and total, in ms."""
+    out = {}
+    for g, xs in sorted(pauses.items()):
+        if not xs:
+            out[g] = "0 collections"
+            continue
+        s = sorted(xs)
+
+        def rank(q: float, s: list[float] = s) -> float:
+            return s[max(1, math.ceil(q * len(s))) - 1] * 1e3
+
+        out[g] = (
+            f"{len(s):,} collections, p50 {rank(0.5):.2f} ms, p99 {rank(0.99):.2f} ms, "
+            f"max {s[-1] * 1e3:.2f} ms, total {sum(s) * 1e3:.0f} ms"
+        )
+    return out
 
 
 def median(xs: Sequence[float]) -> float:

@@ -22,7 +22,9 @@ import click
     help="customers (sim: simulated customers, the first --events events kept)",
 )
 @click.option("--partitions", default=8, show_default=True)
-@click.option("--mix", type=click.Choice(["purchase", "sim"]), default="sim", show_default=True)
+@click.option(
+    "--mix", type=click.Choice(["retail", "purchase", "sim"]), default="sim", show_default=True
+)
 @click.option("--top", default=10, show_default=True)
 @click.option("--sort", default="tottime", show_default=True)
 def main(events: int, customers: int, partitions: int, mix: str, top: int, sort: str) -> None:
@@ -32,7 +34,7 @@ def main(events: int, customers: int, partitions: int, mix: str, top: int, sort:
     from bench.common import make_input
 
     inp = make_input(events, customers, partitions, mix)
-    rate, table, rows, cpu_us = replay_processor(inp)  # unprofiled: the real speed
+    r = replay_processor(inp)  # unprofiled: the real speed
     prof = cProfile.Profile()
     replay_processor(inp, profiler=prof)
     out = io.StringIO()
@@ -41,9 +43,9 @@ def main(events: int, customers: int, partitions: int, mix: str, top: int, sort:
     total = st.total_tt  # type: ignore[attr-defined]
     print(
         f"{inp.n:,} {mix} events of {inp.customers:,} customers, batches of 5,000: "
-        f"{rate:,.0f} events/s unprofiled ({cpu_us:.0f} CPU µs/event), "
-        f"{sum(map(len, table.values())) / max(1, len(table)):.0f} state bytes per "
-        f"customer, {rows / inp.n:.2f} ClickHouse rows per event; profiled total "
+        f"{r.events_per_s:,.0f} events/s unprofiled ({r.cpu_us:.0f} CPU µs/event), "
+        f"{sum(map(len, r.table.values())) / max(1, len(r.table)):.0f} state bytes per "
+        f"customer, {r.rows / inp.n:.2f} ClickHouse rows per event; profiled total "
         f"{total:.2f}s"
     )
     print(out.getvalue())

@@ -1,4 +1,5 @@
-"""bench/: the pure helpers of the latency, CDNOW and scale jobs (no timing asserted)."""
+"""bench/: the pure helpers of the latency, CDNOW and scale jobs, and the inputs (no
+timing asserted)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import orjson
 
 from agents.processor import Processor
 from agents.records import RawMessage, key_partition
+from bench.common import input_of, retail
 from bench.latency import Workload
 from bench.live import backlog_at, coverage_latencies, keys_by_partition, percentiles
 from bench.scale import purchase_stream
@@ -94,3 +96,58 @@ def test_the_scale_stream_gives_every_customer_a_purchase_first() -> None:
     assert [c for c, _ in out[:10]] == [f"S{i:07d}" for i in range(10)]
     assert len(out) == 25 and {c for c, _ in out} <= {f"S{i:07d}" for i in range(10)}
     assert not any(isinstance(decode(v), Rejected) for _, v in out)
+
+
+def test_the_retail_mix_is_deterministic_valid_in_time_order_and_mostly_purchases() -> None:
+    events = retail(3000, 20, seed=7)
+    assert events == retail(3000, 20, seed=7)
+    assert events != retail(3000, 20, seed=8)
+    assert len(events) == 3000 and len({e["event_id"] for e in events}) == 3000
+    assert not any(isinstance(decode(orjson.dumps(e)), Rejected) for e in events)
+    times = [e["occurred_at"] for e in events]
+    assert times == sorted(times)
+    types = [e["type"] for e in events]
+    assert 0.85 < types.count("purchase") / len(types) < 0.99
+    assert {"call", "complaint", "refund", "survey"} <= set(types)
+    # Complaints are followed by id: a closing report comes after its opening one, of
+    # the same customer, and most opened complaints are closed.
+    opened: dict[object, object] = {}
+    closed = 0
+    for e in events:
+        if e["type"] != "complaint":
+            continue
+        if e["status"] == "open":
+            opened[e["complaint_id"]] = e["customer_id"]
+        else:
+            assert opened[e["complaint_id"]] == e["customer_id"]
+            closed += 1
+    assert opened and closed >= len(opened) / 2
+    input_of(events, 4, "retail")  # the bench's own validity check
+
+
+def test_retail_customers_buy_in_rhythms_of_their_own() -> None:
+    days: dict[object, list[int]] = {}
+    for e in retail(4000, 20, seed=3):
+        if e["type"] == "purchase":
+            t = datetime.fromisoformat(str(e["occurred_at"]))
+            days.setdefault(e["customer_id"], []).append(t.toordinal())
+    mean_gaps = sorted((d[-1] - d[0]) / (len(d) - 1) for d in days.values() if len(d) > 5)
+    assert len(mean_gaps) >= 15
+    assert mean_gaps[-1] > 2 * mean_gaps[0]  # not one rhythm for all
+
+
+def test_the_bench_times_each_collection_and_restores_cpythons_gc_settings() -> None:
+    import gc
+
+    from bench.common import gc_pauses, pause_summary, worker_gc
+
+    before = gc.get_threshold()
+    with worker_gc(), gc_pauses() as pauses:
+        assert gc.get_threshold() == (50_000, 20, 20) and gc.get_freeze_count() > 0
+        gc.collect()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    assert len(pauses[2]) >= 1 and all(s >= 0 for s in pauses[2])
+    assert pause_summary({0: [], 2: [0.001, 0.003]}) == {
+        0: "0 collections",
+        2: "2 collections, p50 1.00 ms, p99 3.00 ms, max 3.00 ms, total 4 ms",
+    }

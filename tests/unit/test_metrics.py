@@ -5,6 +5,7 @@ moving its dead letters into "other" unnoticed."""
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,15 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 import agents.processor
-from agents.metrics import REASON_CLASSES, Condition, Metrics, health, reason_class
+from agents.metrics import (
+    GC_BUCKETS,
+    REASON_CLASSES,
+    Condition,
+    GcPauses,
+    Metrics,
+    health,
+    reason_class,
+)
 from agents.processor import Processor
 from agents.records import RawMessage
 from schemas.decode import Rejected, decode
@@ -365,3 +374,54 @@ def test_the_process_series_are_there_for_restarts_and_memory() -> None:
     got = samples(Metrics(failing_limit_s=60))
     assert got[("process_start_time_seconds", ())] > 0
     assert got[("process_resident_memory_bytes", ())] > 0
+
+
+# -- garbage collection pauses -----------------------------------------------------------
+
+
+def test_a_forced_collection_is_observed_as_a_full_collection_pause() -> None:
+    def full(m: Metrics) -> tuple[float, float, float]:
+        got = samples(m)
+        key = (("generation", "2"),)
+        return (
+            got[("touchstream_gc_pause_seconds_count", key)],
+            got[("touchstream_gc_pause_seconds_sum", key)],
+            got[("touchstream_gc_pause_seconds_bucket", (("generation", "2"), ("le", "+Inf")))],
+        )
+
+    m = Metrics(failing_limit_s=60)
+    count, total, inf = full(m)
+    gc.collect()
+    after = full(m)
+    assert after[0] == count + 1 and after[2] == inf + 1
+    assert after[1] > total
+    # Every generation has its series from the start, with buckets from 1 ms to 1 s.
+    got = samples(m)
+    counts = [dict(k[1]) for k in got if k[0] == "touchstream_gc_pause_seconds_count"]
+    assert sorted(c["generation"] for c in counts) == ["0", "1", "2"]
+    les = [
+        dict(k[1])["le"]
+        for k in got
+        if k[0] == "touchstream_gc_pause_seconds_bucket" and dict(k[1])["generation"] == "0"
+    ]
+    assert les == [*(str(b) for b in GC_BUCKETS), "+Inf"]
+
+
+def test_gc_pauses_fall_into_their_buckets_and_the_callback_is_installed_once() -> None:
+    pauses = GcPauses()
+    for seconds in (0.0005, 0.001, 0.003, 0.3, 2.0):
+        pauses.observe(1, seconds)
+    buckets = {
+        s.labels["le"]: s.value
+        for s in pauses.metric().samples
+        if s.name.endswith("_bucket") and s.labels["generation"] == "1"
+    }
+    assert (buckets["0.001"], buckets["0.005"], buckets["0.5"], buckets["1.0"]) == (2, 3, 4, 4)
+    assert buckets["+Inf"] == 5
+    try:
+        pauses.install()
+        pauses.install()
+        assert gc.callbacks.count(pauses.callback) == 1
+    finally:
+        pauses.remove()
+    assert pauses.callback not in gc.callbacks
