@@ -20,14 +20,20 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 
+from schemas.events import SATISFACTION_LEVELS, Call, Complaint, Refund
 from touchstream.local_servers import stop_process
 
 YEAR_S = 365 * 86_400
 START_S = 1_735_689_600  # 2025-01-01T00:00:00Z
+
+
+def _values(model: Any, field_name: str) -> tuple[str, ...]:
+    """The values a Literal field of the event contract takes."""
+    return get_args(model.model_fields[field_name].annotation)
 
 
 @dataclass
@@ -94,18 +100,11 @@ RETAIL_EVENTS_PER_CUSTOMER = 175  # --customers default for this mix: loyal shop
 # Per purchase, the chance that the customer also calls, complains, asks a refund or
 # answers a survey in the days after it (a few percent in all).
 RETAIL_SIDE = (("call", 0.025), ("complaint", 0.008), ("refund", 0.012), ("survey", 0.015))
-COMPLAINT_CATEGORIES = ("price", "product", "service", "other")
-CALL_REASONS = ("price", "product", "service", "billing", "other")
-REFUND_REASONS = ("defective", "not_as_described", "price", "changed_mind", "other")
-SATISFACTION = (
-    "very_satisfied",
-    "satisfied",
-    "fairly_satisfied",
-    "neutral",
-    "fairly_dissatisfied",
-    "dissatisfied",
-    "very_dissatisfied",
-)
+# The contract's own values (schemas/events.py), so the input never drifts from it.
+COMPLAINT_CATEGORIES = _values(Complaint, "category")
+CALL_REASONS = _values(Call, "reason")
+REFUND_REASONS = _values(Refund, "reason")
+SATISFACTION = tuple(SATISFACTION_LEVELS)  # best to worst, as the weights below
 SATISFACTION_WEIGHTS = (20, 35, 20, 12, 6, 4, 3)
 CATEGORIES = ("grocery", "household", "beauty", "garden", "toys", "electronics")
 

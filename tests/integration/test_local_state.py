@@ -59,6 +59,20 @@ def count(sink, sql: str) -> int:
     return sink.query(sql.format(db=sink.database))[1][0][0]
 
 
+def counted_once(events: list[dict], clickhouse_url: str) -> None:
+    """Every event is in ClickHouse once and each customer's state version is its count."""
+    with open_sink(clickhouse_url) as sink:
+        n_events = count(sink, "SELECT count() FROM {db}.events FINAL")
+        versions = dict(
+            sink.query(f"SELECT customer_id, version FROM {sink.database}.customer_state FINAL")[1]
+        )
+    per_customer: dict[str, int] = {}
+    for e in events:
+        per_customer[e["customer_id"]] = per_customer.get(e["customer_id"], 0) + 1
+    assert n_events == len(events)
+    assert versions == per_customer
+
+
 def test_a_worker_killed_mid_stream_resumes_from_its_rocksdb_store_and_counts_every_event_once(
     broker: Tansu, clickhouse: ClickHouseServer, tmp_path: Path
 ) -> None:
@@ -167,16 +181,7 @@ def test_a_worker_restarted_with_its_instance_id_takes_its_partitions_back_witho
         report = send_events(s, enumerate(events[half:], half + 1))
         wait_committed(s, report.end_offsets, proc, logs[1])
     assert generation(logs[1]) == before, logs[1].read_text()[-3000:]
-    with open_sink(s.clickhouse_url) as sink:
-        n_events = count(sink, "SELECT count() FROM {db}.events FINAL")
-        versions = dict(
-            sink.query(f"SELECT customer_id, version FROM {sink.database}.customer_state FINAL")[1]
-        )
-    per_customer: dict[str, int] = {}
-    for e in events:
-        per_customer[e["customer_id"]] = per_customer.get(e["customer_id"], 0) + 1
-    assert n_events == len(events)
-    assert versions == per_customer
+    counted_once(events, s.clickhouse_url)
 
 
 def last_recovery(log: str) -> tuple[dict[int, int], dict[int, int]]:
@@ -231,13 +236,4 @@ def test_a_standby_takes_over_a_killed_workers_partitions_reading_little_of_thei
     total = sum(written.values())
     assert total > 100, written
     assert read * 10 < total, (read, total, start, highwater)
-    with open_sink(base.clickhouse_url) as sink:
-        n_events = count(sink, "SELECT count() FROM {db}.events FINAL")
-        versions = dict(
-            sink.query(f"SELECT customer_id, version FROM {sink.database}.customer_state FINAL")[1]
-        )
-    per_customer: dict[str, int] = {}
-    for e in events:
-        per_customer[e["customer_id"]] = per_customer.get(e["customer_id"], 0) + 1
-    assert n_events == len(events)
-    assert versions == per_customer
+    counted_once(events, base.clickhouse_url)
