@@ -157,12 +157,15 @@ class Worker:
             use_partitioner=True,
             options=faust_store(settings.store)[1],
         )
-        self.outputs = {  # BatchResult field -> topic name
-            "dead_letters": _raw_topic(app, settings.dlq_topic, settings.partitions),
-            "transitions": _raw_topic(app, settings.transitions_topic, settings.partitions),
-            "alerts": _raw_topic(app, settings.alerts_topic, settings.partitions),
+        topics = {
+            "dead_letters": settings.dlq_topic,
+            "transitions": settings.transitions_topic,
+            "alerts": settings.alerts_topic,
         }
-        self.outputs = {k: t.get_topic_name() for k, t in self.outputs.items()}
+        self.outputs = {  # BatchResult field -> topic name
+            field: _raw_topic(app, name, settings.partitions).get_topic_name()
+            for field, name in topics.items()
+        }
         self.changelog = self.table.changelog_topic.get_topic_name()
         self.emitter: Emitter = emitter if emitter is not None else KafkaEmitter(app)
         self.processor = Processor(
