@@ -414,7 +414,6 @@ class ZooKeeper(Server):
     replicated tables and ON CLUSTER DDL."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
-
         script = zookeeper_bin()
         if script is None:
             raise FileNotFoundError("ZooKeeper is not installed (apt-get install zookeeper)")
@@ -425,12 +424,8 @@ class ZooKeeper(Server):
             f"tickTime=2000\ndataDir={d / 'data'}\nclientPort={self.port}\n"
             "clientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxClientCnxns=0\n"
         )
-        (d / "log4j.properties").write_text(
-            "log4j.rootLogger=WARN, CONSOLE\n"
-            "log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender\n"
-            "log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout\n"
-        )
-        env = dict(os.environ, ZOOCFGDIR=str(d), ZOO_LOG_DIR=str(d), JVMFLAGS="-Xmx256m")
+        # The script reads Debian's environment file; only the heap is ours to set.
+        env = dict(os.environ, JVMFLAGS="-Xmx256m")
         self.proc = subprocess.Popen(
             [script, "start-foreground", str(d / "zoo.cfg")],
             stdout=(d / "zookeeper.log").open("ab"),
