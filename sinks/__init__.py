@@ -7,13 +7,21 @@ from sinks.base import BatchingWriter, Row, Sink, SinkUnavailable
 __all__ = ["BatchingWriter", "Row", "Sink", "SinkUnavailable", "open_sink"]
 
 
-def open_sink(url: str) -> Sink:
+def open_sink(url: str, cluster: str = "") -> Sink:
     """``clickhouse://user:pass@host:9000/db`` (``clickhouses://`` TLS) for a server,
-    ``chdb://PATH`` for embedded."""
+    ``chdb://PATH`` for embedded. ``cluster``: cluster mode, the name of a cluster of the
+    server's remote_servers config (servers only)."""
     if url.startswith(("clickhouse://", "clickhouses://")):
         from sinks.clickhouse import ClickHouseSink
 
-        return ClickHouseSink(url)
+        sink = ClickHouseSink(url)
+        sink.cluster = cluster
+        return sink
+    if cluster:
+        raise SinkUnavailable(
+            f"cluster mode (cluster {cluster!r}) needs ClickHouse servers: "
+            "TOUCHSTREAM_CLICKHOUSE_URL must be clickhouse://..., not embedded chdb"
+        )
     if url.startswith("chdb://"):
         try:
             from sinks.embedded import ChdbSink

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sinks.errors import RowsRefused, SinkError, classify
-from sinks.tables import BY_NAME, TABLES, Capabilities
+from sinks.tables import BY_NAME, TABLES, Capabilities, Cluster, on_cluster
 
 Row = tuple[Any, ...]
 log = logging.getLogger("touchstream.sinks")
@@ -45,6 +45,12 @@ class SinkUnavailable(RuntimeError):
 
 class Sink(ABC):
     database: str
+    # The cluster of the server's remote_servers config that the DDL runs ON CLUSTER and
+    # the Distributed tables span; "" for one server (docs/operations.md).
+    cluster: str = ""
+
+    def cluster_mode(self) -> Cluster | None:
+        return Cluster(self.cluster) if self.cluster else None
 
     @abstractmethod
     def execute(self, sql: str) -> None:
@@ -111,16 +117,23 @@ class Sink(ABC):
         _, rows = self.catalog(f"SELECT name FROM system.tables WHERE database = '{db}'")
         existing = {r[0] for r in rows}
         suffix = uuid.uuid4().hex[:8]
+        on = on_cluster(self.cluster_mode())
         for name, select in defs.items():
             tmp = f"{name}__next_{suffix}"
+            # The comparison needs the new view on this server only.
             self.execute(f"CREATE VIEW {db}.{tmp} AS\n{select}")
             try:
                 if name in existing and self._definition(name) == self._definition(tmp).replace(
                     f"{db}.{tmp}", f"{db}.{name}", 1
                 ):
+                    if on:  # unchanged here; a server added since may lack it
+                        self.execute(f"CREATE VIEW IF NOT EXISTS {db}.{name}{on} AS\n{select}")
                     continue
-                swap = [f"DROP TABLE IF EXISTS {db}.{name}"] if name in existing else []
-                swap.append(f"RENAME TABLE {db}.{tmp} TO {db}.{name}")
+                if on:
+                    self.execute(f"DROP TABLE IF EXISTS {db}.{tmp}")
+                    self.execute(f"CREATE VIEW {db}.{tmp}{on} AS\n{select}")
+                swap = [f"DROP TABLE IF EXISTS {db}.{name}{on}"] if name in existing else []
+                swap.append(f"RENAME TABLE {db}.{tmp} TO {db}.{name}{on}")
                 for sql in swap[:-1]:
                     self.execute(sql)
                 try:
@@ -132,7 +145,7 @@ class Sink(ABC):
                 applied += swap
             finally:
                 if self._exists(tmp):
-                    self.execute(f"DROP TABLE IF EXISTS {db}.{tmp}")
+                    self.execute(f"DROP TABLE IF EXISTS {db}.{tmp}{on}")
         return applied
 
     def _definition(self, name: str) -> str:
@@ -148,17 +161,14 @@ class Sink(ABC):
         the recorded migrations say. ``migrate`` adds them: its steps, then its check."""
         from sinks.migrations import STEPS, Snapshot, plan, read_snapshot
 
-        caps = self.capabilities()
-        snap = read_snapshot(self, caps)
+        caps, cluster = self.capabilities(), self.cluster_mode()
+        snap = read_snapshot(self, caps, cluster)
         present = Snapshot(
             snap.database, snap.tables, snap.ttls, frozenset(s.version for s in STEPS)
         )
         tables = [t for t in TABLES if t.name in snap.tables]
-        return [
-            sql
-            for sql in plan(self.database, present, caps, tables=tables).statements
-            if " ADD COLUMN " in sql
-        ]
+        todo = plan(self.database, present, caps, tables=tables, cluster=cluster)
+        return [sql for sql in todo.statements if " ADD COLUMN " in sql]
 
     def __enter__(self) -> Sink:
         return self

@@ -104,13 +104,17 @@ class ClickHouseSink(Sink):
         for i in _DATETIMES[table]:
             # Epoch milliseconds -> the seconds clickhouse-driver takes as they are.
             columns[i] = [v // 1000 if type(v) is int else v for v in columns[i]]
-        # Values travel in native blocks, never inside the SQL text.
+        # Values travel in native blocks, never inside the SQL text. Into a Distributed
+        # table the insert returns once every shard has its rows: acked offsets then
+        # mean rows on the shards, not in the receiving server's queue.
+        settings = {"insert_distributed_sync": 1} if self.cluster else None
         try:
             self.client.execute(
                 f"INSERT INTO {self.database}.{t.name} ({cols}) VALUES",
                 columns,
                 types_check=False,
                 columnar=True,
+                settings=settings,
             )
         except Exception as e:
             raise classify(e) from e

@@ -20,6 +20,13 @@ step is pending, each finds what is there already and adds what is not, and is r
 processes at once: every statement is idempotent (IF NOT EXISTS where the server has it,
 check-then-add on 18.16), and a statement that fails is checked against a fresh plan:
 if that no longer holds it, another process did it first and the error is ignored.
+
+In cluster mode (a ``Cluster``) every statement runs ``ON CLUSTER``: the tables are the
+replicated ``<table>_local`` ones, a last group creates the Distributed tables in front
+of them or, when their columns differ (a step added one), swaps new ones in (18.16
+refuses ALTER ON CLUSTER of a table that is not replicated in a replicated cluster), and
+``schema_migrations`` is one replicated table all servers share, so a migrate connected
+to any server sees the records.
 """
 
 from __future__ import annotations
@@ -30,7 +37,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sinks.errors import SinkError
-from sinks.tables import TABLES, Capabilities, Column, Table, view_definitions
+from sinks.tables import (
+    TABLES,
+    Capabilities,
+    Cluster,
+    Column,
+    Table,
+    on_cluster,
+    stored_name,
+    view_definitions,
+)
 from sinks.views import sql_str
 
 if TYPE_CHECKING:
@@ -52,11 +68,19 @@ STEPS: tuple[Step, ...] = (
 )
 
 
-def migrations_ddl(db: str) -> str:
+def migrations_ddl(db: str, cluster: Cluster | None = None) -> str:
+    # In a cluster one replicated table on every server (a single ZooKeeper path, every
+    # server a replica of it): the records are the same wherever a migrate connects.
+    engine = (
+        f"ReplicatedMergeTree('/clickhouse/tables/all/{db}/{MIGRATIONS_TABLE}', "
+        "'{shard}-{replica}')"
+        if cluster
+        else "MergeTree"
+    )
     return (
-        f"CREATE TABLE IF NOT EXISTS {db}.{MIGRATIONS_TABLE} (\n"
+        f"CREATE TABLE IF NOT EXISTS {db}.{MIGRATIONS_TABLE}{on_cluster(cluster)} (\n"
         "  `version` UInt32,\n  `name` String,\n  `applied_at` DateTime('UTC'),\n"
-        "  `touchstream_version` String\n) ENGINE = MergeTree ORDER BY version"
+        f"  `touchstream_version` String\n) ENGINE = {engine} ORDER BY version"
     )
 
 
@@ -82,6 +106,8 @@ class Snapshot:
     tables: Mapping[str, Mapping[str, ColumnState]] = field(default_factory=dict)
     ttls: Mapping[str, str] = field(default_factory=dict)  # table -> TTL expression
     applied: frozenset[int] | None = None  # recorded steps; None: no schema_migrations
+    # Cluster mode: table -> the (name, type) columns of its Distributed table.
+    distributed: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     @property
     def predates_migrations(self) -> bool:
@@ -137,6 +163,7 @@ def _ensure(
     ttl_days: Mapping[str, int] | None,
     tables: Iterable[Table],
     wanted: Callable[[Table | Column], bool],
+    cluster: Cluster | None = None,
 ) -> list[str]:
     """Create the wanted tables that are missing (whole, as they are now) and add the
     wanted columns missing from the others, each after the column before it."""
@@ -145,7 +172,7 @@ def _ensure(
         if t.name not in model.tables:
             if wanted(t):
                 ttl = t.ttl_expression(caps, ttl_days)
-                out.append(t.ddl(db, caps, ttl_days))
+                out.append(t.ddl(db, caps, ttl_days, cluster))
                 model.create(t, caps, ttl)
             continue
         have = model.tables[t.name]
@@ -160,7 +187,10 @@ def _ensure(
             ]
             where = f" AFTER `{before[-1]}`" if before else ""
             if_not = "IF NOT EXISTS " if caps.add_column_if_not_exists else ""
-            out.append(f"ALTER TABLE {db}.{t.name} ADD COLUMN {if_not}{c.ddl(caps)}{where}")
+            out.append(
+                f"ALTER TABLE {db}.{stored_name(t.name, cluster)}{on_cluster(cluster)} "
+                f"ADD COLUMN {if_not}{c.ddl(caps)}{where}"
+            )
             have[c.name] = _state(c, caps)
     return out
 
@@ -171,6 +201,7 @@ def _dialect(
     caps: Capabilities,
     ttl_days: Mapping[str, int] | None,
     tables: Iterable[Table],
+    cluster: Cluster | None = None,
 ) -> list[str]:
     """Types, codecs and TTLs as this server and the settings call for, on tables made
     in another dialect (by an earlier release, or before the server was upgraded) or
@@ -183,6 +214,7 @@ def _dialect(
         have = model.tables.get(t.name)
         if have is None:
             continue
+        alter = f"ALTER TABLE {db}.{stored_name(t.name, cluster)}{on_cluster(cluster)} "
         modify = []
         for c in t.all_columns:
             now, want = have.get(c.name), _state(c, caps)
@@ -192,15 +224,36 @@ def _dialect(
                 modify.append(f"MODIFY COLUMN {c.ddl(caps)}")
                 have[c.name] = want
         if modify:
-            out.append(f"ALTER TABLE {db}.{t.name} " + ", ".join(modify))
+            out.append(alter + ", ".join(modify))
         if t.ttl is not None and caps.ttl:
             want_ttl = t.ttl_expression(caps, ttl_days)
             if model.ttls.get(t.name, "") != want_ttl:
-                out.append(
-                    f"ALTER TABLE {db}.{t.name} "
-                    + (f"MODIFY TTL {want_ttl}" if want_ttl else "REMOVE TTL")
-                )
+                out.append(alter + (f"MODIFY TTL {want_ttl}" if want_ttl else "REMOVE TTL"))
                 model.ttls[t.name] = want_ttl
+    return out
+
+
+def _distributed(
+    db: str, snap: Snapshot, caps: Capabilities, cluster: Cluster, tables: Iterable[Table]
+) -> list[str]:
+    """The Distributed tables: created where missing; where the columns differ from the
+    local table's (a step added one, the dialect changed a type), a new one is made
+    beside it and both renamed in one statement, so readers and inserts never find the
+    name missing (it holds no rows: inserts are synchronous)."""
+    out = []
+    for t in tables:
+        have = snap.distributed.get(t.name)
+        if have is None:
+            out.append(t.distributed_ddl(db, caps, cluster))
+        elif have != t.distributed_columns(caps):
+            nxt, prev = f"{t.name}__next", f"{t.name}__previous"
+            out += [
+                f"DROP TABLE IF EXISTS {db}.{nxt}{cluster.on}",
+                t.distributed_ddl(db, caps, cluster, nxt),
+                f"RENAME TABLE {db}.{t.name} TO {db}.{prev}, {db}.{nxt} TO {db}.{t.name}"
+                f"{cluster.on}",
+                f"DROP TABLE IF EXISTS {db}.{prev}{cluster.on}",
+            ]
     return out
 
 
@@ -216,61 +269,83 @@ def plan(
     ttl_days: Mapping[str, int] | None = None,
     steps: Sequence[Step] = STEPS,
     tables: Sequence[Table] = TABLES,
+    cluster: Cluster | None = None,
 ) -> Plan:
     """The statements that bring ``db`` from ``snap`` to the description, in groups:
-    the migrations table, each pending step (in order), a check, the dialect."""
+    the migrations table, each pending step (in order), a check, the dialect; in
+    cluster mode then the Distributed tables."""
     model = _Model(snap)
     groups = []
-    boot = [] if snap.database else [f"CREATE DATABASE IF NOT EXISTS {db}"]
+    boot = [] if snap.database else [f"CREATE DATABASE IF NOT EXISTS {db}{on_cluster(cluster)}"]
     if snap.applied is None:
-        boot.append(migrations_ddl(db))
+        boot.append(migrations_ddl(db, cluster))
     if boot:
         groups.append(Group(MIGRATIONS_TABLE, tuple(boot)))
     applied = snap.applied or frozenset()
     for step in steps:
         if step.version in applied:
             continue
-        sql = _ensure(db, model, caps, ttl_days, tables, _since(step.version))
+        sql = _ensure(db, model, caps, ttl_days, tables, _since(step.version), cluster)
         groups.append(Group(f"step {step.version}: {step.name}", tuple(sql), step))
-    check = _ensure(db, model, caps, ttl_days, tables, lambda x: True)
+    check = _ensure(db, model, caps, ttl_days, tables, lambda x: True, cluster)
     if check:
         groups.append(
             Group("check: tables and columns of applied steps found missing", tuple(check))
         )
-    dialect = _dialect(db, model, caps, ttl_days, tables)
+    dialect = _dialect(db, model, caps, ttl_days, tables, cluster)
     if dialect:
         groups.append(
             Group(f"dialect: column types, codecs and TTL ({caps.dialect})", tuple(dialect))
         )
+    if cluster is not None:
+        dist = _distributed(db, snap, caps, cluster, tables)
+        if dist:
+            groups.append(Group(f"Distributed tables on cluster {cluster.name}", tuple(dist)))
     return Plan(tuple(groups), snap.predates_migrations)
 
 
 # -- the imperative shell: read the database, run the plan --------------------------
 
 
-def read_snapshot(sink: Sink, caps: Capabilities) -> Snapshot:
+def read_snapshot(sink: Sink, caps: Capabilities, cluster: Cluster | None = None) -> Snapshot:
+    """The database as the connected server has it (in cluster mode: its local tables
+    under the tables' names, and its Distributed tables)."""
     db = sql_str(sink.database)
     _, rows = sink.query(f"SELECT count() FROM system.databases WHERE name = {db}")
     if not int(rows[0][0]):
         return Snapshot()
     _, rows = sink.catalog(
-        f"SELECT name, engine_full FROM system.tables WHERE database = {db} "
-        "AND engine LIKE '%MergeTree'"
+        f"SELECT name, engine_full, engine FROM system.tables WHERE database = {db} "
+        "AND (engine LIKE '%MergeTree' OR engine = 'Distributed')"
     )
-    ttls = {str(name): _ttl_of(str(full)) for name, full in rows}
+    # stored name -> the table's name in the description
+    names = {stored_name(t.name, cluster): t.name for t in TABLES}
+    names[MIGRATIONS_TABLE] = MIGRATIONS_TABLE
+    ttls = {
+        names.get(str(name), str(name)): _ttl_of(str(full))
+        for name, full, engine in rows
+        if engine != "Distributed"
+    }
+    dist_names = {str(name) for name, _, engine in rows if engine == "Distributed"}
     codec = "compression_codec" if caps.codecs else "''"
     _, rows = sink.catalog(
         f"SELECT table, name, type, {codec} FROM system.columns WHERE database = {db}"
     )
     tables: dict[str, dict[str, ColumnState]] = {t: {} for t in ttls}
+    dist: dict[str, list[tuple[str, str]]] = {}
     for table, name, type_, c in rows:
-        if table in tables:
-            tables[table][name] = ColumnState(str(type_), str(c))
+        if cluster is not None and table in dist_names:
+            dist.setdefault(str(table), []).append((str(name), str(type_)))
+            continue
+        logical = names.get(str(table), str(table))
+        if logical in tables:
+            tables[logical][name] = ColumnState(str(type_), str(c))
     applied = None
     if MIGRATIONS_TABLE in tables:
         _, rows = sink.query(f"SELECT DISTINCT version FROM {sink.database}.{MIGRATIONS_TABLE}")
         applied = frozenset(int(r[0]) for r in rows)
-    return Snapshot(True, tables, ttls, applied)
+    distributed = {t: tuple(cols) for t, cols in dist.items()}
+    return Snapshot(True, tables, ttls, applied, distributed)
 
 
 _TTL = re.compile(r" TTL (.+?)(?: SETTINGS |$)")
@@ -294,8 +369,8 @@ def migrate(
 ) -> list[str]:
     """Apply the pending steps in order, recording each, then the check and the dialect
     groups, then create or replace the views. Returns the statements run."""
-    db, caps = sink.database, sink.capabilities()
-    todo = plan(db, read_snapshot(sink, caps), caps, ttl_days)
+    db, caps, cluster = sink.database, sink.capabilities(), sink.cluster_mode()
+    todo = plan(db, read_snapshot(sink, caps, cluster), caps, ttl_days, cluster=cluster)
     done: list[str] = []
     for group in todo.groups:
         for sql in group.statements:
@@ -304,7 +379,8 @@ def migrate(
             except SinkError:
                 # Another process may have done it in between (18.16 has no IF NOT
                 # EXISTS for columns; concurrent CREATEs race): is it still to do?
-                again = plan(db, read_snapshot(sink, caps), caps, ttl_days)
+                snap = read_snapshot(sink, caps, cluster)
+                again = plan(db, snap, caps, ttl_days, cluster=cluster)
                 if sql in again.statements:
                     raise
                 continue
@@ -321,10 +397,12 @@ def _views(
     """Views hold no data: each is replaced in place (CREATE OR REPLACE VIEW), so a new
     definition or segment map takes effect at once and a query never finds it missing;
     18.16 has no CREATE OR REPLACE VIEW, so Sink.swap_views swaps changed ones."""
-    defs = view_definitions(sink.database, segment_map)
+    cluster = sink.cluster_mode()
+    defs = view_definitions(sink.database, segment_map, cluster)
     if not caps.replace_view:
         return sink.swap_views(defs)
-    views = [f"CREATE OR REPLACE VIEW {sink.database}.{n} AS\n{s}" for n, s in defs.items()]
+    on = on_cluster(cluster)
+    views = [f"CREATE OR REPLACE VIEW {sink.database}.{n}{on} AS\n{s}" for n, s in defs.items()]
     for sql in views:
         sink.execute(sql)
     return views
@@ -349,8 +427,8 @@ class Status:
 def status(sink: Sink, ttl_days: Mapping[str, int] | None = None) -> Status:
     """The recorded steps and what a migrate would do now (views aside); changes nothing."""
     version = sink.server_version()
-    caps = Capabilities.of(version)
-    snap = read_snapshot(sink, caps)
+    caps, cluster = Capabilities.of(version), sink.cluster_mode()
+    snap = read_snapshot(sink, caps, cluster)
     applied: list[Applied] = []
     if snap.applied is not None:
         _, rows = sink.query(
@@ -359,4 +437,5 @@ def status(sink: Sink, ttl_days: Mapping[str, int] | None = None) -> Status:
             f"FROM {sink.database}.{MIGRATIONS_TABLE} GROUP BY version ORDER BY version"
         )
         applied = [Applied(int(v), str(n), str(at), str(tv)) for v, n, at, tv in rows]
-    return Status(version, caps, tuple(applied), plan(sink.database, snap, caps, ttl_days))
+    todo = plan(sink.database, snap, caps, ttl_days, cluster=cluster)
+    return Status(version, caps, tuple(applied), todo)

@@ -9,6 +9,12 @@ that apply where the server has them (``Capabilities``, from its version): LowCa
 for a column of few distinct values, a compression codec, and per table a TTL. The two
 dialects store the same values, so every query gives the same answer on both.
 sinks/migrations.py creates and upgrades the tables from this description.
+
+In cluster mode (``Cluster``, the setting TOUCHSTREAM_CLICKHOUSE_CLUSTER) each table is a
+replicated table named ``<table>_local`` on every server, with the same ORDER BY,
+PARTITION BY and version, and a ``Distributed`` table under the table's own name that
+reads all shards and sends each row to the shard of its key's hash (``Table.shard_key``:
+one customer's rows on one shard, so FINAL and argMax per customer hold within a shard).
 """
 
 from __future__ import annotations
@@ -63,6 +69,34 @@ class Capabilities:
 
 PLAIN = Capabilities()  # ClickHouse 18.16
 CURRENT = Capabilities(True, True, True, True, True)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A ClickHouse cluster of the servers' remote_servers config, by name. Each server
+    needs the macros ``{shard}`` and ``{replica}`` and ZooKeeper (docs/operations.md,
+    "ClickHouse cluster")."""
+
+    name: str
+
+    LOCAL_SUFFIX = "_local"
+
+    @property
+    def on(self) -> str:
+        return f" ON CLUSTER {self.name}"
+
+    def local(self, table: str) -> str:
+        return table + self.LOCAL_SUFFIX
+
+
+def on_cluster(cluster: Cluster | None) -> str:
+    """`` ON CLUSTER name`` for a DDL statement in cluster mode, else nothing."""
+    return cluster.on if cluster else ""
+
+
+def stored_name(table: str, cluster: Cluster | None) -> str:
+    """The table that holds the rows: the local replicated one in cluster mode."""
+    return cluster.local(table) if cluster else table
 
 
 @dataclass(frozen=True)
@@ -152,14 +186,56 @@ class Table:
         n = (days or {}).get(self.name, default)
         return f"{column} + toIntervalDay({n})" if n > 0 else ""
 
+    def engine_in(self, db: str, cluster: Cluster | None) -> str:
+        """The engine; in cluster mode its replicated form, one ZooKeeper path per shard."""
+        if cluster is None:
+            return self.engine
+        name, rest = self.engine.split("(", 1)
+        path = f"'/clickhouse/tables/{{shard}}/{db}/{cluster.local(self.name)}', '{{replica}}'"
+        return f"Replicated{name}({path}, {rest}"
+
+    @property
+    def shard_key(self) -> str:
+        """The Distributed table's sharding key: a customer's rows on one shard; tables
+        without a customer by their whole key, so every version of a row meets itself."""
+        key = ("customer_id",) if "customer_id" in self.key else self.key
+        return f"cityHash64({', '.join(key)})"
+
     def ddl(
-        self, db: str, caps: Capabilities = PLAIN, ttl_days: Mapping[str, int] | None = None
+        self,
+        db: str,
+        caps: Capabilities = PLAIN,
+        ttl_days: Mapping[str, int] | None = None,
+        cluster: Cluster | None = None,
     ) -> str:
         cols = ",\n  ".join(c.ddl(caps) for c in self.all_columns)
         ttl = self.ttl_expression(caps, ttl_days)
+        name = stored_name(self.name, cluster)
         return (
-            f"CREATE TABLE IF NOT EXISTS {db}.{self.name} (\n  {cols}\n) ENGINE = {self.engine}"
-            + (f" TTL {ttl}" if ttl else "")
+            f"CREATE TABLE IF NOT EXISTS {db}.{name}{on_cluster(cluster)} (\n  {cols}\n) "
+            f"ENGINE = {self.engine_in(db, cluster)}" + (f" TTL {ttl}" if ttl else "")
+        )
+
+    def distributed_columns(self, caps: Capabilities) -> tuple[tuple[str, str], ...]:
+        """(name, type) of the Distributed table's columns, as system.columns gives them."""
+        return tuple((c.name, c.type_in(caps)) for c in self.all_columns)
+
+    def distributed_ddl(
+        self, db: str, caps: Capabilities, cluster: Cluster, name: str | None = None
+    ) -> str:
+        """The Distributed table in front of the local ones. A MATERIALIZED column is an
+        ALIAS of the same expression here: 18.16 sends a Distributed table's materialized
+        values on to the shards, which refuse them; an alias is computed where it is read.
+        No codecs: it stores nothing."""
+        cols = []
+        for c in self.all_columns:
+            fill = c.fill.replace("MATERIALIZED", "ALIAS", 1)
+            cols.append(" ".join(p for p in (f"`{c.name}`", c.type_in(caps), fill) if p))
+        body = ",\n  ".join(cols)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {db}.{name or self.name}{cluster.on} (\n  {body}\n) "
+            f"ENGINE = Distributed({cluster.name}, {db}, {cluster.local(self.name)}, "
+            f"{self.shard_key})"
         )
 
 
@@ -551,9 +627,25 @@ VIEWS = ("customer_rfm", "customer_churn", "customer_scores")
 _VIEW_HEAD = re.compile(r"CREATE VIEW IF NOT EXISTS \S+\.(\w+) AS\n")
 
 
-def view_definitions(db: str, segment_map: Sequence[Sequence[str]] | None = None) -> dict[str, str]:
+# A join of the views' SQL (not ARRAY JOIN, which unfolds an array of the same row).
+_JOIN = re.compile(r"(?<!ARRAY )\b((?:ANY |ALL )?(?:LEFT |INNER |CROSS |RIGHT |FULL )?JOIN)\b")
+
+
+def global_joins(select: str) -> str:
+    """Every join as a GLOBAL JOIN: its right side is read once, from every shard through
+    the Distributed tables, and sent to the shards with the query. Without it a query
+    that reads a Distributed table and joins another is refused (18.16, and current
+    servers by default: distributed_product_mode = 'deny'), and a local join would see
+    only the shard's own rows of tables not sharded by customer."""
+    return _JOIN.sub(r"GLOBAL \1", select)
+
+
+def view_definitions(
+    db: str, segment_map: Sequence[Sequence[str]] | None = None, cluster: Cluster | None = None
+) -> dict[str, str]:
     """Every view, name -> its SELECT, in the order they are created (a view may read
-    the ones before it): customer_rfm, customer_scores, then sinks/views.py's."""
+    the ones before it): customer_rfm, customer_scores, then sinks/views.py's. In
+    cluster mode with GLOBAL joins (``global_joins``)."""
     from sinks.views import analyst_views
 
     defs = {}
@@ -561,4 +653,7 @@ def view_definitions(db: str, segment_map: Sequence[Sequence[str]] | None = None
         head = _VIEW_HEAD.match(sql)
         assert head, sql[:80]
         defs[head.group(1)] = sql[head.end() :]
-    return defs | analyst_views(db, segment_map)
+    defs |= analyst_views(db, segment_map)
+    if cluster is not None:
+        defs = {name: global_joins(select) for name, select in defs.items()}
+    return defs

@@ -60,7 +60,7 @@ def migrate(
 
     s = Settings()
     try:
-        with open_sink(s.clickhouse_url) as sink:
+        with open_sink(s.clickhouse_url, s.clickhouse_cluster) as sink:
             if status:
                 _print_status(sink, s)
                 return
@@ -151,7 +151,7 @@ def worker(loglevel: str = "info") -> None:
                 f"topic {s.input_topic!r} has {n} partitions but TOUCHSTREAM_PARTITIONS is "
                 f"{s.partitions}: set TOUCHSTREAM_PARTITIONS={n} for this topic"
             )
-        sink = open_sink(s.clickhouse_url)
+        sink = open_sink(s.clickhouse_url, s.clickhouse_cluster)
         sink.migrate(s.rfm_segments, s.ttl_days)
     except SinkError as e:
         _fail(f"ClickHouse refused the worker's migration: {e}")
@@ -281,7 +281,7 @@ def fit() -> None:
 
     s = Settings()
     try:
-        with open_sink(s.clickhouse_url) as sink:
+        with open_sink(s.clickhouse_url, s.clickhouse_cluster) as sink:
             sink.execute(MODEL_PARAMS.ddl(sink.database))  # the rest: `touchstream migrate`
             fitted = fit_models(sink)
     except (SinkUnavailable, FitError) as e:
@@ -353,7 +353,7 @@ def query(
     s = Settings()
     own = _OWN_FORMAT.search(sql)
     try:
-        with open_sink(s.clickhouse_url) as sink:
+        with open_sink(s.clickhouse_url, s.clickhouse_cluster) as sink:
             if own:
                 if not hasattr(sink, "query_formatted"):
                     _fail(
@@ -407,7 +407,7 @@ def customer(
         answer = from_worker(base, customer_id)
     except WorkerUnreachable as e:
         try:
-            with open_sink(s.clickhouse_url) as sink:
+            with open_sink(s.clickhouse_url, s.clickhouse_cluster) as sink:
                 answer = from_clickhouse(sink, customer_id, str(e))
         except SinkUnavailable as e2:
             _fail(f"{e}; and {e2}")
@@ -435,7 +435,8 @@ def report(
     from touchstream.report import print_tables, write_report
 
     try:
-        with open_sink(Settings().clickhouse_url) as sink:
+        s = Settings()
+        with open_sink(s.clickhouse_url, s.clickhouse_cluster) as sink:
             r = write_report(sink, out)
     except SinkUnavailable as e:
         _fail(str(e))
@@ -531,7 +532,8 @@ def evaluate(
         from sinks import SinkUnavailable, open_sink
 
         try:
-            with open_sink(Settings().clickhouse_url) as sink:
+            s = Settings()
+            with open_sink(s.clickhouse_url, s.clickhouse_cluster) as sink:
                 decisions = from_clickhouse(sink)
         except SinkUnavailable as e:
             _fail(str(e))

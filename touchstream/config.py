@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     clickhouse_url: str = Field(
         "chdb://var/chdb", description="clickhouse://user:pass@host:9000/db or chdb://PATH"
     )
+    clickhouse_cluster: str = Field(
+        "",
+        description="cluster mode: a cluster of the servers' remote_servers config; DDL "
+        "runs ON CLUSTER, rows go to replicated local tables through Distributed tables "
+        "of the same names (docs/operations.md, ClickHouse cluster); empty: one server",
+    )
     app_id: str = Field("touchstream", description="Faust app id = Kafka consumer group")
     input_topic: str = "touchpoints"
     dlq_topic: str = "touchpoints.dlq"

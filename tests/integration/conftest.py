@@ -66,6 +66,7 @@ def worker_env(s: Settings) -> dict[str, str]:
         (
             "broker",
             "clickhouse_url",
+            "clickhouse_cluster",
             "app_id",
             "input_topic",
             "dlq_topic",

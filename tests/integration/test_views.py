@@ -503,10 +503,10 @@ def population_events(n: int, seed: int) -> list[dict[str, Any]]:
     return e.items
 
 
-@pytest.fixture(scope="module", params=["server", "chdb"])
-def population(request: pytest.FixtureRequest) -> Iterator[tuple[Sink, dict[str, tuple]]]:
-    url = sink_url(request, f"pop_{uuid.uuid4().hex[:8]}")
-    rows, proc, table = processed(population_events(120, seed=7))
+def population_data(n: int = 120, seed: int = 7) -> tuple[dict[str, list[tuple]], dict[str, tuple]]:
+    """A generated population's rows (with stream_clock and rfm_cutoffs) and, per buyer,
+    the scores, segment, quadrant and flags the domain's Python gives it."""
+    rows, proc, table = processed(population_events(n, seed))
     pop = proc.population()
     cut = cutoffs_from(pop)
     rate_median, amount_median = medians_from(pop)
@@ -532,12 +532,19 @@ def population(request: pytest.FixtureRequest) -> Iterator[tuple[Sink, dict[str,
             ),
             int(scoring.is_transaction_buyer(p.purchase_days, tenure)),
         )
+    rows["stream_clock"] = [(0, as_of, as_of)]
+    rows["rfm_cutoffs"] = [cutoffs_row(cut, rate_median, amount_median, as_of)]
+    return rows, expected
+
+
+@pytest.fixture(scope="module", params=["server", "chdb"])
+def population(request: pytest.FixtureRequest) -> Iterator[tuple[Sink, dict[str, tuple]]]:
+    url = sink_url(request, f"pop_{uuid.uuid4().hex[:8]}")
+    rows, expected = population_data()
     with open_sink(url) as sink:
         sink.migrate()
-        sink.insert("events", rows["events"])
-        sink.insert("customer_state", rows["customer_state"])
-        sink.insert("stream_clock", [(0, as_of, as_of)])
-        sink.insert("rfm_cutoffs", [cutoffs_row(cut, rate_median, amount_median, as_of)])
+        for table in ("events", "customer_state", "stream_clock", "rfm_cutoffs"):
+            sink.insert(table, rows[table])
         yield sink, expected
 
 

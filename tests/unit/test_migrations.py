@@ -15,7 +15,16 @@ from sinks.migrations import (
     Snapshot,
     plan,
 )
-from sinks.tables import BY_NAME, CURRENT, PLAIN, TABLES, Capabilities, Table
+from sinks.tables import (
+    BY_NAME,
+    CURRENT,
+    PLAIN,
+    TABLES,
+    Capabilities,
+    Cluster,
+    Table,
+    view_definitions,
+)
 from tests import previous_release
 from touchstream.config import Settings
 
@@ -263,3 +272,85 @@ def test_a_type_the_description_does_not_know_is_left_to_a_step():
     events = {**snap.tables["events"], "type": ColumnState("Enum8('purchase' = 1)")}
     p = plan("db", Snapshot(True, {**snap.tables, "events": events}, snap.ttls, ALL), CURRENT)
     assert p.statements == []
+
+
+# -- cluster mode ----------------------------------------------------------------------
+
+CLUSTER = Cluster("c2x2")
+
+
+def made_in_cluster(caps: Capabilities = PLAIN) -> Snapshot:
+    """A database this description made in cluster mode: local tables and Distributed ones."""
+    snap = made_by(caps=caps)
+    dist = {t.name: t.distributed_columns(caps) for t in TABLES}
+    return dataclasses.replace(snap, distributed=dist)
+
+
+@pytest.mark.parametrize("caps", [PLAIN, CURRENT])
+def test_a_fresh_database_in_cluster_mode_runs_every_statement_on_the_cluster(caps):
+    p = plan("ts", Snapshot(), caps, cluster=CLUSTER)
+    assert all(" ON CLUSTER c2x2 " in sql.split("(", 1)[0] + " " for sql in p.statements)
+    creates = by_group(p)["step 1"]
+    for t in TABLES:
+        local = next(sql for sql in creates if f"ts.{t.name}_local " in sql)
+        assert f"ENGINE = Replicated{t.engine.split('(', 1)[0]}(" in local
+        assert f"'/clickhouse/tables/{{shard}}/ts/{t.name}_local', '{{replica}}', version)" in local
+        assert t.engine.split(")", 1)[1] in local, "the same PARTITION BY and ORDER BY"
+    dist = by_group(p)["Distributed tables on cluster c2x2"]
+    assert len(dist) == len(TABLES)
+    events = next(sql for sql in dist if "ts.events " in sql)
+    assert "Distributed(c2x2, ts, events_local, cityHash64(customer_id))" in events
+    satisfaction = BY_NAME["events"].all_columns[11]
+    alias = "ALIAS visitParamExtractString(attributes, 'satisfaction')"
+    assert f"`satisfaction` {satisfaction.type_in(caps)} {alias}" in events
+    assert "MATERIALIZED" not in events and "CODEC" not in events
+    assert "ReplicatedMergeTree('/clickhouse/tables/all/ts/schema_migrations'" in p.statements[1]
+
+
+def test_tables_without_a_customer_are_sharded_by_their_whole_key():
+    assert BY_NAME["transitions"].shard_key == "cityHash64(customer_id)"
+    assert BY_NAME["dead_letters"].shard_key == "cityHash64(topic, partition, offset)"
+    assert BY_NAME["stream_clock"].shard_key == "cityHash64(partition)"
+
+
+@pytest.mark.parametrize("caps", [PLAIN, CURRENT])
+def test_a_database_this_release_made_in_cluster_mode_plans_nothing(caps):
+    assert plan("ts", made_in_cluster(caps), caps, cluster=CLUSTER).statements == []
+
+
+def test_a_step_adding_a_column_alters_the_local_tables_and_swaps_the_distributed_one():
+    snap = made_in_cluster()
+    cols = {t: dict(c) for t, c in snap.tables.items()}
+    del cols["rfm_cutoffs"]["written_at"]
+    dist = dict(snap.distributed)
+    dist["rfm_cutoffs"] = tuple(c for c in dist["rfm_cutoffs"] if c[0] != "written_at")
+    snap = dataclasses.replace(snap, tables=cols, applied=frozenset({1, 2}), distributed=dist)
+    groups = by_group(plan("ts", snap, PLAIN, cluster=CLUSTER))
+    assert groups["step 3"] == [
+        "ALTER TABLE ts.rfm_cutoffs_local ON CLUSTER c2x2 ADD COLUMN `written_at` "
+        "DateTime('UTC') DEFAULT now() AFTER `version`"
+    ]
+    swap = groups["Distributed tables on cluster c2x2"]
+    assert swap[0] == "DROP TABLE IF EXISTS ts.rfm_cutoffs__next ON CLUSTER c2x2"
+    assert swap[1].startswith("CREATE TABLE IF NOT EXISTS ts.rfm_cutoffs__next ON CLUSTER c2x2")
+    assert swap[2] == (
+        "RENAME TABLE ts.rfm_cutoffs TO ts.rfm_cutoffs__previous, "
+        "ts.rfm_cutoffs__next TO ts.rfm_cutoffs ON CLUSTER c2x2"
+    )
+    assert swap[3] == "DROP TABLE IF EXISTS ts.rfm_cutoffs__previous ON CLUSTER c2x2"
+
+
+def test_without_a_cluster_the_plan_is_the_single_servers():
+    assert "ON CLUSTER" not in " ".join(plan("ts", Snapshot(), PLAIN).statements)
+
+
+def test_views_join_globally_in_cluster_mode_and_array_joins_stay_as_they_are():
+    one = view_definitions("ts")
+    many = view_definitions("ts", cluster=CLUSTER)
+    assert "GLOBAL" not in " ".join(one.values())
+    assert "AS s GLOBAL ANY LEFT JOIN" in many["customer_churn"]
+    assert "GLOBAL CROSS JOIN" in many["customer_scores"]
+    for name, select in many.items():
+        assert "GLOBAL ARRAY" not in select
+        assert select.count("JOIN") == one[name].count("JOIN")
+        assert select.count("GLOBAL") == one[name].count("JOIN") - one[name].count("ARRAY JOIN")
