@@ -324,6 +324,12 @@ def calibration_matrix(model: btyd.Model, s: Summary, days: int) -> np.ndarray:
 def fit_calibration(features: np.ndarray, quiet: np.ndarray, l2: float = 1e-4) -> btyd.Calibration:
     """Logistic regression of 'no purchase in the holdout' on the features (a small ridge
     on every weight but the intercept keeps it finite on separable data)."""
+    return btyd.Calibration(tuple(map(float, logistic_weights(features, quiet, l2))))
+
+
+def logistic_weights(features: np.ndarray, quiet: np.ndarray, l2: float = 1e-4) -> np.ndarray:
+    """The weights of a ridge logistic regression; column 0 of ``features`` is the
+    intercept (not penalised) and column 1 starts at weight 1."""
     y = quiet.astype(float)
     n = len(y)
 
@@ -337,7 +343,7 @@ def fit_calibration(features: np.ndarray, quiet: np.ndarray, l2: float = 1e-4) -
     start = np.zeros(features.shape[1])
     start[1] = 1.0  # the model's own log odds
     res = minimize(objective, start, jac=True, method="L-BFGS-B", options={"maxiter": 1000})
-    return btyd.Calibration(tuple(map(float, res.x)))
+    return np.asarray(res.x, dtype=float)
 
 
 def fit_all(full: Summary, holdout: Holdout | None, models: Sequence[str] = btyd.MODELS) -> Report:

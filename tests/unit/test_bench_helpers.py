@@ -151,3 +151,15 @@ def test_the_bench_times_each_collection_and_restores_cpythons_gc_settings() -> 
         0: "0 collections",
         2: "2 collections, p50 1.00 ms, p99 3.00 ms, max 3.00 ms, total 4 ms",
     }
+def test_the_holdout_ceiling_ranks_a_separating_feature_perfectly_and_noise_at_chance() -> None:
+    import numpy as np
+
+    from bench.holdout import cross_validated_auc
+
+    rng = np.random.default_rng(1)
+    y = (rng.random(2000) < 0.7).astype(float)
+    ones = np.ones(len(y))
+    signal = np.column_stack([ones, y + rng.normal(0, 0.1, len(y))])
+    noise = np.column_stack([ones, rng.normal(0, 1, len(y))])
+    assert cross_validated_auc(signal, y) > 0.99
+    assert abs(cross_validated_auc(noise, y) - 0.5) < 0.05
