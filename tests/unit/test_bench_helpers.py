@@ -151,6 +151,8 @@ def test_the_bench_times_each_collection_and_restores_cpythons_gc_settings() -> 
         0: "0 collections",
         2: "2 collections, p50 1.00 ms, p99 3.00 ms, max 3.00 ms, total 4 ms",
     }
+
+
 def test_the_holdout_ceiling_ranks_a_separating_feature_perfectly_and_noise_at_chance() -> None:
     import numpy as np
 
