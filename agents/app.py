@@ -59,6 +59,10 @@ log = logging.getLogger("touchstream.worker")
 # Messages processed between turns of the event loop: about 4 ms at 65 µs each, the most
 # a till request waits for the batch in progress; a turn costs well under 1% of that.
 YIELD_EVERY = 64
+# Customers read per slice when a partition's deadline index is rebuilt after an
+# assignment (Processor.index_slice): about 30 ms of the event loop at a time, so a worker
+# holding millions of customers processes events (and answers the till) at once.
+INDEX_SLICE = 5_000
 EFFECTS_IN_FLIGHT = 2  # batches whose effects may still be going out (handle())
 
 
@@ -173,6 +177,7 @@ class Worker:
             settings.partitions,
             model=_load_model(sink),
             max_future_skew_ms=int(settings.max_future_skew_s * 1000),
+            index_slice=INDEX_SLICE,
         )
         self.metrics = Metrics(settings.health_clickhouse_failing_s)
         self.writer = BatchingWriter(sink, on_insert=self.metrics.insert)
@@ -203,6 +208,7 @@ class Worker:
             app.timer(interval=settings.tick_s)(self.tick)
         if settings.clock == "event" and settings.idle_s > 0:
             app.timer(interval=min(settings.tick_s, settings.idle_s))(self.advance_idle)
+        app.timer(interval=0.5)(self.build_indexes)
         app.timer(interval=settings.cutoff_interval_s)(self.publish_cutoffs)
         app.timer(interval=settings.model_poll_s)(self.poll_model)
         if settings.fit_interval_s > 0:
@@ -411,6 +417,30 @@ class Worker:
             done = self.apply(result)
         await done
 
+    async def build_indexes(self) -> None:
+        """Deadline indexes of newly assigned partitions, a slice at a time between
+        batches; a partition whose index is whole fires the deadlines already due."""
+        processor, live = self.processor, self.settings.clock == "live"
+        while processor.building:
+            async with self.lock:
+                whole = processor.build_indexes()
+                done = None
+                if whole:
+                    now = datetime.now(UTC)
+                    result = processor.process(
+                        [],
+                        self.load,
+                        now,
+                        self.state.scan,
+                        wall_ms=epoch_ms(now) if live else None,
+                        partitions=whole,
+                    )
+                    done = self.apply(result)
+            if done is not None:
+                await done
+            else:
+                await asyncio.sleep(0)  # batches, the till and the timers get a turn
+
     # -- RFM cut-offs over every worker's partitions ------------------------------------------
 
     def merged_population(self) -> RfmSketches:
@@ -427,8 +457,8 @@ class Worker:
     async def publish_cutoffs(self) -> None:
         processor = self.processor
         async with self.lock:
-            if not processor.sketches:
-                return
+            if not processor.sketches or processor.building:
+                return  # a partition still being indexed would count only part of it
             published = datetime.now(UTC)
             sketches = [sketch_row(p, sk, published) for p, sk in processor.sketches.items()]
             stream_time = dict(processor.stream_time)

@@ -501,6 +501,12 @@ class _Scrape(Collector):
             "Silence deadlines waiting for stream time to pass them (this worker's partitions)",
             value=processor.deadlines_pending() if processor is not None else 0,
         )
+        yield GaugeMetricFamily(
+            "touchstream_partitions_indexing",
+            "Partitions whose deadline index is being rebuilt after an assignment (their "
+            "deadlines wait until it is whole)",
+            value=len(processor.building) if processor is not None else 0,
+        )
 
 
 class _GcScrape(Collector):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from itertools import islice
 from typing import Any, NamedTuple
@@ -94,8 +94,17 @@ class Processor:
         state_cache: int = STATE_CACHE,
         model: Model | None = None,
         max_future_skew_ms: int | None = None,
+        index_slice: int | None = None,
     ) -> None:
         self.rules = rules
+        # A partition's deadline index and RFM sketch are rebuilt from its customers after
+        # each assignment. None: all at once, in the first batch that needs them. A number:
+        # that many customers at a time (``build_indexes``), so a worker holding millions
+        # processes events again at once; the partition's deadlines wait until its index
+        # is whole, then fire as stream time says (they are dated at the deadline, so
+        # firing later gives the same results, as a larger batch would).
+        self.index_slice = index_slice
+        self._building: dict[int, _Building] = {}
         # The churn model (model_params' chosen version): each changed customer's values
         # go into its customer_state row, and into its alerts (score_state).
         self.model = model
@@ -132,40 +141,76 @@ class Processor:
         """Silence deadlines waiting for stream time to pass them, all partitions."""
         return sum(len(index.latest) for index in self._deadlines.values())
 
-    def _index(self, partition: int, scan: Scan) -> DeadlineIndex:
+    @property
+    def building(self) -> list[int]:
+        """Partitions whose deadline index is not whole yet (their deadlines wait)."""
+        return sorted(self._building)
+
+    def _index(self, partition: int, scan: Scan) -> DeadlineIndex | None:
+        """The partition's deadline index, or None while it is being built."""
         index = self._deadlines.get(partition)
         if index is None:
-            # Every customer of the partition, once after each assignment (a restart, a
-            # rebalance): only the fields the index and the sketches need are read, not
-            # the whole state (codec.index_view), and nothing goes into the state cache.
-            started = time.perf_counter()
-            heap, points = [], []
-            view = codec.index_view
-            n = 0
-            for cid, raw in scan(partition):
-                n += 1
-                state = view(raw)
-                if state.next_deadline_ms is not None:
-                    heap.append((state.next_deadline_ms, cid))
-                points.append((None, point_keys(state)))
-            index = self._deadlines[partition] = DeadlineIndex(heap)
-            self.sketches[partition] = RfmSketches().move(points)
-            self.customers[partition] = n
-            if points:  # what a restart or a rebalance costs before the partition's first batch
-                log.info(
-                    "partition %d: %d customers scanned, %d deadlines indexed in %.1fs",
-                    partition,
-                    len(points),
-                    len(heap),
-                    time.perf_counter() - started,
-                )
+            building = self._building.get(partition)
+            if building is None:
+                # Every customer of the partition, once after each assignment (a restart, a
+                # rebalance): only the fields the index and the sketches need are read, not
+                # the whole state (codec.index_view), and nothing goes into the state cache.
+                building = self._building[partition] = _Building(iter(scan(partition)))
+            self._build(partition, building, self.index_slice)
+            index = self._deadlines.get(partition)
         return index
+
+    def build_indexes(self) -> list[int]:
+        """One slice (``index_slice`` customers) of an index being built; returns the
+        partitions whose index became whole (their due deadlines fire at the next ``end``
+        that names them)."""
+        for p in sorted(self._building)[:1]:
+            self._build(p, self._building[p], self.index_slice)
+            return [] if p in self._building else [p]
+        return []
+
+    def _build(self, partition: int, b: _Building, limit: int | None) -> None:
+        """Read up to ``limit`` more of the partition's scan (None: all of it); once it is
+        read to its end, the index and the sketch are whole: the scan's snapshot, then
+        what batches changed since it was taken."""
+        view, heap, points = codec.index_view, b.heap, b.points
+        started = time.perf_counter()
+        n = 0
+        for cid, raw in b.items if limit is None else islice(b.items, limit):
+            n += 1
+            state = view(raw)
+            if state.next_deadline_ms is not None:
+                heap.append((state.next_deadline_ms, cid))
+            points.append((None, point_keys(state)))
+        b.seconds += time.perf_counter() - started
+        if limit is not None and n == limit:
+            return  # maybe more: a scan read to its end is seen by the next slice
+        del self._building[partition]
+        index = self._deadlines[partition] = DeadlineIndex(heap)
+        for cid, deadline in b.deadlines.items():
+            index.set(cid, deadline)
+        sketch = RfmSketches().move(points)
+        try:
+            sketch = sketch.move(b.moves)
+        except ValueError:  # as in a batch: never stop for it
+            sketch = sketch.move(b.moves, strict=False)
+        self.sketches[partition] = sketch
+        self.customers[partition] = len(points) + b.new
+        if points:  # what a restart or a rebalance costs before the partition's deadlines fire
+            log.info(
+                "partition %d: %d customers scanned, %d deadlines indexed in %.1fs",
+                partition,
+                len(points),
+                len(heap),
+                b.seconds,
+            )
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions revoked: drop what we keep of them (rebuilt if they come back)."""
         gone = set(partitions)
         for p in gone:
             self._deadlines.pop(p, None)
+            self._building.pop(p, None)
             self.stream_time.pop(p, None)
             self.watermark.pop(p, None)
             self.sketches.pop(p, None)
@@ -222,11 +267,29 @@ class Processor:
         due = set(seen) | set(partitions) | set(watermarks or ())
         for p in sorted(due):
             index = self._index(p, scan)
+            if index is None:
+                continue  # its deadlines wait for the index to be whole
             st = max(batch.clocks.get(p, 0), self.stream_time.get(p, 0))  # this batch counts
             if wall_ms is not None:
                 st = max(st, wall_ms)
             batch.fire(p, index, max(st - self.lateness_ms, marks.get(p, 0)))
         return batch.finish()
+
+
+class _Building:
+    """A partition's deadline index and sketch while its scan is read slice by slice,
+    and what batches changed meanwhile (applied over the scan's snapshot at its end)."""
+
+    __slots__ = ("items", "heap", "points", "moves", "deadlines", "new", "seconds")
+
+    def __init__(self, items: Iterator[tuple[str, bytes]]) -> None:
+        self.items = items
+        self.heap: list[tuple[int, str]] = []
+        self.points: list[tuple[PointKeys | None, PointKeys | None]] = []
+        self.moves: list[tuple[PointKeys | None, PointKeys | None]] = []
+        self.deadlines: dict[str, int | None] = {}
+        self.new = 0
+        self.seconds = 0.0
 
 
 class _Customer:
@@ -454,9 +517,16 @@ class _Batch:
                     counts[c.partition] = counts.get(c.partition, 0) + 1
         self.proc.stream_time.update(self.clocks)
         deltas: dict[int, list[tuple[PointKeys | None, PointKeys | None]]] = {}
-        for _, c in changed:
+        building = self.proc._building
+        for cid, c in changed:
             keys = point_keys(c.work)
-            deltas.setdefault(c.partition, []).append((c.before, keys))  # a customer never moves
+            b = building.get(c.partition)
+            if b is not None:  # kept for when its index is whole (Processor._build)
+                b.moves.append((c.before, keys))
+                b.deadlines[cid] = c.work.next_deadline_ms
+                b.new += c.raw is None
+            else:  # a customer never moves partition
+                deltas.setdefault(c.partition, []).append((c.before, keys))
             c.before = keys  # for the cache: the keys of the state as stored now
         sketches = self.proc.sketches
         for p, ds in deltas.items():

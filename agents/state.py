@@ -130,19 +130,27 @@ class TableState:
             del self.staged[key]
 
     def scan(self, partition: int) -> Iterator[tuple[str, bytes]]:
-        """``partition``'s customers as (customer_id, stored bytes), staged ones included."""
-        staged = self.staged
-        for key, (value, p) in list(staged.items()):
-            if p == partition:
-                yield key.decode(), value
+        """``partition``'s customers as (customer_id, stored bytes), staged ones included:
+        a snapshot of the table as the batch path sees it now, read lazily, so batches
+        may change the table while it is read (RocksDB's iterator reads the database as
+        it was when created; the memory store's items are copied)."""
+        staged = [(k, v) for k, (v, p) in self.staged.items() if p == partition]
+        skip = set(self.staged)
         if self.rocksdb:
-            offset_key = self.store.offset_key
+            skip.add(self.store.offset_key)
             items: Iterable[tuple[bytes, bytes]] = self.store._db_for_partition(partition).items()
         else:
-            items = self.store.data.items()
-            offset_key = None
+            items = [
+                (k, v) for k, v in self.store.data.items() if Stored.partition_of(v) == partition
+            ]
+        return self._scan(staged, skip, items)
+
+    @staticmethod
+    def _scan(
+        staged: list[tuple[bytes, bytes]], skip: set[bytes], items: Iterable[tuple[bytes, bytes]]
+    ) -> Iterator[tuple[str, bytes]]:
+        for key, value in staged:
+            yield key.decode(), value
         for key, raw in items:
-            if key == offset_key or key in staged:
-                continue
-            if self.rocksdb or Stored.partition_of(raw) == partition:
+            if key not in skip:
                 yield key.decode(), raw

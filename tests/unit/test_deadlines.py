@@ -32,8 +32,10 @@ def purchase(cid: str, n: int, at: datetime) -> dict:
 class Worker:
     """A Processor over a dict table, one partition, offsets counted."""
 
-    def __init__(self, table: dict[str, bytes], offset: int = 0) -> None:
-        self.proc, self.table, self.offset = Processor(), table, offset
+    def __init__(
+        self, table: dict[str, bytes], offset: int = 0, index_slice: int | None = None
+    ) -> None:
+        self.proc, self.table, self.offset = Processor(index_slice=index_slice), table, offset
         self.alerts: list[dict] = []
 
     def scan(self, p: int):
@@ -80,6 +82,45 @@ def test_a_restarted_worker_fires_the_deadlines_it_only_knows_from_the_table() -
     restarted = Worker(first.table, offset=first.offset)  # nothing in memory but the table
     restarted.send(purchase("busy", 2, T0 + 100 * DAY))
     assert restarted.stage("quiet") == "decline"
+
+
+def test_a_restart_indexing_slice_by_slice_holds_deadlines_until_whole_then_ends_the_same() -> None:
+    first = Worker({})
+    first.send(*(purchase(f"q{i:02}", 1, T0 + i * timedelta(hours=1)) for i in range(20)))
+    first.send(purchase("busy", 1, T0 + DAY))
+    ends = {}
+    for index_slice in (None, 3):
+        w = Worker(dict(first.table), offset=first.offset, index_slice=index_slice)
+        # q00 buys again after its deadline, "new" is new: both change while indexing
+        w.send(
+            purchase("busy", 2, T0 + 100 * DAY),
+            purchase("q00", 2, T0 + 95 * DAY),
+            purchase("new", 1, T0 + 100 * DAY),
+        )
+        if index_slice is not None:
+            assert w.proc.building == [0]
+            assert w.stage("q05") == "exploration" and w.proc.deadlines_pending() == 0  # held
+            whole = []
+            while w.proc.building:
+                whole += w.proc.build_indexes()
+            assert whole == [0]
+            assert w.proc.building == [] and w.stage("q05") == "exploration"
+        w.send(purchase("busy", 3, T0 + 100 * DAY + timedelta(minutes=1)))
+        ends[index_slice] = (
+            {cid: Stored.decode(raw).state for cid, raw in w.table.items()},
+            sorted((a["customer_id"], a["kind"], a["at"]) for a in w.alerts),
+            w.proc.sketches[0].to_record(),
+            w.proc.customers_held(),
+            w.proc.deadlines_pending(),
+        )
+    assert ends[3] == ends[None]
+    states, alerts, _, held, _ = ends[3]
+    assert held == 22 and {s.stage for c, s in states.items() if c.startswith("q")} == {
+        "decline",
+        "formation",  # q00, back
+    }
+    declines = [at for c, kind, at in alerts if c.startswith("q") and kind == "decline"]
+    assert len(declines) == 20 and "2024-03-31T12:00:00Z" in declines  # q00's at its deadline
 
 
 def test_a_deadline_index_out_of_step_with_the_table_follows_the_stored_state() -> None:
