@@ -38,7 +38,7 @@ import orjson
 
 from agents.consumer import BatchApp, Emitter, KafkaEmitter
 from agents.metrics import Metrics, add_ops_pages
-from agents.processor import Processor, cutoffs_row_for
+from agents.processor import INDEX_SLICE, Processor, cutoffs_row_for
 from agents.records import BatchResult, Stored
 from agents.state import TableState, faust_store
 from agents.web import add_customer_page
@@ -59,10 +59,6 @@ log = logging.getLogger("touchstream.worker")
 # Messages processed between turns of the event loop: about 4 ms at 65 µs each, the most
 # a till request waits for the batch in progress; a turn costs well under 1% of that.
 YIELD_EVERY = 64
-# Customers read per slice when a partition's deadline index is rebuilt after an
-# assignment (Processor.index_slice): about 30 ms of the event loop at a time, so a worker
-# holding millions of customers processes events (and answers the till) at once.
-INDEX_SLICE = 5_000
 EFFECTS_IN_FLIGHT = 2  # batches whose effects may still be going out (handle())
 
 

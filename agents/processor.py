@@ -61,6 +61,12 @@ log = logging.getLogger("touchstream.processor")
 STATE_CACHE = 100_000
 
 
+# Customers read per slice when the worker rebuilds a partition's deadline index after an
+# assignment (Processor.index_slice): about 30 ms of the event loop at a time, so a worker
+# holding millions of customers processes events (and answers the till) at once.
+INDEX_SLICE = 5_000
+
+
 class Cached(NamedTuple):
     """A customer in the processor's state cache: the stored bytes it was decoded from
     (the entry is used only while the table holds these very bytes), the decoded working
