@@ -191,6 +191,7 @@ class Worker:
         self.unwritten: dict[str, list[Any]] = {}  # rows of processed batches, not yet written
         self.in_flight: deque[asyncio.Future[None]] = deque()  # effects of the latest batches
         self.started = time.monotonic()
+        self.last_insert = 0.0  # monotonic: when the latest batch insert began
         self.last_message: dict[int, float] = {}  # partition -> its last message (monotonic)
 
         app.fetch_max_wait_ms = settings.fetch_max_wait_ms
@@ -333,10 +334,14 @@ class Worker:
         # Every batch processed by now goes in this insert: this one's rows and those of
         # batches processed while the previous insert ran. So inserts (and parts) grow with
         # the load instead of multiplying, and cost no wait at low load.
+        wait = self.settings.min_insert_interval_s - (time.monotonic() - self.last_insert)
+        if wait > 0 and self.unwritten:
+            await asyncio.sleep(wait)  # the batches processed meanwhile join this insert
         for table, rows in self.unwritten.items():
             self.writer.add(table, rows)
         self.unwritten.clear()
         if self.writer.pending:
+            self.last_insert = time.monotonic()
             await self.flush()
 
     async def flush(self) -> None:

@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         100, ge=0, description="longest a fetch waits at the broker for data (Faust: 1500)"
     )
+    min_insert_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="the least time between two ClickHouse inserts of a worker: rows of the "
+        "batches processed meanwhile share the next insert (fewer, larger parts; adds up to "
+        "this much to the event-to-ClickHouse latency); 0: insert as soon as the previous "
+        "insert is done",
+    )
     session_timeout_s: float = Field(10.0, gt=0)
     group_instance_id: str = Field(
         "",

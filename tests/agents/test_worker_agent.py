@@ -151,6 +151,45 @@ def test_behind_a_slow_clickhouse_insert_alerts_go_out_at_once_and_later_batches
     assert harness.rows("SELECT count() FROM {db}.events FINAL") == [(4,)]
 
 
+def test_with_a_minimum_insert_interval_batches_processed_meanwhile_share_the_next_insert(
+    harness,
+) -> None:
+    import asyncio
+
+    from agents.records import RawMessage
+
+    worker = harness.worker
+    worker.settings = worker.settings.model_copy(update={"min_insert_interval_s": 1.0})
+    handle = next(iter(worker.app.batch_handlers.values()))
+    inserts: list[tuple[str, int]] = []
+    insert = harness.sink.insert
+
+    def counted(table, rows):
+        inserts.append((table, len(rows)))
+        insert(table, rows)
+
+    harness.sink.insert = counted
+
+    def batch(offset: int, cid: bytes, day: str) -> list[RawMessage]:
+        return [
+            RawMessage("t", part(cid), offset, cid, purchase(f"e{offset}", cid.decode(), day, "1"))
+        ]
+
+    async def go() -> None:
+        done = [await handle(batch(0, b"c1", "1997-01-01"))]
+        await done[0]  # inserted at once: no insert before it
+        for i, cid in enumerate((b"c2", b"c3", b"c4"), 1):
+            done.append(await handle(batch(i, cid, f"1997-01-0{i + 1}")))
+            await asyncio.sleep(0.2)  # each batch's effects could start before the next
+        for f in done:
+            await f
+
+    run(go())
+    events = [n for table, n in inserts if table == "events"]
+    assert events == [1, 3]  # the three later batches waited out the interval together
+    assert harness.rows("SELECT count() FROM {db}.events FINAL") == [(4,)]
+
+
 def test_a_batch_of_purchases_in_120_months_lands_whole_in_chdb(harness) -> None:
     # A backfill: one batch touching more months (events partitions) than chdb's engine
     # takes in one insert (100).
