@@ -42,6 +42,7 @@ and ClickHouse: on a busy machine they cost the worker some CPU.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 import uuid
@@ -131,6 +132,9 @@ class LatencyResult:
     worker: dict[str, float | None] = field(default_factory=dict)  # rss, peak, cpu
     worker_cpu_us_per_event: float | None = None
     settings: dict[str, object] = field(default_factory=dict)
+    # The worker's GC pauses over the whole run (its /metrics histogram), per generation:
+    # collections, total seconds and the bucket bounds the p50, p99 and slowest fall under.
+    gc: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -281,6 +285,10 @@ def run_latency(
                 _drive(lw, poller, wl, rate, seconds, drain, 0.01, res, st)
             )
         res.worker = process_figures(lw.proc.pid)
+        try:
+            res.gc = gc_pauses_of(f"http://127.0.0.1:{s.web_port}/metrics")
+        except OSError as e:
+            res.notes.append(f"the worker's GC pauses could not be read ({e})")
         polls = list(poller.polls)
     if res.worker.get("cpu_s") is not None and cpu0 is not None and res.sent:
         res.worker_cpu_us_per_event = (res.worker["cpu_s"] - cpu0) / res.sent * 1e6  # type: ignore[operator]
@@ -318,6 +326,40 @@ def run_latency(
         and res.p50_last_third_ms <= 2 * res.p50_first_third_ms + 500
     )
     return res
+
+
+def gc_pauses_of(url: str) -> dict[str, dict[str, float]]:
+    """The touchstream_gc_pause_seconds histogram a worker serves, per generation."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "touchstream_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            g = sample.labels.get("generation", "?")
+            if sample.name.endswith("_bucket"):
+                buckets.setdefault(g, []).append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_sum"):
+                sums[g] = sample.value
+    return {g: gc_summary(sorted(b), sums.get(g, 0.0)) for g, b in sorted(buckets.items())}
+
+
+def gc_summary(cumulative: list[tuple[float, float]], total_s: float) -> dict[str, float]:
+    """Collections, total seconds, and the smallest bucket bound at or above the p50, the
+    p99 and the slowest collection, from a cumulative histogram [(le, count), ...]."""
+    n = cumulative[-1][1] if cumulative else 0
+    out = {"collections": n, "total_s": total_s}
+    for name, q in (("p50_le_s", 0.5), ("p99_le_s", 0.99), ("max_le_s", 1.0)):
+        if n:
+            rank = max(1, math.ceil(q * n))
+            out[name] = next(le for le, c in cumulative if c >= rank)
+    return out
 
 
 def _ends(sends: Mapping[tuple[int, int], float]) -> dict[int, int]:
@@ -387,6 +429,19 @@ def report(res: LatencyResult, console: Any) -> None:
         ),
         ("worker settings", ", ".join(f"{k} {v}" for k, v in res.settings.items())),
     ]
+    for g, v in res.gc.items():
+        bounds = ", ".join(
+            f"{k[:-5]} <= {v[k] * 1000:g} ms"
+            for k in ("p50_le_s", "p99_le_s", "max_le_s")
+            if k in v
+        )
+        rows.append(
+            (
+                f"worker GC pauses, generation {g}",
+                f"{v['collections']:,.0f} collections, {v['total_s'] * 1000:,.0f} ms in all"
+                + (f"; {bounds}" if bounds else ""),
+            )
+        )
     for k, v in rows:
         d.add_row(k, v)
     console.print(d)

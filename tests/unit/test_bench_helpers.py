@@ -165,3 +165,20 @@ def test_the_holdout_ceiling_ranks_a_separating_feature_perfectly_and_noise_at_c
     noise = np.column_stack([ones, rng.normal(0, 1, len(y))])
     assert cross_validated_auc(signal, y) > 0.99
     assert abs(cross_validated_auc(noise, y) - 0.5) < 0.05
+
+
+def test_gc_pauses_are_summarised_by_the_buckets_their_quantiles_fall_under() -> None:
+    from bench.latency import gc_summary
+
+    cumulative = [(0.001, 90.0), (0.01, 99.0), (0.05, 99.0), (0.1, 100.0), (float("inf"), 100.0)]
+    s = gc_summary(cumulative, 0.4)
+    assert (s["collections"], s["p50_le_s"], s["p99_le_s"], s["max_le_s"]) == (
+        100,
+        0.001,
+        0.01,
+        0.1,
+    )
+    assert gc_summary([(0.001, 0.0), (float("inf"), 0.0)], 0.0) == {
+        "collections": 0,
+        "total_s": 0.0,
+    }
