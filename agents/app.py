@@ -38,7 +38,7 @@ import orjson
 
 from agents.consumer import BatchApp, Emitter, KafkaEmitter
 from agents.metrics import Metrics, add_ops_pages
-from agents.processor import INDEX_SLICE, Processor, cutoffs_row_for
+from agents.processor import INDEX_LIMIT, INDEX_SLICE, Processor, cutoffs_row_for
 from agents.records import BatchResult, Stored
 from agents.state import TableState, faust_store
 from agents.web import add_customer_page
@@ -174,6 +174,7 @@ class Worker:
             model=_load_model(sink),
             max_future_skew_ms=int(settings.max_future_skew_s * 1000),
             index_slice=INDEX_SLICE,
+            index_limit=INDEX_LIMIT,
         )
         self.metrics = Metrics(settings.health_clickhouse_failing_s)
         self.writer = BatchingWriter(sink, on_insert=self.metrics.insert)

@@ -14,9 +14,13 @@ class DeadlineIndex:
     ones the heap is rebuilt without them, so it stays under about twice the customers
     that have a deadline, however often their deadlines move."""
 
-    __slots__ = ("heap", "latest")
+    __slots__ = ("heap", "horizon", "latest")
 
-    def __init__(self, entries: Iterable[tuple[int, str]] = ()) -> None:
+    def __init__(self, entries: Iterable[tuple[int, str]] = (), horizon: int | None = None) -> None:
+        # None: every customer's deadline is here. A time: every deadline up to it is, and
+        # later ones are not (kept in memory only up to a bound, the store has the rest):
+        # once stream time passes it, the partition is read again (Processor).
+        self.horizon = horizon
         self.latest = {cid: deadline for deadline, cid in entries}
         self.heap = [(deadline, cid) for cid, deadline in self.latest.items()]
         heapq.heapify(self.heap)
@@ -27,7 +31,7 @@ class DeadlineIndex:
     def set(self, cid: str, deadline: int | None) -> None:
         """``cid``'s deadline is now ``deadline`` (None: it has none)."""
         latest = self.latest
-        if deadline is None:
+        if deadline is None or (self.horizon is not None and deadline > self.horizon):
             latest.pop(cid, None)  # its heap entry, if any, is stale now
             return
         if latest.get(cid) == deadline:

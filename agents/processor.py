@@ -16,7 +16,8 @@ import logging
 import time
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from heapq import heappush, heapreplace
 from itertools import islice
 from typing import Any, NamedTuple
 
@@ -65,6 +66,11 @@ STATE_CACHE = 100_000
 # assignment (Processor.index_slice): about 30 ms of the event loop at a time, so a worker
 # holding millions of customers processes events (and answers the till) at once.
 INDEX_SLICE = 5_000
+# Deadlines a partition keeps in memory, the earliest first (Processor.index_limit): about
+# 45 MB a partition, whatever the customers; a worker of 1M customers on 8 partitions
+# keeps them all, one of 10M reads a partition again when stream time passes the earliest
+# 250,000 (weeks of stream time in a live stream).
+INDEX_LIMIT = 250_000
 
 
 class Cached(NamedTuple):
@@ -101,6 +107,7 @@ class Processor:
         model: Model | None = None,
         max_future_skew_ms: int | None = None,
         index_slice: int | None = None,
+        index_limit: int | None = None,
     ) -> None:
         self.rules = rules
         # A partition's deadline index and RFM sketch are rebuilt from its customers after
@@ -110,6 +117,10 @@ class Processor:
         # is whole, then fire as stream time says (they are dated at the deadline, so
         # firing later gives the same results, as a larger batch would).
         self.index_slice = index_slice
+        # At most this many deadlines of a partition in memory (None: all): the earliest,
+        # up to a horizon; when stream time passes it the partition is read again. So
+        # memory stays bounded however many customers a worker holds.
+        self.index_limit = index_limit
         self._building: dict[int, _Building] = {}
         # The churn model (model_params' chosen version): each changed customer's values
         # go into its customer_state row, and into its alerts (score_state).
@@ -161,10 +172,25 @@ class Processor:
                 # Every customer of the partition, once after each assignment (a restart, a
                 # rebalance): only the fields the index and the sketches need are read, not
                 # the whole state (codec.index_view), and nothing goes into the state cache.
-                building = self._building[partition] = _Building(iter(scan(partition)))
+                building = self._building[partition] = _Building(
+                    iter(scan(partition)), self.index_limit, RfmSketches()
+                )
             self._build(partition, building, self.index_slice)
             index = self._deadlines.get(partition)
         return index
+
+    def _read_again(self, partition: int, scan: Scan, batch: _Batch) -> None:
+        """Stream time passed the horizon of a bounded index: read the partition again for
+        the next earliest deadlines (the sketch is whole already: kept as it is). The
+        batch's changed customers count as they are now, not as the table has them."""
+        del self._deadlines[partition]
+        building = self._building[partition] = _Building(iter(scan(partition)), self.index_limit)
+        building.deadlines.update(
+            (cid, c.work.next_deadline_ms)
+            for cid, c in batch.customers.items()
+            if c is not None and c.changed and c.partition == partition
+        )
+        self._build(partition, building, self.index_slice)
 
     def build_indexes(self) -> list[int]:
         """One slice (``index_slice`` customers) of an index being built; returns the
@@ -177,37 +203,59 @@ class Processor:
 
     def _build(self, partition: int, b: _Building, limit: int | None) -> None:
         """Read up to ``limit`` more of the partition's scan (None: all of it); once it is
-        read to its end, the index and the sketch are whole: the scan's snapshot, then
+        read to its end, the index (and the sketch) are whole: the scan's snapshot, then
         what batches changed since it was taken."""
-        view, heap, points = codec.index_view, b.heap, b.points
+        view, heap, bound, changed = codec.index_view, b.heap, b.bound, b.deadlines
+        points: list[tuple[PointKeys | None, PointKeys | None]] | None = (
+            [] if b.sketch is not None else None
+        )
         started = time.perf_counter()
         n = 0
         for cid, raw in b.items if limit is None else islice(b.items, limit):
             n += 1
             state = view(raw)
-            if state.next_deadline_ms is not None:
-                heap.append((state.next_deadline_ms, cid))
-            points.append((None, point_keys(state)))
+            # A customer a batch changed since the scan began: its deadline as it is now.
+            deadline = changed.get(cid, state.next_deadline_ms)
+            if deadline is not None:
+                if bound is None:
+                    heap.append((-deadline, cid))
+                elif len(heap) < bound:
+                    heappush(heap, (-deadline, cid))
+                elif deadline < -heap[0][0]:  # among the earliest: the latest kept goes
+                    b.dropped(-heapreplace(heap, (-deadline, cid))[0])
+                else:
+                    b.dropped(deadline)
+            if points is not None:
+                points.append((None, point_keys(state)))
+        if points and b.sketch is not None:  # moved per slice: no list of every customer
+            b.sketch = b.sketch.move(points)
+        b.scanned += n
         b.seconds += time.perf_counter() - started
         if limit is not None and n == limit:
             return  # maybe more: a scan read to its end is seen by the next slice
         del self._building[partition]
-        index = self._deadlines[partition] = DeadlineIndex(heap)
+        # Every deadline before the earliest one left out is indexed: that is the horizon.
+        horizon = None if b.first_dropped is None else b.first_dropped - 1
+        index = DeadlineIndex(((-d, cid) for d, cid in heap), horizon)
+        self._deadlines[partition] = index
         for cid, deadline in b.deadlines.items():
             index.set(cid, deadline)
-        sketch = RfmSketches().move(points)
-        try:
-            sketch = sketch.move(b.moves)
-        except ValueError:  # as in a batch: never stop for it
-            sketch = sketch.move(b.moves, strict=False)
-        self.sketches[partition] = sketch
-        self.customers[partition] = len(points) + b.new
-        if points:  # what a restart or a rebalance costs before the partition's deadlines fire
+        if b.sketch is not None:
+            try:
+                sketch = b.sketch.move(b.moves)
+            except ValueError:  # as in a batch: never stop for it
+                sketch = b.sketch.move(b.moves, strict=False)
+            self.sketches[partition] = sketch
+            self.customers[partition] = b.scanned + b.new
+        if b.scanned:  # what a restart or a rebalance costs before the deadlines fire
             log.info(
-                "partition %d: %d customers scanned, %d deadlines indexed in %.1fs",
+                "partition %d: %d customers scanned, %d deadlines indexed%s in %.1fs",
                 partition,
-                len(points),
+                b.scanned,
                 len(heap),
+                ""
+                if horizon is None
+                else f" (those up to {datetime.fromtimestamp(horizon / 1000, UTC):%Y-%m-%d %H:%M})",
                 b.seconds,
             )
 
@@ -278,24 +326,54 @@ class Processor:
             st = max(batch.clocks.get(p, 0), self.stream_time.get(p, 0))  # this batch counts
             if wall_ms is not None:
                 st = max(st, wall_ms)
-            batch.fire(p, index, max(st - self.lateness_ms, marks.get(p, 0)))
+            due_by = max(st - self.lateness_ms, marks.get(p, 0))
+            batch.fire(p, index, due_by)
+            while index is not None and index.horizon is not None and due_by > index.horizon:
+                # Past a bounded index's horizon: read the next earliest deadlines; read at
+                # once (no index_slice), they fire in this batch too.
+                self._read_again(p, scan, batch)
+                index = self._deadlines.get(p)
+                if index is not None:
+                    batch.fire(p, index, due_by)
         return batch.finish()
 
 
 class _Building:
-    """A partition's deadline index and sketch while its scan is read slice by slice,
-    and what batches changed meanwhile (applied over the scan's snapshot at its end)."""
+    """A partition's deadline index (and, after an assignment, its sketch) while its scan
+    is read slice by slice, and what batches changed meanwhile (applied over the scan's
+    snapshot at its end). ``bound``: keep only that many of the earliest deadlines."""
 
-    __slots__ = ("items", "heap", "points", "moves", "deadlines", "new", "seconds")
+    __slots__ = (
+        "items",
+        "bound",
+        "sketch",
+        "heap",
+        "first_dropped",
+        "moves",
+        "deadlines",
+        "new",
+        "scanned",
+        "seconds",
+    )
 
-    def __init__(self, items: Iterator[tuple[str, bytes]]) -> None:
-        self.items = items
-        self.heap: list[tuple[int, str]] = []
-        self.points: list[tuple[PointKeys | None, PointKeys | None]] = []
+    def __init__(
+        self,
+        items: Iterator[tuple[str, bytes]],
+        bound: int | None = None,
+        sketch: RfmSketches | None = None,
+    ) -> None:
+        self.items, self.bound, self.sketch = items, bound, sketch
+        self.heap: list[tuple[int, str]] = []  # (-deadline, customer): the latest on top
+        self.first_dropped: int | None = None  # the earliest deadline left out
         self.moves: list[tuple[PointKeys | None, PointKeys | None]] = []
         self.deadlines: dict[str, int | None] = {}
         self.new = 0
+        self.scanned = 0
         self.seconds = 0.0
+
+    def dropped(self, deadline: int) -> None:
+        if self.first_dropped is None or deadline < self.first_dropped:
+            self.first_dropped = deadline
 
 
 class _Customer:
@@ -528,9 +606,10 @@ class _Batch:
             keys = point_keys(c.work)
             b = building.get(c.partition)
             if b is not None:  # kept for when its index is whole (Processor._build)
-                b.moves.append((c.before, keys))
                 b.deadlines[cid] = c.work.next_deadline_ms
                 b.new += c.raw is None
+            if b is not None and b.sketch is not None:
+                b.moves.append((c.before, keys))
             else:  # a customer never moves partition
                 deltas.setdefault(c.partition, []).append((c.before, keys))
             c.before = keys  # for the cache: the keys of the state as stored now

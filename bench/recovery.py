@@ -491,7 +491,7 @@ def restart_state(datadir: str) -> dict[str, float]:
     import aiokafka  # noqa: F401  (a worker's imports: a comparable baseline)
     import clickhouse_driver  # noqa: F401
 
-    from agents.processor import INDEX_SLICE, Processor
+    from agents.processor import INDEX_LIMIT, INDEX_SLICE, Processor
     from agents.records import RawMessage
     from agents.state import TableState
     from bench.scale import memory_status
@@ -503,7 +503,9 @@ def restart_state(datadir: str) -> dict[str, float]:
     state = TableState(_table(datadir))
     state.open(range(PARTITIONS))
     opened = time.perf_counter() - t0
-    proc = Processor(partitions=PARTITIONS, index_slice=INDEX_SLICE)  # as the worker
+    proc = Processor(  # as the worker
+        partitions=PARTITIONS, index_slice=INDEX_SLICE, index_limit=INDEX_LIMIT
+    )
     msgs = [RawMessage("in", p, 10**9, key, value) for p, (key, value) in markers(1, 0).items()]
     t1 = time.perf_counter()
     load = lambda c: state.get(c.encode())  # noqa: E731

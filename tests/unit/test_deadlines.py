@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,9 +34,14 @@ class Worker:
     """A Processor over a dict table, one partition, offsets counted."""
 
     def __init__(
-        self, table: dict[str, bytes], offset: int = 0, index_slice: int | None = None
+        self,
+        table: dict[str, bytes],
+        offset: int = 0,
+        index_slice: int | None = None,
+        index_limit: int | None = None,
     ) -> None:
-        self.proc, self.table, self.offset = Processor(index_slice=index_slice), table, offset
+        self.proc = Processor(index_slice=index_slice, index_limit=index_limit)
+        self.table, self.offset = table, offset
         self.alerts: list[dict] = []
 
     def scan(self, p: int):
@@ -121,6 +127,37 @@ def test_a_restart_indexing_slice_by_slice_holds_deadlines_until_whole_then_ends
     }
     declines = [at for c, kind, at in alerts if c.startswith("q") and kind == "decline"]
     assert len(declines) == 20 and "2024-03-31T12:00:00Z" in declines  # q00's at its deadline
+
+
+@pytest.mark.parametrize("index_slice", [None, 2])
+def test_a_bounded_index_holds_only_the_earliest_deadlines_and_still_fires_every_one(
+    index_slice: int | None,
+) -> None:
+    first = Worker({})
+    first.send(*(purchase(f"q{i:02}", 1, T0 + i * timedelta(hours=5)) for i in range(20)))
+    first.send(purchase("busy", 1, T0 + DAY))
+    ends = {}
+    for limit in (None, 3):
+        w = Worker(dict(first.table), first.offset, index_slice=index_slice, index_limit=limit)
+        w.send(purchase("busy", 2, T0 + 30 * DAY))  # no deadline due yet
+        while w.proc.building:
+            w.proc.build_indexes()
+        if limit is not None:
+            assert w.proc.deadlines_pending() == 3  # the three earliest, not all 21
+        # One batch takes stream time past every quiet customer's deadline (day 90 + 5 h
+        # each), q10 buys meanwhile; then, as the worker does, the index is read again
+        # (at once, or slice by slice between batches) until it is whole.
+        w.send(purchase("busy", 3, T0 + 200 * DAY), purchase("q10", 2, T0 + 150 * DAY))
+        while w.proc.building:
+            if w.proc.build_indexes():
+                w.send()
+        ends[limit] = (
+            {cid: Stored.decode(raw).state for cid, raw in w.table.items()},
+            sorted((a["customer_id"], a["kind"], a["at"]) for a in w.alerts),
+        )
+    assert ends[3] == ends[None]
+    declines = [c for c, kind, _ in ends[3][1] if kind == "decline" and c.startswith("q")]
+    assert len(declines) == 20
 
 
 def test_a_deadline_index_out_of_step_with_the_table_follows_the_stored_state() -> None:
