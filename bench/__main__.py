@@ -22,6 +22,12 @@ fresh consumer group, one job at a time:
   raw          aiokafka consumer group + orjson.loads of every value: the practical limit
   faust-naive  a minimal Faust app, per-event table update (bench/faust_naive.py)
   quix         Quix Streams, same aggregation, RocksDB state (bench/quix_job.py)
+  faust-same   the naive Faust app running touchstream's own per-event logic (decode and
+               validate, the customer's encoded state decoded, the domain's step, encoded
+               and stored: bench/same.py), no ClickHouse (bench/faust_same.py)
+  quix-same    Quix Streams running the same logic, the encoded state in its RocksDB
+               state (bench/quix_same.py); each same-logic run's final states are read
+               back from its changelog and checked against the processor's
   touchstream  the real `touchstream worker` (embedded chdb sink), every offset committed
                (which happens only after the batch's rows reached ClickHouse)
   touchstream-ch  the same worker writing to a ClickHouse server (Debian's 18.16, started
@@ -87,7 +93,9 @@ ROOT = Path(__file__).resolve().parents[1]
 JOBS = (
     "raw",
     "faust-naive",
+    "faust-same",
     "quix",
+    "quix-same",
     "touchstream",
     "touchstream-ch",
     "touchstream-2w",
@@ -116,6 +124,12 @@ class JobResult:
     def median(self) -> float | None:
         return median([r.events_per_s for r in self.runs]) if self.runs else None
 
+    @property
+    def cpu(self) -> float | None:
+        """Median CPU µs per event of the runs that have it."""
+        xs = [r.cpu_us_per_event for r in self.runs if r.cpu_us_per_event is not None]
+        return median(xs) if xs else None
+
 
 @dataclass
 class Ctx:
@@ -129,6 +143,9 @@ class Ctx:
     worker_gc: bool = False  # the processor job under the worker's GC settings
     gc_pauses: dict[int, list[float]] = field(default_factory=dict)  # the processor job's
     clickhouse: Any = None  # a ClickHouseServer, started by the first job that needs it
+    # The same-logic peers' customers, read back from their changelogs, per job and run.
+    same: dict[str, list[Any]] = field(default_factory=dict)
+    processor_table: dict[str, bytes] | None = None  # the processor job's final states
 
     @property
     def gc_label(self) -> str:
@@ -270,6 +287,91 @@ def job_faust_naive(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
     return _measure(ctx, "faust-naive", i, cmd, None, app_id, topic, end, run_dir / "log")
 
 
+def lateness_ms() -> int:
+    """The worker's allowed lateness (its default setting), as the processor job uses."""
+    from touchstream.config import Settings
+
+    return int(Settings.model_fields["lateness_s"].default * 1000)
+
+
+async def _read_topic(bootstrap: str, topic: str, idle_s: float) -> list[tuple[Any, Any]]:
+    """Every record of ``topic`` from the start, (key, value), until nothing more comes
+    for ``idle_s`` (Tansu's ListOffsets(latest) cannot be trusted for the end)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await c.start()
+    try:
+        parts = c.partitions_for_topic(topic) or set()
+        if not parts:
+            await c.force_metadata_update()
+            parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        out: list[tuple[Any, Any]] = []
+        quiet = time.monotonic()
+        while time.monotonic() - quiet < idle_s:
+            batch = await c.getmany(timeout_ms=500, max_records=10_000)
+            for msgs in batch.values():
+                out.extend((m.key, m.value) for m in msgs)
+            if batch:
+                quiet = time.monotonic()
+        return out
+    finally:
+        await c.stop()
+
+
+def changelog_customers(bootstrap: str, topic: str, idle_s: float = 3.0) -> dict[str, Any]:
+    """A same-logic peer's customers (``bench.same.figures``) from its table's changelog:
+    the last value of each key, touchstream's encoded state."""
+    from bench.same import figures, last_values
+
+    return figures(last_values(asyncio.run(_read_topic(bootstrap, topic, idle_s))))
+
+
+def quix_changelog(bootstrap: str, group: str) -> str:
+    """The changelog topic Quix Streams made for ``group``'s state."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        names = [t for t in admin.list_topics() if t.startswith("changelog") and group in t]
+    finally:
+        admin.close()
+    if len(names) != 1:
+        raise RuntimeError(f"no single changelog topic of {group}: {names}")
+    return names[0]
+
+
+def job_faust_same(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
+    run_dir = ctx.workdir / f"faust-same-{i}"
+    run_dir.mkdir(parents=True)
+    app_id = f"bench-faust-same-{uuid.uuid4().hex[:8]}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.faust_same",
+        "--broker",
+        ctx.broker_url,
+        "--topic",
+        topic,
+        "--app-id",
+        app_id,
+        "--datadir",
+        str(run_dir / "data"),
+        "--partitions",
+        str(ctx.inp.partitions),
+        "--lateness-ms",
+        str(lateness_ms()),
+    ]
+    run = _measure(ctx, "faust-same", i, cmd, None, app_id, topic, end, run_dir / "log")
+    with console.status("faust-same: reading its changelog back"):
+        got = changelog_customers(ctx.bootstrap, f"{app_id}-customers-changelog")
+    ctx.same.setdefault("faust-same", []).append(got)
+    return run
+
+
 def quix_unavailable(python: str) -> str | None:
     """Why Quix Streams cannot run under ``python`` (None: it can)."""
     r = subprocess.run(
@@ -311,6 +413,56 @@ def job_quix(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
         str(run_dir / "state"),
     ]
     return _measure(ctx, "quix", i, cmd, None, group, topic, end, run_dir / "log")
+
+
+def quix_same_unavailable(python: str) -> str | None:
+    """Why bench/quix_same.py cannot run under ``python`` (None: it can): quixstreams,
+    and touchstream's contract and domain imported from this checkout."""
+    if why := quix_unavailable(python):
+        return why
+    r = subprocess.run(
+        [
+            python,
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); import bench.same",
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["?"])[-1]
+        return (
+            f"touchstream's domain does not import under {python} ({last}): install "
+            "what it needs there (/tmp/venv-quix/bin/pip install --no-deps -e . orjson; "
+            "pydantic comes with quixstreams), see docs/benchmarks.md"
+        )
+    return None
+
+
+def job_quix_same(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
+    run_dir = ctx.workdir / f"quix-same-{i}"
+    run_dir.mkdir(parents=True)
+    group = f"bench-quix-same-{uuid.uuid4().hex[:8]}"
+    cmd = [
+        ctx.quix_python,
+        str(ROOT / "bench" / "quix_same.py"),
+        "--bootstrap",
+        ctx.bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--state-dir",
+        str(run_dir / "state"),
+        "--lateness-ms",
+        str(lateness_ms()),
+    ]
+    run = _measure(ctx, "quix-same", i, cmd, None, group, topic, end, run_dir / "log")
+    with console.status("quix-same: reading its changelog back"):
+        got = changelog_customers(ctx.bootstrap, quix_changelog(ctx.bootstrap, group))
+    ctx.same.setdefault("quix-same", []).append(got)
+    return run
 
 
 def touchstream_env(s: Settings) -> dict[str, str]:
@@ -454,6 +606,7 @@ def job_processor(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
     ctx.notes["gc_seconds"] = sum(map(sum, r.gc_pauses.values()))
     ctx.notes["replay_seconds"] = ctx.inp.n / r.events_per_s
     ctx.gc_pauses = r.gc_pauses
+    ctx.processor_table = r.table
     for g, line in pause_summary(r.gc_pauses).items():
         console.print(f"processor GC generation {g} ({ctx.gc_label}): {line}")
     return Run(r.events_per_s, "in process, perf_counter", cpu_us_per_event=r.cpu_us)
@@ -462,7 +615,9 @@ def job_processor(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
 RUNNERS: dict[str, Callable[[Ctx, str, dict[int, int], int], Run]] = {
     "raw": job_raw,
     "faust-naive": job_faust_naive,
+    "faust-same": job_faust_same,
     "quix": job_quix,
+    "quix-same": job_quix_same,
     "touchstream": job_touchstream,
     "touchstream-ch": job_touchstream_server,
     "touchstream-2w": job_touchstream_two,
@@ -484,6 +639,30 @@ def naive_state_bytes(inp: Input) -> float:
     return sum(len(orjson.dumps(a)) for a in agg.values()) / max(1, len(agg))
 
 
+def check_same(ctx: Ctx, results: dict[str, JobResult], extra: dict[str, object]) -> None:
+    """Every same-logic run's customers against the processor's (replayed here when the
+    processor job did not run), printed, in the details and in the job's notes."""
+    from bench.same import equal_work, figures
+
+    table = ctx.processor_table
+    if table is None:
+        with console.status("equal-work check: replaying the processor"):
+            table = replay_processor(ctx.inp).table
+    expected = figures(table.values())
+    for name, runs in ctx.same.items():
+        checks = [equal_work(expected, got) for got in runs]
+        lines = [c.line() for c in checks]
+        for k, line in enumerate(lines):
+            colour = "green" if checks[k].equal else "red"
+            console.print(f"[{colour}]{name} run {k + 1} against the processor:[/] {line}")
+        results[name].notes["equal_work"] = lines
+        results[name].notes["equal_work_all_runs"] = all(c.equal for c in checks)
+        worst = next((k for k, c in enumerate(checks) if not c.equal), 0)
+        extra[f"{name}: final states against the processor's, {len(checks)} run(s)"] = (
+            f"run {worst + 1}: {lines[worst]}" if not checks[worst].equal else lines[0]
+        )
+
+
 # --- report ----------------------------------------------------------------------------
 
 
@@ -493,6 +672,45 @@ def fmt_rate(x: float | None) -> str:
 
 def fmt_ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or not b else f"{a / b:.3f}x" if a / b < 0.1 else f"{a / b:.2f}x"
+
+
+SAME_PEERS = ("quix-same", "faust-same")
+TOUCHSTREAM_JOBS = ("touchstream-ch", "touchstream", "touchstream-2w", "processor")
+
+
+def same_logic_rows(results: dict[str, JobResult]) -> list[list[str]]:
+    """The same-logic comparison: each touchstream job and each same-logic peer that
+    ran, its median events/s against each peer's and raw's, its CPU µs per event and
+    each peer's CPU per event over it (above 1: touchstream spends less per event)."""
+    peers = [results[p] for p in SAME_PEERS if p in results and results[p].median]
+    if not peers:
+        return []
+    raw = results.get("raw")
+    rows = []
+    for name in (*TOUCHSTREAM_JOBS, *SAME_PEERS):
+        r = results.get(name)
+        if r is None or not r.median:
+            continue
+        cpu = r.cpu
+        rows.append(
+            [
+                name,
+                fmt_rate(r.median),
+                *(fmt_ratio(r.median, p.median) for p in peers),
+                fmt_ratio(r.median, raw.median if raw else None),
+                "-" if cpu is None else f"{cpu:.0f}",
+                *("-" if cpu is None or p.cpu is None else f"{p.cpu / cpu:.2f}x" for p in peers),
+            ]
+        )
+    header = [
+        "job",
+        "median events/s",
+        *(f"vs {p.name}" for p in peers),
+        "vs raw",
+        "CPU µs/event",
+        *(f"{p.name} CPU / this" for p in peers),
+    ]
+    return [header, *rows]
 
 
 def report(results: dict[str, JobResult], inp: Input, extra: dict[str, object]) -> None:
@@ -534,6 +752,18 @@ def report(results: dict[str, JobResult], inp: Input, extra: dict[str, object]) 
             f"{max(rss):.0f}" if rss else "-",
         )
     console.print(t)
+    same = same_logic_rows(results)
+    if same:
+        s = Table(
+            title="touchstream against the peers running its per-event logic (the peers "
+            "write no ClickHouse, touchstream's worker jobs do; the processor job neither)",
+            title_justify="left",
+        )
+        for col in same[0]:
+            s.add_column(col, justify="left" if col == "job" else "right")
+        for row in same[1:]:
+            s.add_row(*row)
+        console.print(s)
     for name, r in results.items():
         if r.skipped:
             console.print(f"[yellow]{name} skipped:[/] {r.skipped}")
@@ -700,9 +930,10 @@ def main(
                         res.skipped = f"{type(e).__name__}: {e}".splitlines()[0][:300]
                         console.print(f"[red]{name} failed:[/] {e}")
                     continue
-                if name == "quix" and (why := quix_unavailable(quix_python)):
+                unavailable = {"quix": quix_unavailable, "quix-same": quix_same_unavailable}
+                if name in unavailable and (why := unavailable[name](quix_python)):
                     res.skipped = why
-                    console.print(f"[yellow]quix skipped:[/] {why}")
+                    console.print(f"[yellow]{name} skipped:[/] {why}")
                     continue
                 topic, end = "", inp.end_offsets()
                 if name != "processor":
@@ -742,6 +973,8 @@ def main(
             shutil.rmtree(workdir, ignore_errors=True)
 
     extra: dict[str, object] = {}
+    if ctx is not None and ctx.same:
+        check_same(ctx, results, extra)
     ts = results.get("touchstream")
     if ts and ts.runs:
         rss = [r.peak_rss_mb for r in ts.runs if r.peak_rss_mb]
