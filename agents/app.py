@@ -37,7 +37,13 @@ import faust
 import orjson
 
 from agents.consumer import BatchApp, Emitter, KafkaEmitter
-from agents.metrics import Metrics, add_ops_pages
+from agents.metrics import (
+    FULL_COLLECTION_S,
+    Metrics,
+    add_ops_pages,
+    after_batch,
+    full_collection,
+)
 from agents.processor import INDEX_LIMIT, INDEX_SLICE, Processor, cutoffs_row_for
 from agents.records import BatchResult, Stored
 from agents.state import TableState, faust_store
@@ -212,6 +218,7 @@ class Worker:
         if settings.fit_interval_s > 0:
             app.timer(interval=min(settings.fit_interval_s, 60.0))(self.scheduled_fit)
         app.timer(interval=10.0)(self.report)
+        app.timer(interval=FULL_COLLECTION_S)(self.collect)
         app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
         add_customer_page(
             app,
@@ -260,6 +267,7 @@ class Worker:
                     batch.message(m)
             done = self.apply(processor.end(batch, seen, self.state.scan))
             metrics.batch_processed(time.perf_counter() - began)
+            after_batch()
 
         def completed(f: asyncio.Future[None]) -> None:
             if not f.cancelled() and f.exception() is None:
@@ -528,6 +536,10 @@ class Worker:
             gone = {tp.partition for tp in revoked if tp.topic == self.settings.input_topic}
             self.processor.forget(gone)
             self.state.forget(gone)
+
+    async def collect(self) -> None:
+        async with self.lock:  # between batches
+            full_collection()
 
     async def report(self) -> None:
         log.info("totals %s", self.totals)

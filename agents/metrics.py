@@ -209,6 +209,48 @@ class GcPauses:
 
 GC_PAUSES = GcPauses()
 
+# The worker's collector. A batch allocates many short-lived objects and keeps some
+# (decoded states in the cache, rows in flight): generation 0 is collected every 10,000
+# net allocations, and what a batch leaves alive is frozen after it (``after_batch``), so
+# a collection walks only the objects made since the last batch, never the cache and the
+# deadline index (measured, 100,000 purchases of 20,000 customers: pauses p99 29-34 ms
+# against 115 ms with 50,000 and no freezing, CPU per event within the noise). Frozen
+# objects are still freed by reference counting; cycles among them wait for the full
+# collection the worker runs every FULL_COLLECTION_S.
+GC_THRESHOLD = (10_000, 20, 20)
+FULL_COLLECTION_S = 3600.0
+
+
+_policy = {"on": False}  # the worker process's (worker_gc); off in tests and tools
+
+
+def worker_gc() -> None:
+    """The worker's collector settings, from now on: the heap so far frozen."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+    _policy["on"] = True
+
+
+def stop_worker_gc() -> None:
+    """after_batch and full_collection do nothing again (the bench, after a block)."""
+    _policy["on"] = False
+
+
+def after_batch() -> None:
+    """What the batch left alive joins the frozen heap: later collections skip it."""
+    if _policy["on"]:
+        gc.freeze()
+
+
+def full_collection() -> None:
+    """Everything frozen so far is collected once (cycles among frozen objects), then
+    frozen again: one long pause, every FULL_COLLECTION_S."""
+    if _policy["on"]:
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+
+
 _REASON = BY_NAME["dead_letters"].column_names.index("reason")
 _KIND = BY_NAME["alerts"].column_names.index("kind")
 

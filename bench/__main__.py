@@ -559,6 +559,7 @@ def replay_processor(
     """The worker's hot path in process over the input, batches of ``batch`` (the
     worker's batch_max), a dict as the table; every garbage collection timed.
     ``gc_as_worker``: the worker's GC settings (touchstream/cli.py), else CPython's."""
+    from agents.metrics import after_batch
     from agents.processor import Processor
     from agents.records import RawMessage, Stored
     from touchstream.config import Settings
@@ -586,6 +587,8 @@ def replay_processor(
             if profiler is not None:
                 profiler.disable()
             table.update(r.states)
+            if gc_as_worker:
+                after_batch()
             rows += sum(len(v) for v in r.rows.values())
             rejected += r.rejected
             transitions += len(r.transitions)

@@ -505,27 +505,26 @@ def machine() -> dict[str, str]:
     }
 
 
-# The worker's collector settings (touchstream/cli.py, worker): the start-up heap
-# frozen, generation 0 collected every 50,000 allocations.
-WORKER_GC_THRESHOLD = (50_000, 20, 20)
-
-
 @contextmanager
 def worker_gc(apply: bool = True) -> Iterator[None]:
-    """The worker's GC settings for the block (what is alive now is frozen, as the
-    worker's start-up heap), CPython's own again after it. ``apply`` False: no change."""
+    """The worker's GC settings for the block (agents/metrics.py: what is alive now is
+    frozen, as the worker's start-up heap; the caller freezes after each batch with
+    ``agents.metrics.after_batch``), CPython's own again after it. ``apply`` False: no
+    change."""
+    from agents import metrics
+
     if not apply:
         yield
         return
     before = gc.get_threshold()
     gc.collect()
-    gc.freeze()
-    gc.set_threshold(*WORKER_GC_THRESHOLD)
+    metrics.worker_gc()
     try:
         yield
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+        metrics.stop_worker_gc()
 
 
 @contextmanager

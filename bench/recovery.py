@@ -491,13 +491,13 @@ def restart_state(datadir: str) -> dict[str, float]:
     import aiokafka  # noqa: F401  (a worker's imports: a comparable baseline)
     import clickhouse_driver  # noqa: F401
 
+    from agents.metrics import worker_gc
     from agents.processor import INDEX_LIMIT, INDEX_SLICE, Processor
     from agents.records import RawMessage
     from agents.state import TableState
     from bench.scale import memory_status
 
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)  # as the worker (touchstream/cli.py)
+    worker_gc()  # as the worker (touchstream/cli.py)
     before = memory_status()["VmRSS"]
     t0 = time.perf_counter()
     state = TableState(_table(datadir))

@@ -139,11 +139,12 @@ def test_retail_customers_buy_in_rhythms_of_their_own() -> None:
 def test_the_bench_times_each_collection_and_restores_cpythons_gc_settings() -> None:
     import gc
 
+    from agents.metrics import GC_THRESHOLD
     from bench.common import gc_pauses, pause_summary, worker_gc
 
     before = gc.get_threshold()
     with worker_gc(), gc_pauses() as pauses:
-        assert gc.get_threshold() == (50_000, 20, 20) and gc.get_freeze_count() > 0
+        assert gc.get_threshold() == GC_THRESHOLD and gc.get_freeze_count() > 0
         gc.collect()
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
     assert len(pauses[2]) >= 1 and all(s >= 0 for s in pauses[2])

@@ -425,3 +425,28 @@ def test_gc_pauses_fall_into_their_buckets_and_the_callback_is_installed_once() 
     finally:
         pauses.remove()
     assert pauses.callback not in gc.callbacks
+
+
+def test_the_worker_collector_freezes_what_each_batch_leaves_only_once_it_is_on() -> None:
+    import gc
+
+    from agents import metrics
+
+    before = gc.get_threshold()
+    try:
+        metrics.after_batch()  # off: tests and tools keep CPython's collector
+        assert gc.get_freeze_count() == 0
+        metrics.worker_gc()
+        assert gc.get_threshold() == metrics.GC_THRESHOLD
+        kept = [[i] for i in range(1000)]  # what a batch leaves alive
+        frozen = gc.get_freeze_count()
+        metrics.after_batch()
+        assert gc.get_freeze_count() >= frozen + len(kept)
+        metrics.full_collection()
+        assert gc.get_freeze_count() > 0 and gc.get_count()[0] < 100
+    finally:
+        metrics.stop_worker_gc()
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    metrics.after_batch()
+    assert gc.get_freeze_count() == 0
