@@ -1,8 +1,9 @@
 """Cluster mode on real servers: Debian's ZooKeeper and four ClickHouse 18.16 servers,
 two shards of two replicas, each on its own ports and data directory. The same rows go
 through the worker's writer to the cluster and to one server, and every view must give
-the same answer on both; a replica stopped in the middle of the writes must hold every
-row of its shard once it is back."""
+the same answer on both; CDNOW replayed into the cluster must give lifetimes' summary for
+every customer; a replica stopped in the middle of the writes must hold every row of its
+shard once it is back."""
 
 from __future__ import annotations
 
@@ -217,6 +218,32 @@ def test_each_customers_rows_live_on_one_shard_and_on_both_its_replicas(
     assert not customers[0] & customers[1], "a customer's rows on one shard only"
     _, (n,) = loaded.single.query(f"SELECT uniqExact(customer_id) FROM {loaded.db}.events")
     assert len(customers[0]) + len(customers[1]) == n[0]
+
+
+def test_cdnow_replayed_into_the_cluster_gives_lifetimes_summary_for_every_customer(
+    cluster: Cluster,
+) -> None:
+    from bench.holdout import _replay
+    from tests.integration.lifetimes_check import RFM_SQL, cdnow_reference, mismatches
+    from touchstream.datasets import cdnow_events
+
+    db = f"cdnow_{uuid.uuid4().hex[:8]}"
+    with cluster.sink(0, 0, db) as sink:
+        sink.migrate()
+        # The worker's batch path, partitioned as Kafka would, batches of 5,000, every
+        # batch's rows through the worker's writer into the Distributed tables.
+        _replay(list(cdnow_events()), "1998-06-30T00:00:00Z", 8, sink=sink)
+    ref = cdnow_reference()
+    found: list[str] = []
+
+    def matches() -> bool:  # read on another shard's server, replicas possibly behind
+        with cluster.sink(1, 1, db) as other:
+            _, rows = other.query(RFM_SQL.format(db=db))
+        found[:] = mismatches(ref, {r[0]: r[1:] for r in rows})
+        return not found
+
+    wait_for(matches, f"CDNOW on the cluster ({len(found)} mismatches)", timeout=60)
+    assert len(ref) == 23_570
 
 
 def test_a_replica_stopped_in_the_middle_of_the_writes_has_every_row_once_it_is_back(
