@@ -346,6 +346,25 @@ def logistic_weights(features: np.ndarray, quiet: np.ndarray, l2: float = 1e-4) 
     return np.asarray(res.x, dtype=float)
 
 
+def scores_customers(fit: Fit, s: Summary, sample: int = 200) -> None:
+    """Raise FitError when the fitted parameters cannot score the customers they were
+    fitted on (a degenerate fit: a series that does not converge, an overflow), checked
+    on an even sample and the customers with the most purchases and the longest history:
+    the stream must never be handed a model it cannot evaluate."""
+    n = len(s)
+    picks = {int(i) for i in np.linspace(0, n - 1, min(n, sample))}
+    picks |= {int(np.argmax(s.x)), int(np.argmax(s.T)), int(np.argmin(s.T))}
+    model = btyd.Model(0, btyd.purchase_model(fit.name, fit.params))
+    for i in sorted(picks):
+        try:
+            model.score(float(s.x[i]), float(s.tx[i]), float(s.T[i]), 0.0)
+        except (ArithmeticError, ValueError) as e:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in fit.params.items())
+            raise FitError(
+                f"{fit.name}: its parameters ({shown}) cannot score the customers: {e}"
+            ) from e
+
+
 def fit_all(full: Summary, holdout: Holdout | None, models: Sequence[str] = btyd.MODELS) -> Report:
     """Fit every model on ``full``; choose the one whose fit on the holdout's calibration
     part best predicts who buys in the holdout (log loss of P(no purchase)), and fit the
@@ -357,7 +376,9 @@ def fit_all(full: Summary, holdout: Holdout | None, models: Sequence[str] = btyd
     fits, errors = {}, []
     for name in models:
         try:
-            fits[name] = fit_purchases(name, full)
+            fit = fit_purchases(name, full)
+            scores_customers(fit, full)
+            fits[name] = fit
         except (FitError, ArithmeticError, ValueError) as e:
             errors.append(str(e) if str(e).startswith(name) else f"{name}: {e}")
     if not fits:
@@ -397,7 +418,11 @@ def fit_all(full: Summary, holdout: Holdout | None, models: Sequence[str] = btyd
             errors.append(f"on the split: {e}")
             continue
         m = btyd.Model(0, btyd.purchase_model(name, split_fit.params))
-        q, expected = holdout_predictions(m, hs, days)
+        try:
+            q, expected = holdout_predictions(m, hs, days)
+        except (ArithmeticError, ValueError) as e:
+            errors.append(f"on the split: {name}: {e}")
+            continue
         scored[name] = (log_loss(q, quiet), float(expected.sum()), m)
     if not scored:
         raise FitError("no model could be fitted on the holdout split: " + "; ".join(errors))

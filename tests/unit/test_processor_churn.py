@@ -151,3 +151,27 @@ def test_without_a_model_alerts_have_null_churn_fields_and_the_usual_message() -
         and "Churn probability" not in a["message"]
         for a in alerts
     )
+
+
+def test_a_model_the_formulas_cannot_evaluate_leaves_the_values_null_and_the_stream_going() -> None:
+    # Parameters of a degenerate fit seen on a live worker: the series of the expected
+    # purchases does not converge for repeat buyers.
+    broken = btyd.Model(
+        9, btyd.purchase_model("bgnbd", {"r": 1.0, "alpha": 8e6, "a": 9.5e10, "b": 3.2e11})
+    )
+    states, _, _ = replay(broken, EVENTS)
+    assert set(states) == {"a", "b", "c"}
+    assert col(states["a"], "churn_probability_90d") is None  # a buys again: not evaluable
+
+
+def test_a_fit_whose_parameters_cannot_score_its_customers_is_refused_in_one_line() -> None:
+    import numpy as np
+    import pytest
+
+    from touchstream.fitting import Fit, FitError, Summary, scores_customers
+
+    s = Summary(np.array([0.0, 3.0]), np.array([0.0, 10.0]), np.array([5.0, 20.0]))
+    bad = Fit("bgnbd", {"r": 1.0, "alpha": 8e6, "a": 9.5e10, "b": 3.2e11}, -1.0, 2)
+    with pytest.raises(FitError, match=r"^bgnbd: its parameters \(r 1, alpha 8e\+06"):
+        scores_customers(bad, s)
+    scores_customers(Fit("bgnbd", {"r": 0.24, "alpha": 4.4, "a": 0.79, "b": 2.4}, -1.0, 2), s)

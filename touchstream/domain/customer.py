@@ -362,4 +362,10 @@ def churn_scores(
     x = len(days) - 1
     day = as_of_ms // DAY_MS
     m = float((s.purchase_total - s.first_day_spend) / x) if x else 0.0
-    return model.score(x, last - first, (day if day > last else last) - first, m)
+    try:
+        return model.score(x, last - first, (day if day > last else last) - first, m)
+    except (ArithmeticError, ValueError):
+        # Parameters the formulas cannot evaluate for this customer (a series that does
+        # not converge, an overflow): no values rather than a stopped stream. The fit
+        # does not choose such a model (touchstream/fitting.py), one loaded by hand may be.
+        return None
