@@ -183,6 +183,9 @@ def live_worker(
             data_dir=str(workdir / "worker"),
             clock="event",
             web_port=free_port(),
+            # No scheduled churn fit: it is a separate process that takes a core for
+            # minutes on this 2-core machine, not the stream's own latency.
+            fit_interval_s=0,
             **extra,
         )
         env = worker_env(s)
