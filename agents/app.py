@@ -212,7 +212,7 @@ class Worker:
             app.timer(interval=settings.tick_s)(self.tick)
         if settings.clock == "event" and settings.idle_s > 0:
             app.timer(interval=min(settings.tick_s, settings.idle_s))(self.advance_idle)
-        app.timer(interval=0.5)(self.build_indexes)
+        app.timer(interval=0.5)(self.build_indexes)  # about 0.4 s of slices each
         app.timer(interval=settings.cutoff_interval_s)(self.publish_cutoffs)
         app.timer(interval=settings.model_poll_s)(self.poll_model)
         if settings.fit_interval_s > 0:
@@ -431,7 +431,10 @@ class Worker:
         """Deadline indexes of newly assigned partitions, a slice at a time between
         batches; a partition whose index is whole fires the deadlines already due."""
         processor, live = self.processor, self.settings.clock == "live"
-        while processor.building:
+        # Under the timer's interval, so Faust's timer never runs late ("overlapping"):
+        # the next tick goes on where this one stopped.
+        until = time.monotonic() + 0.4
+        while processor.building and time.monotonic() < until:
             async with self.lock:
                 whole = processor.build_indexes()
                 done = None
