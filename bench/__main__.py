@@ -265,14 +265,17 @@ def _measure(
     )
 
 
-def job_faust_naive(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
-    run_dir = ctx.workdir / f"faust-naive-{i}"
+def _run_faust(
+    ctx: Ctx, name: str, topic: str, end: dict[int, int], i: int, *extra: str
+) -> tuple[Run, str]:
+    """``python -m bench.<name>`` (a Faust peer), measured; returns its app id too."""
+    run_dir = ctx.workdir / f"{name}-{i}"
     run_dir.mkdir(parents=True)
-    app_id = f"bench-faust-naive-{uuid.uuid4().hex[:8]}"
+    app_id = f"bench-{name}-{uuid.uuid4().hex[:8]}"
     cmd = [
         sys.executable,
         "-m",
-        "bench.faust_naive",
+        f"bench.{name.replace('-', '_')}",
         "--broker",
         ctx.broker_url,
         "--topic",
@@ -283,8 +286,13 @@ def job_faust_naive(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
         str(run_dir / "data"),
         "--partitions",
         str(ctx.inp.partitions),
+        *extra,
     ]
-    return _measure(ctx, "faust-naive", i, cmd, None, app_id, topic, end, run_dir / "log")
+    return _measure(ctx, name, i, cmd, None, app_id, topic, end, run_dir / "log"), app_id
+
+
+def job_faust_naive(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
+    return _run_faust(ctx, "faust-naive", topic, end, i)[0]
 
 
 def lateness_ms() -> int:
@@ -345,27 +353,7 @@ def quix_changelog(bootstrap: str, group: str) -> str:
 
 
 def job_faust_same(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
-    run_dir = ctx.workdir / f"faust-same-{i}"
-    run_dir.mkdir(parents=True)
-    app_id = f"bench-faust-same-{uuid.uuid4().hex[:8]}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.faust_same",
-        "--broker",
-        ctx.broker_url,
-        "--topic",
-        topic,
-        "--app-id",
-        app_id,
-        "--datadir",
-        str(run_dir / "data"),
-        "--partitions",
-        str(ctx.inp.partitions),
-        "--lateness-ms",
-        str(lateness_ms()),
-    ]
-    run = _measure(ctx, "faust-same", i, cmd, None, app_id, topic, end, run_dir / "log")
+    run, app_id = _run_faust(ctx, "faust-same", topic, end, i, "--lateness-ms", str(lateness_ms()))
     with console.status("faust-same: reading its changelog back"):
         got = changelog_customers(ctx.bootstrap, f"{app_id}-customers-changelog")
     ctx.same.setdefault("faust-same", []).append(got)
@@ -396,13 +384,16 @@ def quix_unavailable(python: str) -> str | None:
     return None
 
 
-def job_quix(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
-    run_dir = ctx.workdir / f"quix-{i}"
+def _run_quix(
+    ctx: Ctx, name: str, script: str, topic: str, end: dict[int, int], i: int, *extra: str
+) -> tuple[Run, str]:
+    """A bench/ Quix script under ``--quix-python``, measured; returns its group too."""
+    run_dir = ctx.workdir / f"{name}-{i}"
     run_dir.mkdir(parents=True)
-    group = f"bench-quix-{uuid.uuid4().hex[:8]}"
+    group = f"bench-{name}-{uuid.uuid4().hex[:8]}"
     cmd = [
         ctx.quix_python,
-        str(ROOT / "bench" / "quix_job.py"),
+        str(ROOT / "bench" / script),
         "--bootstrap",
         ctx.bootstrap,
         "--topic",
@@ -411,8 +402,13 @@ def job_quix(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
         group,
         "--state-dir",
         str(run_dir / "state"),
+        *extra,
     ]
-    return _measure(ctx, "quix", i, cmd, None, group, topic, end, run_dir / "log")
+    return _measure(ctx, name, i, cmd, None, group, topic, end, run_dir / "log"), group
+
+
+def job_quix(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
+    return _run_quix(ctx, "quix", "quix_job.py", topic, end, i)[0]
 
 
 def quix_same_unavailable(python: str) -> str | None:
@@ -441,24 +437,9 @@ def quix_same_unavailable(python: str) -> str | None:
 
 
 def job_quix_same(ctx: Ctx, topic: str, end: dict[int, int], i: int) -> Run:
-    run_dir = ctx.workdir / f"quix-same-{i}"
-    run_dir.mkdir(parents=True)
-    group = f"bench-quix-same-{uuid.uuid4().hex[:8]}"
-    cmd = [
-        ctx.quix_python,
-        str(ROOT / "bench" / "quix_same.py"),
-        "--bootstrap",
-        ctx.bootstrap,
-        "--topic",
-        topic,
-        "--group",
-        group,
-        "--state-dir",
-        str(run_dir / "state"),
-        "--lateness-ms",
-        str(lateness_ms()),
-    ]
-    run = _measure(ctx, "quix-same", i, cmd, None, group, topic, end, run_dir / "log")
+    run, group = _run_quix(
+        ctx, "quix-same", "quix_same.py", topic, end, i, "--lateness-ms", str(lateness_ms())
+    )
     with console.status("quix-same: reading its changelog back"):
         got = changelog_customers(ctx.bootstrap, quix_changelog(ctx.bootstrap, group))
     ctx.same.setdefault("quix-same", []).append(got)

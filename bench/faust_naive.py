@@ -15,11 +15,11 @@ import argparse
 import sys
 
 
-def build(
+def app_and_source(
     broker: str, topic: str, app_id: str, datadir: str, partitions: int, commit_interval: float
 ):
+    """The Faust app both Faust peers use and its input topic (raw bytes)."""
     import faust
-    import orjson
 
     app = faust.App(
         app_id,
@@ -43,6 +43,15 @@ def build(
         key_serializer="raw",
         value_serializer="raw",
     )
+    return app, source
+
+
+def build(
+    broker: str, topic: str, app_id: str, datadir: str, partitions: int, commit_interval: float
+):
+    import orjson
+
+    app, source = app_and_source(broker, topic, app_id, datadir, partitions, commit_interval)
     customers = app.Table("customers", default=None, partitions=partitions)
 
     @app.agent(source, name="aggregate")
@@ -60,8 +69,9 @@ def build(
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="bench.faust_naive")
+def arguments(prog: str) -> argparse.ArgumentParser:
+    """The options both Faust peers take."""
+    ap = argparse.ArgumentParser(prog=prog)
     ap.add_argument("--broker", required=True)
     ap.add_argument("--topic", required=True)
     ap.add_argument("--app-id", required=True)
@@ -71,12 +81,19 @@ def main(argv: list[str] | None = None) -> None:
     # info, not warning: at warning and above Faust sets the root logger to DEBUG for its
     # terminal spinner, and every aiokafka debug record is then built (~10% of the time).
     ap.add_argument("--loglevel", default="info")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def run(app, loglevel: str) -> None:
     import faust
 
-    app = build(a.broker, a.topic, a.app_id, a.datadir, a.partitions, a.commit_interval)
     sys.argv = sys.argv[:1]
-    faust.Worker(app, loglevel=a.loglevel).execute_from_commandline()
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = arguments("bench.faust_naive").parse_args(argv)
+    run(build(a.broker, a.topic, a.app_id, a.datadir, a.partitions, a.commit_interval), a.loglevel)
 
 
 if __name__ == "__main__":

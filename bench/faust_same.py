@@ -13,9 +13,6 @@ It writes no ClickHouse rows and sends no alerts or transitions. Run by
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 
 def build(
     broker: str,
@@ -26,34 +23,12 @@ def build(
     commit_interval: float,
     lateness_ms: int,
 ):
-    import faust
-
+    from bench.faust_naive import app_and_source
     from bench.same import step
     from touchstream.domain.lifecycle import Rules
 
     rules = Rules(allowed_lateness_ms=lateness_ms)
-    app = faust.App(
-        app_id,
-        broker=broker,
-        store="memory://",
-        datadir=datadir,
-        web_enabled=False,
-        topic_partitions=partitions,
-        topic_allow_declare=True,
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=3.0,
-        broker_commit_interval=commit_interval,
-        consumer_auto_offset_reset="earliest",
-        table_standby_replicas=0,
-    )
-    source = app.topic(
-        topic,
-        partitions=partitions,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    app, source = app_and_source(broker, topic, app_id, datadir, partitions, commit_interval)
     # The value is touchstream's encoded state, stored (and changelogged) as its bytes
     # (value_type bytes: Faust's raw codec); the key is the customer id (JSON).
     customers = app.Table("customers", default=None, partitions=partitions, value_type=bytes)
@@ -70,20 +45,11 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="bench.faust_same")
-    ap.add_argument("--broker", required=True)
-    ap.add_argument("--topic", required=True)
-    ap.add_argument("--app-id", required=True)
-    ap.add_argument("--datadir", required=True)
-    ap.add_argument("--partitions", type=int, default=8)
-    ap.add_argument("--commit-interval", type=float, default=1.0)
-    ap.add_argument("--lateness-ms", type=int, required=True)
-    # info, not warning: as bench/faust_naive.py (Faust's spinner sets the root logger
-    # to DEBUG at warning and above).
-    ap.add_argument("--loglevel", default="info")
-    a = ap.parse_args(argv)
-    import faust
+    from bench.faust_naive import arguments, run
 
+    ap = arguments("bench.faust_same")
+    ap.add_argument("--lateness-ms", type=int, required=True)
+    a = ap.parse_args(argv)
     app = build(
         a.broker,
         a.topic,
@@ -93,8 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         a.commit_interval,
         a.lateness_ms,
     )
-    sys.argv = sys.argv[:1]
-    faust.Worker(app, loglevel=a.loglevel).execute_from_commandline()
+    run(app, a.loglevel)
 
 
 if __name__ == "__main__":

@@ -12,18 +12,22 @@ import argparse
 from typing import Any
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="quix_job")
+def arguments(prog: str) -> argparse.ArgumentParser:
+    """The options both Quix peers take."""
+    ap = argparse.ArgumentParser(prog=prog)
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--topic", required=True)
     ap.add_argument("--group", required=True)
     ap.add_argument("--state-dir", required=True)
     ap.add_argument("--commit-interval", type=float, default=1.0)
-    a = ap.parse_args(argv)
+    return ap
 
-    from quixstreams import Application, State
 
-    app = Application(
+def application(a: argparse.Namespace) -> Any:
+    """The Quix application both Quix peers run (at-least-once, RocksDB state)."""
+    from quixstreams import Application
+
+    return Application(
         broker_address=a.bootstrap,
         consumer_group=a.group,
         auto_offset_reset="earliest",
@@ -32,6 +36,14 @@ def main(argv: list[str] | None = None) -> None:
         loglevel="WARNING",
         consumer_extra_config={"session.timeout.ms": 10_000, "heartbeat.interval.ms": 3_000},
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = arguments("quix_job").parse_args(argv)
+
+    from quixstreams import State
+
+    app = application(a)
     topic = app.topic(a.topic, key_deserializer="str", value_deserializer="json")
     sdf = app.dataframe(topic)
 

@@ -16,7 +16,6 @@ and this repository first on ``sys.path``, which this script puts there itself:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -25,30 +24,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="quix_same")
-    ap.add_argument("--bootstrap", required=True)
-    ap.add_argument("--topic", required=True)
-    ap.add_argument("--group", required=True)
-    ap.add_argument("--state-dir", required=True)
-    ap.add_argument("--commit-interval", type=float, default=1.0)
+    from bench.quix_job import application, arguments
+
+    ap = arguments("quix_same")
     ap.add_argument("--lateness-ms", type=int, required=True)
     a = ap.parse_args(argv)
 
-    from quixstreams import Application, State, message_context
+    from quixstreams import State, message_context
 
     from bench.same import step
     from touchstream.domain.lifecycle import Rules
 
     rules = Rules(allowed_lateness_ms=a.lateness_ms)
-    app = Application(
-        broker_address=a.bootstrap,
-        consumer_group=a.group,
-        auto_offset_reset="earliest",
-        commit_interval=a.commit_interval,
-        state_dir=a.state_dir,
-        loglevel="WARNING",
-        consumer_extra_config={"session.timeout.ms": 10_000, "heartbeat.interval.ms": 3_000},
-    )
+    app = application(a)
     topic = app.topic(a.topic, key_deserializer="bytes", value_deserializer="bytes")
     sdf = app.dataframe(topic)
 
