@@ -151,8 +151,8 @@ def health(c: Condition, failing_limit_s: float) -> tuple[int, dict[str, Any]]:
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 INSERT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-# A generation-0 collection of the worker's heap takes well under a millisecond, a full
-# one of a large table tens to hundreds: the event loop stands still meanwhile.
+# A generation-0 collection takes milliseconds to tens of them, a full one of a large
+# heap hundreds (docs/benchmarks.md): the event loop stands still meanwhile.
 GC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 

@@ -196,10 +196,11 @@ class Processor:
         """One slice (``index_slice`` customers) of an index being built; returns the
         partitions whose index became whole (their due deadlines fire at the next ``end``
         that names them)."""
-        for p in sorted(self._building)[:1]:
-            self._build(p, self._building[p], self.index_slice)
-            return [] if p in self._building else [p]
-        return []
+        if not self._building:
+            return []
+        p = min(self._building)
+        self._build(p, self._building[p], self.index_slice)
+        return [] if p in self._building else [p]
 
     def _build(self, partition: int, b: _Building, limit: int | None) -> None:
         """Read up to ``limit`` more of the partition's scan (None: all of it); once it is
