@@ -159,7 +159,7 @@ def test_with_a_minimum_insert_interval_batches_processed_meanwhile_share_the_ne
     from agents.records import RawMessage
 
     worker = harness.worker
-    worker.settings = worker.settings.model_copy(update={"min_insert_interval_s": 1.0})
+    worker.settings = worker.settings.model_copy(update={"min_insert_interval_s": 5.0})
     handle = next(iter(worker.app.batch_handlers.values()))
     inserts: list[tuple[str, int]] = []
     insert = harness.sink.insert
@@ -180,7 +180,8 @@ def test_with_a_minimum_insert_interval_batches_processed_meanwhile_share_the_ne
         await done[0]  # inserted at once: no insert before it
         for i, cid in enumerate((b"c2", b"c3", b"c4"), 1):
             done.append(await handle(batch(i, cid, f"1997-01-0{i + 1}")))
-            await asyncio.sleep(0.2)  # each batch's effects could start before the next
+            # Each batch's effects could start before the next; well inside the interval.
+            await asyncio.sleep(0.2)
         for f in done:
             await f
 
