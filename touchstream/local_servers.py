@@ -15,11 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now and not handed out before by this process: a cluster's
+    ports are all chosen before its first server binds any of them."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float, what: str) -> None:
@@ -329,7 +337,11 @@ class ClickHouseServer(Server):
             if tls
             else ""
         )
-        extra = cluster.config_xml(free_port()) if cluster else ""
+        self.interserver_port: int | None = None
+        extra = ""
+        if cluster:
+            self.interserver_port = free_port()
+            extra = cluster.config_xml(self.interserver_port)
         (d / "config.xml").write_text(
             _CH_CONFIG.format(d=d, tcp=self.port, http=self.http_port, tls=tls_xml, extra=extra)
         )
@@ -348,9 +360,22 @@ class ClickHouseServer(Server):
             stderr=subprocess.STDOUT,
             cwd=d,
         )
-        wait_port(self.port, self.proc, 60, "clickhouse-server")
-        if self.tls_port:
-            wait_port(self.tls_port, self.proc, 30, "clickhouse-server (TLS)")
+        # Every port, and still running after: a port it cannot bind ends the server
+        # after its first ports were open.
+        try:
+            for port in (self.port, self.http_port, self.tls_port, self.interserver_port):
+                if port:
+                    wait_port(port, self.proc, 60, "clickhouse-server")
+            time.sleep(0.2)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"clickhouse-server exited with code {self.proc.returncode}")
+        except (RuntimeError, TimeoutError) as e:
+            raise RuntimeError(f"{e}; its error log ends: {self.error_log_tail()}") from None
+
+    def error_log_tail(self, lines: int = 3) -> str:
+        log = self._dir / "log" / "error.log"
+        text = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+        return " | ".join(text[-lines:]) or "(empty)"
 
     def url(self, database: str = "touchstream") -> str:
         return f"clickhouse://default:@127.0.0.1:{self.port}/{database}"

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,7 +57,22 @@ class Cluster:
 
     def sink(self, shard: int, replica: int, db: str, cluster: bool = True) -> Sink:
         """A sink connected to one server: in cluster mode, or plain (its local tables)."""
-        return open_sink(self.servers[shard][replica].url(db), NAME if cluster else "")
+        server = self.servers[shard][replica]
+        if server.proc.poll() is not None:  # say why, not only "connection refused"
+            raise AssertionError(
+                f"server {shard + 1}-{replica + 1} exited with code {server.proc.returncode}; "
+                f"its error log ends: {server.error_log_tail()}"
+            )
+        return open_sink(server.url(db), NAME if cluster else "")
+
+
+def start_servers(root: Path, zookeeper_port: int, started: list[ClickHouseServer]) -> None:
+    ports = tuple(tuple(free_port() for _ in range(REPLICAS)) for _ in range(SHARDS))
+    for s, shard_ports in enumerate(ports, 1):
+        for r, port in enumerate(shard_ports, 1):
+            node = ClusterNode(NAME, ports, zookeeper_port, s, r)
+            server = ClickHouseServer(root / f"clickhouse-{s}-{r}", port=port, cluster=node)
+            started.append(server)
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +86,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 server.proc.terminate()
         for server in started:
             server.stop()
+        started.clear()
 
     with ZooKeeper(root / "zookeeper") as zk, ExitStack() as stack:
         stack.callback(stop_all)
-        ports = tuple(tuple(free_port() for _ in range(REPLICAS)) for _ in range(SHARDS))
-        for s, shard_ports in enumerate(ports, 1):
-            for r, port in enumerate(shard_ports, 1):
-                node = ClusterNode(NAME, ports, zk.port, s, r)
-                server = ClickHouseServer(root / f"clickhouse-{s}-{r}", port=port, cluster=node)
-                started.append(server)
+        # Another tenant of a shared machine may take a chosen port before a server binds
+        # it: the servers start again on new ports, and the third failure is the test's.
+        for attempt in range(3):
+            try:
+                start_servers(root / f"attempt-{attempt}", zk.port, started)
+                break
+            except RuntimeError:
+                stop_all()
+                if attempt == 2:
+                    raise
         yield Cluster([started[i : i + REPLICAS] for i in range(0, len(started), REPLICAS)])
 
 
