@@ -338,7 +338,12 @@ def gc_pauses_of(url: str) -> dict[str, dict[str, float]]:
         text = r.read().decode()
     buckets: dict[str, list[tuple[float, float]]] = {}
     sums: dict[str, float] = {}
+    collected: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
+        if family.name == "touchstream_gc_collected_objects":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    collected[sample.labels.get("generation", "?")] = sample.value
         if family.name != "touchstream_gc_pause_seconds":
             continue
         for sample in family.samples:
@@ -347,7 +352,10 @@ def gc_pauses_of(url: str) -> dict[str, dict[str, float]]:
                 buckets.setdefault(g, []).append((float(sample.labels["le"]), sample.value))
             elif sample.name.endswith("_sum"):
                 sums[g] = sample.value
-    return {g: gc_summary(sorted(b), sums.get(g, 0.0)) for g, b in sorted(buckets.items())}
+    out = {g: gc_summary(sorted(b), sums.get(g, 0.0)) for g, b in sorted(buckets.items())}
+    for g, n in collected.items():
+        out.setdefault(g, {})["collected"] = n
+    return out
 
 
 def gc_summary(cumulative: list[tuple[float, float]], total_s: float) -> dict[str, float]:
@@ -438,7 +446,9 @@ def report(res: LatencyResult, console: Any) -> None:
         rows.append(
             (
                 f"worker GC pauses, generation {g}",
-                f"{v['collections']:,.0f} collections, {v['total_s'] * 1000:,.0f} ms in all"
+                f"{v.get('collections', 0):,.0f} collections, "
+                f"{v.get('total_s', 0) * 1000:,.0f} ms in all"
+                + (f", {v['collected']:,.0f} unreachable objects freed" if "collected" in v else "")
                 + (f"; {bounds}" if bounds else ""),
             )
         )

@@ -450,3 +450,30 @@ def test_the_worker_collector_freezes_what_each_batch_leaves_only_once_it_is_on(
         gc.set_threshold(*before)
     metrics.after_batch()
     assert gc.get_freeze_count() == 0
+
+
+def test_the_gc_pauses_count_the_cycles_each_generation_freed() -> None:
+    pauses = GcPauses()
+    pauses.callback("start", {"generation": 2, "collected": 0})
+    pauses.callback("stop", {"generation": 2, "collected": 7})
+    pauses.callback("start", {"generation": 0, "collected": 0})
+    pauses.callback("stop", {"generation": 0, "collected": 3})
+    assert pauses.collected == [3, 0, 7]
+
+
+def test_a_freed_cycle_shows_in_the_scraped_count_of_collected_objects() -> None:
+    def scraped() -> float:
+        text = Metrics(failing_limit_s=60).exposition().decode()
+        line = next(
+            x
+            for x in text.splitlines()
+            if x.startswith('touchstream_gc_collected_objects_total{generation="2"}')
+        )
+        return float(line.split()[-1])
+
+    before = scraped()
+    cycle: list[object] = []
+    cycle.append(cycle)
+    del cycle
+    gc.collect()
+    assert scraped() >= before + 1
