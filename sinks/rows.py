@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from math import isfinite
 from types import NoneType
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import orjson
 
@@ -38,7 +38,11 @@ def _attribute_fields(cls: type[_Event]) -> tuple[tuple[str, bool], ...] | None:
     for name, f in cls.model_fields.items():
         if name in _COMMON:
             continue
-        kinds = {a for a in (get_args(f.annotation) or (f.annotation,)) if a is not NoneType}
+        kinds = {
+            get_args(a)[0] if get_origin(a) is Annotated else a  # its validators aside
+            for a in (get_args(f.annotation) or (f.annotation,))
+            if a is not NoneType
+        }
         if get_origin(f.annotation) is Literal and all(type(v) is str for v in kinds):
             kinds = {str}
         if kinds == {float}:

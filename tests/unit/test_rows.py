@@ -284,3 +284,9 @@ def test_every_datetime_column_of_the_worker_rows_is_epoch_milliseconds():
         for row in rows:
             assert all(type(row[i]) is int or row[i] is None for i in columns), (name, row)
     assert seen["events"][0][3] == epoch_ms(datetime(2024, 3, 1, 10, 0, 0, 250_000, UTC))
+
+
+def test_every_event_types_attributes_are_read_without_pydantics_serializer():
+    from sinks.rows import _ROW_SHAPE
+
+    assert [cls.__name__ for cls, (_, _, fields) in _ROW_SHAPE.items() if fields is None] == []

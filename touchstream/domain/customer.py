@@ -228,16 +228,8 @@ class Working(_Derived):
             or self.stage not in lifecycle.ACTIVE
         ):
             return None
-        after = self.risk_checked_ms
-        return min(
-            (
-                c
-                for c in defection.risk_checks(
-                    self.signals, self.complaints, rules.unresolved_after_days
-                )
-                if c > after
-            ),
-            default=None,
+        return defection.next_risk_check(
+            self.signals, self.complaints, rules.unresolved_after_days, self.risk_checked_ms
         )
 
     def remember(self, event_id: str) -> bool:

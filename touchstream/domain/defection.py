@@ -12,7 +12,7 @@ lists every code and weight.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from schemas.events import SATISFACTION_LEVELS, Event
@@ -274,35 +274,45 @@ _NO_RISK = Risk(0.0, (), ())
 _SELF_CHANGE = ("account:moved", "account:life_event")
 
 
-def risk_checks(
+def next_risk_check(
     signals: tuple[tuple[int, str], ...],
     complaints: tuple[Complaint, ...],
     unresolved_after_days: float,
-) -> Iterable[int]:
-    """The moments at which the churn risk can rise: when trouble becomes live (a
-    complaint open for ``unresolved_after_days``, rejected or reopened; a call problem
-    unresolved that long or reported again; a move or life event) or gains weight."""
+    after_ms: int,
+) -> int | None:
+    """The first moment after ``after_ms`` at which the churn risk can rise (None: no
+    such moment): when trouble becomes live (a complaint open for
+    ``unresolved_after_days``, rejected or reopened; a call problem unresolved that long
+    or reported again; a move or life event) or gains weight. Computed at most once per
+    event, so a loop rather than a generator."""
     after = int(unresolved_after_days * DAY_MS)
+    first: int | None = None
     for c in complaints:
         closed = False
         for t, s in c.reports:
             if s == issues.OPEN:
                 if t == c.opened_ms:
-                    yield t + after
-                elif closed:
-                    yield t  # reopened: live at once
+                    t += after
+                elif not closed:
+                    continue
+                # else reopened: live at once
             else:
                 closed = True
-                if s == issues.REJECTED:
-                    yield t
+                if s != issues.REJECTED:
+                    continue
+            if t > after_ms and (first is None or t < first):
+                first = t
     for t, code in signals:
         if code.startswith("call_unresolved:"):
-            yield t
-            yield t + after
-        elif (
+            if t <= after_ms:
+                t += after
+        elif not (
             code.startswith(_SELF_CHANGE) or code.startswith("survey:") or code == "call_long_wait"
         ):
-            yield t
+            continue
+        if t > after_ms and (first is None or t < first):
+            first = t
+    return first
 
 
 def risk(

@@ -99,13 +99,19 @@ def _set_deadline(w: Working, rules: Rules) -> None:
 def _fire_due(w: Working, due: int, rules: Rules) -> list[Output]:
     """``_advance`` to ``due``, without computing a stale deadline that cannot be due:
     it is never earlier than the last purchase plus the shortest silence."""
-    if w._deadline_rules is not None and not w.signals and not w.complaints:
+    if w._deadline_rules is not None:
         stage, last = w.stage, w.last_purchase_ms
         if last is None or stage is None or stage == lifecycle.CHURNED:
-            return []
-        shortest = rules.churn_min_days if stage == lifecycle.DECLINE else rules.decline_min_days
-        if due < last + int(shortest * DAY_MS):
-            return []
+            silence_due = False
+        else:
+            shortest = (
+                rules.churn_min_days if stage == lifecycle.DECLINE else rules.decline_min_days
+            )
+            silence_due = due >= last + int(shortest * DAY_MS)
+        if not silence_due:  # then only a risk check can be due: the cheaper half
+            r = w.risk_check_ms(rules)
+            if r is None or r > due:
+                return []
     d = w.next_deadline_ms
     return _advance(w, due, rules) if d is not None and d <= due else []
 
