@@ -283,8 +283,8 @@ def next_risk_check(
     """The first moment after ``after_ms`` at which the churn risk can rise (None: no
     such moment): when trouble becomes live (a complaint open for
     ``unresolved_after_days``, rejected or reopened; a call problem unresolved that long
-    or reported again; a move or life event) or gains weight. Computed at most once per
-    event, so a loop rather than a generator."""
+    or reported again; a move or life event) or gains weight. Worked out for most events,
+    so a loop rather than a generator."""
     after = int(unresolved_after_days * DAY_MS)
     first: int | None = None
     for c in complaints:

@@ -98,7 +98,8 @@ def _set_deadline(w: Working, rules: Rules) -> None:
 
 def _fire_due(w: Working, due: int, rules: Rules) -> list[Output]:
     """``_advance`` to ``due``, without computing a stale deadline that cannot be due:
-    it is never earlier than the last purchase plus the shortest silence."""
+    silence is never due before the last purchase plus the shortest silence, and until
+    then only the risk check is worked out."""
     if w._deadline_rules is not None:
         stage, last = w.stage, w.last_purchase_ms
         if last is None or stage is None or stage == lifecycle.CHURNED:
